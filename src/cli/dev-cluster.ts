@@ -1,0 +1,115 @@
+import { Command, Option } from 'commander';
+import { resolve } from 'node:path';
+import {
+  binaryPaths,
+  cacheRoot,
+  defaultClusterDir,
+  down,
+  ensureBinaries,
+  liveState,
+  readState,
+  serve,
+  up,
+} from '../devcluster/index.js';
+import { parsePort, shutdownSignal, type Io } from './util.js';
+
+interface DirOptions {
+  dir: string;
+}
+
+function dirOption(): Option {
+  return new Option('--dir <dir>', 'directory of the dev cluster (pki, data, logs, kubeconfig)')
+    .default(defaultClusterDir(), '$XDG_STATE_HOME/virtual-kubelet/dev-cluster')
+    .argParser((d) => resolve(d));
+}
+
+/** The command that re-runs this CLI (same node, same loader flags, same entry script). */
+function selfCommand(args: string[]): [string, ...string[]] {
+  return [process.execPath, ...process.execArgv, process.argv[1] ?? '', ...args];
+}
+
+export function devClusterCommand(io: Io): Command {
+  const cmd = new Command('dev-cluster').description(
+    'a real local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)',
+  );
+
+  cmd
+    .command('build')
+    .description('build the control-plane binaries into the cache (done by up when needed)')
+    .action(async () => {
+      const bins = await ensureBinaries({ progress: io.err });
+      io.err(`binaries in ${cacheRoot()}`);
+      io.out(Object.values(bins).join('\n'));
+    });
+
+  cmd
+    .command('up')
+    .description('start the control plane in the background and print the KUBECONFIG line')
+    .addOption(dirOption())
+    .option('--port <port>', 'kube-apiserver port on 127.0.0.1 (default: a free port)', parsePort)
+    .action(async (opts: DirOptions & { port?: number }) => {
+      const running = await liveState(opts.dir);
+      if (running?.status !== 'ready') await ensureBinaries({ progress: io.err });
+      io.err(running ? '' : `starting the dev cluster in ${opts.dir}`);
+      const serveArgs = ['dev-cluster', 'serve', '--dir', opts.dir];
+      if (opts.port !== undefined) serveArgs.push('--port', String(opts.port));
+      const { state, started } = await up({ dir: opts.dir, serveCommand: selfCommand(serveArgs) });
+      io.err(
+        started
+          ? `dev cluster ready at ${state.server ?? '?'} (stop it with: virtual-kubelet dev-cluster down)`
+          : `dev cluster already running at ${state.server ?? '?'} (pid ${String(state.pid)})`,
+      );
+      io.out(`export KUBECONFIG=${state.kubeconfig ?? ''}`);
+    });
+
+  cmd
+    .command('serve', { hidden: true })
+    .description('run the control plane in the foreground (what up runs in the background)')
+    .addOption(dirOption())
+    .option('--port <port>', 'kube-apiserver port', parsePort)
+    .action(async (opts: DirOptions & { port?: number }) => {
+      const signal = shutdownSignal(io);
+      await serve({
+        dir: opts.dir,
+        binaries: binaryPaths(),
+        ...(opts.port === undefined ? {} : { apiserverPort: opts.port }),
+        log: io.err,
+        signal,
+      });
+    });
+
+  cmd
+    .command('down')
+    .description('stop the control plane started by up')
+    .addOption(dirOption())
+    .action(async (opts: DirOptions) => {
+      const stopped = await down(opts.dir);
+      io.err(
+        stopped ? `dev cluster in ${opts.dir} stopped` : `no dev cluster running in ${opts.dir}`,
+      );
+    });
+
+  cmd
+    .command('status')
+    .description('say whether the control plane runs; exit code 3 when it does not')
+    .addOption(dirOption())
+    .action(async (opts: DirOptions) => {
+      const state = await liveState(opts.dir);
+      if (!state) {
+        const last = await readState(opts.dir);
+        io.out(
+          `no dev cluster running in ${opts.dir}` +
+            (last?.status === 'failed' ? ` (last start failed: ${last.error ?? '?'})` : ''),
+        );
+        io.exitCode = 3;
+        return;
+      }
+      io.out(`dev cluster in ${opts.dir}: ${state.status} (pid ${String(state.pid)})`);
+      if (state.server) io.out(`  server: ${state.server}`);
+      for (const [name, pid] of Object.entries(state.components ?? {}))
+        io.out(`  ${name}: pid ${String(pid)}`);
+      if (state.kubeconfig) io.out(`export KUBECONFIG=${state.kubeconfig}`);
+    });
+
+  return cmd;
+}

@@ -1,0 +1,58 @@
+import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
+import { DevClusterError, KUBERNETES_VERSION } from '../devcluster/index.js';
+import { devClusterCommand } from './dev-cluster.js';
+import { startCommand } from './start.js';
+import type { Io } from './util.js';
+
+const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
+
+/** The `virtual-kubelet` command line. Resolves to the process exit code; never throws. */
+export async function main(argv: readonly string[], io?: Partial<Io>): Promise<number> {
+  const ctx: Io = {
+    out: io?.out ?? ((l) => process.stdout.write(`${l}\n`)),
+    err: io?.err ?? ((l) => process.stderr.write(l ? `${l}\n` : '')),
+    exitCode: 0,
+  };
+  const program = new Command('virtual-kubelet').description(
+    'A Kubernetes node backed by a pluggable provider.',
+  );
+  program
+    .command('version')
+    .description('print the version')
+    .action(() => {
+      ctx.out(`virtual-kubelet ${pkg.version} (Kubernetes ${KUBERNETES_VERSION} dev cluster)`);
+    });
+  program.addCommand(startCommand(ctx));
+  program.addCommand(devClusterCommand(ctx));
+  // Settings are not inherited by commands built apart and added later, so apply them to all.
+  const configure = (cmd: Command): void => {
+    cmd
+      .exitOverride()
+      .showSuggestionAfterError()
+      .configureOutput({
+        writeOut: (text) => process.stdout.write(text),
+        writeErr: (text) => {
+          ctx.err(text.trimEnd());
+        },
+        outputError: (text) => {
+          ctx.err(`virtual-kubelet: ${text.replace(/^error: /, '').trimEnd()}`);
+        },
+      });
+    cmd.commands.forEach(configure);
+  };
+  configure(program);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return ctx.exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    if (err instanceof DevClusterError) {
+      ctx.err(`virtual-kubelet: ${err.message}`);
+      return 1;
+    }
+    ctx.err(`virtual-kubelet: ${(err as Error).message}`);
+    if (process.env.VK_DEBUG) ctx.err(String((err as Error).stack));
+    return 1;
+  }
+}

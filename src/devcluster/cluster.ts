@@ -1,0 +1,379 @@
+import type { ChildProcess } from 'node:child_process';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { Binaries } from './build.js';
+import { formatSeconds } from './build.js';
+import { DevClusterError } from './errors.js';
+import { ensurePki, PKI, renderKubeconfig } from './pki.js';
+import { spawnOwned, stopProcess } from './process.js';
+
+export type Component = 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kube-scheduler';
+
+export interface DevClusterOptions {
+  /** Working directory: pki/, etcd data, one log per component, kubeconfigs. Created if missing. */
+  readonly dir: string;
+  readonly binaries: Binaries;
+  /** kube-apiserver's port on 127.0.0.1. Default: a free port. */
+  readonly apiserverPort?: number;
+  /**
+   * Run etcd with `--unsafe-no-fsync`: much faster on slow disks, loses data on a power cut.
+   * Default: true (the dev cluster is disposable).
+   */
+  readonly etcdUnsafeNoFsync?: boolean;
+  /** How long each component may take to become healthy. Default: 120 000 ms. */
+  readonly componentTimeoutMs?: number;
+  /** Extra kube-apiserver flags (`--name=value`), appended last so they win. */
+  readonly extraApiserverArgs?: readonly string[];
+  /** Progress lines for people. Default: discard. */
+  readonly log?: (line: string) => void;
+  /** Called once if a component exits while the cluster is meant to be running. */
+  readonly onComponentExit?: (
+    component: Component,
+    code: number | null,
+    signal: string | null,
+  ) => void;
+}
+
+/** Where a started cluster listens and which files it uses. */
+export interface ClusterInfo {
+  readonly server: string;
+  readonly adminKubeconfig: string;
+  readonly pkiDir: string;
+  readonly etcdUrl: string;
+  readonly pids: Readonly<Record<Component, number>>;
+}
+
+/**
+ * A real control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager and
+ * kube-scheduler, as a normal cluster runs them (Node,RBAC authorization, NodeRestriction,
+ * service accounts). Its processes cannot outlive the process that started them.
+ */
+export class DevCluster {
+  readonly #options: DevClusterOptions;
+  readonly #children = new Map<Component, ChildProcess>();
+  #info: ClusterInfo | undefined;
+  #stopping = false;
+
+  constructor(options: DevClusterOptions) {
+    if (options.apiserverPort !== undefined) {
+      const p = options.apiserverPort;
+      if (!Number.isInteger(p) || p < 1 || p > 65535)
+        throw new RangeError(`apiserverPort must be an integer port, got ${String(p)}`);
+    }
+    this.#options = options;
+  }
+
+  /** Set once {@link start} has resolved. */
+  get info(): ClusterInfo {
+    if (!this.#info) throw new DevClusterError('NotRunning', 'the dev cluster has not started');
+    return this.#info;
+  }
+
+  /** Starts every component and resolves when the apiserver is ready and all are healthy. */
+  async start(signal?: AbortSignal): Promise<ClusterInfo> {
+    const o = this.#options;
+    const say = o.log ?? (() => undefined);
+    const timeoutMs = o.componentTimeoutMs ?? 120_000;
+    const started = Date.now();
+    const pkiDir = join(o.dir, 'pki');
+    const pki = (name: string, ext: 'crt' | 'key' = 'crt'): string =>
+      join(pkiDir, `${name}.${ext}`);
+    await mkdir(join(o.dir, 'logs'), { recursive: true });
+    await ensurePki(pkiDir);
+
+    if (o.apiserverPort !== undefined) await assertPortFree(o.apiserverPort);
+    const [etcdPort, etcdPeerPort, kcmPort, schedPort, freeApiPort] = await freePorts(5);
+    const apiPort = o.apiserverPort ?? freeApiPort ?? 0;
+    const etcdUrl = `http://127.0.0.1:${String(etcdPort)}`;
+    const server = `https://127.0.0.1:${String(apiPort)}`;
+
+    try {
+      this.#spawn('etcd', o.binaries.etcd, [
+        '--name=dev',
+        `--data-dir=${join(o.dir, 'etcd')}`,
+        `--listen-client-urls=${etcdUrl}`,
+        `--advertise-client-urls=${etcdUrl}`,
+        `--listen-peer-urls=http://127.0.0.1:${String(etcdPeerPort)}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${String(etcdPeerPort)}`,
+        `--initial-cluster=dev=http://127.0.0.1:${String(etcdPeerPort)}`,
+        '--listen-metrics-urls=',
+        '--auto-compaction-retention=1',
+        '--quota-backend-bytes=8589934592',
+        ...(o.etcdUnsafeNoFsync === false ? [] : ['--unsafe-no-fsync=true']),
+      ]);
+      await this.#waitHealthy('etcd', `${etcdUrl}/health`, {}, timeoutMs, signal, (body) =>
+        body.includes('"health":"true"'),
+      );
+
+      this.#spawn('kube-apiserver', o.binaries.kubeApiserver, [
+        `--etcd-servers=${etcdUrl}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${String(apiPort)}`,
+        // Loopback-only machines have no default route to derive an address from; the
+        // `kubernetes` Service endpoint cannot be a loopback address, so nothing reconciles it.
+        '--advertise-address=127.0.0.1',
+        '--endpoint-reconciler-type=none',
+        '--service-cluster-ip-range=10.96.0.0/16',
+        `--tls-cert-file=${pki(PKI.apiserver)}`,
+        `--tls-private-key-file=${pki(PKI.apiserver, 'key')}`,
+        `--client-ca-file=${pki(PKI.ca)}`,
+        '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+        `--service-account-key-file=${join(pkiDir, 'sa.pub')}`,
+        `--service-account-signing-key-file=${join(pkiDir, 'sa.key')}`,
+        '--authorization-mode=Node,RBAC',
+        '--enable-admission-plugins=NodeRestriction',
+        '--allow-privileged=true',
+        `--kubelet-client-certificate=${pki(PKI.apiserverKubeletClient)}`,
+        `--kubelet-client-key=${pki(PKI.apiserverKubeletClient, 'key')}`,
+        '--kubelet-preferred-address-types=InternalIP,Hostname',
+        `--requestheader-client-ca-file=${pki(PKI.frontProxyCa)}`,
+        '--requestheader-allowed-names=front-proxy-client',
+        '--requestheader-username-headers=X-Remote-User',
+        '--requestheader-group-headers=X-Remote-Group',
+        '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+        `--proxy-client-cert-file=${pki(PKI.frontProxyClient)}`,
+        `--proxy-client-key-file=${pki(PKI.frontProxyClient, 'key')}`,
+        '--profiling=false',
+        ...(o.extraApiserverArgs ?? []),
+      ]);
+      const adminTls = {
+        ca: await readFile(pki(PKI.ca)),
+        cert: await readFile(pki(PKI.admin)),
+        key: await readFile(pki(PKI.admin, 'key')),
+      };
+      await this.#waitHealthy(
+        'kube-apiserver',
+        `${server}/readyz`,
+        adminTls,
+        timeoutMs,
+        signal,
+        (body) => body.trim() === 'ok',
+      );
+
+      const kubeconfig = async (name: string, stem: string): Promise<string> => {
+        const path = join(o.dir, `${name}.kubeconfig`);
+        const text = await renderKubeconfig({
+          server,
+          caFile: pki(PKI.ca),
+          certFile: pki(stem),
+          keyFile: pki(stem, 'key'),
+        });
+        await writeFile(path, text, { mode: 0o600 });
+        return path;
+      };
+      const adminKubeconfig = await kubeconfig('admin', PKI.admin);
+      const kcmKubeconfig = await kubeconfig('kube-controller-manager', PKI.controllerManager);
+      const schedKubeconfig = await kubeconfig('kube-scheduler', PKI.scheduler);
+
+      this.#spawn('kube-controller-manager', o.binaries.kubeControllerManager, [
+        `--kubeconfig=${kcmKubeconfig}`,
+        `--authentication-kubeconfig=${kcmKubeconfig}`,
+        `--authorization-kubeconfig=${kcmKubeconfig}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${String(kcmPort)}`,
+        '--leader-elect=false',
+        '--use-service-account-credentials=true',
+        `--service-account-private-key-file=${join(pkiDir, 'sa.key')}`,
+        `--root-ca-file=${pki(PKI.ca)}`,
+        `--cluster-signing-cert-file=${pki(PKI.ca)}`,
+        `--cluster-signing-key-file=${pki(PKI.ca, 'key')}`,
+        '--controllers=*,bootstrapsigner,tokencleaner',
+        '--profiling=false',
+      ]);
+      this.#spawn('kube-scheduler', o.binaries.kubeScheduler, [
+        `--kubeconfig=${schedKubeconfig}`,
+        `--authentication-kubeconfig=${schedKubeconfig}`,
+        `--authorization-kubeconfig=${schedKubeconfig}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${String(schedPort)}`,
+        '--leader-elect=false',
+        '--profiling=false',
+      ]);
+      const insecure = { rejectUnauthorized: false };
+      await Promise.all([
+        this.#waitHealthy(
+          'kube-controller-manager',
+          `https://127.0.0.1:${String(kcmPort)}/healthz`,
+          insecure,
+          timeoutMs,
+          signal,
+          (b) => b.trim() === 'ok',
+        ),
+        this.#waitHealthy(
+          'kube-scheduler',
+          `https://127.0.0.1:${String(schedPort)}/healthz`,
+          insecure,
+          timeoutMs,
+          signal,
+          (b) => b.trim() === 'ok',
+        ),
+      ]);
+
+      this.#info = {
+        server,
+        adminKubeconfig,
+        pkiDir,
+        etcdUrl,
+        pids: {
+          etcd: this.#pid('etcd'),
+          'kube-apiserver': this.#pid('kube-apiserver'),
+          'kube-controller-manager': this.#pid('kube-controller-manager'),
+          'kube-scheduler': this.#pid('kube-scheduler'),
+        },
+      };
+      say(`control plane ready at ${server} in ${formatSeconds(Date.now() - started)}`);
+      return this.#info;
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  /** Stops the components in reverse start order; SIGKILL after 10 s each. Idempotent. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    const stop = (c: Component): Promise<void> => {
+      const child = this.#children.get(c);
+      return child ? stopProcess(child, 10_000) : Promise.resolve();
+    };
+    await Promise.all([stop('kube-scheduler'), stop('kube-controller-manager')]);
+    await stop('kube-apiserver');
+    await stop('etcd');
+  }
+
+  /** Log file of a component. */
+  logPath(component: Component): string {
+    return join(this.#options.dir, 'logs', `${component}.log`);
+  }
+
+  #pid(c: Component): number {
+    return this.#children.get(c)?.pid ?? 0;
+  }
+
+  #spawn(component: Component, binary: string, args: readonly string[]): void {
+    const child = spawnOwned(binary, { args, logPath: this.logPath(component) });
+    this.#children.set(component, child);
+    child.once('exit', (code, signal) => {
+      if (!this.#stopping) this.#options.onComponentExit?.(component, code, signal);
+    });
+  }
+
+  async #waitHealthy(
+    component: Component,
+    url: string,
+    tls: TlsOptions,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+    ok: (body: string) => boolean,
+  ): Promise<void> {
+    const child = this.#children.get(component);
+    const deadline = Date.now() + timeoutMs;
+    let last: string;
+    for (;;) {
+      if (signal?.aborted)
+        throw new DevClusterError('Aborted', `start of ${component} was cancelled`);
+      if (child && (child.exitCode !== null || child.signalCode !== null)) {
+        throw await this.#failure(
+          component,
+          `${component} exited (${child.signalCode ?? `code ${String(child.exitCode)}`}) while starting`,
+        );
+      }
+      try {
+        const { status, body } = await get(url, tls);
+        if (status === 200 && ok(body)) return;
+        last = `HTTP ${String(status)}: ${body.trim().split('\n').slice(-3).join(' | ')}`;
+      } catch (err) {
+        last = (err as Error).message;
+      }
+      if (Date.now() > deadline) {
+        throw await this.#failure(
+          component,
+          `${component} was not healthy after ${formatSeconds(timeoutMs)} (last answer: ${last})`,
+        );
+      }
+      await delay(100);
+    }
+  }
+
+  async #failure(component: Component, message: string): Promise<DevClusterError> {
+    const logPath = this.logPath(component);
+    const text = await readFile(logPath, 'utf8').catch(() => '');
+    const tail = text.trimEnd().split('\n').slice(-8).join('\n    ');
+    const hint = /address already in use/.test(text)
+      ? '\n  a port it needs is in use: stop what listens there or choose another port'
+      : '';
+    return new DevClusterError(
+      'StartFailed',
+      `${message}; log: ${logPath}${hint}${tail ? `\n  last lines:\n    ${tail}` : ''}`,
+      { logPath },
+    );
+  }
+}
+
+interface TlsOptions {
+  readonly ca?: Buffer;
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+  readonly rejectUnauthorized?: boolean;
+}
+
+function get(url: string, tls: TlsOptions): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = url.startsWith('https:') ? httpsRequest : httpRequest;
+    const req = request(url, { ...tls, timeout: 2000, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => {
+        resolve({ status: res.statusCode ?? 0, body });
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Asks the kernel for `count` distinct free ports on 127.0.0.1. */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const s = createServer();
+          s.once('error', reject);
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => {
+    const a = s.address();
+    return typeof a === 'object' && a ? a.port : 0;
+  });
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+/** Throws PortInUse when something already listens on 127.0.0.1:`port`. */
+export async function assertPortFree(port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const s = createServer();
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new DevClusterError(
+              'PortInUse',
+              `port ${String(port)} on 127.0.0.1 is in use: stop what listens there or choose another port (--port)`,
+            )
+          : err,
+      );
+    });
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve()));
+  });
+}

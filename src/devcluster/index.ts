@@ -1,0 +1,13 @@
+export { ensureBinaries, binaryPaths, formatSeconds } from './build.js';
+export type { Binaries, BuildOptions } from './build.js';
+export { DevCluster, freePorts, assertPortFree } from './cluster.js';
+export type { ClusterInfo, Component, DevClusterOptions } from './cluster.js';
+export { up, down, serve, readState, liveState } from './background.js';
+export type { ClusterState, ServeOptions, UpOptions } from './background.js';
+export { DevClusterError } from './errors.js';
+export type { DevClusterErrorCode } from './errors.js';
+export { ensurePki, issueCert, renderKubeconfig, PKI } from './pki.js';
+export type { CertRequest, KubeconfigOptions } from './pki.js';
+export { cacheRoot, defaultClusterDir } from './paths.js';
+export { spawnOwned, stopProcess, isAlive, isAliveAs } from './process.js';
+export { KUBERNETES_VERSION, ETCD_VERSION } from './versions.js';

@@ -1,0 +1,110 @@
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import { createServer } from 'node:net';
+import { isAlive, type ClusterState } from '../../src/devcluster/index.js';
+import { kubectl, testCluster } from '../helpers/cluster.js';
+import { waitFor } from '../helpers/wait.js';
+
+const bin = new URL('../../bin/virtual-kubelet', import.meta.url).pathname;
+
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, ...args], { timeout: 180_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** Processes whose command line mentions `dir` (the components carry it in their flags). */
+function processesUsing(dir: string): string[] {
+  const r = spawnSync('pgrep', ['-a', '-f', dir], { encoding: 'utf8' });
+  return r.stdout.split('\n').filter((l) => l.trim() && !l.includes('pgrep'));
+}
+
+async function scratch(t: TestContext): Promise<string> {
+  testCluster(); // these tests need the built binaries: fail with the reason when there are none
+  const dir = await mkdtemp(join(tmpdir(), 'vk-e2e-cli-'));
+  t.after(async () => {
+    spawnSync(process.execPath, [bin, 'dev-cluster', 'down', '--dir', dir]);
+    await rm(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+test('dev-cluster up, status and down: a working cluster, then no process left', async (t) => {
+  const dir = await scratch(t);
+  const up = await cli(['dev-cluster', 'up', '--dir', dir]);
+  assert.equal(up.code, 0, up.stderr);
+  const kubeconfig = join(dir, 'admin.kubeconfig');
+  assert.equal(up.stdout.trim(), `export KUBECONFIG=${kubeconfig}`);
+
+  const ready = await kubectl(['get', '--raw', '/readyz'], { kubeconfig });
+  assert.equal(ready.stdout.trim(), 'ok');
+  const pods = await kubectl(['get', 'pods', '-A'], { kubeconfig, allowFailure: true });
+  assert.equal(pods.code, 0, pods.stderr);
+
+  const status = await cli(['dev-cluster', 'status', '--dir', dir]);
+  assert.equal(status.code, 0);
+  assert.match(status.stdout, /ready/);
+  for (const c of ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'])
+    assert.match(status.stdout, new RegExp(`${c}: pid \\d+`));
+
+  const again = await cli(['dev-cluster', 'up', '--dir', dir]);
+  assert.equal(again.code, 0);
+  assert.match(again.stderr, /already running/);
+
+  const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as ClusterState;
+  const pids = [state.pid, ...Object.values(state.components ?? {})];
+  assert.equal(pids.length, 5);
+
+  const down = await cli(['dev-cluster', 'down', '--dir', dir]);
+  assert.equal(down.code, 0, down.stderr);
+  assert.deepEqual(pids.filter(isAlive), []);
+  assert.deepEqual(processesUsing(dir), []);
+  const after = await cli(['dev-cluster', 'status', '--dir', dir]);
+  assert.equal(after.code, 3);
+  assert.match(after.stdout, /no dev cluster running/);
+});
+
+test('a SIGKILLed owner takes every control-plane process with it', async (t) => {
+  const dir = await scratch(t);
+  const owner = spawn(process.execPath, [bin, 'dev-cluster', 'serve', '--dir', dir], {
+    stdio: 'ignore',
+  });
+  t.after(() => owner.kill('SIGKILL'));
+  const state = await waitFor(
+    async () => {
+      const s = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as ClusterState;
+      if (s.status === 'failed') throw new Error(s.error);
+      return s.status === 'ready' ? s : undefined;
+    },
+    { what: 'the dev cluster to be ready', timeoutMs: 120_000 },
+  );
+  const pids = Object.values(state.components ?? {});
+  assert.equal(pids.length, 4);
+  assert.ok(pids.every(isAlive));
+  owner.kill('SIGKILL');
+  await waitFor(() => pids.every((p) => !isAlive(p)), {
+    what: 'every component to exit after its owner was killed',
+    timeoutMs: 10_000,
+  });
+  assert.deepEqual(processesUsing(dir), []);
+});
+
+test('dev-cluster up on a port in use says so in one line and exits non-zero', async (t) => {
+  const dir = await scratch(t);
+  const blocker = createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+  t.after(() => blocker.close());
+  const address = blocker.address();
+  assert.ok(address && typeof address === 'object');
+  const r = await cli(['dev-cluster', 'up', '--dir', dir, '--port', String(address.port)]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`port ${String(address.port)} on 127.0.0.1 is in use`));
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  assert.deepEqual(processesUsing(dir), []);
+});

@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { main } from '../../../src/cli/main.js';
+
+async function capture(argv: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(argv, { out: (l) => out.push(l), err: (l) => err.push(l) });
+  return { code, out, err };
+}
+
+test('version prints the package and control-plane versions', async () => {
+  const r = await capture(['version']);
+  assert.equal(r.code, 0);
+  assert.match(
+    r.out.join('\n'),
+    /^virtual-kubelet \d+\.\d+\.\d+ \(Kubernetes v1\.\d+\.\d+ dev cluster\)$/,
+  );
+});
+
+test('a bad port value is one line and exit code 2', async () => {
+  const r = await capture(['dev-cluster', 'up', '--port', 'http']);
+  assert.equal(r.code, 2);
+  assert.equal(r.err.length, 1);
+  assert.match(
+    r.err[0] ?? '',
+    /^virtual-kubelet: option '--port <port>' argument 'http' is invalid/,
+  );
+});
+
+test('an unknown command is one line and exit code 2', async () => {
+  const r = await capture(['dev-clutser']);
+  assert.equal(r.code, 2);
+  assert.equal(r.err.length, 1);
+  assert.match(r.err[0] ?? '', /unknown command 'dev-clutser'/);
+});
