@@ -39,7 +39,7 @@ test('a ConfigMap and a Secret round-trip through kubectl', async (t) => {
     (await kubectl(['get', 'secret', 'creds', '-n', ns, '-o', 'json'])).stdout,
   ) as k8s.V1Secret;
   assert.equal(Buffer.from(secret.data?.password ?? '', 'base64').toString(), 's3cr3t with spaces');
-  await kubectl(['delete', 'configmap', 'settings', 'secret/creds', '-n', ns]);
+  await kubectl(['delete', 'configmap/settings', 'secret/creds', '-n', ns]);
   const gone = await kubectl(['get', 'configmap', 'settings', '-n', ns], { allowFailure: true });
   assert.notEqual(gone.code, 0);
   assert.match(gone.stderr, /NotFound/);

@@ -10,7 +10,10 @@ test('the Kubernetes go.mod pins k8s.io/kubernetes and every staging module to o
   const gomod = await mod('kubernetes');
   assert.match(
     gomod,
-    new RegExp(`^\\s*(?:require )?k8s\\.io/kubernetes ${KUBERNETES_VERSION.replace(/\./g, '\\.')}\\b`, 'm'),
+    new RegExp(
+      `^\\s*(?:require )?k8s\\.io/kubernetes ${KUBERNETES_VERSION.replace(/\./g, '\\.')}\\b`,
+      'm',
+    ),
   );
   const staging = `v0.${KUBERNETES_VERSION.slice(3)}`;
   const replaces = [...gomod.matchAll(/^\t(k8s\.io\/\S+) => (\S+) (\S+)$/gm)];
