@@ -5,7 +5,7 @@
 //   node --import tsx scripts/test.ts [--unit | --e2e] [file...]
 //
 // VK_SKIP_E2E=1 skips the e2e suite on a developer machine; under CI=true it is ignored.
-import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -14,6 +14,7 @@ import {
   ensureBinaries,
   formatSeconds,
   isAlive,
+  spawnOwned,
   type Binaries,
 } from '../src/devcluster/index.js';
 
@@ -71,13 +72,19 @@ async function cleanup(): Promise<void> {
   clusterDir = undefined;
 }
 
-let testRun: ReturnType<typeof spawn> | undefined;
+let testRun: ChildProcess | undefined;
 let stopping = false;
 function stop(reason: string): void {
   if (stopping) return;
   stopping = true;
   say(`${reason}: stopping`);
-  testRun?.kill('SIGTERM');
+  if (testRun?.pid !== undefined) {
+    try {
+      process.kill(-testRun.pid, 'SIGTERM');
+    } catch {
+      // Already gone.
+    }
+  }
   void cleanup().then(() => process.exit(130));
 }
 process.on('SIGINT', () => stop('SIGINT'));
@@ -126,18 +133,23 @@ if (wantsE2e && skipE2e) {
 }
 
 const code = await new Promise<number>((resolve) => {
-  testRun = spawn(
-    process.execPath,
-    [
+  // Tied to this process like the control plane; each test process in turn exits when it is
+  // orphaned (test/helpers/orphan-watchdog.ts), so a killed run leaves nothing behind.
+  testRun = spawnOwned(process.execPath, {
+    args: [
       '--import',
       'tsx',
+      '--import',
+      './test/helpers/orphan-watchdog.ts',
       '--test',
       '--test-reporter=spec',
       `--test-concurrency=${process.env.VK_TEST_CONCURRENCY ?? '4'}`,
       ...files,
     ],
-    { cwd: root, env, stdio: 'inherit' },
-  );
+    cwd: root,
+    env,
+    logPath: 'inherit',
+  });
   testRun.on('exit', (c, sig) => resolve(c ?? (sig ? 1 : 0)));
 });
 await cleanup();

@@ -59,7 +59,7 @@ function installHooks(): void {
 
 export interface OwnedProcessOptions {
   readonly args: readonly string[];
-  /** File that receives stdout and stderr (appended). */
+  /** File that receives stdout and stderr (appended), or `inherit` to share this process's. */
   readonly logPath: string;
   readonly env?: NodeJS.ProcessEnv;
   readonly cwd?: string;
@@ -72,7 +72,7 @@ export interface OwnedProcessOptions {
  */
 export function spawnOwned(command: string, options: OwnedProcessOptions): ChildProcess {
   installHooks();
-  const fd = openSync(options.logPath, 'a');
+  const fd = options.logPath === 'inherit' ? 'inherit' : openSync(options.logPath, 'a');
   try {
     const w = wrapper();
     const [cmd, args] =
@@ -89,7 +89,7 @@ export function spawnOwned(command: string, options: OwnedProcessOptions): Child
     child.once('exit', () => owned.delete(child));
     return child;
   } finally {
-    closeSync(fd);
+    if (typeof fd === 'number') closeSync(fd);
   }
 }
 

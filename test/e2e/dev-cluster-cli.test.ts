@@ -1,4 +1,5 @@
 import { execFile, spawn, spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +8,7 @@ import { test, type TestContext } from 'node:test';
 import { createServer } from 'node:net';
 import { isAlive, type ClusterState } from '../../src/devcluster/index.js';
 import { kubectl, testCluster } from '../helpers/cluster.js';
+import { onOrphaned } from '../helpers/orphan-watchdog.js';
 import { waitFor } from '../helpers/wait.js';
 
 const bin = new URL('../../bin/virtual-kubelet', import.meta.url).pathname;
@@ -28,8 +30,16 @@ function processesUsing(dir: string): string[] {
 async function scratch(t: TestContext): Promise<string> {
   testCluster(); // these tests need the built binaries: fail with the reason when there are none
   const dir = await mkdtemp(join(tmpdir(), 'vk-e2e-cli-'));
-  t.after(async () => {
+  const stopCluster = (): void => {
     spawnSync(process.execPath, [bin, 'dev-cluster', 'down', '--dir', dir]);
+  };
+  const forget = onOrphaned(() => {
+    stopCluster();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  t.after(async () => {
+    forget();
+    stopCluster();
     await rm(dir, { recursive: true, force: true });
   });
   return dir;
@@ -75,6 +85,7 @@ test('a SIGKILLed owner takes every control-plane process with it', async (t) =>
   const owner = spawn(process.execPath, [bin, 'dev-cluster', 'serve', '--dir', dir], {
     stdio: 'ignore',
   });
+  t.after(onOrphaned(() => owner.kill('SIGKILL')));
   t.after(() => owner.kill('SIGKILL'));
   const state = await waitFor(
     async () => {
