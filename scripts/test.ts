@@ -56,6 +56,7 @@ const files =
     ? explicit
     : [
         ...(only === 'e2e' ? [] : await testFiles('test/unit')),
+        ...(only === 'e2e' ? [] : await testFiles('test/conformance')),
         ...(only === 'unit' ? [] : await testFiles('test/e2e')),
       ];
 const wantsE2e = files.some((f) => f.includes('e2e'));

@@ -10,7 +10,9 @@ import {
   readState,
   serve,
   up,
+  writeNodeKubeconfig,
 } from '../devcluster/index.js';
+import { join } from 'node:path';
 import { parsePort, shutdownSignal, type Io } from './util.js';
 
 interface DirOptions {
@@ -109,6 +111,30 @@ export function devClusterCommand(io: Io): Command {
       for (const [name, pid] of Object.entries(state.components ?? {}))
         io.out(`  ${name}: pid ${String(pid)}`);
       if (state.kubeconfig) io.out(`export KUBECONFIG=${state.kubeconfig}`);
+    });
+
+  cmd
+    .command('node-kubeconfig')
+    .description(
+      'write a kubeconfig with the identity of a kubelet (system:node:<name>) and print its path',
+    )
+    .addOption(dirOption())
+    .requiredOption('--name <node>', 'node name')
+    .option('--out <path>', 'where to write it (default: DIR/node-<name>.kubeconfig)')
+    .action(async (opts: DirOptions & { name: string; out?: string }) => {
+      const state = await liveState(opts.dir);
+      if (!state?.server) {
+        io.err(`no dev cluster running in ${opts.dir}: run dev-cluster up first`);
+        io.exitCode = 1;
+        return;
+      }
+      const path = await writeNodeKubeconfig({
+        pkiDir: join(opts.dir, 'pki'),
+        server: state.server,
+        nodeName: opts.name,
+        path: resolve(opts.out ?? join(opts.dir, `node-${opts.name}.kubeconfig`)),
+      });
+      io.out(path);
     });
 
   return cmd;

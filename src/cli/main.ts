@@ -1,7 +1,9 @@
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { DevClusterError, KUBERNETES_VERSION } from '../devcluster/index.js';
+import { VirtualKubeletError } from '../errors.js';
 import { devClusterCommand } from './dev-cluster.js';
+import { runCommand } from './run.js';
 import { startCommand } from './start.js';
 import type { Io } from './util.js';
 
@@ -23,6 +25,7 @@ export async function main(argv: readonly string[], io?: Partial<Io>): Promise<n
     .action(() => {
       ctx.out(`virtual-kubelet ${pkg.version} (Kubernetes ${KUBERNETES_VERSION} dev cluster)`);
     });
+  program.addCommand(runCommand(ctx), { isDefault: true });
   program.addCommand(startCommand(ctx));
   program.addCommand(devClusterCommand(ctx));
   // Settings are not inherited by commands built apart and added later, so apply them to all.
@@ -42,12 +45,19 @@ export async function main(argv: readonly string[], io?: Partial<Io>): Promise<n
     cmd.commands.forEach(configure);
   };
   configure(program);
+  // `run` is the default command, so a mistyped command would reach it as a stray argument.
+  const first = argv[0];
+  const known = program.commands.flatMap((c) => [c.name(), ...c.aliases()]);
+  if (first !== undefined && !first.startsWith('-') && !known.includes(first)) {
+    ctx.err(`virtual-kubelet: unknown command '${first}' (commands: ${known.join(', ')})`);
+    return 2;
+  }
   try {
     await program.parseAsync(argv, { from: 'user' });
     return ctx.exitCode;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    if (err instanceof DevClusterError) {
+    if (err instanceof DevClusterError || err instanceof VirtualKubeletError) {
       ctx.err(`virtual-kubelet: ${err.message}`);
       return 1;
     }

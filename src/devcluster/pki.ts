@@ -245,3 +245,35 @@ export async function renderKubeconfig(options: KubeconfigOptions): Promise<stri
     '',
   ].join('\n');
 }
+
+export interface NodeKubeconfigOptions {
+  readonly pkiDir: string;
+  readonly server: string;
+  readonly nodeName: string;
+  /** Where to write the kubeconfig. */
+  readonly path: string;
+}
+
+/**
+ * Writes a kubeconfig for the identity a kubelet has: a client certificate for
+ * `CN=system:node:<nodeName>, O=system:nodes`, which the Node authorizer and NodeRestriction
+ * confine to that node's objects.
+ */
+export async function writeNodeKubeconfig(options: NodeKubeconfigOptions): Promise<string> {
+  const stem = `node-${options.nodeName}`;
+  await issueCert(options.pkiDir, {
+    name: stem,
+    cn: `system:node:${options.nodeName}`,
+    organizations: ['system:nodes'],
+    usage: 'client',
+  });
+  const text = await renderKubeconfig({
+    server: options.server,
+    caFile: join(options.pkiDir, `${PKI.ca}.crt`),
+    certFile: join(options.pkiDir, `${stem}.crt`),
+    keyFile: join(options.pkiDir, `${stem}.key`),
+    name: `system:node:${options.nodeName}`,
+  });
+  await writeFile(options.path, text, { mode: 0o600 });
+  return options.path;
+}

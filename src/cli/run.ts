@@ -1,0 +1,236 @@
+import type { V1Taint } from '@kubernetes/client-node';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { networkInterfaces } from 'node:os';
+import { pino } from 'pino';
+import { VirtualKubeletError, errorMessage } from '../errors.js';
+import { KubeClient, loadKubeConfig } from '../kube/client.js';
+import type { Logger } from '../log.js';
+import { VirtualNode } from '../virtual-node.js';
+import { KUBERNETES_VERSION } from '../devcluster/versions.js';
+import { createProvider, providerNames } from './registry.js';
+import { parsePort, shutdownSignal, type Io } from './util.js';
+
+/** Options of the `run` command (the default command). */
+export interface RunOptions {
+  kubeconfig?: string;
+  nodename: string;
+  provider: string;
+  providerConfig?: string;
+  os: string;
+  nodeIp: string;
+  labels: Record<string, string>;
+  disableTaint: boolean;
+  podSyncWorkers: number;
+  fullResyncPeriod: number;
+  startupTimeout: number;
+  listenPort: number;
+  logLevel: string;
+  kubeApiQps: number;
+  kubeApiBurst: number;
+  nodeLeaseDurationSeconds: number;
+  nodeStatusUpdateFrequency: number;
+  podStatusPollInterval: number;
+}
+
+/** Parses Go durations as the Go CLI takes them: `90s`, `1m30s`, `500ms`, `0`. Returns ms. */
+export function parseDuration(value: string): number {
+  if (value === '0') return 0;
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+  let total = 0;
+  let consumed = 0;
+  for (const m of value.matchAll(re)) {
+    if (m.index !== consumed) break;
+    total += Number(m[1]) * (units[m[2] ?? ''] ?? 0);
+    consumed += m[0].length;
+  }
+  if (consumed !== value.length || value.length === 0)
+    throw new InvalidArgumentError(`expected a duration like 30s, 1m or 1m30s, got '${value}'`);
+  return total;
+}
+
+function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1)
+    throw new InvalidArgumentError(`expected a positive integer, got '${value}'`);
+  return n;
+}
+
+function parseLabels(value: string, previous: Record<string, string>): Record<string, string> {
+  const out = { ...previous };
+  for (const pair of value.split(',').filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new InvalidArgumentError(`expected key=value pairs, got '${pair}'`);
+    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return out;
+}
+
+/** The host's first non-loopback IPv4 address, else 127.0.0.1. */
+export function primaryAddress(): string {
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
+}
+
+/** The provider taint, from the environment as the Go CLI reads it, or the default. */
+export function taintFromEnv(provider: string, env: NodeJS.ProcessEnv = process.env): V1Taint {
+  const effect = env.VKUBELET_TAINT_EFFECT ?? env.VK_TAINT_EFFECT ?? 'NoSchedule';
+  if (!['NoSchedule', 'NoExecute', 'PreferNoSchedule'].includes(effect))
+    throw new VirtualKubeletError(
+      'InvalidInput',
+      `VKUBELET_TAINT_EFFECT must be NoSchedule, NoExecute or PreferNoSchedule, got '${effect}'`,
+    );
+  return {
+    key: env.VKUBELET_TAINT_KEY ?? env.VK_TAINT_KEY ?? 'virtual-kubelet.io/provider',
+    value: env.VKUBELET_TAINT_VALUE ?? env.VK_TAINT_VALUE ?? provider,
+    effect,
+  };
+}
+
+export function makeLogger(level: string): Logger {
+  // pino's logger satisfies our Logger interface as it is.
+  return pino({ level, base: undefined }, pino.destination({ fd: 2, sync: true }));
+}
+
+export function runCommand(io: Io): Command {
+  const env = process.env;
+  return new Command('run')
+    .description('run a virtual node (the default command)')
+    .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
+    .option('--nodename <name>', 'name of the Node', env.DEFAULT_NODE_NAME ?? 'virtual-kubelet')
+    .option('--provider <name>', `provider: ${providerNames().join(', ')}`, 'mock')
+    .option('--provider-config <path>', 'provider configuration file')
+    .option('--os <os>', 'operating system of the node', 'linux')
+    .option(
+      '--node-ip <ip>',
+      'InternalIP of the node (default: $VKUBELET_POD_IP or the host address)',
+      env.VKUBELET_POD_IP ?? primaryAddress(),
+    )
+    .option('--labels <k=v,...>', 'extra node labels', parseLabels, {})
+    .option('--disable-taint', 'register the node without the provider taint', false)
+    .option('--pod-sync-workers <n>', 'workers per pod queue', parsePositiveInt, 10)
+    .addOption(
+      new Option('--full-resync-period <duration>', 'resync every pod this often')
+        .default(60_000, '1m')
+        .argParser(parseDuration),
+    )
+    .addOption(
+      new Option('--startup-timeout <duration>', 'fail if not ready by then (0: wait forever)')
+        .default(0, '0')
+        .argParser(parseDuration),
+    )
+    .option(
+      '--listen-port <port>',
+      'kubelet API port (default: $KUBELET_PORT or 10250)',
+      parsePort,
+      env.KUBELET_PORT ? parsePort(env.KUBELET_PORT) : 10250,
+    )
+    .addOption(
+      new Option('--log-level <level>', 'log level')
+        .choices(['debug', 'info', 'warn', 'error'])
+        .default('info'),
+    )
+    .option('--kube-api-qps <n>', 'requests per second to the API server', parsePositiveInt, 200)
+    .option('--kube-api-burst <n>', 'burst of requests to the API server', parsePositiveInt, 400)
+    .option('--node-lease-duration-seconds <n>', 'duration of the node lease', parsePositiveInt, 40)
+    .addOption(
+      new Option('--node-status-update-frequency <duration>', 'write the node status this often')
+        .default(60_000, '1m')
+        .argParser(parseDuration),
+    )
+    .addOption(
+      new Option(
+        '--pod-status-poll-interval <duration>',
+        'poll providers without notifications this often',
+      )
+        .default(5_000, '5s')
+        .argParser(parseDuration),
+    )
+    .action(async (opts: RunOptions) => {
+      await runNode(opts, io);
+    });
+}
+
+/** Runs one virtual node until SIGINT/SIGTERM. */
+export async function runNode(
+  opts: RunOptions,
+  io: Io,
+  signal = shutdownSignal(io),
+): Promise<void> {
+  const logger = makeLogger(opts.logLevel);
+  const kc = loadKubeConfig(opts.kubeconfig);
+  const client = await KubeClient.create(kc, { qps: opts.kubeApiQps, burst: opts.kubeApiBurst });
+  try {
+    await client.request('GET', '/version', {
+      signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]),
+    });
+  } catch (err) {
+    throw new VirtualKubeletError(
+      'Unavailable',
+      `cannot reach the API server at ${client.server.origin}: ${errorMessage(err)}`,
+    );
+  }
+  const instance = await createProvider(opts.provider, {
+    nodeName: opts.nodename,
+    nodeIP: opts.nodeIp,
+    logger: logger.child({ provider: opts.provider }),
+    ...(opts.providerConfig ? { configPath: opts.providerConfig } : {}),
+  });
+  const { provider } = instance;
+  const node = new VirtualNode({
+    client,
+    nodeName: opts.nodename,
+    provider,
+    logger,
+    nodeIP: opts.nodeIp,
+    labels: opts.labels,
+    taints: opts.disableTaint ? [] : [taintFromEnv(opts.provider)],
+    kubeletPort: opts.listenPort,
+    kubeletVersion: `${KUBERNETES_VERSION}-vk-${opts.provider}`,
+    operatingSystem: opts.os,
+    node: {
+      leaseDurationSeconds: opts.nodeLeaseDurationSeconds,
+      statusUpdateIntervalMs: opts.nodeStatusUpdateFrequency,
+    },
+    pods: {
+      workers: opts.podSyncWorkers,
+      fullResyncPeriodMs: opts.fullResyncPeriod,
+      pollIntervalMs: opts.podStatusPollInterval,
+    },
+  });
+  const stop = new AbortController();
+  const both = AbortSignal.any([signal, stop.signal]);
+  const running = node.run(both);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      node.whenReady(),
+      running,
+      new Promise<never>((_, reject) => {
+        if (opts.startupTimeout > 0)
+          timer = setTimeout(() => {
+            reject(
+              new VirtualKubeletError(
+                'Unavailable',
+                `the node was not ready within ${String(opts.startupTimeout / 1000)} s`,
+              ),
+            );
+          }, opts.startupTimeout);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!both.aborted)
+      logger.info({ node: opts.nodename, provider: opts.provider }, 'virtual node ready');
+    await running;
+  } catch (err) {
+    clearTimeout(timer);
+    stop.abort();
+    await running.catch(() => undefined);
+    throw err;
+  } finally {
+    await instance.close();
+    client.close();
+  }
+}

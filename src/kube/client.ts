@@ -1,0 +1,313 @@
+import { KubeConfig } from '@kubernetes/client-node';
+import { Agent, request, type RequestOptions } from 'node:https';
+import { request as httpRequest, Agent as HttpAgent } from 'node:http';
+import { createInterface } from 'node:readline';
+import type { IncomingMessage } from 'node:http';
+import { setTimeout as delay } from 'node:timers/promises';
+import { VirtualKubeletError } from '../errors.js';
+
+/** A failed API request, with the apiserver's status code and reason (`NotFound`, `Conflict`...). */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly reason: string;
+
+  constructor(status: number, reason: string, message: string) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+export const isNotFound = (err: unknown): boolean => err instanceof ApiError && err.status === 404;
+export const isConflict = (err: unknown): boolean => err instanceof ApiError && err.status === 409;
+export const isGone = (err: unknown): boolean => err instanceof ApiError && err.status === 410;
+export const isAlreadyExists = (err: unknown): boolean =>
+  err instanceof ApiError && err.status === 409 && err.reason === 'AlreadyExists';
+
+export type PatchType = 'merge' | 'strategic' | 'json';
+const PATCH_CONTENT_TYPE: Record<PatchType, string> = {
+  merge: 'application/merge-patch+json',
+  strategic: 'application/strategic-merge-patch+json',
+  json: 'application/json-patch+json',
+};
+
+export interface RequestOptionsLite {
+  readonly query?: Readonly<Record<string, string | number | boolean | undefined>>;
+  readonly body?: unknown;
+  readonly contentType?: string;
+  readonly signal?: AbortSignal;
+}
+
+export interface KubeClientOptions {
+  /** Requests per second the client allows itself (token bucket). Default: 200. */
+  readonly qps?: number;
+  /** Burst of the token bucket. Default: 400. */
+  readonly burst?: number;
+  /** Most connections kept open to the apiserver. Default: 64. */
+  readonly maxSockets?: number;
+  /** Default: `virtual-kubelet`. */
+  readonly userAgent?: string;
+}
+
+/** A watch event as the apiserver sends it. */
+export interface WatchEvent<T> {
+  readonly type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+  readonly object: T;
+}
+
+/**
+ * A small JSON client for the Kubernetes API: one keep-alive connection pool, client-side rate
+ * limiting, typed errors, streaming watches. Authentication comes from a kubeconfig through
+ * `@kubernetes/client-node` (client certificates, tokens, exec plugins, in-cluster).
+ */
+export class KubeClient {
+  readonly server: URL;
+  readonly #kc: KubeConfig;
+  readonly #agent: Agent | HttpAgent;
+  readonly #userAgent: string;
+  #headers: Record<string, string> = {};
+  #headersAt = 0;
+  readonly #bucket: TokenBucket;
+
+  private constructor(kc: KubeConfig, tls: RequestOptions, options: KubeClientOptions) {
+    const cluster = kc.getCurrentCluster();
+    if (!cluster)
+      throw new VirtualKubeletError('InvalidInput', 'the kubeconfig has no current cluster');
+    this.server = new URL(cluster.server);
+    this.#kc = kc;
+    const maxSockets = options.maxSockets ?? 64;
+    this.#agent =
+      this.server.protocol === 'https:'
+        ? new Agent({
+            ca: tls.ca,
+            cert: tls.cert,
+            key: tls.key,
+            rejectUnauthorized: tls.rejectUnauthorized,
+            servername: tls.servername,
+            keepAlive: true,
+            maxSockets,
+            maxFreeSockets: maxSockets,
+          })
+        : new HttpAgent({ keepAlive: true, maxSockets });
+    this.#userAgent = options.userAgent ?? 'virtual-kubelet';
+    this.#bucket = new TokenBucket(options.qps ?? 200, options.burst ?? 400);
+  }
+
+  /** A client for the current context of `kc`. */
+  static async create(kc: KubeConfig, options: KubeClientOptions = {}): Promise<KubeClient> {
+    const opts: RequestOptions = {};
+    await kc.applyToHTTPSOptions(opts);
+    const tls: RequestOptions = {
+      ca: opts.ca,
+      cert: opts.cert,
+      key: opts.key,
+      rejectUnauthorized: opts.rejectUnauthorized,
+      servername: opts.servername,
+    };
+    const client = new KubeClient(kc, tls, options);
+    client.#headers = headersOf(opts);
+    client.#headersAt = Date.now();
+    return client;
+  }
+
+  /** The kubeconfig this client authenticates with. */
+  get kubeConfig(): KubeConfig {
+    return this.#kc;
+  }
+
+  /** Closes idle connections. In-flight requests finish. */
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  async #authHeaders(): Promise<Record<string, string>> {
+    // Tokens from exec plugins and files expire: refresh them every minute.
+    if (Date.now() - this.#headersAt > 60_000) {
+      const opts: RequestOptions = {};
+      await this.#kc.applyToHTTPSOptions(opts);
+      this.#headers = headersOf(opts);
+      this.#headersAt = Date.now();
+    }
+    return this.#headers;
+  }
+
+  async #open(method: string, path: string, options: RequestOptionsLite): Promise<IncomingMessage> {
+    await this.#bucket.take(options.signal);
+    const url = new URL(path, this.server);
+    for (const [k, v] of Object.entries(options.query ?? {})) {
+      if (v !== undefined) url.searchParams.set(k, String(v));
+    }
+    const body = options.body === undefined ? undefined : JSON.stringify(options.body);
+    const headers: Record<string, string> = {
+      ...(await this.#authHeaders()),
+      accept: 'application/json',
+      'user-agent': this.#userAgent,
+    };
+    if (body !== undefined) {
+      headers['content-type'] = options.contentType ?? 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(body));
+    }
+    const send = url.protocol === 'https:' ? request : httpRequest;
+    return new Promise((resolve, reject) => {
+      const req = send(
+        url,
+        { method, headers, agent: this.#agent, signal: options.signal },
+        resolve,
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  /** Sends a request and parses the JSON answer. Non-2xx answers throw {@link ApiError}. */
+  async request<T>(method: string, path: string, options: RequestOptionsLite = {}): Promise<T> {
+    const res = await this.#open(method, path, options);
+    const text = await readAll(res);
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status > 299) throw apiError(status, text, method, path);
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  /** GET that resolves to undefined on 404. */
+  async get<T>(path: string, signal?: AbortSignal): Promise<T | undefined> {
+    try {
+      return await this.request<T>('GET', path, { signal });
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  create<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+    return this.request<T>('POST', path, { body, signal });
+  }
+
+  replace<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+    return this.request<T>('PUT', path, { body, signal });
+  }
+
+  patch<T>(path: string, type: PatchType, body: unknown, signal?: AbortSignal): Promise<T> {
+    return this.request<T>('PATCH', path, { body, contentType: PATCH_CONTENT_TYPE[type], signal });
+  }
+
+  delete<T>(path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    return this.request<T>('DELETE', path, { body, signal });
+  }
+
+  /**
+   * Streams a watch. Calls `onEvent` for each event in order and resolves when the server ends
+   * the stream (normally after `timeoutSeconds`) or `signal` aborts. A non-200 answer throws.
+   */
+  async watch<T>(
+    path: string,
+    query: Readonly<Record<string, string | number | boolean | undefined>>,
+    onEvent: (event: WatchEvent<T>) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    let res: IncomingMessage;
+    try {
+      res = await this.#open('GET', path, { query: { ...query, watch: true }, signal });
+    } catch (err) {
+      if (signal.aborted) return;
+      throw err;
+    }
+    const status = res.statusCode ?? 0;
+    if (status !== 200) throw apiError(status, await readAll(res), 'WATCH', path);
+    const lines = createInterface({ input: res, crlfDelay: Infinity });
+    try {
+      for await (const line of lines) {
+        if (line) onEvent(JSON.parse(line) as WatchEvent<T>);
+      }
+    } catch (err) {
+      if (!signal.aborted) throw err;
+    } finally {
+      res.destroy();
+    }
+  }
+}
+
+function headersOf(opts: RequestOptions): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(opts.headers ?? {})) {
+    if (typeof v === 'string') out[k.toLowerCase()] = v;
+  }
+  if (opts.auth) out.authorization = `Basic ${Buffer.from(opts.auth).toString('base64')}`;
+  return out;
+}
+
+async function readAll(res: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function apiError(status: number, text: string, method: string, path: string): ApiError {
+  try {
+    const s = JSON.parse(text) as { reason?: string; message?: string };
+    return new ApiError(
+      status,
+      s.reason ?? '',
+      s.message ?? `${method} ${path}: HTTP ${String(status)}`,
+    );
+  } catch {
+    return new ApiError(
+      status,
+      '',
+      `${method} ${path}: HTTP ${String(status)} ${text.slice(0, 200)}`,
+    );
+  }
+}
+
+/** Client-side rate limit: `qps` tokens a second, up to `burst` saved. */
+class TokenBucket {
+  readonly #qps: number;
+  readonly #burst: number;
+  #tokens: number;
+  #last = Date.now();
+
+  constructor(qps: number, burst: number) {
+    if (!(qps > 0) || !(burst >= 1)) throw new RangeError('qps must be > 0 and burst >= 1');
+    this.#qps = qps;
+    this.#burst = burst;
+    this.#tokens = burst;
+  }
+
+  async take(signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      const now = Date.now();
+      this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#last) / 1000) * this.#qps);
+      this.#last = now;
+      if (this.#tokens >= 1) {
+        this.#tokens -= 1;
+        return;
+      }
+      await delay(Math.ceil(((1 - this.#tokens) / this.#qps) * 1000), undefined, { signal });
+    }
+  }
+}
+
+/**
+ * Loads a kubeconfig the way kubectl users expect: the given path, else `$KUBECONFIG`, else
+ * `~/.kube/config`, else the in-cluster service account. Throws InvalidInput with one readable
+ * line when none is usable.
+ */
+export function loadKubeConfig(path?: string): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    if (path) kc.loadFromFile(path);
+    else kc.loadFromDefault();
+  } catch (err) {
+    throw new VirtualKubeletError(
+      'InvalidInput',
+      `cannot load the kubeconfig ${path ?? process.env.KUBECONFIG ?? '~/.kube/config'}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  if (!kc.getCurrentCluster())
+    throw new VirtualKubeletError(
+      'InvalidInput',
+      `no cluster configured: pass --kubeconfig, set KUBECONFIG, or run inside a cluster`,
+    );
+  return kc;
+}

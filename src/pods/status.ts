@@ -1,0 +1,195 @@
+import type {
+  V1ContainerStatus,
+  V1Pod,
+  V1PodCondition,
+  V1PodStatus,
+} from '@kubernetes/client-node';
+
+const TERMINAL = new Set(['Succeeded', 'Failed']);
+
+export const isTerminal = (status: V1PodStatus | undefined): boolean =>
+  TERMINAL.has(status?.phase ?? '');
+
+export const podKey = (pod: V1Pod): string =>
+  `${pod.metadata?.namespace ?? ''}/${pod.metadata?.name ?? ''}`;
+
+const rfc3339 = (d: Date): string => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+const asTime = (s: string): Date => s as unknown as Date;
+
+/**
+ * The parts of a pod Kubernetes lets change after creation and a provider may act on
+ * (containers' images, activeDeadlineSeconds, tolerations, labels, annotations), as one string.
+ * Two pods with the same fingerprint need no `updatePod`.
+ */
+export function mutableFingerprint(pod: V1Pod): string {
+  const images = (cs: { name: string; image?: string }[] | undefined): [string, string][] =>
+    (cs ?? []).map((c) => [c.name, c.image ?? '']);
+  return JSON.stringify([
+    images(pod.spec?.containers),
+    images(pod.spec?.initContainers),
+    (pod.spec?.ephemeralContainers ?? []).map((c) => c.name),
+    pod.spec?.activeDeadlineSeconds ?? null,
+    pod.spec?.tolerations ?? [],
+    sorted(pod.metadata?.labels),
+    sorted(pod.metadata?.annotations),
+  ]);
+}
+
+function sorted(m: Record<string, string> | undefined): [string, string][] {
+  return Object.entries(m ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * Whether an informer update needs the pod synced into the provider: a change of a mutable
+ * field, or the start of its deletion. Status-only changes (our own writes) do not.
+ */
+export function needsSync(oldPod: V1Pod, newPod: V1Pod): boolean {
+  const o = oldPod.metadata;
+  const n = newPod.metadata;
+  return (
+    o?.deletionTimestamp !== n?.deletionTimestamp ||
+    o?.deletionGracePeriodSeconds !== n?.deletionGracePeriodSeconds ||
+    mutableFingerprint(oldPod) !== mutableFingerprint(newPod)
+  );
+}
+
+export interface MergeOptions {
+  /** The node's address, used as hostIP when the provider gives none. */
+  readonly nodeIP: string;
+  readonly now?: Date;
+}
+
+/**
+ * The status to write for `apiPod` given what the provider reports, filled as a kubelet fills
+ * it: the four standard conditions derived from the container statuses when the provider does
+ * not set them, hostIP/hostIPs, podIPs from podIP, startTime, qosClass kept. Conditions keep
+ * their lastTransitionTime while their status does not change. Conditions other actors own
+ * (readiness gates, DisruptionTarget) are kept.
+ */
+export function mergeStatus(
+  apiPod: V1Pod,
+  reported: V1PodStatus,
+  options: MergeOptions,
+): V1PodStatus {
+  const now = rfc3339(options.now ?? new Date());
+  const api = apiPod.status ?? {};
+  const out: V1PodStatus = { ...api, ...structuredClone(reported) };
+  out.qosClass = api.qosClass ?? reported.qosClass;
+  out.hostIP = reported.hostIP ?? api.hostIP ?? options.nodeIP;
+  out.hostIPs = reported.hostIPs ?? (out.hostIP ? [{ ip: out.hostIP }] : undefined);
+  if (out.podIP && !reported.podIPs) out.podIPs = [{ ip: out.podIP }];
+  if (!out.startTime && (out.phase === 'Running' || isTerminal(out)))
+    out.startTime = api.startTime ?? asTime(now);
+
+  const containers = out.containerStatuses ?? [];
+  const specCount = apiPod.spec?.containers.length ?? containers.length;
+  const allReady = containers.length >= specCount && containers.every((c) => c.ready);
+  const inits = out.initContainerStatuses ?? [];
+  const initsDone = inits.every((c) => c.state?.terminated?.exitCode === 0);
+  const derived: Record<string, [string, string | undefined]> = {
+    PodScheduled: ['True', undefined],
+    Initialized: [initsDone ? 'True' : 'False', initsDone ? undefined : 'ContainersNotInitialized'],
+    ContainersReady: [
+      allReady && !isTerminal(out) ? 'True' : 'False',
+      allReady && !isTerminal(out)
+        ? undefined
+        : isTerminal(out)
+          ? 'PodCompleted'
+          : 'ContainersNotReady',
+    ],
+  };
+  derived.Ready = derived.ContainersReady ?? ['False', undefined];
+
+  const previous = new Map((api.conditions ?? []).map((c) => [c.type, c]));
+  const fromProvider = new Map((reported.conditions ?? []).map((c) => [c.type, c]));
+  const conditions: V1PodCondition[] = [];
+  for (const [type, [status, reason]] of Object.entries(derived)) {
+    const c: V1PodCondition = fromProvider.get(type) ?? {
+      type,
+      status,
+      ...(reason ? { reason } : {}),
+    };
+    fromProvider.delete(type);
+    conditions.push(withTransition(c, previous.get(type), now));
+  }
+  for (const c of fromProvider.values())
+    conditions.push(withTransition(c, previous.get(c.type), now));
+  const ours = new Set(conditions.map((c) => c.type));
+  for (const c of api.conditions ?? []) if (!ours.has(c.type)) conditions.push(c);
+  out.conditions = conditions;
+  return out;
+}
+
+function withTransition(
+  c: V1PodCondition,
+  prev: V1PodCondition | undefined,
+  now: string,
+): V1PodCondition {
+  const at = prev && prev.status === c.status ? prev.lastTransitionTime : c.lastTransitionTime;
+  return { ...c, lastTransitionTime: at ?? asTime(now) };
+}
+
+/** Status equality on what a status write would change; times compared as written. */
+export function sameStatus(a: V1PodStatus | undefined, b: V1PodStatus | undefined): boolean {
+  return canonical(a) === canonical(b);
+}
+
+function canonical(s: V1PodStatus | undefined): string {
+  if (!s) return '';
+  const time = (t: unknown): string => (t ? new Date(t as string).toISOString() : '');
+  const container = (c: V1ContainerStatus): unknown => [
+    c.name,
+    c.ready,
+    c.started,
+    c.restartCount,
+    c.image,
+    c.containerID,
+    JSON.stringify(c.state),
+    JSON.stringify(c.lastState),
+  ];
+  return JSON.stringify([
+    s.phase,
+    s.reason,
+    s.message,
+    s.podIP,
+    s.hostIP,
+    time(s.startTime),
+    [...(s.conditions ?? [])]
+      .sort((x, y) => (x.type < y.type ? -1 : 1))
+      .map((c) => [c.type, c.status, c.reason, c.message, time(c.lastTransitionTime)]),
+    (s.containerStatuses ?? []).map(container),
+    (s.initContainerStatuses ?? []).map(container),
+  ]);
+}
+
+/**
+ * The status of a pod whose creation in the provider failed. `final` marks it Failed (no retry
+ * will be made, or the restart policy forbids one); otherwise it stays Pending with the reason.
+ */
+export function providerFailedStatus(pod: V1Pod, message: string, final: boolean): V1PodStatus {
+  return {
+    ...pod.status,
+    phase: final ? 'Failed' : 'Pending',
+    reason: 'ProviderFailed',
+    message,
+  };
+}
+
+/**
+ * The status of a pod whose environment could not be resolved (a missing config map or secret):
+ * Pending, each container waiting with reason CreateContainerConfigError, as a kubelet shows it.
+ */
+export function configErrorStatus(pod: V1Pod, message: string): V1PodStatus {
+  return {
+    ...pod.status,
+    phase: 'Pending',
+    containerStatuses: (pod.spec?.containers ?? []).map((c) => ({
+      name: c.name,
+      image: c.image ?? '',
+      imageID: '',
+      ready: false,
+      restartCount: 0,
+      state: { waiting: { reason: 'CreateContainerConfigError', message } },
+    })),
+  };
+}

@@ -1,0 +1,194 @@
+/**
+ * The provider contract: what a backend implements to become a Kubernetes node.
+ *
+ * Rules that hold for every method:
+ * - The core owns the objects it passes in. A provider must not mutate them; it copies what it
+ *   keeps (`structuredClone`). Objects a provider returns are treated as read-only by the core.
+ * - Every method takes an AbortSignal: it aborts when the agent shuts down or the operation
+ *   times out. Long work should stop when it fires.
+ * - Errors are reported by throwing; see `errors.ts` for which codes the core retries (with
+ *   backoff) and which are final. An error without a code is retried.
+ * - Providers never talk to the API server of the cluster they serve. The core resolves
+ *   everything a pod refers to (env from config maps, secrets, the downward API, service links)
+ *   before calling `createPod` or `updatePod`: `env` is complete and `envFrom` is empty.
+ */
+import type { V1Node, V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import type { Duplex, Readable, Writable } from 'node:stream';
+
+/** Runs pods. Required of every provider. */
+export interface PodLifecycleHandler {
+  /**
+   * Starts running `pod`. Called once per pod the provider does not know yet, and again with
+   * backoff after a retryable error. If the pod already runs (for instance after the agent
+   * restarted), it must not be started twice: return, or throw `AlreadyExists`.
+   */
+  createPod(pod: V1Pod, signal: AbortSignal): Promise<void>;
+  /**
+   * Applies a change to a running pod. Called only when a field Kubernetes lets a pod change has
+   * changed (container images, activeDeadlineSeconds, tolerations, labels, annotations).
+   */
+  updatePod(pod: V1Pod, signal: AbortSignal): Promise<void>;
+  /**
+   * Stops the pod, giving its containers `pod.metadata.deletionGracePeriodSeconds` (or the
+   * spec's `terminationGracePeriodSeconds`) to exit. May be called more than once for the same
+   * pod; a pod that is already gone is not an error (throwing `NotFound` is fine too). Afterwards
+   * the provider either reports a terminal status (Succeeded or Failed) or forgets the pod.
+   */
+  deletePod(pod: V1Pod, signal: AbortSignal): Promise<void>;
+  /** The pod as the provider runs it, or undefined when it does not know it. */
+  getPod(namespace: string, name: string, signal: AbortSignal): Promise<V1Pod | undefined>;
+  /** The pod's current status, or undefined when the provider does not know the pod. */
+  getPodStatus(
+    namespace: string,
+    name: string,
+    signal: AbortSignal,
+  ): Promise<V1PodStatus | undefined>;
+  /** Every pod the provider runs for this node, with their statuses. */
+  getPods(signal: AbortSignal): Promise<V1Pod[]>;
+}
+
+/**
+ * Optional: pushes pod status changes instead of being polled. Providers without it are polled
+ * through `getPodStatus` (every 5 s by default), so the core sees one push-based shape.
+ */
+export interface PodNotifier {
+  /**
+   * Called once, before the first `createPod`. The provider then calls `callback` with the pod
+   * (metadata and status) every time a status changes. The callback never throws and never
+   * blocks; the pod passed to it must not be mutated afterwards.
+   */
+  notifyPods(callback: (pod: V1Pod) => void): void;
+}
+
+/**
+ * Optional: the node's health and status. Providers without it get a naive one: always healthy,
+ * status as configured at start.
+ */
+export interface NodeProvider {
+  /** Resolves while the backend is healthy; a rejection turns the node's Ready condition False. */
+  ping(signal: AbortSignal): Promise<void>;
+  /**
+   * Called once. The provider calls `callback` with a Node whose status (capacity,
+   * allocatable, conditions, addresses) changed; the core writes it at once.
+   */
+  notifyNodeStatus(callback: (node: V1Node) => void): void;
+}
+
+/**
+ * Optional: shapes the Node before it is registered: capacity and allocatable (cpu, memory,
+ * pods, ephemeral-storage, extended resources), node info, extra labels and annotations. The
+ * core fills defaults first; the provider may change what it knows better.
+ */
+export interface NodeConfigurer {
+  configureNode(node: V1Node): void | Promise<void>;
+}
+
+/** Options of a container log request, as the kubelet API receives them. */
+export interface ContainerLogOptions {
+  readonly follow: boolean;
+  readonly previous: boolean;
+  readonly timestamps: boolean;
+  readonly tailLines?: number;
+  readonly limitBytes?: number;
+  readonly sinceSeconds?: number;
+  readonly sinceTime?: Date;
+}
+
+/** Optional: `kubectl logs`. */
+export interface ContainerLogs {
+  /** A stream of the container's log; with `follow`, it ends when the container stops. */
+  getContainerLogs(
+    namespace: string,
+    pod: string,
+    container: string,
+    options: ContainerLogOptions,
+    signal: AbortSignal,
+  ): Promise<Readable>;
+}
+
+export interface TerminalSize {
+  readonly width: number;
+  readonly height: number;
+}
+
+/** The streams of an exec or attach session; each is present only when the client asked for it. */
+export interface AttachStreams {
+  readonly stdin?: Readable;
+  readonly stdout?: Writable;
+  readonly stderr?: Writable;
+  readonly tty: boolean;
+  /** Terminal size changes, when `tty` is set. */
+  readonly resize?: AsyncIterable<TerminalSize>;
+}
+
+/** Optional: `kubectl exec`. */
+export interface ContainerExec {
+  /** Runs `command` in the container; resolves to its exit code. */
+  runInContainer(
+    namespace: string,
+    pod: string,
+    container: string,
+    command: readonly string[],
+    streams: AttachStreams,
+    signal: AbortSignal,
+  ): Promise<number>;
+}
+
+/** Optional: `kubectl attach`. */
+export interface ContainerAttach {
+  /** Connects the streams to the container's main process until it exits or `signal` fires. */
+  attachToContainer(
+    namespace: string,
+    pod: string,
+    container: string,
+    streams: AttachStreams,
+    signal: AbortSignal,
+  ): Promise<void>;
+}
+
+/** Optional: `kubectl port-forward`. */
+export interface PortForwarder {
+  /** Pipes `stream` to `port` of the pod until either side ends. */
+  portForward(
+    namespace: string,
+    pod: string,
+    port: number,
+    stream: Duplex,
+    signal: AbortSignal,
+  ): Promise<void>;
+}
+
+/** Optional: `/stats/summary` (the kubelet Summary API, `stats.k8s.io/v1alpha1`) as plain JSON. */
+export interface StatsProvider {
+  getStatsSummary(signal: AbortSignal): Promise<Record<string, unknown>>;
+}
+
+/** A provider: the pod lifecycle, plus any of the optional parts, detected at run time. */
+export type Provider = PodLifecycleHandler &
+  Partial<
+    PodNotifier &
+      NodeProvider &
+      NodeConfigurer &
+      ContainerLogs &
+      ContainerExec &
+      ContainerAttach &
+      PortForwarder &
+      StatsProvider
+  >;
+
+const has = (p: object, ...keys: string[]): boolean =>
+  keys.every((k) => typeof (p as Record<string, unknown>)[k] === 'function');
+
+export const isPodNotifier = (p: Provider): p is Provider & PodNotifier => has(p, 'notifyPods');
+export const isNodeProvider = (p: Provider): p is Provider & NodeProvider =>
+  has(p, 'ping', 'notifyNodeStatus');
+export const isNodeConfigurer = (p: Provider): p is Provider & NodeConfigurer =>
+  has(p, 'configureNode');
+export const hasContainerLogs = (p: Provider): p is Provider & ContainerLogs =>
+  has(p, 'getContainerLogs');
+export const hasContainerExec = (p: Provider): p is Provider & ContainerExec =>
+  has(p, 'runInContainer');
+export const hasContainerAttach = (p: Provider): p is Provider & ContainerAttach =>
+  has(p, 'attachToContainer');
+export const hasPortForward = (p: Provider): p is Provider & PortForwarder => has(p, 'portForward');
+export const hasStats = (p: Provider): p is Provider & StatsProvider => has(p, 'getStatsSummary');

@@ -1,0 +1,90 @@
+import type { V1Taint } from '@kubernetes/client-node';
+import { setMaxListeners } from 'node:events';
+import type { KubeClient } from './kube/client.js';
+import { EventRecorder } from './kube/events.js';
+import type { Logger } from './log.js';
+import { silentLogger } from './log.js';
+import { NodeController, type NodeControllerOptions } from './node/node-controller.js';
+import { PodController, type PodControllerOptions } from './pods/pod-controller.js';
+import type { Provider } from './provider.js';
+
+export interface VirtualNodeOptions {
+  readonly client: KubeClient;
+  readonly nodeName: string;
+  readonly provider: Provider;
+  readonly logger?: Logger;
+  /** The node's InternalIP and its pods' hostIP. Default: 127.0.0.1. */
+  readonly nodeIP?: string;
+  readonly labels?: Readonly<Record<string, string>>;
+  readonly taints?: readonly V1Taint[];
+  readonly kubeletPort?: number;
+  readonly kubeletVersion?: string;
+  readonly operatingSystem?: string;
+  /** Node controller tuning; see {@link NodeControllerOptions}. */
+  readonly node?: Pick<
+    NodeControllerOptions,
+    | 'leaseDurationSeconds'
+    | 'leaseRenewIntervalMs'
+    | 'statusUpdateIntervalMs'
+    | 'pingIntervalMs'
+    | 'pingTimeoutMs'
+  >;
+  /** Pod controller tuning; see {@link PodControllerOptions}. */
+  readonly pods?: Pick<
+    PodControllerOptions,
+    'workers' | 'pollIntervalMs' | 'fullResyncPeriodMs' | 'maxBackoffMs'
+  >;
+}
+
+/**
+ * One virtual node: its Node object and Lease, and the pods bound to it, handed to `provider`.
+ * The pod controller starts once the Node is registered.
+ */
+export class VirtualNode {
+  readonly nodeController: NodeController;
+  readonly podController: PodController;
+  readonly events: EventRecorder;
+
+  constructor(options: VirtualNodeOptions) {
+    const logger = options.logger ?? silentLogger;
+    this.events = new EventRecorder({ client: options.client, host: options.nodeName, logger });
+    this.nodeController = new NodeController({
+      client: options.client,
+      nodeName: options.nodeName,
+      provider: options.provider,
+      logger,
+      ...(options.labels ? { labels: options.labels } : {}),
+      ...(options.taints ? { taints: options.taints } : {}),
+      ...(options.nodeIP ? { nodeIP: options.nodeIP } : {}),
+      ...(options.kubeletPort ? { kubeletPort: options.kubeletPort } : {}),
+      ...(options.kubeletVersion ? { kubeletVersion: options.kubeletVersion } : {}),
+      ...(options.operatingSystem ? { operatingSystem: options.operatingSystem } : {}),
+      ...options.node,
+    });
+    this.podController = new PodController({
+      client: options.client,
+      nodeName: options.nodeName,
+      provider: options.provider,
+      events: this.events,
+      logger,
+      ...(options.nodeIP ? { nodeIP: options.nodeIP } : {}),
+      ...options.pods,
+    });
+  }
+
+  /** Resolves when the Node is registered and the pods are reconciled with the provider. */
+  async whenReady(): Promise<void> {
+    await this.nodeController.whenReady();
+    await this.podController.whenReady();
+  }
+
+  /** Runs until `signal` aborts; resolves after every loop has stopped. */
+  async run(signal: AbortSignal): Promise<void> {
+    // Every loop and worker of the node listens on this one signal.
+    setMaxListeners(0, signal);
+    const node = this.nodeController.run(signal);
+    await Promise.race([this.nodeController.whenReady(), node]);
+    await Promise.all([node, signal.aborted ? undefined : this.podController.run(signal)]);
+    await this.events.flush();
+  }
+}

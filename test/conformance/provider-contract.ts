@@ -1,0 +1,220 @@
+/**
+ * The provider contract (src/provider.ts) as tests. Every built-in provider runs this suite; a
+ * provider's own test file calls `providerContractSuite` with a factory.
+ *
+ * The pods used here have one container, image `busybox:1.36`, command `sleep 3600`, and a
+ * termination grace period of 1 s, so a provider that really runs something can run them.
+ */
+import type { V1Pod } from '@kubernetes/client-node';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { errorCode } from '../../src/errors.js';
+import { PollNotifier } from '../../src/pods/poll-notifier.js';
+import { isPodNotifier, type Provider } from '../../src/provider.js';
+import { waitFor } from '../helpers/wait.js';
+
+export interface ProviderUnderTest {
+  readonly provider: Provider;
+  close(): Promise<void>;
+}
+
+const NAMESPACE = 'conformance';
+
+function testPod(name: string): V1Pod {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      namespace: NAMESPACE,
+      name,
+      uid: randomUUID(),
+      creationTimestamp: new Date(),
+      labels: { app: 'conformance' },
+    },
+    spec: {
+      nodeName: 'conformance-node',
+      restartPolicy: 'Always',
+      terminationGracePeriodSeconds: 1,
+      containers: [{ name: 'main', image: 'busybox:1.36', command: ['sleep', '3600'] }],
+    },
+    status: { phase: 'Pending', qosClass: 'BestEffort' },
+  };
+}
+
+/** The pod as the core hands it to `deletePod`: marked for deletion with a grace period. */
+function deleting(pod: V1Pod): V1Pod {
+  const copy = structuredClone(pod);
+  copy.metadata = {
+    ...copy.metadata,
+    deletionTimestamp: new Date(),
+    deletionGracePeriodSeconds: 1,
+  };
+  return copy;
+}
+
+const isTerminalPhase = (phase: string | undefined): boolean =>
+  phase === 'Succeeded' || phase === 'Failed';
+
+/**
+ * Registers the contract's tests under `describe(name)`. `make` builds a fresh provider for each
+ * test; `close` is called when the test ends, whatever its outcome. As the core does, a notifier
+ * gets its callback before the first `createPod`.
+ */
+export function providerContractSuite(name: string, make: () => Promise<ProviderUnderTest>): void {
+  let counter = 0;
+  const podName = (what: string): string => `${what}-${String(++counter)}`;
+
+  /** Runs `body` with a fresh provider and the pods it has pushed so far (if a notifier). */
+  async function withProvider(
+    body: (provider: Provider, pushed: V1Pod[], signal: AbortSignal) => Promise<void>,
+  ): Promise<void> {
+    const subject = await make();
+    const provider = subject.provider;
+    const pushed: V1Pod[] = [];
+    if (isPodNotifier(provider)) provider.notifyPods((pod) => pushed.push(pod));
+    const controller = new AbortController();
+    try {
+      await body(provider, pushed, controller.signal);
+    } finally {
+      controller.abort();
+      await subject.close();
+    }
+  }
+
+  describe(name, () => {
+    test('a created pod is seen by getPod, getPodStatus and getPods, Pending or Running', () =>
+      withProvider(async (provider, _pushed, signal) => {
+        const pod = testPod(podName('create'));
+        const { namespace = '', name = '' } = pod.metadata ?? {};
+        await provider.createPod(pod, signal);
+
+        const got = await provider.getPod(namespace, name, signal);
+        assert.ok(got, 'getPod returns the pod');
+        assert.equal(got.metadata?.uid, pod.metadata?.uid);
+        assert.ok(['Pending', 'Running'].includes(got.status?.phase ?? ''), got.status?.phase);
+
+        const status = await provider.getPodStatus(namespace, name, signal);
+        assert.ok(status, 'getPodStatus returns a status');
+        assert.ok(['Pending', 'Running'].includes(status.phase ?? ''), status.phase);
+
+        const all = await provider.getPods(signal);
+        assert.equal(all.filter((p) => p.metadata?.uid === pod.metadata?.uid).length, 1);
+      }));
+
+    test('a pod created twice is there once', () =>
+      withProvider(async (provider, _pushed, signal) => {
+        const pod = testPod(podName('twice'));
+        await provider.createPod(pod, signal);
+        try {
+          await provider.createPod(pod, signal);
+        } catch (err) {
+          assert.equal(errorCode(err), 'AlreadyExists', 'the only error allowed is AlreadyExists');
+        }
+        const all = await provider.getPods(signal);
+        const same = all.filter(
+          (p) =>
+            p.metadata?.namespace === pod.metadata?.namespace &&
+            p.metadata?.name === pod.metadata?.name,
+        );
+        assert.equal(same.length, 1);
+      }));
+
+    test('after deletePod the pod becomes terminal or is forgotten', () =>
+      withProvider(async (provider, _pushed, signal) => {
+        const pod = testPod(podName('delete'));
+        const { namespace = '', name = '' } = pod.metadata ?? {};
+        await provider.createPod(pod, signal);
+        await provider.deletePod(deleting(pod), signal);
+        await waitFor(
+          async () => {
+            const status = await provider.getPodStatus(namespace, name, signal);
+            return status === undefined || isTerminalPhase(status.phase);
+          },
+          { what: 'the pod to be terminal or forgotten', timeoutMs: 15_000, intervalMs: 20 },
+        );
+        // A second call is allowed; it resolves or says NotFound.
+        await provider.deletePod(deleting(pod), signal).catch((err: unknown) => {
+          assert.equal(errorCode(err), 'NotFound');
+        });
+      }));
+
+    test('deletePod of an unknown pod resolves or throws NotFound', () =>
+      withProvider(async (provider, _pushed, signal) => {
+        await provider.deletePod(deleting(testPod(podName('unknown'))), signal).then(
+          () => undefined,
+          (err: unknown) => {
+            assert.equal(errorCode(err), 'NotFound');
+          },
+        );
+      }));
+
+    test('returned objects are copies', () =>
+      withProvider(async (provider, _pushed, signal) => {
+        const pod = testPod(podName('copies'));
+        const { namespace = '', name = '' } = pod.metadata ?? {};
+        await provider.createPod(pod, signal);
+        const before = await provider.getPod(namespace, name, signal);
+        assert.ok(before);
+
+        const got = await provider.getPod(namespace, name, signal);
+        assert.ok(got?.metadata && got.status);
+        got.metadata.labels = { changed: 'yes' };
+        got.status.phase = 'Unknown';
+        const status = await provider.getPodStatus(namespace, name, signal);
+        assert.ok(status);
+        status.phase = 'Unknown';
+        status.conditions = [];
+        for (const p of await provider.getPods(signal)) {
+          if (p.metadata) p.metadata.labels = { changed: 'yes' };
+          if (p.status) p.status.phase = 'Unknown';
+          if (p.spec) p.spec.containers = [];
+        }
+
+        const after = await provider.getPod(namespace, name, signal);
+        assert.deepEqual(after?.metadata, before.metadata);
+        assert.deepEqual(after?.spec, before.spec);
+        assert.notEqual(after?.status?.phase, 'Unknown');
+        assert.notDeepEqual(after?.status?.conditions, []);
+      }));
+
+    test('createPod does not change the pod it is given', () =>
+      withProvider(async (provider, _pushed, signal) => {
+        const pod = testPod(podName('input'));
+        const snapshot = structuredClone(pod);
+        await provider.createPod(pod, signal);
+        assert.deepEqual(pod, snapshot);
+        await provider.updatePod(pod, signal).catch(() => undefined);
+        assert.deepEqual(pod, snapshot);
+      }));
+
+    test('a created pod is reported: pushed by a notifier, or found by the poll adapter', () =>
+      withProvider(async (provider, pushed, signal) => {
+        const pod = testPod(podName('notify'));
+        await provider.createPod(pod, signal);
+        const find = (): V1Pod | undefined =>
+          pushed.find((p) => p.metadata?.uid === pod.metadata?.uid);
+        let seen: V1Pod;
+        if (isPodNotifier(provider)) {
+          seen = await waitFor(find, {
+            what: 'a notification for the pod',
+            timeoutMs: 15_000,
+            intervalMs: 20,
+          });
+        } else {
+          // The core wraps a provider without notifyPods in the poll adapter; so do we.
+          const poller = new PollNotifier({ provider, listPods: () => [pod] });
+          poller.notifyPods((p) => pushed.push(p));
+          seen = await waitFor(
+            async () => {
+              await poller.pollNow(signal);
+              return find();
+            },
+            { what: 'a polled status for the pod', timeoutMs: 15_000, intervalMs: 20 },
+          );
+        }
+        assert.ok(['Pending', 'Running'].includes(seen.status?.phase ?? ''), seen.status?.phase);
+        assert.equal(seen.metadata?.name, pod.metadata?.name);
+      }));
+  });
+}
