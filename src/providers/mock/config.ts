@@ -40,6 +40,11 @@ export interface MockContainerBehaviour {
   readonly exitAfterSeconds?: number;
   /** Its exit code, 0 to 255. Default: 0. */
   readonly exitCode?: number;
+  /**
+   * Seconds it takes to exit once its pod is deleted, as a process handling SIGTERM would;
+   * the pod's grace period cuts it short. Default: 0.
+   */
+  readonly stopAfterSeconds?: number;
 }
 
 /** The mock provider's configuration. Quantities are Kubernetes quantities (`"20"`, `"100Gi"`). */
@@ -162,8 +167,17 @@ function fault(value: unknown, field: string): MockFault {
 
 function container(value: unknown, field: string): MockContainerBehaviour {
   const input = record(value, field);
-  rejectUnknown(input, new Set(['exitAfterSeconds', 'exitCode']), `${field}.`);
-  const out: { exitAfterSeconds?: number; exitCode?: number } = {};
+  rejectUnknown(input, new Set(['exitAfterSeconds', 'exitCode', 'stopAfterSeconds']), `${field}.`);
+  const out: { exitAfterSeconds?: number; exitCode?: number; stopAfterSeconds?: number } = {};
+  if (input.stopAfterSeconds !== undefined) {
+    out.stopAfterSeconds = number(
+      input.stopAfterSeconds,
+      `${field}.stopAfterSeconds`,
+      0,
+      86_400,
+      'a number of seconds between 0 and 86400',
+    );
+  }
   if (input.exitAfterSeconds !== undefined) {
     out.exitAfterSeconds = number(
       input.exitAfterSeconds,

@@ -69,6 +69,8 @@ interface Entry {
 
 const DEFAULTS = { cpu: '20', memory: '100Gi', pods: '110', ephemeralStorage: '100Gi' } as const;
 const DEFAULT_IP = '127.0.0.1';
+/** Timer key of a pod whose containers are shutting down after deletePod. */
+const STOPPING = '\u0000stopping';
 /** A restarted container runs at least this long, so `exitAfterSeconds: 0` cannot spin. */
 const MIN_RERUN_MS = 100;
 
@@ -224,14 +226,30 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
     const key = podKey(pod);
     const entry = this.#pods.get(key);
     if (!entry) throw notFound(`pod ${key} is not known to the mock provider`);
+    if (entry.timers.has(STOPPING)) return; // already stopping: deletePod may repeat
     this.#clearTimers(entry);
-    const now = this.#clock();
-    for (const cs of entry.status.initContainerStatuses ?? []) stopContainer(cs, 0, now);
-    for (const cs of entry.status.containerStatuses ?? []) stopContainer(cs, 0, now);
-    settle(entry.status, now);
-    this.#pods.delete(key);
-    this.#log.debug({ pod: key, phase: entry.status.phase }, 'deletePod: stopped and forgotten');
-    this.#emit(entry);
+    // Containers that handle SIGTERM slowly take their time, up to the grace period.
+    const grace =
+      pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
+    const slowest = Math.max(
+      0,
+      ...(entry.pod.spec?.containers ?? []).map(
+        (c) => this.#config.containers?.[c.name]?.stopAfterSeconds ?? 0,
+      ),
+    );
+    const stop = (): void => {
+      this.#clearTimers(entry);
+      const now = this.#clock();
+      for (const cs of entry.status.initContainerStatuses ?? []) stopContainer(cs, 0, now);
+      for (const cs of entry.status.containerStatuses ?? []) stopContainer(cs, 0, now);
+      settle(entry.status, now);
+      this.#pods.delete(key);
+      this.#log.debug({ pod: key, phase: entry.status.phase }, 'deletePod: stopped and forgotten');
+      this.#emit(entry);
+    };
+    const delayMs = Math.min(slowest, grace) * 1000;
+    if (delayMs === 0) stop();
+    else entry.timers.set(STOPPING, setTimeout(stop, delayMs).unref());
   }
 
   async getPod(namespace: string, name: string, signal: AbortSignal): Promise<V1Pod | undefined> {
