@@ -1,13 +1,11 @@
 import { Command, CommanderError } from 'commander';
-import { createRequire } from 'node:module';
 import { DevClusterError, KUBERNETES_VERSION } from '../devcluster/index.js';
 import { VirtualKubeletError } from '../errors.js';
 import { devClusterCommand } from './dev-cluster.js';
 import { runCommand } from './run.js';
 import { startCommand } from './start.js';
 import type { Io } from './util.js';
-
-const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
+import { VERSION } from './version.js';
 
 /** The `virtual-kubelet` command line. Resolves to the process exit code; never throws. */
 export async function main(argv: readonly string[], io?: Partial<Io>): Promise<number> {
@@ -23,7 +21,7 @@ export async function main(argv: readonly string[], io?: Partial<Io>): Promise<n
     .command('version')
     .description('print the version')
     .action(() => {
-      ctx.out(`virtual-kubelet ${pkg.version} (Kubernetes ${KUBERNETES_VERSION} dev cluster)`);
+      ctx.out(`virtual-kubelet ${VERSION} (Kubernetes ${KUBERNETES_VERSION} dev cluster)`);
     });
   program.addCommand(runCommand(ctx), { isDefault: true });
   program.addCommand(startCommand(ctx));

@@ -9,6 +9,7 @@ import { VirtualNode } from '../virtual-node.js';
 import { KUBERNETES_VERSION } from '../devcluster/versions.js';
 import { createProvider, providerNames } from './registry.js';
 import { parsePort, shutdownSignal, type Io } from './util.js';
+import { VERSION } from './version.js';
 
 /** Options of the `run` command (the default command). */
 export interface RunOptions {
@@ -153,11 +154,17 @@ export function runCommand(io: Io): Command {
     });
 }
 
-/** Runs one virtual node until SIGINT/SIGTERM. */
+/** The `run` options with every default, as if no flag were given. */
+export function defaultRunOptions(io: Io): RunOptions {
+  return runCommand(io).opts<RunOptions>();
+}
+
+/** Runs one virtual node until `signal` (by default SIGINT/SIGTERM); `onReady` once it is Ready. */
 export async function runNode(
   opts: RunOptions,
   io: Io,
   signal = shutdownSignal(io),
+  onReady?: () => void,
 ): Promise<void> {
   const logger = makeLogger(opts.logLevel);
   const kc = loadKubeConfig(opts.kubeconfig);
@@ -188,7 +195,7 @@ export async function runNode(
     labels: opts.labels,
     taints: opts.disableTaint ? [] : [taintFromEnv(opts.provider)],
     kubeletPort: opts.listenPort,
-    kubeletVersion: `${KUBERNETES_VERSION}-vk-${opts.provider}`,
+    kubeletVersion: `${KUBERNETES_VERSION}-vk-${VERSION}`,
     operatingSystem: opts.os,
     node: {
       leaseDurationSeconds: opts.nodeLeaseDurationSeconds,
@@ -221,8 +228,10 @@ export async function runNode(
       }),
     ]);
     clearTimeout(timer);
-    if (!both.aborted)
+    if (!both.aborted) {
       logger.info({ node: opts.nodename, provider: opts.provider }, 'virtual node ready');
+      onReady?.();
+    }
     await running;
   } catch (err) {
     clearTimeout(timer);

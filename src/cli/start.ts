@@ -1,54 +1,88 @@
-import { Command, Option } from 'commander';
-import { resolve } from 'node:path';
-import { defaultClusterDir, ensureBinaries, liveState, serve } from '../devcluster/index.js';
+import { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import {
+  defaultClusterDir,
+  DevCluster,
+  ensureBinaries,
+  liveState,
+  writeNodeKubeconfig,
+} from '../devcluster/index.js';
+import { defaultRunOptions, runNode } from './run.js';
 import { shutdownSignal, type Io } from './util.js';
 
+const NODE_NAME = 'vk-mock';
+
+/** Whether the user has a cluster configured: a kubeconfig, or a pod's service account. */
+export function clusterConfigured(env: NodeJS.ProcessEnv = process.env): boolean {
+  return Boolean(
+    env.KUBECONFIG || existsSync(join(homedir(), '.kube', 'config')) || env.KUBERNETES_SERVICE_HOST,
+  );
+}
+
 /**
- * `npm start`: brings up the dev cluster in the foreground (or uses the one `dev-cluster up`
- * started) and says what to try. Ctrl-C stops what it started.
+ * `npm start`: a virtual node named vk-mock with the mock provider. Without a configured
+ * cluster it first brings up the dev cluster (or uses the one `dev-cluster up` started) and runs
+ * the node with a kubelet's identity in it. Ctrl-C stops everything it started.
  */
 export function startCommand(io: Io): Command {
   return new Command('start')
-    .description('run the main job: a local dev cluster, in the foreground')
-    .addOption(
-      new Option('--dir <dir>', 'dev cluster directory')
-        .default(defaultClusterDir(), '$XDG_STATE_HOME/virtual-kubelet/dev-cluster')
-        .argParser((d) => resolve(d)),
-    )
-    .action(async (opts: { dir: string }) => {
-      const running = await liveState(opts.dir);
-      if (running?.status === 'ready') {
-        io.err(
-          `a dev cluster already runs in ${opts.dir} (stop it with: virtual-kubelet dev-cluster down)`,
-        );
-        io.out(`export KUBECONFIG=${running.kubeconfig ?? ''}`);
+    .description('run the main job: a virtual node, on a local dev cluster when none is configured')
+    .action(async () => {
+      const signal = shutdownSignal(io);
+      const opts = { ...defaultRunOptions(io), nodename: NODE_NAME, nodeIp: '127.0.0.1' };
+      if (clusterConfigured()) {
+        io.err(`using the configured cluster (${process.env.KUBECONFIG ?? '~/.kube/config'})`);
+        await runNode(opts, io, signal, () => {
+          hints(io, process.env.KUBECONFIG);
+        });
         return;
       }
-      const signal = shutdownSignal(io);
-      const binaries = await ensureBinaries({ progress: io.err, signal });
-      io.err(`starting the dev cluster in ${opts.dir}`);
-      let ready = false;
-      const done = serve({ dir: opts.dir, binaries, log: io.err, signal });
-      const hint = setInterval(() => {
-        void liveState(opts.dir).then((s) => {
-          if (ready || s?.status !== 'ready') return;
-          ready = true;
-          io.out(
-            [
-              '',
-              'The dev cluster is up. In another terminal:',
-              `  export KUBECONFIG=${s.kubeconfig ?? ''}`,
-              '  kubectl get --raw /readyz',
-              '  kubectl get pods -A',
-              'Press Ctrl-C to stop it.',
-            ].join('\n'),
-          );
-        });
-      }, 250);
+      const dir = defaultClusterDir();
+      const running = await liveState(dir);
+      let cluster: DevCluster | undefined;
+      let server = running?.status === 'ready' ? running.server : undefined;
+      let adminKubeconfig = running?.kubeconfig;
+      if (!server) {
+        io.err('no cluster configured: starting the local dev cluster');
+        const binaries = await ensureBinaries({ progress: io.err, signal });
+        cluster = new DevCluster({ dir, binaries, log: io.err });
+        const info = await cluster.start(signal);
+        server = info.server;
+        adminKubeconfig = info.adminKubeconfig;
+      } else io.err(`using the dev cluster already running in ${dir}`);
       try {
-        await done;
+        const kubeconfig = await writeNodeKubeconfig({
+          pkiDir: join(dir, 'pki'),
+          server,
+          nodeName: NODE_NAME,
+          path: join(dir, `node-${NODE_NAME}.kubeconfig`),
+        });
+        await runNode({ ...opts, kubeconfig }, io, signal, () => {
+          hints(io, adminKubeconfig);
+        });
       } finally {
-        clearInterval(hint);
+        if (cluster) {
+          io.err('stopping the dev cluster');
+          await cluster.stop();
+        }
       }
     });
+}
+
+function hints(io: Io, kubeconfig: string | undefined): void {
+  const example = new URL('../../examples/mock-deployment.yaml', import.meta.url).pathname;
+  io.out(
+    [
+      '',
+      `The virtual node ${NODE_NAME} is Ready. In another terminal:`,
+      ...(kubeconfig ? [`  export KUBECONFIG=${kubeconfig}`] : []),
+      '  kubectl get nodes -o wide',
+      `  kubectl apply -f ${example}`,
+      '  kubectl get pods -o wide',
+      'Press Ctrl-C to stop.',
+      '',
+    ].join('\n'),
+  );
 }

@@ -48,86 +48,92 @@ for (const notify of [true, false]) {
       'Ready',
     ]);
   });
-}
 
-test('the lease is owned by the node and renewed', async (t) => {
-  const { nodeName } = await startNode(t, { tuning: { node: { leaseDurationSeconds: 4 } } });
-  const node = await waitNodeReady(nodeName);
-  const lease = await coordination().readNamespacedLease({
-    name: nodeName,
-    namespace: 'kube-node-lease',
-  });
-  assert.equal(lease.spec?.holderIdentity, nodeName);
-  assert.equal(lease.spec?.leaseDurationSeconds, 4);
-  assert.equal(lease.metadata?.ownerReferences?.[0]?.uid, node.metadata?.uid);
-  const first = new Date(lease.spec?.renewTime ?? 0).getTime();
-  await waitFor(
-    async () => {
-      const l = await coordination().readNamespacedLease({
-        name: nodeName,
-        namespace: 'kube-node-lease',
-      });
-      return new Date(l.spec?.renewTime ?? 0).getTime() > first;
-    },
-    { what: 'the lease to be renewed', timeoutMs: 10_000 },
-  );
-});
-
-test('a deleted node is registered again, and conditions added by others survive status writes', async (t) => {
-  const { nodeName } = await startNode(t);
-  const before = await waitNodeReady(nodeName);
-  await core().patchNodeStatus(
-    {
+  test(`[${mode}] the lease is owned by the node and renewed`, async (t) => {
+    const { nodeName } = await startNode(t, {
+      notify,
+      tuning: { node: { leaseDurationSeconds: 4 } },
+    });
+    const node = await waitNodeReady(nodeName);
+    const lease = await coordination().readNamespacedLease({
       name: nodeName,
-      body: {
-        status: { conditions: [{ type: 'example.com/Custom', status: 'True', reason: 'Test' }] },
+      namespace: 'kube-node-lease',
+    });
+    assert.equal(lease.spec?.holderIdentity, nodeName);
+    assert.equal(lease.spec?.leaseDurationSeconds, 4);
+    assert.equal(lease.metadata?.ownerReferences?.[0]?.uid, node.metadata?.uid);
+    const first = new Date(lease.spec?.renewTime ?? 0).getTime();
+    await waitFor(
+      async () => {
+        const l = await coordination().readNamespacedLease({
+          name: nodeName,
+          namespace: 'kube-node-lease',
+        });
+        return new Date(l.spec?.renewTime ?? 0).getTime() > first;
       },
-    },
-    k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.StrategicMergePatch),
-  );
-  // Two status periods later the custom condition is still there, next to ours.
-  const heartbeat = (n: k8s.V1Node): number =>
-    new Date(
-      n.status?.conditions?.find((c) => c.type === 'Ready')?.lastHeartbeatTime ?? 0,
-    ).getTime();
-  const h0 = heartbeat(await core().readNode({ name: nodeName }));
-  const later = await waitFor(
-    async () => {
-      const n = await core().readNode({ name: nodeName });
-      return heartbeat(n) > h0 ? n : undefined;
-    },
-    { what: 'a new heartbeat', timeoutMs: 10_000 },
-  );
-  assert.ok(later.status?.conditions?.some((c) => c.type === 'example.com/Custom'));
+      { what: 'the lease to be renewed', timeoutMs: 10_000 },
+    );
+  });
 
-  await core().deleteNode({ name: nodeName });
-  const again = await waitFor(
-    async () => {
-      const n = await core()
-        .readNode({ name: nodeName })
-        .catch(() => undefined);
-      return n && n.metadata?.uid !== before.metadata?.uid ? n : undefined;
-    },
-    { what: 'the node to be registered again', timeoutMs: 15_000 },
-  );
-  assert.equal(again.metadata?.labels?.type, 'virtual-kubelet');
-  await waitNodeReady(nodeName);
-  await waitFor(
-    async () => {
-      const l = await coordination().readNamespacedLease({
+  test(`[${mode}] a deleted node is registered again, and conditions added by others survive status writes`, async (t) => {
+    const { nodeName } = await startNode(t, { notify });
+    const before = await waitNodeReady(nodeName);
+    await core().patchNodeStatus(
+      {
         name: nodeName,
-        namespace: 'kube-node-lease',
-      });
-      return l.metadata?.ownerReferences?.[0]?.uid === again.metadata?.uid;
-    },
-    { what: 'the lease to be owned by the new node', timeoutMs: 15_000 },
-  );
-});
+        body: {
+          status: { conditions: [{ type: 'example.com/Custom', status: 'True', reason: 'Test' }] },
+        },
+      },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.StrategicMergePatch),
+    );
+    // Two status periods later the custom condition is still there, next to ours.
+    const heartbeat = (n: k8s.V1Node): number =>
+      new Date(
+        n.status?.conditions?.find((c) => c.type === 'Ready')?.lastHeartbeatTime ?? 0,
+      ).getTime();
+    const h0 = heartbeat(await core().readNode({ name: nodeName }));
+    const later = await waitFor(
+      async () => {
+        const n = await core().readNode({ name: nodeName });
+        return heartbeat(n) > h0 ? n : undefined;
+      },
+      { what: 'a new heartbeat', timeoutMs: 10_000 },
+    );
+    assert.ok(later.status?.conditions?.some((c) => c.type === 'example.com/Custom'));
 
-test('the node goes NotReady with a reason when the provider fails its health check', async (t) => {
-  const { nodeName } = await startNode(t, { config: { faults: { ping: { errorRate: 1 } } } });
-  const node = await waitNodeReady(nodeName, 'False');
-  const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
-  assert.equal(ready?.reason, 'ProviderUnhealthy');
-  assert.match(ready?.message ?? '', /health check/);
-});
+    await core().deleteNode({ name: nodeName });
+    const again = await waitFor(
+      async () => {
+        const n = await core()
+          .readNode({ name: nodeName })
+          .catch(() => undefined);
+        return n && n.metadata?.uid !== before.metadata?.uid ? n : undefined;
+      },
+      { what: 'the node to be registered again', timeoutMs: 15_000 },
+    );
+    assert.equal(again.metadata?.labels?.type, 'virtual-kubelet');
+    await waitNodeReady(nodeName);
+    await waitFor(
+      async () => {
+        const l = await coordination().readNamespacedLease({
+          name: nodeName,
+          namespace: 'kube-node-lease',
+        });
+        return l.metadata?.ownerReferences?.[0]?.uid === again.metadata?.uid;
+      },
+      { what: 'the lease to be owned by the new node', timeoutMs: 15_000 },
+    );
+  });
+
+  test(`[${mode}] the node goes NotReady with a reason when the provider fails its health check`, async (t) => {
+    const { nodeName } = await startNode(t, {
+      notify,
+      config: { faults: { ping: { errorRate: 1 } } },
+    });
+    const node = await waitNodeReady(nodeName, 'False');
+    const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
+    assert.equal(ready?.reason, 'ProviderUnhealthy');
+    assert.match(ready?.message ?? '', /health check/);
+  });
+}

@@ -1,7 +1,7 @@
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
-import { MockProvider, type MockProviderOptions } from '../../src/providers/mock/index.js';
+import { MockProvider } from '../../src/providers/mock/index.js';
 import type { MockConfig } from '../../src/providers/mock/config.js';
 import { onNode, startNode, uniqueNodeName, type InProcessNode } from '../helpers/agent.js';
 import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
@@ -14,9 +14,6 @@ const never = new AbortController().signal;
 /** The mock, counting the calls that must not repeat. */
 class CountingMock extends MockProvider {
   creates = 0;
-  constructor(options: MockProviderOptions) {
-    super(options);
-  }
   override async createPod(pod: k8s.V1Pod, signal: AbortSignal): Promise<void> {
     this.creates++;
     await super.createPod(pod, signal);

@@ -1,0 +1,57 @@
+// The public API of the library. Everything else is internal and may change.
+export type {
+  AttachStreams,
+  ContainerAttach,
+  ContainerExec,
+  ContainerLogOptions,
+  ContainerLogs,
+  NodeConfigurer,
+  NodeProvider,
+  PodLifecycleHandler,
+  PodNotifier,
+  PortForwarder,
+  Provider,
+  StatsProvider,
+  TerminalSize,
+} from './provider.js';
+export {
+  hasContainerAttach,
+  hasContainerExec,
+  hasContainerLogs,
+  hasPortForward,
+  hasStats,
+  isNodeConfigurer,
+  isNodeProvider,
+  isPodNotifier,
+} from './provider.js';
+export {
+  VirtualKubeletError,
+  alreadyExists,
+  errorCode,
+  invalidInput,
+  isRetryable,
+  notFound,
+  notImplemented,
+  permanent,
+  unavailable,
+} from './errors.js';
+export type { ErrorCode } from './errors.js';
+export type { Logger } from './log.js';
+export { silentLogger } from './log.js';
+export { VirtualNode } from './virtual-node.js';
+export type { VirtualNodeOptions } from './virtual-node.js';
+export { NodeController } from './node/node-controller.js';
+export type { NodeControllerOptions } from './node/node-controller.js';
+export { PodController } from './pods/pod-controller.js';
+export type { PodControllerOptions } from './pods/pod-controller.js';
+export { PollNotifier } from './pods/poll-notifier.js';
+export { resolvePodEnv, EnvResolutionError } from './pods/env.js';
+export type { EnvSource, ResolveEnvOptions } from './pods/env.js';
+export { KubeClient, ApiError, loadKubeConfig } from './kube/client.js';
+export type { KubeClientOptions } from './kube/client.js';
+export { Informer } from './kube/informer.js';
+export { EventRecorder } from './kube/events.js';
+export { WorkQueue } from './queue/index.js';
+export type { WorkQueueOptions, WorkQueueStats } from './queue/index.js';
+export { MockProvider } from './providers/mock/index.js';
+export type { MockProviderOptions, MockConfig } from './providers/mock/index.js';
