@@ -110,6 +110,7 @@ if (wantsE2e && skipE2e) {
     cluster = new DevCluster({
       dir: clusterDir,
       binaries,
+      metricsServer: true,
       log: say,
       onComponentExit: (c, code, sig) => {
         say(

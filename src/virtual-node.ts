@@ -7,6 +7,7 @@ import { silentLogger } from './log.js';
 import { NodeController, type NodeControllerOptions } from './node/node-controller.js';
 import { PodController, type PodControllerOptions } from './pods/pod-controller.js';
 import type { Provider } from './provider.js';
+import { KubeletServer, type KubeletServerOptions } from './api/server.js';
 
 export interface VirtualNodeOptions {
   readonly client: KubeClient;
@@ -29,6 +30,11 @@ export interface VirtualNodeOptions {
     | 'pingIntervalMs'
     | 'pingTimeoutMs'
   >;
+  /**
+   * Serve the kubelet API (logs, exec, attach, port-forward, stats, metrics). Its port is
+   * published in the Node status; port 0 picks a free one. Default: no kubelet API.
+   */
+  readonly api?: Omit<KubeletServerOptions, 'nodeName' | 'provider' | 'pods' | 'logger'>;
   /** Pod controller tuning; see {@link PodControllerOptions}. */
   readonly pods?: Pick<
     PodControllerOptions,
@@ -44,6 +50,8 @@ export class VirtualNode {
   readonly nodeController: NodeController;
   readonly podController: PodController;
   readonly events: EventRecorder;
+  /** The kubelet API server, when `api` was given. */
+  readonly server: KubeletServer | undefined;
 
   constructor(options: VirtualNodeOptions) {
     const logger = options.logger ?? silentLogger;
@@ -70,6 +78,15 @@ export class VirtualNode {
       ...(options.nodeIP ? { nodeIP: options.nodeIP } : {}),
       ...options.pods,
     });
+    this.server = options.api
+      ? new KubeletServer({
+          ...options.api,
+          nodeName: options.nodeName,
+          provider: options.provider,
+          pods: this.podController,
+          logger,
+        })
+      : undefined;
   }
 
   /** Resolves when the Node is registered and the pods are reconciled with the provider. */
@@ -82,9 +99,15 @@ export class VirtualNode {
   async run(signal: AbortSignal): Promise<void> {
     // Every loop and worker of the node listens on this one signal.
     setMaxListeners(0, signal);
+    // Listen first: the Node publishes the port, which may be chosen only now.
+    if (this.server) {
+      await this.server.listen();
+      this.nodeController.setKubeletPort(this.server.port);
+    }
+    const serving = this.server?.run(signal);
     const node = this.nodeController.run(signal);
     await Promise.race([this.nodeController.whenReady(), node]);
-    await Promise.all([node, signal.aborted ? undefined : this.podController.run(signal)]);
+    await Promise.all([node, signal.aborted ? undefined : this.podController.run(signal), serving]);
     await this.events.flush();
   }
 }

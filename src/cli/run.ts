@@ -3,6 +3,17 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { networkInterfaces } from 'node:os';
 import { pino } from 'pino';
 import { VirtualKubeletError, errorMessage } from '../errors.js';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { readFileSync } from 'node:fs';
+import { allowAll, WebhookAuthorizer } from '../api/auth.js';
+import {
+  certificateFromCsr,
+  certificateFromFiles,
+  rotateCertificate,
+  selfSignedCertificate,
+  type ServingCertificate,
+  type ServingNames,
+} from '../api/certs.js';
 import { KubeClient, loadKubeConfig } from '../kube/client.js';
 import type { Logger } from '../log.js';
 import { VirtualNode } from '../virtual-node.js';
@@ -31,6 +42,13 @@ export interface RunOptions {
   nodeLeaseDurationSeconds: number;
   nodeStatusUpdateFrequency: number;
   podStatusPollInterval: number;
+  tlsCertFile?: string;
+  tlsPrivateKeyFile?: string;
+  clientCaFile?: string;
+  rotateServerCertificates: boolean;
+  authorizationMode: 'Webhook' | 'AlwaysAllow';
+  streamIdleTimeout: number;
+  streamCreationTimeout: number;
 }
 
 /** Parses Go durations as the Go CLI takes them: `90s`, `1m30s`, `500ms`, `0`. Returns ms. */
@@ -88,6 +106,42 @@ export function taintFromEnv(provider: string, env: NodeJS.ProcessEnv = process.
     value: env.VKUBELET_TAINT_VALUE ?? env.VK_TAINT_VALUE ?? provider,
     effect,
   };
+}
+
+function servingNames(opts: RunOptions): ServingNames {
+  return { nodeName: opts.nodename, ips: [...new Set([opts.nodeIp, '127.0.0.1'])] };
+}
+
+/** The serving certificate: from files, from a CSR the cluster signs, or self-signed. */
+async function servingCertificate(
+  opts: RunOptions,
+  client: KubeClient,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<ServingCertificate> {
+  if (opts.tlsCertFile || opts.tlsPrivateKeyFile) {
+    if (!opts.tlsCertFile || !opts.tlsPrivateKeyFile)
+      throw new VirtualKubeletError(
+        'InvalidInput',
+        '--tls-cert-file and --tls-private-key-file go together',
+      );
+    return certificateFromFiles(opts.tlsCertFile, opts.tlsPrivateKeyFile);
+  }
+  if (opts.rotateServerCertificates)
+    return certificateFromCsr({ client, names: servingNames(opts), logger }, signal);
+  logger.warn(
+    'no serving certificate given: using a self-signed one, which the API server refuses when it verifies kubelets (pass --tls-cert-file/--tls-private-key-file or --rotate-server-certificates)',
+  );
+  return selfSignedCertificate(servingNames(opts));
+}
+
+/** The client CA: the flag's file, else the CA of the cluster in the kubeconfig. */
+function clientCA(opts: RunOptions, kc: KubeConfig): { clientCA?: Buffer } {
+  if (opts.clientCaFile) return { clientCA: readFileSync(opts.clientCaFile) };
+  const cluster = kc.getCurrentCluster();
+  if (cluster?.caData) return { clientCA: Buffer.from(cluster.caData, 'base64') };
+  if (cluster?.caFile) return { clientCA: readFileSync(cluster.caFile) };
+  return {};
 }
 
 export function makeLogger(level: string): Logger {
@@ -149,6 +203,50 @@ export function runCommand(io: Io): Command {
         .default(5_000, '5s')
         .argParser(parseDuration),
     )
+    .option(
+      '--tls-cert-file <path>',
+      'serving certificate (default: $APISERVER_CERT_LOCATION)',
+      env.APISERVER_CERT_LOCATION,
+    )
+    .option(
+      '--tls-private-key-file <path>',
+      'serving key (default: $APISERVER_KEY_LOCATION)',
+      env.APISERVER_KEY_LOCATION,
+    )
+    .option(
+      '--client-ca-file <path>',
+      'CA of client certificates (default: $APISERVER_CA_CERT_LOCATION, else the kubeconfig CA)',
+      env.APISERVER_CA_CERT_LOCATION,
+    )
+    .option(
+      '--rotate-server-certificates',
+      'get the serving certificate from the cluster (a kubelet-serving CSR someone must approve) and renew it',
+      false,
+    )
+    .addOption(
+      new Option(
+        '--authorization-mode <mode>',
+        'Webhook: TokenReview and SubjectAccessReview; AlwaysAllow: no checks (development only)',
+      )
+        .choices(['Webhook', 'AlwaysAllow'])
+        .default('Webhook'),
+    )
+    .addOption(
+      new Option(
+        '--stream-idle-timeout <duration>',
+        'close exec/attach/port-forward connections idle this long',
+      )
+        .default(4 * 3_600_000, '4h')
+        .argParser(parseDuration),
+    )
+    .addOption(
+      new Option(
+        '--stream-creation-timeout <duration>',
+        'how long a client may take to open its streams',
+      )
+        .default(30_000, '30s')
+        .argParser(parseDuration),
+    )
     .action(async (opts: RunOptions) => {
       await runNode(opts, io);
     });
@@ -186,6 +284,7 @@ export async function runNode(
     ...(opts.providerConfig ? { configPath: opts.providerConfig } : {}),
   });
   const { provider } = instance;
+  const serving = await servingCertificate(opts, client, logger, signal);
   const node = new VirtualNode({
     client,
     nodeName: opts.nodename,
@@ -201,6 +300,20 @@ export async function runNode(
       leaseDurationSeconds: opts.nodeLeaseDurationSeconds,
       statusUpdateIntervalMs: opts.nodeStatusUpdateFrequency,
     },
+    api: {
+      cert: serving.cert,
+      key: serving.key,
+      ...clientCA(opts, kc),
+      port: opts.listenPort,
+      authorizer:
+        opts.authorizationMode === 'AlwaysAllow'
+          ? allowAll
+          : new WebhookAuthorizer({ client, nodeName: opts.nodename }),
+      timeouts: {
+        streamIdleTimeoutMs: opts.streamIdleTimeout,
+        streamCreationTimeoutMs: opts.streamCreationTimeout,
+      },
+    },
     pods: {
       workers: opts.podSyncWorkers,
       fullResyncPeriodMs: opts.fullResyncPeriod,
@@ -209,7 +322,22 @@ export async function runNode(
   });
   const stop = new AbortController();
   const both = AbortSignal.any([signal, stop.signal]);
-  const running = node.run(both);
+  if (opts.authorizationMode === 'AlwaysAllow')
+    logger.warn(
+      'the kubelet API authorizes every request (--authorization-mode AlwaysAllow): for development only',
+    );
+  const running = Promise.all([
+    node.run(both),
+    opts.rotateServerCertificates
+      ? rotateCertificate(
+          serving,
+          (s) => certificateFromCsr({ client, names: servingNames(opts), logger }, s),
+          (c) => node.server?.setCertificate(c.cert, c.key),
+          both,
+          logger,
+        )
+      : undefined,
+  ]).then(() => undefined);
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
@@ -237,6 +365,8 @@ export async function runNode(
     clearTimeout(timer);
     stop.abort();
     await running.catch(() => undefined);
+    // Ctrl-C while still registering is a normal way to stop, not a failure.
+    if (signal.aborted) return;
     throw err;
   } finally {
     await instance.close();

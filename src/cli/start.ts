@@ -6,6 +6,7 @@ import {
   defaultClusterDir,
   DevCluster,
   ensureBinaries,
+  issueCert,
   liveState,
   writeNodeKubeconfig,
 } from '../devcluster/index.js';
@@ -40,26 +41,44 @@ export function startCommand(io: Io): Command {
         return;
       }
       const dir = defaultClusterDir();
-      const running = await liveState(dir);
+      let running = await liveState(dir);
+      while (running?.status === 'starting') {
+        io.err(`a dev cluster is starting in ${dir}: waiting for it`);
+        await new Promise((r) => setTimeout(r, 1000));
+        running = await liveState(dir);
+      }
       let cluster: DevCluster | undefined;
       let server = running?.status === 'ready' ? running.server : undefined;
       let adminKubeconfig = running?.kubeconfig;
       if (!server) {
         io.err('no cluster configured: starting the local dev cluster');
         const binaries = await ensureBinaries({ progress: io.err, signal });
-        cluster = new DevCluster({ dir, binaries, log: io.err });
+        cluster = new DevCluster({ dir, binaries, metricsServer: true, log: io.err });
         const info = await cluster.start(signal);
         server = info.server;
         adminKubeconfig = info.adminKubeconfig;
       } else io.err(`using the dev cluster already running in ${dir}`);
       try {
+        const pkiDir = join(dir, 'pki');
         const kubeconfig = await writeNodeKubeconfig({
-          pkiDir: join(dir, 'pki'),
+          pkiDir,
           server,
           nodeName: NODE_NAME,
           path: join(dir, `node-${NODE_NAME}.kubeconfig`),
         });
-        await runNode({ ...opts, kubeconfig }, io, signal, () => {
+        // A serving certificate from the cluster CA, so the API server trusts the kubelet API.
+        await issueCert(pkiDir, {
+          name: `serving-${NODE_NAME}`,
+          cn: `system:node:${NODE_NAME}`,
+          organizations: ['system:nodes'],
+          usage: 'server',
+          sans: ['IP:127.0.0.1', `DNS:${NODE_NAME}`],
+        });
+        const tls = {
+          tlsCertFile: join(pkiDir, `serving-${NODE_NAME}.crt`),
+          tlsPrivateKeyFile: join(pkiDir, `serving-${NODE_NAME}.key`),
+        };
+        await runNode({ ...opts, ...tls, kubeconfig }, io, signal, () => {
           hints(io, adminKubeconfig);
         });
       } finally {

@@ -64,6 +64,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   const cluster = new DevCluster({
     dir,
     binaries: options.binaries,
+    metricsServer: true,
     ...(options.apiserverPort === undefined ? {} : { apiserverPort: options.apiserverPort }),
     log,
     onComponentExit: (component, code, sig) => {
@@ -88,8 +89,10 @@ export async function serve(options: ServeOptions): Promise<void> {
     if (death) throw new DevClusterError('StartFailed', death);
   } catch (err) {
     await cluster.stop();
-    await writeState(dir, { status: 'failed', pid: process.pid, error: (err as Error).message });
-    throw err;
+    // A component that died explains a cancelled start better than the cancellation does.
+    const error = death ? new DevClusterError('StartFailed', death) : err;
+    await writeState(dir, { status: 'failed', pid: process.pid, error: (error as Error).message });
+    throw error;
   }
   log('stopping the control plane');
   await cluster.stop();
@@ -168,7 +171,15 @@ export async function down(dir: string, timeoutMs = 60_000): Promise<boolean> {
   if (isAliveAs(state.pid, 'dev-cluster')) process.kill(state.pid, 'SIGTERM');
   const deadline = Date.now() + timeoutMs;
   while (alive().length > 0) {
-    if (Date.now() > deadline) for (const [pid] of alive()) process.kill(pid, 'SIGKILL');
+    if (Date.now() > deadline) {
+      for (const [pid] of alive()) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // It exited in the meantime.
+        }
+      }
+    }
     await delay(100);
   }
   return true;

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { DevClusterError } from './errors.js';
 import { acquireLock } from './lock.js';
 import { cacheRoot, modulesDir } from './paths.js';
-import { ETCD_VERSION, KUBERNETES_VERSION } from './versions.js';
+import { ETCD_VERSION, KUBERNETES_VERSION, METRICS_SERVER_VERSION } from './versions.js';
 
 /** Absolute paths of the control-plane binaries. */
 export interface Binaries {
@@ -16,6 +16,7 @@ export interface Binaries {
   readonly kubeControllerManager: string;
   readonly kubeScheduler: string;
   readonly kubectl: string;
+  readonly metricsServer: string;
 }
 
 export interface BuildOptions {
@@ -74,6 +75,16 @@ function kubernetesBuild(): ModuleBuild {
   };
 }
 
+function metricsServerBuild(): ModuleBuild {
+  return {
+    module: 'metrics-server',
+    dirName: `metrics-server-${METRICS_SERVER_VERSION}`,
+    tags: [],
+    ldflags: ['-s', '-w'],
+    targets: [{ name: 'metrics-server', pkg: 'sigs.k8s.io/metrics-server/cmd/metrics-server' }],
+  };
+}
+
 function etcdBuild(): ModuleBuild {
   return {
     module: 'etcd',
@@ -93,6 +104,7 @@ export function binaryPaths(cacheDir: string = cacheRoot()): Binaries {
     kubeControllerManager: join(k8s, 'kube-controller-manager'),
     kubeScheduler: join(k8s, 'kube-scheduler'),
     kubectl: join(k8s, 'kubectl'),
+    metricsServer: join(cacheDir, metricsServerBuild().dirName, 'bin', 'metrics-server'),
   };
 }
 
@@ -108,7 +120,7 @@ export async function ensureBinaries(options: BuildOptions = {}): Promise<Binari
   const goVersion = await detectGo(options.goBinary ?? 'go');
   const started = Date.now();
   let built = false;
-  for (const build of [etcdBuild(), kubernetesBuild()]) {
+  for (const build of [etcdBuild(), kubernetesBuild(), metricsServerBuild()]) {
     built = (await ensureModule(build, cacheDir, goVersion, options, say)) || built;
   }
   if (built) say(`control plane built in ${formatSeconds(Date.now() - started)}`);
@@ -227,7 +239,14 @@ async function buildTarget(
     await new Promise<void>((resolve, reject) => {
       const child = spawn(options.goBinary ?? 'go', args, {
         cwd: workDir,
-        env: { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=readonly', GOWORK: 'off' },
+        // GOTOOLCHAIN=local: build with the installed Go, never download another toolchain.
+        env: {
+          ...process.env,
+          CGO_ENABLED: '0',
+          GOFLAGS: '-mod=readonly',
+          GOWORK: 'off',
+          GOTOOLCHAIN: 'local',
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
         signal: options.signal,
       });

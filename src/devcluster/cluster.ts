@@ -1,4 +1,4 @@
-import type { ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -11,7 +11,8 @@ import { DevClusterError } from './errors.js';
 import { ensurePki, PKI, renderKubeconfig } from './pki.js';
 import { spawnOwned, stopProcess } from './process.js';
 
-export type Component = 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kube-scheduler';
+export type Component =
+  'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kube-scheduler' | 'metrics-server';
 
 export interface DevClusterOptions {
   /** Working directory: pki/, etcd data, one log per component, kubeconfigs. Created if missing. */
@@ -26,6 +27,14 @@ export interface DevClusterOptions {
   readonly etcdUnsafeNoFsync?: boolean;
   /** How long each component may take to become healthy. Default: 120 000 ms. */
   readonly componentTimeoutMs?: number;
+  /**
+   * Also run metrics-server, registered as `v1beta1.metrics.k8s.io`, so `kubectl top` works.
+   * It scrapes kubelets every `metricResolutionSeconds` and verifies their serving certificates
+   * against the cluster CA. Default: false.
+   */
+  readonly metricsServer?: boolean;
+  /** Default: 10. */
+  readonly metricResolutionSeconds?: number;
   /** Extra kube-apiserver flags (`--name=value`), appended last so they win. */
   readonly extraApiserverArgs?: readonly string[];
   /** Progress lines for people. Default: discard. */
@@ -44,7 +53,7 @@ export interface ClusterInfo {
   readonly adminKubeconfig: string;
   readonly pkiDir: string;
   readonly etcdUrl: string;
-  readonly pids: Readonly<Record<Component, number>>;
+  readonly pids: Readonly<Partial<Record<Component, number>>>;
 }
 
 /**
@@ -86,7 +95,7 @@ export class DevCluster {
     await ensurePki(pkiDir);
 
     if (o.apiserverPort !== undefined) await assertPortFree(o.apiserverPort);
-    const [etcdPort, etcdPeerPort, kcmPort, schedPort, freeApiPort] = await freePorts(5);
+    const [etcdPort, etcdPeerPort, kcmPort, schedPort, freeApiPort, msPort] = await freePorts(6);
     const apiPort = o.apiserverPort ?? freeApiPort ?? 0;
     const etcdUrl = `http://127.0.0.1:${String(etcdPort)}`;
     const server = `https://127.0.0.1:${String(apiPort)}`;
@@ -130,6 +139,8 @@ export class DevCluster {
         `--kubelet-client-certificate=${pki(PKI.apiserverKubeletClient)}`,
         `--kubelet-client-key=${pki(PKI.apiserverKubeletClient, 'key')}`,
         '--kubelet-preferred-address-types=InternalIP,Hostname',
+        // Kubelet serving certificates are verified, so they must come from the cluster CA.
+        `--kubelet-certificate-authority=${pki(PKI.ca)}`,
         `--requestheader-client-ca-file=${pki(PKI.frontProxyCa)}`,
         '--requestheader-allowed-names=front-proxy-client',
         '--requestheader-username-headers=X-Remote-User',
@@ -213,6 +224,16 @@ export class DevCluster {
         ),
       ]);
 
+      if (o.metricsServer) {
+        await this.#startMetricsServer(
+          adminKubeconfig,
+          pki(PKI.ca),
+          msPort ?? 0,
+          timeoutMs,
+          signal,
+        );
+      }
+
       this.#info = {
         server,
         adminKubeconfig,
@@ -223,6 +244,7 @@ export class DevCluster {
           'kube-apiserver': this.#pid('kube-apiserver'),
           'kube-controller-manager': this.#pid('kube-controller-manager'),
           'kube-scheduler': this.#pid('kube-scheduler'),
+          ...(o.metricsServer ? { 'metrics-server': this.#pid('metrics-server') } : {}),
         },
       };
       say(`control plane ready at ${server} in ${formatSeconds(Date.now() - started)}`);
@@ -240,9 +262,63 @@ export class DevCluster {
       const child = this.#children.get(c);
       return child ? stopProcess(child, 10_000) : Promise.resolve();
     };
-    await Promise.all([stop('kube-scheduler'), stop('kube-controller-manager')]);
+    await Promise.all([
+      stop('metrics-server'),
+      stop('kube-scheduler'),
+      stop('kube-controller-manager'),
+    ]);
     await stop('kube-apiserver');
     await stop('etcd');
+  }
+
+  async #startMetricsServer(
+    kubeconfig: string,
+    caFile: string,
+    port: number,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const o = this.#options;
+    this.#spawn('metrics-server', o.binaries.metricsServer, [
+      `--kubeconfig=${kubeconfig}`,
+      `--authentication-kubeconfig=${kubeconfig}`,
+      `--authorization-kubeconfig=${kubeconfig}`,
+      '--bind-address=127.0.0.1',
+      `--secure-port=${String(port)}`,
+      `--cert-dir=${join(o.dir, 'metrics-server')}`,
+      '--kubelet-preferred-address-types=InternalIP,Hostname',
+      '--kubelet-use-node-status-port',
+      `--kubelet-certificate-authority=${caFile}`,
+      `--metric-resolution=${String(o.metricResolutionSeconds ?? 10)}s`,
+      '--kubelet-request-timeout=5s',
+    ]);
+    await this.#waitHealthy(
+      'metrics-server',
+      `https://127.0.0.1:${String(port)}/livez`,
+      { rejectUnauthorized: false },
+      timeoutMs,
+      signal,
+      (b) => b.trim() === 'ok',
+    );
+    // The aggregator reaches an ExternalName service at <externalName>:<port>.
+    const manifest = [
+      'apiVersion: v1',
+      'kind: Service',
+      'metadata: {name: metrics-server, namespace: kube-system}',
+      `spec: {type: ExternalName, externalName: 127.0.0.1, ports: [{name: https, port: ${String(port)}}]}`,
+      '---',
+      'apiVersion: apiregistration.k8s.io/v1',
+      'kind: APIService',
+      'metadata: {name: v1beta1.metrics.k8s.io}',
+      'spec:',
+      '  group: metrics.k8s.io',
+      '  version: v1beta1',
+      '  insecureSkipTLSVerify: true',
+      '  groupPriorityMinimum: 100',
+      '  versionPriority: 100',
+      `  service: {name: metrics-server, namespace: kube-system, port: ${String(port)}}`,
+    ].join('\n');
+    await runKubectl(o.binaries.kubectl, kubeconfig, ['apply', '-f', '-'], manifest);
   }
 
   /** Log file of a component. */
@@ -312,6 +388,31 @@ export class DevCluster {
       { logPath },
     );
   }
+}
+
+function runKubectl(
+  kubectl: string,
+  kubeconfig: string,
+  args: string[],
+  input: string,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      kubectl,
+      [`--kubeconfig=${kubeconfig}`, ...args],
+      (err, _out, stderr) => {
+        if (err)
+          reject(
+            new DevClusterError(
+              'StartFailed',
+              `kubectl ${args.join(' ')} failed: ${stderr.trim()}`,
+            ),
+          );
+        else resolve();
+      },
+    );
+    child.stdin?.end(input);
+  });
 }
 
 interface TlsOptions {

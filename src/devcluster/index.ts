@@ -10,4 +10,4 @@ export { ensurePki, issueCert, renderKubeconfig, writeNodeKubeconfig, PKI } from
 export type { CertRequest, KubeconfigOptions, NodeKubeconfigOptions } from './pki.js';
 export { cacheRoot, defaultClusterDir } from './paths.js';
 export { spawnOwned, stopProcess, isAlive, isAliveAs } from './process.js';
-export { KUBERNETES_VERSION, ETCD_VERSION } from './versions.js';
+export { KUBERNETES_VERSION, ETCD_VERSION, METRICS_SERVER_VERSION } from './versions.js';

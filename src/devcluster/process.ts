@@ -87,6 +87,8 @@ export function spawnOwned(command: string, options: OwnedProcessOptions): Child
     });
     owned.add(child);
     child.once('exit', () => owned.delete(child));
+    // A binary that cannot start shows as an exit (code null); it must not crash the owner.
+    child.once('error', () => owned.delete(child));
     return child;
   } finally {
     if (typeof fd === 'number') closeSync(fd);

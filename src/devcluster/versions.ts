@@ -1,6 +1,7 @@
 /**
  * The control-plane versions the dev cluster builds. They must match the `require` lines of
- * `modules/kubernetes/go.mod` and `modules/etcd/go.mod` (a unit test checks this).
+ * `modules/kubernetes/go.mod`, `modules/etcd/go.mod` and `modules/metrics-server/go.mod` (a unit test checks this).
  */
 export const KUBERNETES_VERSION = 'v1.37.2';
 export const ETCD_VERSION = 'v3.6.16';
+export const METRICS_SERVER_VERSION = 'v0.9.0';

@@ -3,7 +3,6 @@ import { Agent, request, type RequestOptions } from 'node:https';
 import { request as httpRequest, Agent as HttpAgent } from 'node:http';
 import { createInterface } from 'node:readline';
 import type { IncomingMessage } from 'node:http';
-import { setTimeout as delay } from 'node:timers/promises';
 import { VirtualKubeletError } from '../errors.js';
 
 /** A failed API request, with the apiserver's status code and reason (`NotFound`, `Conflict`...). */
@@ -37,6 +36,13 @@ export interface RequestOptionsLite {
   readonly body?: unknown;
   readonly contentType?: string;
   readonly signal?: AbortSignal;
+  /**
+   * Skip the client-side rate limit. For the node's heartbeat (lease and status), which must
+   * never queue behind pod traffic, as the kubelet's separate heartbeat client does not.
+   */
+  readonly unthrottled?: boolean;
+  /** Give up after this long. Default: the client's `requestTimeoutMs`. */
+  readonly timeoutMs?: number;
 }
 
 export interface KubeClientOptions {
@@ -48,6 +54,11 @@ export interface KubeClientOptions {
   readonly maxSockets?: number;
   /** Default: `virtual-kubelet`. */
   readonly userAgent?: string;
+  /**
+   * A request without an answer after this long fails, so a dead connection cannot hang the
+   * caller. Watches get their server-side timeout plus this. Default: 30 000 ms.
+   */
+  readonly requestTimeoutMs?: number;
 }
 
 /** A watch event as the apiserver sends it. */
@@ -69,6 +80,7 @@ export class KubeClient {
   #headers: Record<string, string> = {};
   #headersAt = 0;
   readonly #bucket: TokenBucket;
+  readonly #timeoutMs: number;
 
   private constructor(kc: KubeConfig, tls: RequestOptions, options: KubeClientOptions) {
     const cluster = kc.getCurrentCluster();
@@ -92,6 +104,7 @@ export class KubeClient {
         : new HttpAgent({ keepAlive: true, maxSockets });
     this.#userAgent = options.userAgent ?? 'virtual-kubelet';
     this.#bucket = new TokenBucket(options.qps ?? 200, options.burst ?? 400);
+    this.#timeoutMs = options.requestTimeoutMs ?? 30_000;
   }
 
   /** A client for the current context of `kc`. */
@@ -116,7 +129,7 @@ export class KubeClient {
     return this.#kc;
   }
 
-  /** Closes idle connections. In-flight requests finish. */
+  /** Closes every connection, in-flight requests included. */
   close(): void {
     this.#agent.destroy();
   }
@@ -132,8 +145,14 @@ export class KubeClient {
     return this.#headers;
   }
 
-  async #open(method: string, path: string, options: RequestOptionsLite): Promise<IncomingMessage> {
-    await this.#bucket.take(options.signal);
+  /** Opens a request; with `idleTimeoutMs`, a connection silent that long fails it. */
+  async #open(
+    method: string,
+    path: string,
+    options: RequestOptionsLite,
+    idleTimeoutMs?: number,
+  ): Promise<IncomingMessage> {
+    if (!options.unthrottled) await this.#bucket.take(options.signal);
     const url = new URL(path, this.server);
     for (const [k, v] of Object.entries(options.query ?? {})) {
       if (v !== undefined) url.searchParams.set(k, String(v));
@@ -156,13 +175,21 @@ export class KubeClient {
         resolve,
       );
       req.on('error', reject);
+      if (idleTimeoutMs !== undefined)
+        req.setTimeout(idleTimeoutMs, () => {
+          req.destroy(
+            new Error(
+              `${method} ${path}: no answer from the API server in ${String(idleTimeoutMs)} ms`,
+            ),
+          );
+        });
       req.end(body);
     });
   }
 
   /** Sends a request and parses the JSON answer. Non-2xx answers throw {@link ApiError}. */
   async request<T>(method: string, path: string, options: RequestOptionsLite = {}): Promise<T> {
-    const res = await this.#open(method, path, options);
+    const res = await this.#open(method, path, options, options.timeoutMs ?? this.#timeoutMs);
     const text = await readAll(res);
     const status = res.statusCode ?? 0;
     if (status < 200 || status > 299) throw apiError(status, text, method, path);
@@ -170,25 +197,36 @@ export class KubeClient {
   }
 
   /** GET that resolves to undefined on 404. */
-  async get<T>(path: string, signal?: AbortSignal): Promise<T | undefined> {
+  async get<T>(path: string, signal?: AbortSignal, unthrottled = false): Promise<T | undefined> {
     try {
-      return await this.request<T>('GET', path, { signal });
+      return await this.request<T>('GET', path, { signal, unthrottled });
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
     }
   }
 
-  create<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
-    return this.request<T>('POST', path, { body, signal });
+  create<T>(path: string, body: unknown, signal?: AbortSignal, unthrottled = false): Promise<T> {
+    return this.request<T>('POST', path, { body, signal, unthrottled });
   }
 
-  replace<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
-    return this.request<T>('PUT', path, { body, signal });
+  replace<T>(path: string, body: unknown, signal?: AbortSignal, unthrottled = false): Promise<T> {
+    return this.request<T>('PUT', path, { body, signal, unthrottled });
   }
 
-  patch<T>(path: string, type: PatchType, body: unknown, signal?: AbortSignal): Promise<T> {
-    return this.request<T>('PATCH', path, { body, contentType: PATCH_CONTENT_TYPE[type], signal });
+  patch<T>(
+    path: string,
+    type: PatchType,
+    body: unknown,
+    signal?: AbortSignal,
+    unthrottled = false,
+  ): Promise<T> {
+    return this.request<T>('PATCH', path, {
+      body,
+      contentType: PATCH_CONTENT_TYPE[type],
+      signal,
+      unthrottled,
+    });
   }
 
   delete<T>(path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
@@ -205,9 +243,15 @@ export class KubeClient {
     onEvent: (event: WatchEvent<T>) => void,
     signal: AbortSignal,
   ): Promise<void> {
+    // The server ends a watch after timeoutSeconds; a dead connection never would.
+    const serverTimeout = Number(query.timeoutSeconds ?? 0);
+    const deadline =
+      serverTimeout > 0
+        ? AbortSignal.any([signal, AbortSignal.timeout(serverTimeout * 1000 + this.#timeoutMs)])
+        : signal;
     let res: IncomingMessage;
     try {
-      res = await this.#open('GET', path, { query: { ...query, watch: true }, signal });
+      res = await this.#open('GET', path, { query: { ...query, watch: true }, signal: deadline });
     } catch (err) {
       if (signal.aborted) return;
       throw err;
@@ -220,7 +264,8 @@ export class KubeClient {
         if (line) onEvent(JSON.parse(line) as WatchEvent<T>);
       }
     } catch (err) {
-      if (!signal.aborted) throw err;
+      // The client-side deadline ends the watch like the server's timeout does.
+      if (!deadline.aborted) throw err;
     } finally {
       res.destroy();
     }
@@ -259,12 +304,22 @@ function apiError(status: number, text: string, method: string, path: string): A
   }
 }
 
-/** Client-side rate limit: `qps` tokens a second, up to `burst` saved. */
+/**
+ * Client-side rate limit: `qps` tokens a second, up to `burst` saved. Waiters are served in
+ * arrival order by a single timer, so a thousand waiting requests cost one timer, not a
+ * thousand polling loops.
+ */
 class TokenBucket {
   readonly #qps: number;
   readonly #burst: number;
   #tokens: number;
   #last = Date.now();
+  readonly #waiters: {
+    resolve: () => void;
+    reject: (err: unknown) => void;
+    signal?: AbortSignal;
+  }[] = [];
+  #timer: NodeJS.Timeout | undefined;
 
   constructor(qps: number, burst: number) {
     if (!(qps > 0) || !(burst >= 1)) throw new RangeError('qps must be > 0 and burst >= 1');
@@ -273,17 +328,49 @@ class TokenBucket {
     this.#tokens = burst;
   }
 
-  async take(signal?: AbortSignal): Promise<void> {
-    for (;;) {
-      const now = Date.now();
-      this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#last) / 1000) * this.#qps);
-      this.#last = now;
-      if (this.#tokens >= 1) {
-        this.#tokens -= 1;
-        return;
-      }
-      await delay(Math.ceil(((1 - this.#tokens) / this.#qps) * 1000), undefined, { signal });
+  #refill(): void {
+    const now = Date.now();
+    this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#last) / 1000) * this.#qps);
+    this.#last = now;
+  }
+
+  take(signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
+    this.#refill();
+    if (this.#waiters.length === 0 && this.#tokens >= 1) {
+      this.#tokens -= 1;
+      return Promise.resolve();
     }
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject, ...(signal ? { signal } : {}) };
+      this.#waiters.push(waiter);
+      signal?.addEventListener(
+        'abort',
+        () => {
+          const i = this.#waiters.indexOf(waiter);
+          if (i >= 0) {
+            this.#waiters.splice(i, 1);
+            reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+          }
+        },
+        { once: true },
+      );
+      this.#schedule();
+    });
+  }
+
+  #schedule(): void {
+    if (this.#timer || this.#waiters.length === 0) return;
+    const wait = Math.max(1, Math.ceil(((1 - this.#tokens) / this.#qps) * 1000));
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#refill();
+      while (this.#tokens >= 1 && this.#waiters.length > 0) {
+        this.#tokens -= 1;
+        this.#waiters.shift()?.resolve();
+      }
+      this.#schedule();
+    }, wait);
   }
 }
 

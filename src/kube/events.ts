@@ -40,24 +40,54 @@ export class EventRecorder {
   readonly #o: EventRecorderOptions;
   readonly #seen = new Map<string, Seen>();
   readonly #log: Logger;
-  #pending = new Set<Promise<void>>();
+  readonly #queue: [EventSubject, EventType, string, string][] = [];
+  #writers = 0;
+  #dropped = 0;
+  #idle: (() => void)[] = [];
+  #lastPrune = 0;
 
   constructor(options: EventRecorderOptions) {
     this.#o = options;
     this.#log = options.logger ?? silentLogger;
   }
 
+  /**
+   * Queues an event. At most `maxQueued` (1 000) wait; beyond that events are dropped and the
+   * drop is logged, so a storm of events can never hold memory or starve other API traffic.
+   */
   record(subject: EventSubject, type: EventType, reason: string, message: string): void {
-    const p = this.#write(subject, type, reason, message).catch((err: unknown) => {
-      this.#log.warn({ reason, err: (err as Error).message }, 'could not record an event');
-    });
-    this.#pending.add(p);
-    void p.finally(() => this.#pending.delete(p));
+    if (this.#queue.length >= 1000) {
+      if (this.#dropped++ % 1000 === 0)
+        this.#log.warn({ dropped: this.#dropped }, 'too many events queued: dropping');
+      return;
+    }
+    this.#queue.push([subject, type, reason, message]);
+    while (this.#writers < 4 && this.#queue.length > 0) void this.#drain();
   }
 
-  /** Resolves when every event recorded so far has been written (or failed). */
-  async flush(): Promise<void> {
-    await Promise.all([...this.#pending]);
+  async #drain(): Promise<void> {
+    this.#writers++;
+    for (let e = this.#queue.shift(); e; e = this.#queue.shift()) {
+      try {
+        await this.#write(...e);
+      } catch (err) {
+        this.#log.warn({ reason: e[2], err: (err as Error).message }, 'could not record an event');
+      }
+    }
+    this.#writers--;
+    if (this.#writers === 0) for (const resolve of this.#idle.splice(0)) resolve();
+  }
+
+  /** Resolves when every queued event has been written (or failed), or after `timeoutMs`. */
+  async flush(timeoutMs = 5_000): Promise<void> {
+    if (this.#writers === 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.#idle.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   async #write(
@@ -116,7 +146,8 @@ export class EventRecorder {
   }
 
   #prune(now: number, window: number): void {
-    if (this.#seen.size < 4096) return;
+    if (this.#seen.size < 4096 || now - this.#lastPrune < 10_000) return;
+    this.#lastPrune = now;
     for (const [k, s] of this.#seen) if (now - s.last >= window) this.#seen.delete(k);
   }
 }

@@ -107,11 +107,14 @@ export class Informer<T extends KubeObject> {
     if (this.#running) throw new Error('Informer.run called twice');
     this.#running = true;
     let failures = 0;
-    while (!signal.aborted) {
+    while (!aborted(signal)) {
+      const started = Date.now();
       try {
         if (!this.#resourceVersion) await this.#list(signal);
         await this.#watch(signal);
         failures = 0;
+        // A watch the server ends at once (it may, under load) must not turn into a busy loop.
+        if (Date.now() - started < 1_000) await sleep(1_000, signal);
       } catch (err) {
         if (aborted(signal)) break;
         if (isGone(err)) {
@@ -125,7 +128,7 @@ export class Informer<T extends KubeObject> {
           { path: this.#o.path, err: (err as Error).message, retryInMs: backoff },
           'list/watch failed',
         );
-        this.#resourceVersion = '';
+        // The watch resumes from the last resource version; only 410 Gone forces a relist.
         await sleep(backoff, signal);
       }
     }

@@ -74,9 +74,27 @@ export class NodeController {
     if (!Number.isInteger(d) || d < 1)
       throw new RangeError('leaseDurationSeconds must be a positive integer');
     if (!options.nodeName) throw new TypeError('nodeName is required');
+    for (const [name, value] of Object.entries({
+      leaseRenewIntervalMs: options.leaseRenewIntervalMs,
+      statusUpdateIntervalMs: options.statusUpdateIntervalMs,
+      pingIntervalMs: options.pingIntervalMs,
+      pingTimeoutMs: options.pingTimeoutMs,
+    })) {
+      if (value !== undefined && !(value > 0))
+        throw new RangeError(`${name} must be greater than 0`);
+    }
     this.#o = options;
     this.#log = (options.logger ?? silentLogger).child({ node: options.nodeName });
     this.#node = this.#initialNode();
+  }
+
+  /**
+   * Sets the kubelet API port published in `status.daemonEndpoints`, for a server that listens
+   * on a port chosen at start. Call it before {@link run}.
+   */
+  setKubeletPort(port: number): void {
+    const endpoints = this.#node.status?.daemonEndpoints;
+    if (endpoints) endpoints.kubeletEndpoint = { Port: port };
   }
 
   /** The Node as last written. */
@@ -268,6 +286,7 @@ export class NodeController {
       'strategic',
       { status },
       signal,
+      true,
     );
     this.#uid = node.metadata?.uid ?? this.#uid;
   }
@@ -307,7 +326,7 @@ export class NodeController {
     const owner = this.#uid
       ? [{ apiVersion: 'v1', kind: 'Node', name: nodeName, uid: this.#uid }]
       : undefined;
-    const lease = this.#lease ?? (await client.get<V1Lease>(path, signal));
+    const lease = this.#lease ?? (await client.get<V1Lease>(path, signal, true));
     if (!lease) {
       this.#lease = await client.create<V1Lease>(
         `/apis/coordination.k8s.io/v1/namespaces/${LEASE_NS}/leases`,
@@ -318,6 +337,7 @@ export class NodeController {
           spec,
         },
         signal,
+        true,
       );
       return;
     }
@@ -326,7 +346,7 @@ export class NodeController {
     if (owner && !refs.some((r) => r.uid === this.#uid))
       next.metadata = { ...lease.metadata, ownerReferences: owner };
     try {
-      this.#lease = await client.replace<V1Lease>(path, next, signal);
+      this.#lease = await client.replace<V1Lease>(path, next, signal, true);
     } catch (err) {
       this.#lease = undefined;
       if (isConflict(err) || isNotFound(err)) {

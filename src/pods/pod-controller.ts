@@ -1,7 +1,7 @@
 import type { V1ConfigMap, V1Pod, V1PodStatus, V1Secret, V1Service } from '@kubernetes/client-node';
-import { abortOf, sleep } from '../abort.js';
+import { abortOf, aborted, sleep } from '../abort.js';
 import { errorCode, errorMessage, isRetryable } from '../errors.js';
-import { isConflict, isNotFound, type KubeClient } from '../kube/client.js';
+import { ApiError, isConflict, isNotFound, type KubeClient } from '../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
 import { Informer } from '../kube/informer.js';
 import type { Logger } from '../log.js';
@@ -10,7 +10,7 @@ import { isPodNotifier, type Provider } from '../provider.js';
 import { WorkQueue } from '../queue/index.js';
 import { EnvResolutionError } from './env-error.js';
 import { resolvePodEnv, type EnvSource } from './env.js';
-import { lostPodStatus, PollNotifier } from './poll-notifier.js';
+import { deletedPodStatus, lostPodStatus, PollNotifier } from './poll-notifier.js';
 import {
   configErrorStatus,
   isTerminal,
@@ -34,25 +34,25 @@ export interface PodControllerOptions {
   readonly workers?: number;
   /** Polling period for providers without `notifyPods`. Default: 5 000 ms. */
   readonly pollIntervalMs?: number;
-  /** Every pod is synced again this often, to repair anything missed. Default: 60 000 ms. */
+  /** Every pod is synced again this often, to repair anything missed; 0 turns it off. Default: 60 000 ms. */
   readonly fullResyncPeriodMs?: number;
   /** Longest backoff between retries of one pod. Default: 300 000 ms. */
   readonly maxBackoffMs?: number;
 }
 
 interface Tracked {
-  /** Fingerprint of the mutable fields last handed to the provider. */
+  /** Fingerprint of the mutable fields last handed to the provider; set once it has the pod. */
   fingerprint?: string;
-  /** deletePod was called for this UID. */
-  deleteRequested?: boolean;
+  /** Grace period (s) of the last deletePod call, once deletion started. */
+  deleteGrace?: number;
 }
 
 /**
  * Keeps the provider in step with the pods bound to the node, and the API in step with the
- * provider. Three keyed queues, one per direction of data flow:
- * - sync: API -> provider (create, update, graceful deletion);
- * - status: provider -> API (status writes through the `pods/status` subresource);
- * - cleanup: removes pods from the provider once their API object is gone.
+ * provider. Two keyed queues, one per direction of data flow:
+ * - sync: API -> provider (create, update, graceful deletion, and removal from the provider
+ *   once the API object is gone). One queue, so work on one pod name never runs twice at once.
+ * - status: provider -> API (status writes through the `pods/status` subresource).
  * Handlers re-read the informer cache by key, so a burst of changes costs one pass.
  */
 export class PodController {
@@ -60,14 +60,17 @@ export class PodController {
   readonly #log: Logger;
   readonly #pods: Informer<V1Pod>;
   readonly #services: Informer<V1Service>;
+  /** Services by namespace, for service-link variables. */
+  readonly #servicesByNs = new Map<string, Map<string, V1Service>>();
   readonly #sync: WorkQueue;
   readonly #status: WorkQueue;
-  readonly #cleanup: WorkQueue;
   readonly #tracked = new Map<string, Tracked>();
   /** Latest status the provider reported, by pod key. */
   readonly #reported = new Map<string, V1Pod>();
-  /** Pods deleted from the API, kept until the provider has dropped them. */
+  /** Pods deleted from the API (or replaced by a new UID), kept until the provider dropped them. */
   readonly #deleted = new Map<string, V1Pod>();
+  /** When this agent first saw each pod's deletion, by UID. */
+  readonly #deletionSeen = new Map<string, number>();
   readonly #poller: PollNotifier | undefined;
   readonly #nodeIP: string;
   #markReady: () => void = () => undefined;
@@ -80,6 +83,8 @@ export class PodController {
     const workers = options.workers ?? 10;
     if (!Number.isInteger(workers) || workers < 1)
       throw new RangeError('workers must be a positive integer');
+    if (options.fullResyncPeriodMs !== undefined && options.fullResyncPeriodMs < 0)
+      throw new RangeError('fullResyncPeriodMs must be 0 (off) or more');
     const queue = (
       name: string,
       handler: (key: string, signal: AbortSignal) => Promise<void>,
@@ -98,7 +103,6 @@ export class PodController {
       });
     this.#sync = queue('sync', (key, signal) => this.#syncPod(key, signal));
     this.#status = queue('status', (key, signal) => this.#writeStatus(key, signal));
-    this.#cleanup = queue('cleanup', (key, signal) => this.#cleanupPod(key, signal));
     this.#pods = new Informer<V1Pod>({
       client: options.client,
       path: '/api/v1/pods',
@@ -110,12 +114,9 @@ export class PodController {
         },
         onUpdate: (oldPod, newPod) => {
           const key = podKey(newPod);
-          if (oldPod.metadata?.uid !== newPod.metadata?.uid) {
-            this.#deleted.set(key, oldPod);
-            this.#cleanup.add(key);
-          }
-          if (needsSync(oldPod, newPod) || oldPod.metadata?.uid !== newPod.metadata?.uid)
-            this.#sync.add(key);
+          const replaced = oldPod.metadata?.uid !== newPod.metadata?.uid;
+          if (replaced) this.#deleted.set(key, oldPod);
+          if (replaced || needsSync(oldPod, newPod)) this.#sync.add(key);
           // A status we did not write (or wrote from an older report) may need correcting.
           if (this.#reported.has(key)) this.#status.add(key);
         },
@@ -123,7 +124,7 @@ export class PodController {
           const key = podKey(pod);
           this.#deleted.set(key, pod);
           this.#reported.delete(key);
-          this.#cleanup.add(key);
+          this.#sync.add(key);
         },
       },
     });
@@ -131,6 +132,11 @@ export class PodController {
       client: options.client,
       path: '/api/v1/services',
       logger: this.#log,
+      handlers: {
+        onAdd: (s) => this.#indexService(s, true),
+        onUpdate: (_old, s) => this.#indexService(s, true),
+        onDelete: (s) => this.#indexService(s, false),
+      },
     });
     const provider = options.provider;
     if (!isPodNotifier(provider)) {
@@ -139,8 +145,32 @@ export class PodController {
         listPods: () => this.#pods.list(),
         intervalMs: options.pollIntervalMs ?? 5_000,
         logger: this.#log,
+        handedOver: (pod) => this.#tracked.get(pod.metadata?.uid ?? '')?.fingerprint !== undefined,
       });
     }
+  }
+
+  #indexService(s: V1Service, present: boolean): void {
+    const ns = s.metadata?.namespace ?? '';
+    const name = s.metadata?.name ?? '';
+    let byName = this.#servicesByNs.get(ns);
+    if (present) {
+      if (!byName) this.#servicesByNs.set(ns, (byName = new Map<string, V1Service>()));
+      byName.set(name, s);
+    } else {
+      byName?.delete(name);
+      if (byName?.size === 0) this.#servicesByNs.delete(ns);
+    }
+  }
+
+  /** The pod bound to this node as the API server has it, from the informer cache. */
+  getPod(namespace: string, name: string): V1Pod | undefined {
+    return this.#pods.get(`${namespace}/${name}`);
+  }
+
+  /** Every pod bound to this node, from the informer cache. */
+  listPods(): V1Pod[] {
+    return [...this.#pods.list()];
   }
 
   /** Resolves when the pod cache is filled and the provider reconciled against it. */
@@ -149,17 +179,15 @@ export class PodController {
   }
 
   /** Queue depths and counters, for metrics and tests. */
-  stats(): Record<'sync' | 'status' | 'cleanup', ReturnType<WorkQueue['stats']>> {
-    return {
-      sync: this.#sync.stats(),
-      status: this.#status.stats(),
-      cleanup: this.#cleanup.stats(),
-    };
+  stats(): Record<'sync' | 'status', ReturnType<WorkQueue['stats']>> {
+    return { sync: this.#sync.stats(), status: this.#status.stats() };
   }
 
   async run(signal: AbortSignal): Promise<void> {
     const onReport = (pod: V1Pod): void => {
       const key = podKey(pod);
+      // Reports about pods the API no longer has are of no use (and would pile up).
+      if (!this.#pods.get(key)) return;
       this.#reported.set(key, pod);
       this.#status.add(key);
     };
@@ -172,48 +200,60 @@ export class PodController {
       Promise.all([this.#pods.whenSynced(), this.#services.whenSynced()]),
       abortOf(signal),
     ]);
-    if (signal.aborted) {
+    if (aborted(signal)) {
       await informers;
       return;
     }
-    await this.#deleteDangling(signal);
+    await this.#adoptProviderPods(signal);
     this.#markReady();
     this.#log.info({ pods: this.#pods.size }, 'pod controller ready');
     await Promise.all([
       informers,
       this.#sync.run(signal),
       this.#status.run(signal),
-      this.#cleanup.run(signal),
       this.#poller?.run(signal),
       this.#resyncLoop(signal),
     ]);
   }
 
-  /** After a restart: pods the provider runs that no longer exist in the API are removed. */
-  async #deleteDangling(signal: AbortSignal): Promise<void> {
-    let pods: V1Pod[];
-    try {
-      pods = await this.#o.provider.getPods(signal);
-    } catch (err) {
-      this.#log.warn({ err: errorMessage(err) }, 'could not list the provider pods at start');
-      return;
-    }
-    for (const pod of pods) {
-      const key = podKey(pod);
-      const api = this.#pods.get(key);
-      if (api && api.metadata?.uid === pod.metadata?.uid) {
-        // Already handed to the provider: remember it so nothing is created twice.
-        this.#tracked.set(api.metadata?.uid ?? key, { fingerprint: mutableFingerprint(pod) });
+  /**
+   * After a restart: pods the provider already runs are adopted (never created twice); those
+   * the API no longer has are removed from the provider. Retried until the provider answers.
+   */
+  async #adoptProviderPods(signal: AbortSignal): Promise<void> {
+    for (let attempt = 1; !aborted(signal); attempt++) {
+      let pods: V1Pod[];
+      try {
+        pods = await this.#o.provider.getPods(signal);
+      } catch (err) {
+        const wait = Math.min(30_000, 500 * 2 ** attempt);
+        this.#log.warn(
+          { err: errorMessage(err), retryInMs: wait },
+          'could not list the provider pods at start',
+        );
+        await sleep(wait, signal);
         continue;
       }
-      this.#deleted.set(key, pod);
-      this.#cleanup.add(key);
+      for (const pod of pods) {
+        const key = podKey(pod);
+        const api = this.#pods.get(key);
+        if (api && api.metadata?.uid === pod.metadata?.uid) {
+          this.#tracked.set(api.metadata?.uid ?? key, { fingerprint: mutableFingerprint(pod) });
+          continue;
+        }
+        if (!api) {
+          this.#deleted.set(key, pod);
+          this.#sync.add(key);
+        }
+      }
+      return;
     }
   }
 
   async #resyncLoop(signal: AbortSignal): Promise<void> {
     const period = this.#o.fullResyncPeriodMs ?? 60_000;
-    while (!signal.aborted) {
+    if (period === 0) return;
+    while (!aborted(signal)) {
       await sleep(period, signal);
       for (const pod of this.#pods.list()) this.#sync.add(podKey(pod));
     }
@@ -228,20 +268,26 @@ export class PodController {
 
   async #syncPod(key: string, signal: AbortSignal): Promise<void> {
     const pod = this.#pods.get(key);
+    const gone = this.#deleted.get(key);
+    if (gone && gone.metadata?.uid !== pod?.metadata?.uid)
+      await this.#removeFromProvider(key, gone, signal);
     if (!pod) return;
-    if (pod.metadata?.deletionTimestamp) return this.#deletePod(key, pod, signal);
+    if (pod.metadata?.deletionTimestamp) {
+      await this.#deletePod(key, pod, signal);
+      return;
+    }
     if (isTerminal(pod.status)) return;
     const [namespace, name] = [pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''];
     const provider = this.#o.provider;
     const tracked = this.#trackedOf(pod);
     const running = await provider.getPod(namespace, name, signal);
-    if (running && running.metadata?.uid && running.metadata.uid !== pod.metadata?.uid) {
+    if (running?.metadata?.uid && running.metadata.uid !== pod.metadata?.uid) {
       // A pod of the same name from before: remove it first, then create this one.
       await provider.deletePod(running, signal).catch(ignoreNotFound);
       throw new Error('an older pod of the same name is still being removed from the provider');
     }
     if (!running) {
-      if (pod.status?.phase === 'Running' || tracked.fingerprint !== undefined) {
+      if (tracked.fingerprint !== undefined || pod.status?.phase === 'Running') {
         // It ran, and the provider no longer has it: never create a pod twice.
         await this.#putStatus(pod, lostPodStatus(pod, new Date()), signal);
         this.#o.events.record(
@@ -252,13 +298,23 @@ export class PodController {
         );
         return;
       }
-      const resolved = await this.#resolve(pod, signal);
+      const resolved = await this.#resolve(pod, signal, true);
       try {
         await provider.createPod(resolved, signal);
       } catch (err) {
-        if (errorCode(err) !== 'AlreadyExists') return this.#createFailed(pod, err, signal);
+        if (errorCode(err) !== 'AlreadyExists') {
+          await this.#createFailed(pod, err, signal);
+          return;
+        }
       }
       tracked.fingerprint = mutableFingerprint(pod);
+      const now = this.#pods.get(key);
+      if (now?.metadata?.uid !== pod.metadata?.uid) {
+        // Deleted (or replaced) while the provider was creating it: take it back out.
+        this.#deleted.set(key, pod);
+        this.#sync.add(key);
+        return;
+      }
       this.#o.events.record(
         podSubject(pod),
         'Normal',
@@ -268,9 +324,9 @@ export class PodController {
       return;
     }
     const fingerprint = mutableFingerprint(pod);
-    if (tracked.fingerprint === undefined) tracked.fingerprint = mutableFingerprint(running);
+    tracked.fingerprint ??= mutableFingerprint(running);
     if (fingerprint === tracked.fingerprint) return;
-    const resolved = await this.#resolve(pod, signal);
+    const resolved = await this.#resolve(pod, signal, false);
     try {
       await provider.updatePod(resolved, signal);
     } catch (err) {
@@ -282,11 +338,15 @@ export class PodController {
     tracked.fingerprint = fingerprint;
   }
 
-  async #resolve(pod: V1Pod, signal: AbortSignal): Promise<V1Pod> {
+  /**
+   * The pod with its environment resolved. When that fails for a pod not yet created, its
+   * status says why (CreateContainerConfigError); a running pod's status is left alone.
+   */
+  async #resolve(pod: V1Pod, signal: AbortSignal, creating: boolean): Promise<V1Pod> {
     try {
       const { pod: resolved, events } = await resolvePodEnv(pod, this.#envSource(signal), {
         hostIP: this.#nodeIP,
-        podIP: pod.status?.podIP,
+        ...(pod.status?.podIP ? { podIP: pod.status.podIP } : {}),
         nodeName: this.#o.nodeName,
       });
       for (const e of events) this.#o.events.record(podSubject(pod), e.type, e.reason, e.message);
@@ -294,13 +354,11 @@ export class PodController {
     } catch (err) {
       if (err instanceof EnvResolutionError) {
         this.#o.events.record(podSubject(pod), 'Warning', err.reason, err.message);
-        await this.#putStatus(pod, configErrorStatus(pod, err.message), signal).catch(
-          ignoreConflict,
-        );
-        if (!err.retryable) {
-          await this.#putStatus(pod, providerFailedStatus(pod, err.message, true), signal).catch(
-            ignoreConflict,
-          );
+        if (creating) {
+          const status = err.retryable
+            ? configErrorStatus(pod, err.message)
+            : providerFailedStatus(pod, err.message, true);
+          await this.#putStatus(pod, status, signal).catch(ignoreStale);
         }
       }
       throw err;
@@ -314,8 +372,7 @@ export class PodController {
         client.get<V1ConfigMap>(`/api/v1/namespaces/${ns}/configmaps/${name}`, signal),
       getSecret: (ns, name) =>
         client.get<V1Secret>(`/api/v1/namespaces/${ns}/secrets/${name}`, signal),
-      listServices: (ns) =>
-        Promise.resolve([...this.#services.list()].filter((s) => s.metadata?.namespace === ns)),
+      listServices: (ns) => Promise.resolve([...(this.#servicesByNs.get(ns)?.values() ?? [])]),
     };
   }
 
@@ -324,34 +381,61 @@ export class PodController {
     const message = `the provider could not create the pod: ${errorMessage(err)}`;
     this.#o.events.record(podSubject(pod), 'Warning', 'ProviderCreateFailed', message);
     await this.#putStatus(pod, providerFailedStatus(pod, message, !retry), signal).catch(
-      ignoreConflict,
+      ignoreStale,
     );
     if (retry) throw err;
   }
 
-  /** Graceful deletion: ask the provider, then remove the API object once the pod is done. */
+  /**
+   * Graceful deletion: ask the provider to stop the pod, then, once it stopped or the grace
+   * period is over, write its final status and remove the API object (grace 0, UID
+   * precondition). A shorter grace period given later is passed on.
+   */
   async #deletePod(key: string, pod: V1Pod, signal: AbortSignal): Promise<void> {
     const tracked = this.#trackedOf(pod);
     const provider = this.#o.provider;
     const [namespace, name] = [pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''];
-    if (!tracked.deleteRequested) {
+    const grace =
+      pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
+    if (tracked.deleteGrace === undefined || grace < tracked.deleteGrace) {
       try {
         await provider.deletePod(pod, signal);
       } catch (err) {
-        if (errorCode(err) !== 'NotFound') throw err;
+        // A pod the provider cannot stop still leaves the API when its grace period is over.
+        if (errorCode(err) !== 'NotFound' && isRetryable(err)) throw err;
+        if (errorCode(err) !== 'NotFound')
+          this.#o.events.record(
+            podSubject(pod),
+            'Warning',
+            'ProviderDeleteFailed',
+            errorMessage(err),
+          );
       }
-      tracked.deleteRequested = true;
+      tracked.deleteGrace = grace;
     }
-    const status = await provider.getPodStatus(namespace, name, signal);
-    const done = !status || isTerminal(status) || allContainersStopped(status);
-    const deadline =
-      Date.parse(String(pod.metadata?.deletionTimestamp)) ||
-      Date.now() + (pod.metadata?.deletionGracePeriodSeconds ?? 30) * 1000;
+    let status: V1PodStatus | undefined;
+    let done = false;
+    try {
+      status = await provider.getPodStatus(namespace, name, signal);
+      done = !status || isTerminal(status) || allContainersStopped(status);
+    } catch (err) {
+      if (errorCode(err) === 'NotFound') done = true;
+      else
+        this.#log.warn(
+          { pod: key, err: errorMessage(err) },
+          'could not read the status of a pod being deleted',
+        );
+    }
+    // The deadline counts from when this agent saw the deletion, not the API server's clock.
+    const deadline = this.#deadline(pod, grace);
     if (!done && Date.now() < deadline) {
       // Looked at again when the provider reports the end, or at the deadline at the latest.
       this.#sync.addAfter(key, Math.max(0, deadline - Date.now()) + 50);
       return;
     }
+    const final = status ?? this.#reported.get(key)?.status;
+    const last = final && isTerminal(final) ? final : deletedPodStatus(pod, new Date());
+    await this.#putStatus(pod, last, signal).catch(ignoreStale);
     try {
       await this.#o.client.delete(
         `/api/v1/namespaces/${namespace}/pods/${name}`,
@@ -368,60 +452,75 @@ export class PodController {
     }
   }
 
-  /** The API object is gone: make sure the provider has dropped the pod too. */
-  async #cleanupPod(key: string, signal: AbortSignal): Promise<void> {
-    const pod = this.#deleted.get(key);
-    if (!pod) return;
-    const current = this.#pods.get(key);
+  #deadline(pod: V1Pod, grace: number): number {
+    const uid = pod.metadata?.uid ?? podKey(pod);
+    let seen = this.#deletionSeen.get(uid);
+    if (seen === undefined) this.#deletionSeen.set(uid, (seen = Date.now()));
+    return seen + grace * 1000;
+  }
+
+  /** The API object `pod` is gone: make sure the provider has dropped it too. */
+  async #removeFromProvider(key: string, pod: V1Pod, signal: AbortSignal): Promise<void> {
     const uid = pod.metadata?.uid;
-    if (current && current.metadata?.uid === uid) return; // it came back (relist)
-    const tracked = uid ? this.#tracked.get(uid) : undefined;
     const running = await this.#o.provider.getPod(
       pod.metadata?.namespace ?? '',
       pod.metadata?.name ?? '',
       signal,
     );
-    if (
-      running &&
-      (!running.metadata?.uid || running.metadata.uid === uid) &&
-      !(tracked?.deleteRequested && isTerminal(running.status))
-    ) {
+    const same = running && (!running.metadata?.uid || running.metadata.uid === uid);
+    if (same && !isTerminal(running.status)) {
       try {
         await this.#o.provider.deletePod(pod, signal);
       } catch (err) {
         if (errorCode(err) !== 'NotFound') throw err;
       }
     }
-    this.#deleted.delete(key);
-    if (uid) this.#tracked.delete(uid);
+    if (this.#deleted.get(key) === pod) this.#deleted.delete(key);
+    if (uid) {
+      this.#tracked.delete(uid);
+      this.#deletionSeen.delete(uid);
+    }
   }
 
   /** Writes the provider's latest report for `key` through the status subresource. */
   async #writeStatus(key: string, signal: AbortSignal): Promise<void> {
     const reported = this.#reported.get(key);
     const pod = this.#pods.get(key);
-    if (!reported || !pod) return;
+    if (!pod) {
+      this.#reported.delete(key);
+      return;
+    }
+    if (!reported) return;
     if (reported.metadata?.uid && reported.metadata.uid !== pod.metadata?.uid) return;
     if (
       pod.metadata?.deletionTimestamp &&
-      (isTerminal(reported.status) || allContainersStopped(reported.status ?? {}))
+      reported.status &&
+      (isTerminal(reported.status) || allContainersStopped(reported.status))
     ) {
       this.#sync.add(key);
     }
     if (isTerminal(pod.status)) return; // a terminal status is final
     if (!reported.status) return;
-    await this.#putStatus(pod, reported.status, signal);
+    await this.#putStatus(pod, reported.status, signal).catch(ignoreStale);
   }
 
+  /**
+   * Patches the pod's status. The patch carries the pod's UID, so it can never land on a newer
+   * pod of the same name (the API server refuses it); fields the new status drops are cleared.
+   */
   async #putStatus(pod: V1Pod, reported: V1PodStatus, signal: AbortSignal): Promise<void> {
     const status = mergeStatus(pod, reported, { nodeIP: this.#nodeIP });
     if (sameStatus(status, pod.status)) return;
     const [namespace, name] = [pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''];
+    const body: Record<string, unknown> = { ...status };
+    for (const field of ['reason', 'message'] as const) {
+      if (status[field] === undefined && pod.status?.[field] !== undefined) body[field] = null;
+    }
     try {
       await this.#o.client.patch(
         `/api/v1/namespaces/${namespace}/pods/${name}/status`,
         'strategic',
-        { status },
+        { metadata: { uid: pod.metadata?.uid }, status: body },
         signal,
       );
     } catch (err) {
@@ -444,6 +543,8 @@ function ignoreNotFound(err: unknown): void {
   if (errorCode(err) !== 'NotFound') throw err;
 }
 
-function ignoreConflict(err: unknown): void {
-  if (!isConflict(err)) throw err;
+/** A write aimed at a pod that changed or was replaced meanwhile: the next sync redoes it. */
+function ignoreStale(err: unknown): void {
+  if (isConflict(err) || (err instanceof ApiError && err.status === 422)) return;
+  throw err;
 }

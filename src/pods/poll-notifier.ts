@@ -25,6 +25,12 @@ export interface PollNotifierOptions {
   readonly concurrency?: number;
   /** Now, for the age of pods and the times in made-up statuses. Default: `() => new Date()`. */
   readonly clock?: () => Date;
+  /**
+   * Whether the core has handed this pod to the provider. A pod it never handed over (still
+   * waiting for a config map, or for a create to succeed) is never reported lost, however old.
+   * Default: every pod counts as handed over when it is Running or older than a minute.
+   */
+  readonly handedOver?: (pod: V1Pod) => boolean;
 }
 
 /**
@@ -146,6 +152,7 @@ export class PollNotifier implements PodNotifier {
   readonly #concurrency: number;
   readonly #log: Logger;
   readonly #clock: () => Date;
+  readonly #handedOver: ((pod: V1Pod) => boolean) | undefined;
   /** What was last reported, by pod UID: a status as JSON, or `lost` / `deleted`. */
   readonly #reported = new Map<string, string>();
   #callback: ((pod: V1Pod) => void) | undefined;
@@ -166,6 +173,7 @@ export class PollNotifier implements PodNotifier {
     this.#concurrency = concurrency;
     this.#log = (options.logger ?? silentLogger).child({ component: 'poll-notifier' });
     this.#clock = options.clock ?? (() => new Date());
+    this.#handedOver = options.handedOver;
   }
 
   /** Sets the callback; rounds before it is set report nothing and call nothing. */
@@ -251,7 +259,11 @@ export class PollNotifier implements PodNotifier {
     } else if (pod.metadata?.deletionTimestamp !== undefined) {
       next = deletedPodStatus(pod, now);
       fingerprint = 'deleted';
-    } else if (pod.status?.phase === 'Running' || this.#ageMs(pod, now) > LOST_POD_GRACE_MS) {
+    } else if (
+      this.#handedOver
+        ? this.#handedOver(pod)
+        : pod.status?.phase === 'Running' || this.#ageMs(pod, now) > LOST_POD_GRACE_MS
+    ) {
       next = lostPodStatus(pod, now);
       fingerprint = 'lost';
     } else {

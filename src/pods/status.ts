@@ -74,6 +74,12 @@ export function mergeStatus(
   const now = rfc3339(options.now ?? new Date());
   const api = apiPod.status ?? {};
   const out: V1PodStatus = { ...api, ...structuredClone(reported) };
+  // A report with a phase describes the pod as it is now: an old reason (ProviderFailed after a
+  // retry that worked) must not linger.
+  if (reported.phase) {
+    out.reason = reported.reason;
+    out.message = reported.message;
+  }
   out.qosClass = api.qosClass ?? reported.qosClass;
   out.hostIP = reported.hostIP ?? api.hostIP ?? options.nodeIP;
   out.hostIPs = reported.hostIPs ?? (out.hostIP ? [{ ip: out.hostIP }] : undefined);
@@ -98,7 +104,15 @@ export function mergeStatus(
           : 'ContainersNotReady',
     ],
   };
-  derived.Ready = derived.ContainersReady ?? ['False', undefined];
+  // Ready also needs every readiness gate's condition to be True.
+  const gatesOpen = (apiPod.spec?.readinessGates ?? []).every(
+    (g) => (api.conditions ?? []).find((c) => c.type === g.conditionType)?.status === 'True',
+  );
+  const containersReady = derived.ContainersReady ?? ['False', undefined];
+  derived.Ready =
+    containersReady[0] === 'True' && !gatesOpen
+      ? ['False', 'ReadinessGatesNotReady']
+      : containersReady;
 
   const previous = new Map((api.conditions ?? []).map((c) => [c.type, c]));
   const fromProvider = new Map((reported.conditions ?? []).map((c) => [c.type, c]));
@@ -159,6 +173,9 @@ function canonical(s: V1PodStatus | undefined): string {
       .map((c) => [c.type, c.status, c.reason, c.message, time(c.lastTransitionTime)]),
     (s.containerStatuses ?? []).map(container),
     (s.initContainerStatuses ?? []).map(container),
+    (s.ephemeralContainerStatuses ?? []).map(container),
+    (s.podIPs ?? []).map((p) => p.ip),
+    (s.hostIPs ?? []).map((p) => p.ip),
   ]);
 }
 

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { freePorts } from '../../src/devcluster/cluster.js';
 import { nodeKubeconfig, spawnAgent, uniqueNodeName, waitNodeReady } from '../helpers/agent.js';
 import { testCluster } from '../helpers/cluster.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** Exit code and output of an agent that is expected to stop by itself. */
 async function runToExit(
@@ -91,7 +92,10 @@ test('a node name taken by a real kubelet is refused in one line', async (t) => 
 
 test('the CLI runs a Ready node with a node identity and stops cleanly on SIGTERM', async (t) => {
   const name = uniqueNodeName('cli');
+  const [port] = await freePorts(1);
   const agent = spawnAgent(t, [
+    '--listen-port',
+    String(port),
     '--kubeconfig',
     await nodeKubeconfig(name),
     '--nodename',
@@ -102,6 +106,9 @@ test('the CLI runs a Ready node with a node identity and stops cleanly on SIGTER
     'mock-polling',
   ]);
   await waitNodeReady(name);
+  await waitFor(async () => /virtual node ready/.test(await agent.logs()), {
+    what: 'the agent to be ready',
+  });
   agent.child.kill('SIGTERM');
   assert.equal(await agent.exited, 0);
   const logs = await agent.logs();

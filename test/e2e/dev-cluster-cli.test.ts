@@ -60,7 +60,13 @@ test('dev-cluster up, status and down: a working cluster, then no process left',
   const status = await cli(['dev-cluster', 'status', '--dir', dir]);
   assert.equal(status.code, 0);
   assert.match(status.stdout, /ready/);
-  for (const c of ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'])
+  for (const c of [
+    'etcd',
+    'kube-apiserver',
+    'kube-controller-manager',
+    'kube-scheduler',
+    'metrics-server',
+  ])
     assert.match(status.stdout, new RegExp(`${c}: pid \\d+`));
 
   const again = await cli(['dev-cluster', 'up', '--dir', dir]);
@@ -69,7 +75,7 @@ test('dev-cluster up, status and down: a working cluster, then no process left',
 
   const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as ClusterState;
   const pids = [state.pid, ...Object.values(state.components ?? {})];
-  assert.equal(pids.length, 5);
+  assert.equal(pids.length, 6);
 
   const down = await cli(['dev-cluster', 'down', '--dir', dir]);
   assert.equal(down.code, 0, down.stderr);
@@ -96,7 +102,7 @@ test('a SIGKILLed owner takes every control-plane process with it', async (t) =>
     { what: 'the dev cluster to be ready', timeoutMs: 120_000 },
   );
   const pids = Object.values(state.components ?? {});
-  assert.equal(pids.length, 4);
+  assert.equal(pids.length, 5);
   assert.ok(pids.every(isAlive));
   owner.kill('SIGKILL');
   await waitFor(() => pids.every((p) => !isAlive(p)), {

@@ -3,7 +3,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { writeNodeKubeconfig } from '../../src/devcluster/pki.js';
+import { readFile } from 'node:fs/promises';
+import { WebhookAuthorizer } from '../../src/api/auth.js';
+import { issueCert, writeNodeKubeconfig } from '../../src/devcluster/pki.js';
 import { KubeClient } from '../../src/kube/client.js';
 import type { Provider } from '../../src/provider.js';
 import { MockProvider } from '../../src/providers/mock/index.js';
@@ -48,6 +50,29 @@ export interface NodeOptions {
   /** Reuse a provider (to restart the agent over a backend that kept its pods). */
   readonly provider?: Provider;
   readonly tuning?: Partial<Pick<VirtualNodeOptions, 'node' | 'pods'>>;
+  /**
+   * Serve the kubelet API on a free port, with a serving certificate from the cluster CA (the
+   * API server verifies it) and webhook authentication and authorization. Default: false.
+   */
+  readonly api?: boolean;
+}
+
+/** A serving certificate for `nodeName` signed by the test cluster's CA. */
+export async function servingCertificate(nodeName: string): Promise<{ cert: string; key: string }> {
+  const { pkiDir } = testCluster();
+  const name = `serving-${nodeName}`;
+  await issueCert(pkiDir, {
+    name,
+    cn: `system:node:${nodeName}`,
+    organizations: ['system:nodes'],
+    usage: 'server',
+    sans: ['IP:127.0.0.1', `DNS:${nodeName}`],
+  });
+  const [cert, key] = await Promise.all([
+    readFile(join(pkiDir, `${name}.crt`), 'utf8'),
+    readFile(join(pkiDir, `${name}.key`), 'utf8'),
+  ]);
+  return { cert, key };
 }
 
 /**
@@ -82,6 +107,17 @@ export async function startNode(t: TestContext, options: NodeOptions = {}): Prom
       maxBackoffMs: 2_000,
       ...options.tuning?.pods,
     },
+    ...(options.api
+      ? {
+          api: {
+            ...(await servingCertificate(nodeName)),
+            clientCA: await readFile(join(testCluster().pkiDir, 'ca.crt')),
+            port: 0,
+            host: '127.0.0.1',
+            authorizer: new WebhookAuthorizer({ client, nodeName }),
+          },
+        }
+      : {}),
   });
   const controller = new AbortController();
   const running = node.run(controller.signal);

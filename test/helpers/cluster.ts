@@ -2,6 +2,7 @@ import * as k8s from '@kubernetes/client-node';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { TestContext } from 'node:test';
+import { waitFor } from './wait.js';
 
 /** The dev cluster that `npm test` started for this run. */
 export interface TestCluster {
@@ -92,5 +93,13 @@ export async function testNamespace(t: TestContext, prefix = 'e2e'): Promise<str
   t.after(async () => {
     await core.deleteNamespace({ name }).catch(() => undefined);
   });
+  // Pods are refused until the controller manager has made the namespace's default account.
+  await waitFor(
+    async () =>
+      (await core
+        .readNamespacedServiceAccount({ name: 'default', namespace: name })
+        .catch(() => undefined)) !== undefined,
+    { what: `the default service account of ${name}` },
+  );
   return name;
 }

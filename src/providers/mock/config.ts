@@ -69,6 +69,11 @@ export interface MockConfig {
   readonly faults?: Readonly<Partial<Record<FaultOperation, MockFault>>>;
   /** Behaviour by container name. Default: containers run until their pod is deleted. */
   readonly containers?: Readonly<Record<string, MockContainerBehaviour>>;
+  /**
+   * Milliseconds between the lines every running container writes to its log
+   * (`mock: <name> tick <n>`); 0 writes none, leaving only the line written at start. Default: 1000.
+   */
+  readonly logIntervalMs?: number;
 }
 
 const TOP_LEVEL_FIELDS = new Set([
@@ -82,6 +87,7 @@ const TOP_LEVEL_FIELDS = new Set([
   'hostIP',
   'faults',
   'containers',
+  'logIntervalMs',
 ]);
 const RESERVED_RESOURCES = new Set(['cpu', 'memory', 'pods', 'ephemeral-storage']);
 
@@ -91,6 +97,35 @@ const QUANTITY = /^(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][
 // An optional DNS-subdomain prefix and a name, like `nvidia.com/gpu` or `hugepages-2Mi`.
 const RESOURCE_NAME =
   /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+const QUANTITY_SUFFIXES: Readonly<Record<string, number>> = {
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+  Ei: 2 ** 60,
+  n: 1e-9,
+  u: 1e-6,
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+};
+
+/** The value of a quantity this module accepted, such as `"100Gi"`, as a number (of bytes, cores...). */
+export function quantityValue(text: string): number {
+  const match = QUANTITY.exec(text);
+  if (match === null) throw invalidInput(`"${text}" is not a Kubernetes quantity`);
+  const [, digits = '0', , suffix = ''] = match;
+  const scale = /^[eE]/.test(suffix)
+    ? 10 ** Number(suffix.slice(1))
+    : (QUANTITY_SUFFIXES[suffix] ?? 1);
+  return Number(digits) * scale;
+}
 
 const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -250,6 +285,16 @@ export function parseMockConfig(json: unknown): MockConfig {
       if (given[op] !== undefined) faults[op] = fault(given[op], `faults.${op}`);
     }
     out.faults = faults;
+  }
+  if (input.logIntervalMs !== undefined) {
+    out.logIntervalMs = number(
+      input.logIntervalMs,
+      'logIntervalMs',
+      0,
+      // setInterval's limit (about 24.8 days).
+      2_147_483_647,
+      'a number of milliseconds between 0 and 2147483647',
+    );
   }
   if (input.containers !== undefined) {
     const containers: Record<string, MockContainerBehaviour> = {};

@@ -1,10 +1,19 @@
 /**
  * The mock provider: runs pods in memory, as the Go virtual-kubelet's mock does. Pods go straight
  * to Running; containers can be made to exit, and operations to be slow or to fail, through
- * `MockConfig`. It is the provider the core's tests run against, in a push (`notify: true`) and
- * a polling (`notify: false`) variant.
+ * `MockConfig`. Containers write a log, run a few built-in commands (exec), echo stdin (attach),
+ * every pod port is an echo server (port-forward), and stats and `/metrics/resource` report
+ * synthetic, non-zero usage. It is the provider the core's tests run against, in a push
+ * (`notify: true`) and a polling (`notify: false`) variant.
  */
-import type { V1Node, V1NodeCondition, V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import type {
+  V1Container,
+  V1Node,
+  V1NodeCondition,
+  V1Pod,
+  V1PodStatus,
+} from '@kubernetes/client-node';
+import type { Duplex, Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   invalidInput,
@@ -14,9 +23,34 @@ import {
   type VirtualKubeletError,
 } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
-import type { NodeConfigurer, NodeProvider, Provider } from '../../provider.js';
+import type {
+  AttachStreams,
+  ContainerAttach,
+  ContainerExec,
+  ContainerLogOptions,
+  ContainerLogs,
+  NodeConfigurer,
+  NodeProvider,
+  PortForwarder,
+  Provider,
+  StatsProvider,
+} from '../../provider.js';
+import { attach } from './attach.js';
+import { ContainerRun } from './container-run.js';
+import { KILLED_EXIT_CODE, run as runCommand, TerminalSizes } from './exec.js';
+import { readLog } from './logs.js';
+import { echo } from './port-forward.js';
+import {
+  cpuCoreNanoSeconds,
+  metricsResource,
+  statsSummary,
+  takeSnapshot,
+  type RunningPodInput,
+  type Snapshot,
+} from './stats.js';
 import {
   parseMockConfig,
+  quantityValue,
   type FaultError,
   type FaultOperation,
   type MockConfig,
@@ -29,6 +63,7 @@ import {
   type PodAddresses,
 } from './status.js';
 
+export { formatLogTimestamp, MAX_LOG_LINES } from './logs.js';
 export {
   FAULT_OPERATIONS,
   loadMockConfig,
@@ -52,7 +87,10 @@ export interface MockProviderOptions {
    * at all, so `isPodNotifier()` is false and the core polls it. Default: true.
    */
   readonly notify?: boolean;
-  /** The time stamped on statuses. Timers still run on real time. Default: `() => new Date()`. */
+  /**
+   * The time stamped on statuses and log lines, and the time stats are taken at (the node starts
+   * at construction). Timers still run on real time. Default: `() => new Date()`.
+   */
   readonly clock?: () => Date;
   /** Decides injected faults: a call fails when `random() < errorRate`. Default: `Math.random`. */
   readonly random?: () => number;
@@ -65,10 +103,23 @@ interface Entry {
   readonly status: V1PodStatus;
   /** Pending container exits, by container name. */
   readonly timers: Map<string, NodeJS.Timeout>;
+  /** The runs of every container and init container, by name. */
+  readonly runs: Map<string, Runs>;
+  /** CPU used by the pod's stopped runs, in core-nanoseconds (see stats.ts). */
+  retiredCpu: number;
+  /** Fires when the pod goes away (stopped, forgotten, replaced) or the provider closes. */
+  readonly gone: AbortController;
+}
+
+interface Runs {
+  current: ContainerRun;
+  /** The run before the last restart, for `previous` logs. */
+  previous: ContainerRun | undefined;
 }
 
 const DEFAULTS = { cpu: '20', memory: '100Gi', pods: '110', ephemeralStorage: '100Gi' } as const;
 const DEFAULT_IP = '127.0.0.1';
+const DEFAULT_LOG_INTERVAL_MS = 1000;
 /** Timer key of a pod whose containers are shutting down after deletePod. */
 const STOPPING = '\u0000stopping';
 /** A restarted container runs at least this long, so `exitAfterSeconds: 0` cannot spin. */
@@ -102,6 +153,15 @@ function podKey(pod: V1Pod): string {
 
 const view = (entry: Entry): V1Pod => structuredClone({ ...entry.pod, status: entry.status });
 
+const isTerminalPhase = (phase: string | undefined): boolean =>
+  phase === 'Succeeded' || phase === 'Failed';
+
+/** `fn()` as a promise: a throw becomes a rejection (`Promise.try`, which Node 20 lacks). */
+const attempt = <T>(fn: () => T): Promise<T> =>
+  new Promise((resolve) => {
+    resolve(fn());
+  });
+
 const withoutStatus = (pod: V1Pod): V1Pod => {
   const copy = structuredClone(pod);
   delete copy.status;
@@ -110,13 +170,23 @@ const withoutStatus = (pod: V1Pod): V1Pod => {
 
 /**
  * Runs pods in memory. Every method copies what it keeps and what it returns, so callers may do
- * what they like with their objects. `close()` clears every timer; the instance then starts no
- * new pods.
+ * what they like with their objects. `close()` clears every timer and ends every session; the
+ * instance then starts no new pods.
  *
  * `notifyPods` is present only when the `notify` option is true (the default): the same class
  * serves as a push and as a polling provider, and `isPodNotifier()` tells them apart.
  */
-export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
+export class MockProvider
+  implements
+    Provider,
+    NodeProvider,
+    NodeConfigurer,
+    ContainerLogs,
+    ContainerExec,
+    ContainerAttach,
+    PortForwarder,
+    StatsProvider
+{
   /** Present only with `notify: true`; see the class comment. */
   declare readonly notifyPods?: (callback: (pod: V1Pod) => void) => void;
 
@@ -127,6 +197,9 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
   readonly #random: () => number;
   readonly #addresses: PodAddresses;
   readonly #pods = new Map<string, Entry>();
+  readonly #startedAt: Date;
+  /** CPU used by every stopped run, in core-nanoseconds, so the node's counter never drops. */
+  #retiredCpu = 0;
   // Aborts latency waits on close().
   readonly #closing = new AbortController();
   #podCallback: ((pod: V1Pod) => void) | undefined;
@@ -143,6 +216,7 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
     });
     this.#clock = options.clock ?? (() => new Date());
     this.#random = options.random ?? Math.random;
+    this.#startedAt = this.#clock();
     this.#addresses = {
       podIP: this.#config.podIP ?? DEFAULT_IP,
       hostIP: this.#config.hostIP ?? DEFAULT_IP,
@@ -172,16 +246,21 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
       }
       // Same name, another UID: the old pod was deleted in the API and a new one took its name.
       this.#log.info({ pod: key }, 'createPod: replacing a pod of the same name');
-      this.#clearTimers(existing);
       this.#pods.delete(key);
+      this.#dispose(key, existing, this.#clock());
     }
     const stored = withoutStatus(pod);
+    const now = this.#clock();
     const entry: Entry = {
       pod: stored,
-      status: startedStatus(pod, this.#clock(), this.#addresses),
+      status: startedStatus(pod, now, this.#addresses),
       timers: new Map(),
+      runs: new Map(),
+      retiredCpu: 0,
+      gone: new AbortController(),
     };
     this.#pods.set(key, entry);
+    this.#startRuns(key, entry, now);
     for (const c of stored.spec?.containers ?? []) {
       const after = this.#config.containers?.[c.name]?.exitAfterSeconds;
       if (after !== undefined) this.#scheduleExit(key, entry, c.name, after * 1000);
@@ -211,6 +290,7 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
       cs.lastState = { terminated: terminatedState(cs, 0, now) };
       cs.state = { running: { startedAt: now } };
       cs.restartCount += 1;
+      this.#restartRun(key, entry, cs.name, now);
     }
     this.#log.debug({ pod: key, changed }, 'updatePod');
     if (changed) this.#emit(entry);
@@ -226,6 +306,10 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
     const key = podKey(pod);
     const entry = this.#pods.get(key);
     if (!entry) throw notFound(`pod ${key} is not known to the mock provider`);
+    const uid = pod.metadata?.uid;
+    // A newer pod of the same name is not the one being deleted.
+    if (uid && entry.pod.metadata?.uid && uid !== entry.pod.metadata.uid)
+      throw notFound(`pod ${key} with UID ${uid} is not known to the mock provider`);
     if (entry.timers.has(STOPPING)) return; // already stopping: deletePod may repeat
     this.#clearTimers(entry);
     // Containers that handle SIGTERM slowly take their time, up to the grace period.
@@ -244,6 +328,7 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
       for (const cs of entry.status.containerStatuses ?? []) stopContainer(cs, 0, now);
       settle(entry.status, now);
       this.#pods.delete(key);
+      this.#dispose(key, entry, now);
       this.#log.debug({ pod: key, phase: entry.status.phase }, 'deletePod: stopped and forgotten');
       this.#emit(entry);
     };
@@ -336,6 +421,150 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
   }
 
   /**
+   * The log of a container (or init container) in memory: `mock: container <name> of <ns>/<pod>
+   * started`, then `mock: <name> tick <n>` every `logIntervalMs`, plus what `writeLog` and attach
+   * sessions add; the last `MAX_LOG_LINES` lines are kept. Options as the kubelet's (see
+   * `readLog`). With `follow`, the stream ends when the container stops (exit, restart, pod
+   * deleted or forgotten, `close()`) or `signal` fires. `previous` reads the run before the last
+   * restart. Throws `NotFound` for an unknown pod or container, `InvalidInput` for `previous`
+   * without a previous run or for out-of-range options.
+   */
+  getContainerLogs(
+    namespace: string,
+    pod: string,
+    container: string,
+    options: ContainerLogOptions,
+    signal: AbortSignal,
+  ): Promise<Readable> {
+    return attempt(() => this.#openLog(namespace, pod, container, options, signal));
+  }
+
+  /**
+   * Runs one of the built-in commands (see exec.ts: echo, cat, head -c, sh -c, env, printenv,
+   * hostname, stty size, tty-size, sleep, true, false, yes) in-process and resolves to its exit
+   * code; an unknown command prints `mock: <cmd>: command not found` and exits 127. `env` is
+   * the container's `env` from the pod spec. Resolves to 137 when the container stops meanwhile;
+   * rejects with `signal.reason` when `signal` fires. Never ends the streams. Throws `NotFound`
+   * for an unknown pod or container, `InvalidInput` when it does not run or `command` is empty,
+   * `Unavailable` after `close()`.
+   */
+  async runInContainer(
+    namespace: string,
+    pod: string,
+    container: string,
+    command: readonly string[],
+    streams: AttachStreams,
+    signal: AbortSignal,
+  ): Promise<number> {
+    signal.throwIfAborted();
+    const { entry, run } = this.#running(namespace, pod, container);
+    if (command.length === 0) throw invalidInput('the command is empty');
+    const spec = entry.pod.spec;
+    const env = new Map<string, string>();
+    for (const e of this.#containerSpec(entry, container)?.env ?? [])
+      env.set(e.name, e.value ?? '');
+    const sizes =
+      streams.tty && streams.resize !== undefined ? new TerminalSizes(streams.resize) : undefined;
+    try {
+      const code = await runCommand(command, {
+        hostname: spec?.hostname ?? pod,
+        env,
+        stdin: streams.stdin,
+        stdout: streams.stdout,
+        stderr: streams.tty ? undefined : streams.stderr,
+        tty: streams.tty,
+        sizes,
+        signal: AbortSignal.any([signal, run.stopped]),
+      });
+      if (signal.aborted) throw signal.reason;
+      return run.stopped.aborted ? KILLED_EXIT_CODE : code;
+    } finally {
+      sizes?.close();
+    }
+  }
+
+  /**
+   * Attaches to the container's main process, which echoes every line of stdin to its log; the
+   * session's stdout gets every log line written from now on. Resolves when stdin ends (when
+   * given) or the container stops; rejects with `signal.reason` when `signal` fires. Never ends
+   * the streams. Throws as `runInContainer` does.
+   */
+  async attachToContainer(
+    namespace: string,
+    pod: string,
+    container: string,
+    streams: AttachStreams,
+    signal: AbortSignal,
+  ): Promise<void> {
+    signal.throwIfAborted();
+    const { run } = this.#running(namespace, pod, container);
+    await attach(run, streams, this.#clock, signal);
+    if (signal.aborted) throw signal.reason;
+  }
+
+  /**
+   * Every port of a running pod is an echo server: what is read from `stream` is written back.
+   * Ends `stream` when the client has ended its side or the pod goes away, then resolves;
+   * rejects with `signal.reason` when `signal` fires (leaving `stream` to the caller). Throws
+   * `NotFound` for an unknown pod, `InvalidInput` for a port outside 1-65535 or a terminal pod,
+   * `Unavailable` after `close()`.
+   */
+  async portForward(
+    namespace: string,
+    pod: string,
+    port: number,
+    stream: Duplex,
+    signal: AbortSignal,
+  ): Promise<void> {
+    signal.throwIfAborted();
+    const entry = this.#entry(namespace, pod);
+    this.#throwIfClosed();
+    if (!Number.isInteger(port) || port < 1 || port > 65_535) {
+      throw invalidInput(`port ${String(port)} is not between 1 and 65535`);
+    }
+    if (isTerminalPhase(entry.status.phase)) throw invalidInput(`pod "${pod}" is not running`);
+    await echo(stream, entry.gone.signal, signal);
+    if (signal.aborted) throw signal.reason;
+  }
+
+  /**
+   * The kubelet Summary (`stats.k8s.io/v1alpha1`): node and pod CPU and memory, with synthetic,
+   * non-zero figures per running container (see stats.ts) of every pod that is not terminal.
+   * Times come from the `clock` option.
+   */
+  getStatsSummary(signal: AbortSignal): Promise<Record<string, unknown>> {
+    return attempt(() => {
+      signal.throwIfAborted();
+      return statsSummary(this.#snapshot());
+    });
+  }
+
+  /**
+   * `/metrics/resource` in the Prometheus text format, from the same figures as
+   * `getStatsSummary`: what metrics-server reads (node, container and pod CPU counters and
+   * working sets, container start times, `resource_scrape_error 0`). Not part of provider.ts.
+   */
+  getMetricsResource(signal: AbortSignal): Promise<string> {
+    return attempt(() => {
+      signal.throwIfAborted();
+      return metricsResource(this.#snapshot());
+    });
+  }
+
+  /**
+   * Test hook: the container writes `text` to its log, one line per `\n`-separated part (a final
+   * line break adds no empty line), stamped by the `clock` option. Throws `NotFound` for an
+   * unknown pod or container and `InvalidInput` when the container does not run.
+   */
+  writeLog(namespace: string, pod: string, container: string, text: string): void {
+    const { run } = this.#running(namespace, pod, container, false);
+    const lines = text.split('\n');
+    if (lines.length > 1 && lines.at(-1) === '') lines.pop();
+    const now = this.#clock();
+    for (const line of lines) run.log.append(line, now);
+  }
+
+  /**
    * Test hook: drops a pod without stopping it or reporting anything, as a backend that lost it
    * would. Returns whether the pod was known.
    */
@@ -343,17 +572,20 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
     const key = `${namespace}/${name}`;
     const entry = this.#pods.get(key);
     if (!entry) return false;
-    this.#clearTimers(entry);
-    return this.#pods.delete(key);
+    this.#pods.delete(key);
+    this.#dispose(key, entry, this.#clock());
+    return true;
   }
 
   /**
-   * Clears every timer and aborts calls waiting on injected latency. Pods stay readable;
-   * `createPod` then throws `Unavailable`. Idempotent.
+   * Clears every timer and aborts calls waiting on injected latency; log streams that follow,
+   * exec, attach and port-forward sessions end. Pods and their logs stay readable; `createPod`,
+   * `runInContainer`, `attachToContainer` and `portForward` then throw `Unavailable`. Idempotent.
    */
   close(): Promise<void> {
     this.#closing.abort(unavailable('the mock provider is closed'));
-    for (const entry of this.#pods.values()) this.#clearTimers(entry);
+    const now = this.#clock();
+    for (const [key, entry] of this.#pods) this.#dispose(key, entry, now);
     return Promise.resolve();
   }
 
@@ -394,6 +626,7 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
     const now = this.#clock();
     const policy = entry.pod.spec?.restartPolicy ?? 'Always';
     stopContainer(cs, exitCode, now);
+    this.#stopRun(key, entry, container, now);
     if (policy === 'Always' || (policy === 'OnFailure' && exitCode !== 0)) {
       // Restart at once: the container is running again, with the exit as its last state.
       cs.lastState = cs.state;
@@ -401,6 +634,7 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
       cs.ready = true;
       cs.started = true;
       cs.restartCount += 1;
+      this.#restartRun(key, entry, container, now);
       this.#scheduleExit(key, entry, container, Math.max(afterMs, MIN_RERUN_MS));
     } else {
       settle(entry.status, now);
@@ -410,6 +644,151 @@ export class MockProvider implements Provider, NodeProvider, NodeConfigurer {
       'container exited',
     );
     this.#emit(entry);
+  }
+
+  #openLog(
+    namespace: string,
+    pod: string,
+    container: string,
+    options: ContainerLogOptions,
+    signal: AbortSignal,
+  ): Readable {
+    signal.throwIfAborted();
+    const { runs } = this.#container(namespace, pod, container);
+    const invalid = (value: number | undefined, min: number): boolean =>
+      value !== undefined && !(Number.isFinite(value) && value >= min);
+    if (invalid(options.tailLines, 0) || invalid(options.limitBytes, 1)) {
+      throw invalidInput('tailLines must be at least 0 and limitBytes at least 1');
+    }
+    if (invalid(options.sinceSeconds, 0)) throw invalidInput('sinceSeconds must not be negative');
+    const run = options.previous ? runs.previous : runs.current;
+    if (run === undefined) {
+      throw invalidInput(`previous terminated container "${container}" in pod "${pod}" not found`);
+    }
+    return readLog(run.log, options, this.#clock(), signal);
+  }
+
+  #throwIfClosed(): void {
+    if (this.#closing.signal.aborted) throw unavailable('the mock provider is closed');
+  }
+
+  #entry(namespace: string, pod: string): Entry {
+    const entry = this.#pods.get(`${namespace}/${pod}`);
+    if (!entry) throw notFound(`pod "${pod}" does not exist`);
+    return entry;
+  }
+
+  #container(namespace: string, pod: string, container: string): { entry: Entry; runs: Runs } {
+    const entry = this.#entry(namespace, pod);
+    const runs = entry.runs.get(container);
+    if (!runs) throw notFound(`container "${container}" not found in pod "${pod}"`);
+    return { entry, runs };
+  }
+
+  /** The container's current run, which must be running; the provider must be open for a session. */
+  #running(
+    namespace: string,
+    pod: string,
+    container: string,
+    session = true,
+  ): { entry: Entry; run: ContainerRun } {
+    const { entry, runs } = this.#container(namespace, pod, container);
+    if (session) this.#throwIfClosed();
+    if (!runs.current.running) {
+      throw invalidInput(`container "${container}" in pod "${pod}" is not running`);
+    }
+    return { entry, run: runs.current };
+  }
+
+  #containerSpec(entry: Entry, name: string): V1Container | undefined {
+    const spec = entry.pod.spec;
+    return [...(spec?.initContainers ?? []), ...(spec?.containers ?? [])].find(
+      (c) => c.name === name,
+    );
+  }
+
+  #newRun(key: string, container: string, now: Date, running: boolean): ContainerRun {
+    return new ContainerRun({
+      container,
+      pod: key,
+      startedAt: now,
+      logIntervalMs: running ? (this.#config.logIntervalMs ?? DEFAULT_LOG_INTERVAL_MS) : 0,
+      clock: this.#clock,
+    });
+  }
+
+  /** A run per container as the fresh status says: running, or (init containers) completed. */
+  #startRuns(key: string, entry: Entry, now: Date): void {
+    const statuses = [
+      ...(entry.status.initContainerStatuses ?? []),
+      ...(entry.status.containerStatuses ?? []),
+    ];
+    for (const cs of statuses) {
+      const running = cs.state?.running !== undefined;
+      const run = this.#newRun(key, cs.name, now, running);
+      entry.runs.set(cs.name, { current: run, previous: undefined });
+      if (!running) this.#stopRun(key, entry, cs.name, now);
+    }
+  }
+
+  /** Stops the container's current run and accounts for the CPU it used. */
+  #stopRun(key: string, entry: Entry, container: string, now: Date): void {
+    const run = entry.runs.get(container)?.current;
+    if (run === undefined || !run.stop(now)) return;
+    const used = cpuCoreNanoSeconds(`${key}/${container}`, run.startedAt, now);
+    entry.retiredCpu += used;
+    this.#retiredCpu += used;
+  }
+
+  /** Stops the current run and starts a new one; the stopped one becomes the previous run. */
+  #restartRun(key: string, entry: Entry, container: string, now: Date): void {
+    this.#stopRun(key, entry, container, now);
+    const runs = entry.runs.get(container);
+    const fresh = this.#newRun(key, container, now, true);
+    if (runs === undefined) entry.runs.set(container, { current: fresh, previous: undefined });
+    else {
+      runs.previous = runs.current;
+      runs.current = fresh;
+    }
+  }
+
+  /**
+   * Ends everything a pod holds: its timers, its runs (so follow streams, exec and attach
+   * sessions end) and its port-forward sessions. Idempotent.
+   */
+  #dispose(key: string, entry: Entry, now: Date): void {
+    this.#clearTimers(entry);
+    for (const container of entry.runs.keys()) this.#stopRun(key, entry, container, now);
+    entry.gone.abort(unavailable(`pod ${key} is gone`));
+  }
+
+  #snapshot(): Snapshot {
+    const pods: RunningPodInput[] = [];
+    for (const entry of this.#pods.values()) {
+      if (isTerminalPhase(entry.status.phase)) continue;
+      const containers = [...entry.runs.values()]
+        .map((runs) => runs.current)
+        .filter((run) => run.running)
+        .map((run) => ({ name: run.container, startedAt: run.startedAt }));
+      if (containers.length === 0) continue;
+      const meta = entry.pod.metadata;
+      pods.push({
+        namespace: meta?.namespace ?? '',
+        name: meta?.name ?? '',
+        uid: meta?.uid ?? '',
+        startTime: entry.status.startTime ?? this.#startedAt,
+        retiredCoreNanoSeconds: entry.retiredCpu,
+        containers,
+      });
+    }
+    return takeSnapshot({
+      nodeName: this.#nodeName,
+      nodeStartTime: this.#startedAt,
+      now: this.#clock(),
+      memoryCapacityBytes: quantityValue(this.#config.memory ?? DEFAULTS.memory),
+      retiredCoreNanoSeconds: this.#retiredCpu,
+      pods,
+    });
   }
 
   #clearTimers(entry: Entry): void {

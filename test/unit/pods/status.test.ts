@@ -156,3 +156,29 @@ test('failure statuses: ProviderFailed Pending or Failed, and CreateContainerCon
   assert.equal(cfg.containerStatuses?.[0]?.state?.waiting?.reason, 'CreateContainerConfigError');
   assert.equal(cfg.phase, 'Pending');
 });
+
+test('mergeStatus: a report with a phase clears an old reason; readiness gates hold Ready back', () => {
+  const pod = base();
+  pod.status = { ...pod.status, reason: 'ProviderFailed', message: 'try again' };
+  const s = mergeStatus(pod, running(true), { nodeIP: '1.1.1.1' });
+  assert.equal(s.reason, undefined);
+  assert.equal(s.message, undefined);
+
+  const gated = base();
+  gated.spec = {
+    ...gated.spec,
+    containers: gated.spec?.containers ?? [],
+    readinessGates: [{ conditionType: 'example.com/lb' }],
+  };
+  const closed = mergeStatus(gated, running(true), { nodeIP: '1.1.1.1' });
+  const ready = closed.conditions?.find((c) => c.type === 'Ready');
+  assert.equal(ready?.status, 'False');
+  assert.equal(ready?.reason, 'ReadinessGatesNotReady');
+  gated.status = { ...gated.status, conditions: [{ type: 'example.com/lb', status: 'True' }] };
+  assert.equal(
+    mergeStatus(gated, running(true), { nodeIP: '1.1.1.1' }).conditions?.find(
+      (c) => c.type === 'Ready',
+    )?.status,
+    'True',
+  );
+});

@@ -1,0 +1,201 @@
+import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { KubeClient } from '../kube/client.js';
+
+/** Who made a request. */
+export interface RequestUser {
+  readonly name: string;
+  readonly uid?: string;
+  readonly groups: readonly string[];
+  readonly extra?: Readonly<Record<string, readonly string[]>>;
+}
+
+/** What a request does, in the terms of a SubjectAccessReview on the node object. */
+export interface RequestAttributes {
+  readonly verb: string;
+  /** Tried in order; the first one allowed wins (the kubelet's fine-grained authorization). */
+  readonly subresources: readonly string[];
+}
+
+/** Decides who may call the kubelet API. */
+export interface Authorizer {
+  /** The user, or undefined when the request carries no valid credentials (401). */
+  authenticate(req: IncomingMessage): Promise<RequestUser | undefined>;
+  /** Whether `user` may do `attrs` on this node (403 when not). */
+  authorize(user: RequestUser, attrs: RequestAttributes): Promise<boolean>;
+}
+
+/** The verb a kubelet authorizes for an HTTP method. */
+export function verbOf(method: string | undefined): string {
+  switch (method) {
+    case 'POST':
+      return 'create';
+    case 'PUT':
+      return 'update';
+    case 'PATCH':
+      return 'patch';
+    case 'DELETE':
+      return 'delete';
+    default:
+      return 'get';
+  }
+}
+
+/** The node subresources a kubelet checks for a path, in order. */
+export function subresourcesOf(path: string): string[] {
+  const under = (prefix: string): boolean => path === prefix || path.startsWith(`${prefix}/`);
+  if (under('/stats')) return ['stats'];
+  if (under('/metrics')) return ['metrics'];
+  if (under('/logs')) return ['log'];
+  if (under('/checkpoint')) return ['checkpoint'];
+  if (under('/pods') || under('/runningpods')) return ['pods', 'proxy'];
+  if (under('/healthz')) return ['healthz', 'proxy'];
+  if (under('/configz')) return ['configz', 'proxy'];
+  return ['proxy'];
+}
+
+/** Lets everyone do everything. Only for development: the CLI warns when it is used. */
+export const allowAll: Authorizer = {
+  authenticate: () =>
+    Promise.resolve({ name: 'system:anonymous', groups: ['system:unauthenticated'] }),
+  authorize: () => Promise.resolve(true),
+};
+
+export interface WebhookAuthorizerOptions {
+  readonly client: KubeClient;
+  readonly nodeName: string;
+  /** Token reviews are cached this long. Default: 120 000 ms. */
+  readonly tokenCacheMs?: number;
+  /** Allowed decisions are cached this long. Default: 300 000 ms. */
+  readonly allowCacheMs?: number;
+  /** Denied decisions are cached this long. Default: 30 000 ms. */
+  readonly denyCacheMs?: number;
+}
+
+interface TokenReview {
+  status?: {
+    authenticated?: boolean;
+    user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
+  };
+}
+
+interface SubjectAccessReview {
+  status?: { allowed?: boolean };
+}
+
+/**
+ * The kubelet's delegated authentication and authorization: a client certificate verified by
+ * the TLS layer against the client CA names the user (CN) and groups (O); a bearer token is
+ * checked with a TokenReview; every request is authorized with a SubjectAccessReview on this
+ * node. Decisions are cached like the kubelet caches them.
+ */
+export class WebhookAuthorizer implements Authorizer {
+  readonly #o: WebhookAuthorizerOptions;
+  readonly #tokens = new TtlCache<RequestUser | null>();
+  readonly #decisions = new TtlCache<boolean>();
+
+  constructor(options: WebhookAuthorizerOptions) {
+    this.#o = options;
+  }
+
+  async authenticate(req: IncomingMessage): Promise<RequestUser | undefined> {
+    const fromCert = userFromCertificate(req.socket as TLSSocket);
+    if (fromCert) return fromCert;
+    const header = req.headers.authorization ?? '';
+    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    if (!match?.[1]) return undefined;
+    const token = match[1];
+    const cached = this.#tokens.get(token);
+    if (cached !== undefined) return cached ?? undefined;
+    const review = await this.#o.client.create<TokenReview>(
+      '/apis/authentication.k8s.io/v1/tokenreviews',
+      { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token } },
+    );
+    const u = review.status?.user;
+    const user: RequestUser | null =
+      review.status?.authenticated && u?.username
+        ? {
+            name: u.username,
+            groups: u.groups ?? [],
+            ...(u.uid ? { uid: u.uid } : {}),
+            ...(u.extra ? { extra: u.extra } : {}),
+          }
+        : null;
+    this.#tokens.set(token, user, this.#o.tokenCacheMs ?? 120_000);
+    return user ?? undefined;
+  }
+
+  async authorize(user: RequestUser, attrs: RequestAttributes): Promise<boolean> {
+    for (const subresource of attrs.subresources) {
+      const key = JSON.stringify([user.name, user.uid, user.groups, attrs.verb, subresource]);
+      let allowed = this.#decisions.get(key);
+      if (allowed === undefined) {
+        const review = await this.#o.client.create<SubjectAccessReview>(
+          '/apis/authorization.k8s.io/v1/subjectaccessreviews',
+          {
+            apiVersion: 'authorization.k8s.io/v1',
+            kind: 'SubjectAccessReview',
+            spec: {
+              user: user.name,
+              uid: user.uid,
+              groups: user.groups,
+              extra: user.extra,
+              resourceAttributes: {
+                group: '',
+                version: 'v1',
+                resource: 'nodes',
+                subresource,
+                name: this.#o.nodeName,
+                verb: attrs.verb,
+              },
+            },
+          },
+        );
+        allowed = review.status?.allowed === true;
+        this.#decisions.set(
+          key,
+          allowed,
+          allowed ? (this.#o.allowCacheMs ?? 300_000) : (this.#o.denyCacheMs ?? 30_000),
+        );
+      }
+      if (allowed) return true;
+    }
+    return false;
+  }
+}
+
+/** The identity in a client certificate the TLS layer verified against the client CA. */
+export function userFromCertificate(socket: TLSSocket): RequestUser | undefined {
+  if (typeof socket.getPeerCertificate !== 'function' || !socket.authorized) return undefined;
+  const cert = socket.getPeerCertificate();
+  const cn = cert.subject.CN;
+  if (!cn) return undefined;
+  // Like Go's x509 authenticator: only certificates meant for client authentication.
+  const usages = (cert as { ext_key_usage?: string[] }).ext_key_usage;
+  if (usages && !usages.includes('1.3.6.1.5.5.7.3.2')) return undefined;
+  const o = cert.subject.O;
+  const groups = o === undefined ? [] : Array.isArray(o) ? o : [o];
+  return { name: Array.isArray(cn) ? (cn[0] ?? '') : cn, groups };
+}
+
+class TtlCache<V> {
+  readonly #entries = new Map<string, { value: V; until: number }>();
+
+  get(key: string): V | undefined {
+    const e = this.#entries.get(key);
+    if (!e) return undefined;
+    if (e.until < Date.now()) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return e.value;
+  }
+
+  set(key: string, value: V, ttlMs: number): void {
+    if (this.#entries.size > 10_000) {
+      const now = Date.now();
+      for (const [k, e] of this.#entries) if (e.until < now) this.#entries.delete(k);
+    }
+    this.#entries.set(key, { value, until: Date.now() + ttlMs });
+  }
+}

@@ -1,0 +1,142 @@
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import type { PortForwardStream } from '../../../../src/api/streams/types.js';
+import {
+  acceptWebSocketPortForward,
+  parsePortQuery,
+} from '../../../../src/api/streams/websocket-portforward.js';
+import { waitFor } from '../../../helpers/wait.js';
+import { connect, connectError, nonWebSocketUpgrade, startServer } from './websocket-harness.js';
+
+interface ForwardServer {
+  readonly url: string;
+  readonly streams: PortForwardStream[];
+  readonly results: boolean[];
+}
+
+/** A server whose port-forward upgrades hand every stream to `handle`. */
+async function forwardServer(
+  t: TestContext,
+  handle: (stream: PortForwardStream) => void = () => undefined,
+): Promise<ForwardServer> {
+  const streams: PortForwardStream[] = [];
+  const results: boolean[] = [];
+  const server = await startServer((req, socket, head) => {
+    results.push(
+      acceptWebSocketPortForward(req, socket, head, (stream) => {
+        streams.push(stream);
+        handle(stream);
+      }),
+    );
+  });
+  t.after(() => server.close());
+  return { url: `${server.url}/portForward/ns/pod`, streams, results };
+}
+
+const portHeader = (port: number): Buffer => {
+  const header = Buffer.alloc(2);
+  header.writeUInt16LE(port);
+  return header;
+};
+
+/** Answers every chunk with `<port>:<chunk>`. */
+const echo = (stream: PortForwardStream): void => {
+  stream.data.on('data', (chunk: Buffer) => {
+    stream.data.write(`${String(stream.port)}:${chunk.toString()}`);
+  });
+};
+
+test('two ports: little-endian port headers, data both ways, fail() on the error channel', async (t) => {
+  const server = await forwardServer(t, echo);
+  const client = await connect(`${server.url}?port=80,8080`, ['v4.channel.k8s.io']);
+  await waitFor(() => client.messages.length >= 4, { what: 'port headers' });
+  assert.deepEqual(
+    client.messages.slice(0, 4).map((m) => [m.channel, [...m.payload]]),
+    [
+      [0, [80, 0]],
+      [1, [80, 0]],
+      [2, [0x90, 0x1f]],
+      [3, [0x90, 0x1f]],
+    ],
+  );
+  assert.deepEqual(
+    server.streams.map((s) => s.port),
+    [80, 8080],
+  );
+  client.send(0, 'ping');
+  client.send(2, 'pong');
+  await waitFor(() => client.received(0).length > 2 && client.received(2).length > 2);
+  assert.equal(client.received(0).subarray(2).toString(), '80:ping');
+  assert.equal(client.received(2).subarray(2).toString(), '8080:pong');
+
+  const [first, second] = server.streams;
+  assert.ok(first && second);
+  second.fail('connection refused');
+  await waitFor(() => client.received(3).length > 2);
+  assert.equal(client.received(3).subarray(2).toString(), 'connection refused');
+  assert.equal(second.data.destroyed, true);
+  assert.equal(client.ws.readyState, client.ws.OPEN, 'the other port is still open');
+
+  // Once every port has ended, the WebSocket closes normally.
+  first.data.end();
+  await waitFor(() => client.closed, { what: 'close' });
+  assert.equal(client.closed?.code, 1000);
+  assert.deepEqual(server.results, [true]);
+});
+
+test('repeated port parameters and base64 framing', async (t) => {
+  const server = await forwardServer(t, echo);
+  const client = await connect(`${server.url}?port=5432&port=6379`, ['v4.base64.channel.k8s.io']);
+  await waitFor(() => client.messages.length >= 4);
+  assert.ok(client.messages.every((m) => !m.binary));
+  assert.deepEqual(client.messages[2]?.payload, portHeader(6379));
+  client.send(2, 'hi');
+  await waitFor(() => client.received(2).length > 2);
+  assert.equal(client.received(2).subarray(2).toString(), '6379:hi');
+});
+
+test('a missing or invalid port query is a 400 before any upgrade', async (t) => {
+  const server = await forwardServer(t);
+  for (const query of ['', '?port=', '?port=abc', '?port=0', '?port=70000', '?port=80,', '?x=1']) {
+    const err = await connectError(`${server.url}${query}`, ['v4.channel.k8s.io']);
+    assert.match(err.message, /400/, query);
+  }
+  const response = await nonWebSocketUpgrade(`${server.url}?port=80`);
+  assert.equal(response.status, 400);
+  await waitFor(() => server.results.length === 8);
+  assert.ok(server.results.every((accepted) => !accepted));
+  assert.equal(server.streams.length, 0);
+});
+
+test('a client disconnect ends and destroys the streams', async (t) => {
+  const received: string[] = [];
+  const server = await forwardServer(t, (stream) => {
+    stream.data.on('data', (chunk: Buffer) => received.push(chunk.toString()));
+  });
+  const client = await connect(`${server.url}?port=80&port=81`);
+  assert.equal(client.ws.protocol, '');
+  await waitFor(() => server.streams.length === 2);
+  client.send(0, 'last words');
+  await waitFor(() => received.length === 1);
+  client.ws.terminate();
+  await waitFor(() => server.streams.every((s) => s.data.destroyed), { what: 'destroyed' });
+  assert.deepEqual(received, ['last words']);
+  assert.equal(server.streams[0]?.data.readableEnded, true);
+});
+
+test('a throwing handler fails its port', async (t) => {
+  const server = await forwardServer(t, () => {
+    throw new Error('no such port');
+  });
+  const client = await connect(`${server.url}?port=80`, ['channel.k8s.io']);
+  await waitFor(() => client.closed);
+  assert.equal(client.received(1).subarray(2).toString(), 'no such port');
+});
+
+test('parsePortQuery', () => {
+  assert.deepEqual(parsePortQuery('/p?port=1,2&port=3'), [1, 2, 3]);
+  assert.deepEqual(parsePortQuery('/p?port=65535'), [65535]);
+  assert.equal(typeof parsePortQuery('/p'), 'string');
+  assert.equal(typeof parsePortQuery('/p?port=1.5'), 'string');
+  assert.equal(typeof parsePortQuery('/p?port=-1'), 'string');
+});
