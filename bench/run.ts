@@ -81,6 +81,10 @@ try {
       child.on('close', (code) => resolve({ code: code ?? -1, bytes }));
       child.stdin.end(input);
     });
+  // Pods are refused until the controller manager has made the default service account.
+  while (!(await client.get('/api/v1/namespaces/default/serviceaccounts/default'))) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
   await client.create('/api/v1/namespaces/default/pods', {
     metadata: { name: 'bench' },
     spec: { nodeName, containers: [{ name: 'app', image: 'busybox' }] },
