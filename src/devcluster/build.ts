@@ -43,6 +43,8 @@ interface Target {
 interface ModuleBuild {
   /** Folder below `modules/` holding go.mod and go.sum. */
   readonly module: string;
+  /** Absolute folder holding go.mod and go.sum; when set, `module` only names the build. */
+  readonly moduleDir?: string;
   /** Cache subfolder, e.g. `k8s-v1.37.2`. */
   readonly dirName: string;
   readonly tags: readonly string[];
@@ -127,6 +129,57 @@ export async function ensureBinaries(options: BuildOptions = {}): Promise<Binari
   return binaryPaths(cacheDir);
 }
 
+/** A Go module of ours (a go.mod and go.sum pinning third-party commands) to build into the cache. */
+export interface GoModuleBuild {
+  /** Absolute folder holding go.mod and go.sum. */
+  readonly moduleDir: string;
+  /** Cache subfolder, e.g. `go-vk-v1.13.0`; the binaries land in `<cache>/<dirName>/bin/`. */
+  readonly dirName: string;
+  /** Binary name on disk and the Go package it is built from. */
+  readonly targets: readonly { readonly name: string; readonly pkg: string }[];
+  /** `go build -tags`. Default: none. */
+  readonly tags?: readonly string[];
+  /** `go build -ldflags`. Default: `-s -w`. */
+  readonly ldflags?: readonly string[];
+}
+
+/** Where {@link ensureGoModuleBinaries} left the binaries. */
+export interface GoModuleBinaries {
+  /** Absolute path of each target, by name. */
+  readonly paths: Readonly<Record<string, string>>;
+  /** True when this call compiled them; false when the cache was current. */
+  readonly built: boolean;
+  /** Milliseconds this call took (waiting for another builder included). */
+  readonly elapsedMs: number;
+}
+
+/**
+ * Builds the targets of one Go module folder into the cache, exactly as {@link ensureBinaries}
+ * builds the control plane: skipped when the stamp (go.mod, go.sum, tags, flags, Go version)
+ * matches, one builder at a time across processes, progress lines while compiling.
+ */
+export async function ensureGoModuleBinaries(
+  module: GoModuleBuild,
+  options: BuildOptions = {},
+): Promise<GoModuleBinaries> {
+  const cacheDir = options.cacheDir ?? cacheRoot();
+  const say = options.progress ?? (() => undefined);
+  const started = Date.now();
+  const goVersion = await detectGo(options.goBinary ?? 'go');
+  const build: ModuleBuild = {
+    module: module.dirName,
+    moduleDir: module.moduleDir,
+    dirName: module.dirName,
+    tags: module.tags ?? [],
+    ldflags: module.ldflags ?? ['-s', '-w'],
+    targets: module.targets,
+  };
+  const built = await ensureModule(build, cacheDir, goVersion, options, say);
+  const paths: Record<string, string> = {};
+  for (const t of module.targets) paths[t.name] = join(cacheDir, module.dirName, 'bin', t.name);
+  return { paths, built, elapsedMs: Date.now() - started };
+}
+
 async function detectGo(go: string): Promise<string> {
   try {
     const { stdout } = await run(go, ['env', 'GOVERSION']);
@@ -148,7 +201,7 @@ async function ensureModule(
   say: (line: string) => void,
 ): Promise<boolean> {
   const dir = join(cacheDir, build.dirName);
-  const srcDir = fileURLToPath(new URL(`${build.module}/`, modulesDir));
+  const srcDir = build.moduleDir ?? fileURLToPath(new URL(`${build.module}/`, modulesDir));
   const goMod = await readFile(join(srcDir, 'go.mod'));
   const goSum = await readFile(join(srcDir, 'go.sum'));
   const key = createHash('sha256')

@@ -21,6 +21,7 @@ import {
   type InProcessNode,
 } from '../helpers/agent.js';
 import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
+import { relayFromHost, testHost } from '../helpers/netns.js';
 import { onOrphaned } from '../helpers/orphan-watchdog.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -281,6 +282,32 @@ test('kubelet API: /stats/summary, /metrics/resource, /pods, /healthz, /metrics'
   assert.equal((await raw('/healthz')).trim(), 'ok');
   assert.match(await raw('/metrics'), /kubelet_http_requests_total/);
   assert.equal((await asApiserver(f.port, '/no/such/path')).status, 404);
+});
+
+test('kubectl get --raw reaches /stats/summary, /metrics/resource and /pods through the node proxy', async (t) => {
+  // The API server proxies only to global unicast node addresses: the node lives at a test host.
+  const host = testHost(t);
+  const ns = await testNamespace(t);
+  const node = await startNode(t, { api: true, nodeIP: host.ip, config: { logIntervalMs: 0 } });
+  const port = node.node.server?.port ?? 0;
+  await relayFromHost(t, host, port, port);
+  const f: Fixture = { ns, node, nodeName: node.nodeName, port };
+  await runningPod(f, 'proxied');
+  const raw = async (path: string): Promise<string> =>
+    (await kubectl(['get', '--raw', `/api/v1/nodes/${f.nodeName}/proxy${path}`])).stdout;
+  const summary = JSON.parse(await raw('/stats/summary')) as {
+    node: { nodeName: string };
+    pods: { podRef: { name: string } }[];
+  };
+  assert.equal(summary.node.nodeName, f.nodeName);
+  assert.ok(summary.pods.some((p) => p.podRef.name === 'proxied'));
+  assert.match(
+    await raw('/metrics/resource'),
+    /^pod_memory_working_set_bytes\{namespace="[^"]+",pod="proxied"\} /m,
+  );
+  const pods = JSON.parse(await raw('/pods')) as { items: k8s.V1Pod[] };
+  assert.ok(pods.items.some((p) => p.metadata?.name === 'proxied'));
+  assert.equal((await raw('/healthz')).trim(), 'ok');
 });
 
 test('the kubelet API says 401 without credentials and 403 to a service account without rights', async (t) => {

@@ -55,10 +55,15 @@ export interface NodeOptions {
    * API server verifies it) and webhook authentication and authorization. Default: false.
    */
   readonly api?: boolean;
+  /** The node's InternalIP (and a SAN of its serving certificate). Default: 127.0.0.1. */
+  readonly nodeIP?: string;
 }
 
 /** A serving certificate for `nodeName` signed by the test cluster's CA. */
-export async function servingCertificate(nodeName: string): Promise<{ cert: string; key: string }> {
+export async function servingCertificate(
+  nodeName: string,
+  ips: readonly string[] = ['127.0.0.1'],
+): Promise<{ cert: string; key: string }> {
   const { pkiDir } = testCluster();
   const name = `serving-${nodeName}`;
   await issueCert(pkiDir, {
@@ -66,7 +71,7 @@ export async function servingCertificate(nodeName: string): Promise<{ cert: stri
     cn: `system:node:${nodeName}`,
     organizations: ['system:nodes'],
     usage: 'server',
-    sans: ['IP:127.0.0.1', `DNS:${nodeName}`],
+    sans: [...new Set(['127.0.0.1', ...ips])].map((ip) => `IP:${ip}`).concat(`DNS:${nodeName}`),
   });
   const [cert, key] = await Promise.all([
     readFile(join(pkiDir, `${name}.crt`), 'utf8'),
@@ -92,7 +97,7 @@ export async function startNode(t: TestContext, options: NodeOptions = {}): Prom
     client,
     nodeName,
     provider,
-    nodeIP: '127.0.0.1',
+    nodeIP: options.nodeIP ?? '127.0.0.1',
     taints: [{ key: 'virtual-kubelet.io/provider', value: 'mock', effect: 'NoSchedule' }],
     kubeletVersion: 'v1.37.2-vk-test',
     node: {
@@ -110,7 +115,7 @@ export async function startNode(t: TestContext, options: NodeOptions = {}): Prom
     ...(options.api
       ? {
           api: {
-            ...(await servingCertificate(nodeName)),
+            ...(await servingCertificate(nodeName, [options.nodeIP ?? '127.0.0.1'])),
             clientCA: await readFile(join(testCluster().pkiDir, 'ca.crt')),
             port: 0,
             host: '127.0.0.1',
