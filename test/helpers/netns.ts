@@ -53,6 +53,7 @@ export function testHost(t: TestContext): TestHost {
     remove();
     throw new Error(
       `cannot create a network namespace test host (root and iproute2 are needed): ${(err as Error).message}`,
+      { cause: err },
     );
   }
   const forget = onOrphaned(remove);
