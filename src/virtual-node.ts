@@ -7,7 +7,9 @@ import { silentLogger } from './log.js';
 import { NodeController, type NodeControllerOptions } from './node/node-controller.js';
 import { PodController, type PodControllerOptions } from './pods/pod-controller.js';
 import type { Provider } from './provider.js';
+import { Registry } from 'prom-client';
 import { KubeletServer, type KubeletServerOptions } from './api/server.js';
+import { AgentMetrics, instrumentProvider } from './metrics.js';
 
 export interface VirtualNodeOptions {
   readonly client: KubeClient;
@@ -55,11 +57,18 @@ export class VirtualNode {
 
   constructor(options: VirtualNodeOptions) {
     const logger = options.logger ?? silentLogger;
+    const registry = options.api?.registry ?? new Registry();
+    const metrics = new AgentMetrics(registry);
+    const provider = instrumentProvider(options.provider, metrics.providerCalls);
+    options.client.observe((method, code, seconds) => {
+      metrics.apiRequests.inc({ verb: method, code: String(code) });
+      metrics.apiRequestSeconds.observe({ verb: method }, seconds);
+    });
     this.events = new EventRecorder({ client: options.client, host: options.nodeName, logger });
     this.nodeController = new NodeController({
       client: options.client,
       nodeName: options.nodeName,
-      provider: options.provider,
+      provider,
       logger,
       ...(options.labels ? { labels: options.labels } : {}),
       ...(options.taints ? { taints: options.taints } : {}),
@@ -72,9 +81,12 @@ export class VirtualNode {
     this.podController = new PodController({
       client: options.client,
       nodeName: options.nodeName,
-      provider: options.provider,
+      provider,
       events: this.events,
       logger,
+      onHandled: (queue, seconds, ok) => {
+        metrics.reconcileSeconds.observe({ queue, result: ok ? 'ok' : 'error' }, seconds);
+      },
       ...(options.nodeIP ? { nodeIP: options.nodeIP } : {}),
       ...options.pods,
     });
@@ -82,11 +94,13 @@ export class VirtualNode {
       ? new KubeletServer({
           ...options.api,
           nodeName: options.nodeName,
-          provider: options.provider,
+          provider,
           pods: this.podController,
+          registry,
           logger,
         })
       : undefined;
+    metrics.watchQueues(registry, () => this.podController.stats());
   }
 
   /** Resolves when the Node is registered and the pods are reconciled with the provider. */

@@ -81,6 +81,7 @@ export class KubeClient {
   #headersAt = 0;
   readonly #bucket: TokenBucket;
   readonly #timeoutMs: number;
+  readonly #observers: ((method: string, code: number, seconds: number) => void)[] = [];
 
   private constructor(kc: KubeConfig, tls: RequestOptions, options: KubeClientOptions) {
     const cluster = kc.getCurrentCluster();
@@ -127,6 +128,16 @@ export class KubeClient {
   /** The kubeconfig this client authenticates with. */
   get kubeConfig(): KubeConfig {
     return this.#kc;
+  }
+
+  /** Calls `fn` after every request (not watches) with its method, status (0: none) and duration. */
+  observe(fn: (method: string, code: number, seconds: number) => void): void {
+    this.#observers.push(fn);
+  }
+
+  #observed(method: string, code: number, started: number): void {
+    const seconds = (performance.now() - started) / 1000;
+    for (const fn of this.#observers) fn(method, code, seconds);
   }
 
   /** Closes every connection, in-flight requests included. */
@@ -189,9 +200,18 @@ export class KubeClient {
 
   /** Sends a request and parses the JSON answer. Non-2xx answers throw {@link ApiError}. */
   async request<T>(method: string, path: string, options: RequestOptionsLite = {}): Promise<T> {
-    const res = await this.#open(method, path, options, options.timeoutMs ?? this.#timeoutMs);
-    const text = await readAll(res);
+    const started = performance.now();
+    let res: IncomingMessage;
+    let text: string;
+    try {
+      res = await this.#open(method, path, options, options.timeoutMs ?? this.#timeoutMs);
+      text = await readAll(res);
+    } catch (err) {
+      this.#observed(method, 0, started);
+      throw err;
+    }
     const status = res.statusCode ?? 0;
+    this.#observed(method, status, started);
     if (status < 200 || status > 299) throw apiError(status, text, method, path);
     return (text ? JSON.parse(text) : undefined) as T;
   }

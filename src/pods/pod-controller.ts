@@ -38,6 +38,8 @@ export interface PodControllerOptions {
   readonly fullResyncPeriodMs?: number;
   /** Longest backoff between retries of one pod. Default: 300 000 ms. */
   readonly maxBackoffMs?: number;
+  /** Called after every handler pass, with its queue, duration and outcome (for metrics). */
+  readonly onHandled?: (queue: string, seconds: number, ok: boolean) => void;
 }
 
 interface Tracked {
@@ -92,7 +94,18 @@ export class PodController {
       new WorkQueue({
         name,
         workers,
-        handler,
+        handler: options.onHandled
+          ? async (key, signal) => {
+              const started = performance.now();
+              let ok = false;
+              try {
+                await handler(key, signal);
+                ok = true;
+              } finally {
+                options.onHandled?.(name, (performance.now() - started) / 1000, ok);
+              }
+            }
+          : handler,
         maxBackoffMs: options.maxBackoffMs ?? 300_000,
         onError: (key, err, attempt, willRetry) => {
           this.#log.warn(

@@ -280,7 +280,16 @@ test('kubelet API: /stats/summary, /metrics/resource, /pods, /healthz, /metrics'
   assert.equal(pods.kind, 'PodList');
   assert.ok(pods.items.some((p) => p.metadata?.name === 'measured'));
   assert.equal((await raw('/healthz')).trim(), 'ok');
-  assert.match(await raw('/metrics'), /kubelet_http_requests_total/);
+  const metrics = await raw('/metrics');
+  for (const series of [
+    /^kubelet_http_requests_total\{path="\/stats",method="GET",code="200"\} \d+/m,
+    /^virtual_kubelet_queue_depth\{queue="sync",state="queued"\} \d+/m,
+    /^virtual_kubelet_queue_items_total\{queue="sync",result="processed"\} [1-9]\d*/m,
+    /^virtual_kubelet_reconcile_duration_seconds_count\{queue="sync",result="ok"\} [1-9]\d*/m,
+    /^virtual_kubelet_provider_call_duration_seconds_count\{method="createPod",result="ok"\} [1-9]\d*/m,
+    /^virtual_kubelet_apiserver_requests_total\{verb="PATCH",code="200"\} [1-9]\d*/m,
+  ])
+    assert.match(metrics, series);
   assert.equal((await asApiserver(f.port, '/no/such/path')).status, 404);
 });
 
