@@ -51,6 +51,13 @@ export function devClusterCommand(io: Io): Command {
     .option('--port <port>', 'kube-apiserver port on 127.0.0.1 (default: a free port)', parsePort)
     .action(async (opts: DirOptions & { port?: number }) => {
       const running = await liveState(opts.dir);
+      if (!running) {
+        const last = await readState(opts.dir);
+        if (last?.status === 'failed')
+          io.err(
+            `the last dev cluster in ${opts.dir} stopped: ${last.error ?? 'no reason recorded'}`,
+          );
+      }
       if (running?.status !== 'ready') await ensureBinaries({ progress: io.err });
       io.err(running ? '' : `starting the dev cluster in ${opts.dir}`);
       const serveArgs = ['dev-cluster', 'serve', '--dir', opts.dir];

@@ -71,7 +71,10 @@ test('dev-cluster up, status and down: a working cluster, then no process left',
 
   const again = await cli(['dev-cluster', 'up', '--dir', dir]);
   assert.equal(again.code, 0);
-  assert.match(again.stderr, /already running/);
+  const why = async (): Promise<string> =>
+    `state: ${await readFile(join(dir, 'state.json'), 'utf8').catch(() => '?')}\nsupervisor log:\n${await readFile(join(dir, 'supervisor.log'), 'utf8').catch(() => '?')}`;
+  if (!/already running/.test(again.stderr))
+    assert.fail(`the first cluster was not found running:\n${again.stderr}\n${await why()}`);
 
   const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as ClusterState;
   const pids = [state.pid, ...Object.values(state.components ?? {})];
