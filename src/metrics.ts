@@ -107,8 +107,9 @@ export function instrumentProvider<P extends Provider>(
   histogram: Histogram<'method' | 'result'>,
 ): P {
   return new Proxy(provider, {
-    get(target, prop, receiver) {
-      const value: unknown = Reflect.get(target, prop, receiver);
+    get(target, prop) {
+      // Getters too run on the provider itself, where its #private state lives.
+      const value: unknown = Reflect.get(target, prop, target);
       if (typeof value !== 'function') return value;
       // Every method runs on the provider itself: its #private state is not on the proxy.
       if (typeof prop !== 'string' || !TIMED.has(prop))

@@ -111,17 +111,33 @@ export class VirtualNode {
 
   /** Runs until `signal` aborts; resolves after every loop has stopped. */
   async run(signal: AbortSignal): Promise<void> {
+    // One part failing stops the others; every part has stopped before this returns.
+    const inner = new AbortController();
+    const stopAll = (): void => {
+      inner.abort();
+    };
+    if (signal.aborted) stopAll();
+    else signal.addEventListener('abort', stopAll, { once: true });
+    const own = inner.signal;
     // Every loop and worker of the node listens on this one signal.
-    setMaxListeners(0, signal);
+    setMaxListeners(0, own);
+    const failed = (err: unknown): never => {
+      stopAll();
+      throw err;
+    };
     // Listen first: the Node publishes the port, which may be chosen only now.
     if (this.server) {
       await this.server.listen();
       this.nodeController.setKubeletPort(this.server.port);
     }
-    const serving = this.server?.run(signal);
-    const node = this.nodeController.run(signal);
-    await Promise.race([this.nodeController.whenReady(), node]);
-    await Promise.all([node, signal.aborted ? undefined : this.podController.run(signal), serving]);
+    const serving = this.server?.run(own).catch(failed);
+    const node = this.nodeController.run(own).catch(failed);
+    await Promise.race([this.nodeController.whenReady(), node]).catch(() => undefined);
+    const pods = own.aborted ? undefined : this.podController.run(own).catch(failed);
+    const results = await Promise.allSettled([node, pods, serving]);
+    signal.removeEventListener('abort', stopAll);
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure) throw failure.reason;
     await this.events.flush();
   }
 }

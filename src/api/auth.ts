@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { KubeClient } from '../kube/client.js';
@@ -92,6 +93,9 @@ interface SubjectAccessReview {
 export class WebhookAuthorizer implements Authorizer {
   readonly #o: WebhookAuthorizerOptions;
   readonly #tokens = new TtlCache<RequestUser | null>();
+  readonly #inflight = new Map<string, Promise<RequestUser | null>>();
+  #reviewing = 0;
+  readonly #waiting: (() => void)[] = [];
   readonly #decisions = new TtlCache<boolean>();
 
   constructor(options: WebhookAuthorizerOptions) {
@@ -105,12 +109,40 @@ export class WebhookAuthorizer implements Authorizer {
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (!match?.[1]) return undefined;
     const token = match[1];
-    const cached = this.#tokens.get(token);
+    // Keyed by a digest: a flood of made-up tokens must not fill memory with the tokens.
+    const key = createHash('sha256').update(token).digest('base64');
+    const cached = this.#tokens.get(key);
     if (cached !== undefined) return cached ?? undefined;
-    const review = await this.#o.client.create<TokenReview>(
-      '/apis/authentication.k8s.io/v1/tokenreviews',
-      { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token } },
-    );
+    let pending = this.#inflight.get(key);
+    if (!pending) {
+      pending = this.#review(token, key).finally(() => this.#inflight.delete(key));
+      this.#inflight.set(key, pending);
+    }
+    return (await pending) ?? undefined;
+  }
+
+  /** One TokenReview; at most a few at once, so clients cannot flood the API server through us. */
+  async #review(token: string, key: string): Promise<RequestUser | null> {
+    if (this.#reviewing >= 8) {
+      if (this.#waiting.length >= 256) throw new Error('too many authentication requests');
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    }
+    this.#reviewing++;
+    let review: TokenReview;
+    try {
+      review = await this.#o.client.request<TokenReview>(
+        'POST',
+        '/apis/authentication.k8s.io/v1/tokenreviews',
+        {
+          body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token } },
+          unthrottled: true,
+          timeoutMs: 10_000,
+        },
+      );
+    } finally {
+      this.#reviewing--;
+      this.#waiting.shift()?.();
+    }
     const u = review.status?.user;
     const user: RequestUser | null =
       review.status?.authenticated && u?.username
@@ -121,32 +153,45 @@ export class WebhookAuthorizer implements Authorizer {
             ...(u.extra ? { extra: u.extra } : {}),
           }
         : null;
-    this.#tokens.set(token, user, this.#o.tokenCacheMs ?? 120_000);
-    return user ?? undefined;
+    this.#tokens.set(key, user, this.#o.tokenCacheMs ?? 120_000);
+    return user;
   }
 
   async authorize(user: RequestUser, attrs: RequestAttributes): Promise<boolean> {
     for (const subresource of attrs.subresources) {
-      const key = JSON.stringify([user.name, user.uid, user.groups, attrs.verb, subresource]);
+      const extra = Object.entries(user.extra ?? {}).sort(([a], [b]) => (a < b ? -1 : 1));
+      const key = JSON.stringify([
+        user.name,
+        user.uid,
+        user.groups,
+        extra,
+        attrs.verb,
+        subresource,
+      ]);
       let allowed = this.#decisions.get(key);
       if (allowed === undefined) {
-        const review = await this.#o.client.create<SubjectAccessReview>(
+        const review = await this.#o.client.request<SubjectAccessReview>(
+          'POST',
           '/apis/authorization.k8s.io/v1/subjectaccessreviews',
           {
-            apiVersion: 'authorization.k8s.io/v1',
-            kind: 'SubjectAccessReview',
-            spec: {
-              user: user.name,
-              uid: user.uid,
-              groups: user.groups,
-              extra: user.extra,
-              resourceAttributes: {
-                group: '',
-                version: 'v1',
-                resource: 'nodes',
-                subresource,
-                name: this.#o.nodeName,
-                verb: attrs.verb,
+            unthrottled: true,
+            timeoutMs: 10_000,
+            body: {
+              apiVersion: 'authorization.k8s.io/v1',
+              kind: 'SubjectAccessReview',
+              spec: {
+                user: user.name,
+                uid: user.uid,
+                groups: user.groups,
+                extra: user.extra,
+                resourceAttributes: {
+                  group: '',
+                  version: 'v1',
+                  resource: 'nodes',
+                  subresource,
+                  name: this.#o.nodeName,
+                  verb: attrs.verb,
+                },
               },
             },
           },
@@ -191,10 +236,12 @@ class TtlCache<V> {
     return e.value;
   }
 
+  /** Bounded: past 4 096 entries the oldest is dropped (a Map keeps insertion order). */
   set(key: string, value: V, ttlMs: number): void {
-    if (this.#entries.size > 10_000) {
-      const now = Date.now();
-      for (const [k, e] of this.#entries) if (e.until < now) this.#entries.delete(k);
+    this.#entries.delete(key);
+    if (this.#entries.size >= 4096) {
+      const oldest = this.#entries.keys().next().value;
+      if (oldest !== undefined) this.#entries.delete(oldest);
     }
     this.#entries.set(key, { value, until: Date.now() + ttlMs });
   }

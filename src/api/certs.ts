@@ -234,9 +234,10 @@ export async function rotateCertificate(
     if (aborted(signal)) return;
     if (Date.now() < due) continue;
     try {
-      cert = await renew(signal);
+      const next = await renew(signal);
+      apply(next);
+      cert = next;
       since = Date.now();
-      apply(cert);
       logger.info({ notAfter: cert.notAfter.toISOString() }, 'serving certificate rotated');
     } catch (err) {
       if (aborted(signal)) return;

@@ -20,6 +20,7 @@ import {
 import { subresourcesOf, verbOf, type Authorizer, type RequestUser } from './auth.js';
 import { acceptSpdyPortForward } from './streams/spdy-portforward.js';
 import { acceptSpdyRemoteCommand } from './streams/spdy-remotecommand.js';
+import { resolveStreamTimeouts } from './streams/spdy-upgrade.js';
 import type {
   RemoteCommandOptions,
   RemoteCommandSession,
@@ -85,6 +86,8 @@ export class KubeletServer {
   readonly #sockets = new Set<Duplex>();
 
   constructor(options: KubeletServerOptions) {
+    // Bad stream timeouts fail here, at start, not on every exec later.
+    resolveStreamTimeouts(options.timeouts);
     this.#o = options;
     this.#log = (options.logger ?? silentLogger).child({
       node: options.nodeName,
@@ -102,12 +105,16 @@ export class KubeletServer {
         cert: options.cert,
         key: options.key,
         ...(options.clientCA ? { ca: options.clientCA } : {}),
-        requestCert: true,
+        // Without a client CA, Node would check client certificates against public roots.
+        requestCert: options.clientCA !== undefined,
         rejectUnauthorized: false,
         ALPNProtocols: ['http/1.1'],
       },
       (req, res) => {
-        void this.#handle(req, res);
+        this.#handle(req, res).catch((err: unknown) => {
+          this.#log.error({ err: errorMessage(err) }, 'request handler failed');
+          res.destroy();
+        });
       },
     );
     this.#server.headersTimeout = 30_000;
@@ -117,7 +124,10 @@ export class KubeletServer {
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
       socket.on('error', () => undefined);
-      void this.#upgrade(req, socket, head);
+      this.#upgrade(req, socket, head).catch((err: unknown) => {
+        this.#log.error({ err: errorMessage(err) }, 'upgrade handler failed');
+        socket.destroy();
+      });
     });
     this.#server.on('connection', (socket: Duplex) => {
       this.#sockets.add(socket);
@@ -209,8 +219,8 @@ export class KubeletServer {
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'https://kubelet');
-    const path = url.pathname;
+    const url = parseTarget(req.url);
+    const path = url?.pathname ?? '';
     const route = routeName(path);
     res.on('finish', () =>
       this.#requests.inc({ path: route, method: req.method ?? '', code: String(res.statusCode) }),
@@ -218,7 +228,7 @@ export class KubeletServer {
     const abort = new AbortController();
     res.on('close', () => abort.abort());
     try {
-      if (hasTraversal(req.url ?? '')) throw new HttpError(400, 'invalid path');
+      if (!url || hasTraversal(req.url ?? '')) throw new HttpError(400, 'invalid path');
       await this.#authorize(req, path);
       await this.#route(req, res, url, abort.signal);
     } catch (err) {
@@ -356,11 +366,8 @@ export class KubeletServer {
     if (!hasContainerLogs(p))
       throw new HttpError(501, 'the provider does not implement container logs (getContainerLogs)');
     const options = parseLogOptions(url.searchParams);
-    const stream: Readable = await p.getContainerLogs(
-      seg[1] ?? '',
-      seg[2] ?? '',
-      container,
-      options,
+    const stream: Readable = await untilAborted(
+      p.getContainerLogs(seg[1] ?? '', seg[2] ?? '', container, options, signal),
       signal,
     );
     res.writeHead(200, {
@@ -383,21 +390,35 @@ export class KubeletServer {
       throw new HttpError(501, 'the provider does not implement exec (runInContainer)');
     const command = (url.searchParams.get('cmd') ?? '').split(' ').filter(Boolean);
     const chunks: Buffer[] = [];
+    let size = 0;
+    const tooMuch = new AbortController();
     const out = new Writable({
       write(chunk: Buffer, _enc, cb) {
-        chunks.push(chunk);
+        size += chunk.length;
+        if (size > RUN_OUTPUT_LIMIT_BYTES) tooMuch.abort();
+        else chunks.push(chunk);
         cb();
       },
     });
-    await p.runInContainer(
-      pod.metadata?.namespace ?? '',
-      pod.metadata?.name ?? '',
-      container,
-      command,
-      { stdout: out, stderr: out, tty: false },
-      signal,
+    const exitCode = await untilAborted(
+      p.runInContainer(
+        pod.metadata?.namespace ?? '',
+        pod.metadata?.name ?? '',
+        container,
+        command,
+        { stdout: out, stderr: out, tty: false },
+        AbortSignal.any([signal, tooMuch.signal]),
+      ),
+      AbortSignal.any([signal, tooMuch.signal]),
     );
-    res.writeHead(200, { 'content-type': 'application/json' }).end(Buffer.concat(chunks));
+    if (tooMuch.signal.aborted)
+      throw new HttpError(
+        500,
+        `the command wrote more than ${String(RUN_OUTPUT_LIMIT_BYTES)} bytes`,
+      );
+    res
+      .writeHead(exitCode === 0 ? 200 : 500, { 'content-type': 'application/json' })
+      .end(Buffer.concat(chunks));
   }
 
   /** `{ns}/{pod}/{container}` or `{ns}/{pod}/{uid}/{container}` after the route name. */
@@ -414,12 +435,13 @@ export class KubeletServer {
   }
 
   async #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const url = new URL(req.url ?? '/', 'https://kubelet');
+    const parsed = parseTarget(req.url);
+    const url = parsed ?? new URL('https://kubelet/');
     const seg = url.pathname.split('/').slice(1);
     const route = routeName(url.pathname);
     let code = 101;
     try {
-      if (hasTraversal(req.url ?? '')) throw new HttpError(400, 'invalid path');
+      if (!parsed || hasTraversal(req.url ?? '')) throw new HttpError(400, 'invalid path');
       await this.#authorize(req, url.pathname);
       const websocket = (req.headers.upgrade ?? '').toLowerCase() === 'websocket';
       const p = this.#o.provider;
@@ -499,18 +521,17 @@ export class KubeletServer {
     try {
       if (command) {
         if (!hasContainerExec(p)) throw new Error('exec is not supported');
-        const exitCode = await p.runInContainer(
-          ns,
-          name,
-          container,
-          command,
-          session,
+        const exitCode = await untilAborted(
+          p.runInContainer(ns, name, container, command, session, session.signal),
           session.signal,
         );
         await session.finish({ exitCode });
       } else {
         if (!hasContainerAttach(p)) throw new Error('attach is not supported');
-        await p.attachToContainer(ns, name, container, session, session.signal);
+        await untilAborted(
+          p.attachToContainer(ns, name, container, session, session.signal),
+          session.signal,
+        );
         await session.finish({ exitCode: 0 });
       }
     } catch (err) {
@@ -563,6 +584,53 @@ export function parseLogOptions(q: URLSearchParams): ContainerLogOptions {
     ...(sinceSeconds !== undefined ? { sinceSeconds } : {}),
     ...(sinceTime ? { sinceTime } : {}),
   };
+}
+
+/** Most output `/run` collects. */
+const RUN_OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The provider's promise, or a rejection as soon as `signal` fires: a provider that ignores the
+ * abort must not hold the request, its session and its listeners forever.
+ */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(new Error('the client went away'));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      // What arrives later has nobody to go to: a stream is destroyed, not left open.
+      work.then(
+        (v) => {
+          if (v && typeof (v as { destroy?: unknown }).destroy === 'function')
+            (v as unknown as Readable).destroy();
+        },
+        () => undefined,
+      );
+      reject(new Error('the client went away'));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
+}
+
+/** The request target as a URL, or undefined for one no URL can be made of (`//`, `http://`). */
+function parseTarget(target: string | undefined): URL | undefined {
+  try {
+    return new URL(target ?? '/', 'https://kubelet');
+  } catch {
+    return undefined;
+  }
 }
 
 /** `..` segments (also percent-encoded) or empty segments in the raw request target. */

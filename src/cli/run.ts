@@ -322,6 +322,10 @@ export async function runNode(
   });
   const stop = new AbortController();
   const both = AbortSignal.any([signal, stop.signal]);
+  if (!opts.clientCaFile && !kc.getCurrentCluster()?.caData && !kc.getCurrentCluster()?.caFile)
+    logger.warn(
+      'no client CA (--client-ca-file, or a CA in the kubeconfig): client certificates are not accepted, only bearer tokens',
+    );
   if (opts.authorizationMode === 'AlwaysAllow')
     logger.warn(
       'the kubelet API authorizes every request (--authorization-mode AlwaysAllow): for development only',

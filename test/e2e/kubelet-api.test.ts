@@ -367,6 +367,12 @@ test('bad requests get 4xx and the server keeps serving', async (t) => {
       s.on('error', () => resolve(out));
     });
   assert.match(await rawTls('GARBAGE\r\n\r\n'), /^HTTP\/1\.1 400/);
+  // Request targets that are no URL at all, before any authentication.
+  assert.match(await rawTls('GET // HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1\.1 400/);
+  assert.match(
+    await rawTls('GET // HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n'),
+    /^HTTP\/1\.1 400/,
+  );
   assert.match(
     await rawTls(`GET /pods HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(100_000)}\r\n\r\n`),
     /^HTTP\/1\.1 431/,

@@ -125,6 +125,8 @@ class ForwardedPort {
         callback(err);
       },
     });
+    // A provider's misuse must not become an unhandled 'error' that ends the process.
+    this.data.on('error', () => undefined);
   }
 
   /** Queues the port header on the data and the error channel. */

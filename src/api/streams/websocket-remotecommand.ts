@@ -135,6 +135,9 @@ class WebSocketRemoteCommandSession implements RemoteCommandSession {
     if (options.stdout) this.stdout = this.#output(STDOUT);
     // A terminal has no separate stderr (the kubelet drops it).
     if (options.stderr && !options.tty) this.stderr = this.#output(STDERR);
+    // A provider's misuse (a write after end) must not become an unhandled 'error' that ends
+    // the process; the session's signal and status report what matters.
+    for (const s of [this.stdin, this.stdout, this.stderr]) s?.on('error', () => undefined);
     if (options.tty) {
       this.#resize = new PushIterable<TerminalSize>();
       this.resize = this.#resize;
