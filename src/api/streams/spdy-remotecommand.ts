@@ -20,8 +20,7 @@ import type {
   RemoteCommandSession,
   StreamTimeouts,
 } from './types.js';
-import { ResizeDecoder } from './websocket-remotecommand.js';
-import { PushIterable } from './websocket-channels.js';
+import { PushIterable, ResizeDecoder } from './resize.js';
 
 /** Server support, newest first; the client's order decides (k8s `SupportedStreamingProtocols`). */
 export const REMOTECOMMAND_SPDY_PROTOCOLS: readonly string[] = [

@@ -16,9 +16,9 @@ import type {
   RemoteCommandSession,
   StreamTimeouts,
 } from './types.js';
+import { PushIterable, ResizeDecoder } from './resize.js';
 import {
   ChannelConnection,
-  PushIterable,
   resolveIdleTimeoutMs,
   upgradeToWebSocket,
 } from './websocket-channels.js';
@@ -42,7 +42,6 @@ const RESIZE = 4;
 /** Buffered client input before the socket stops being read. */
 const STDIN_HIGH_WATER_MARK_BYTES = 256 * 1024;
 /** A resize message larger than this is not a terminal size; the decoder drops it. */
-const MAX_RESIZE_BUFFER_CHARS = 4096;
 
 /**
  * Completes a WebSocket exec/attach upgrade and returns the session, after sending the readiness
@@ -228,79 +227,4 @@ async function drain(stream: Writable | undefined): Promise<void> {
   } catch {
     // Destroyed because the client went away: nothing left to flush.
   }
-}
-
-/**
- * Splits the resize channel's text into JSON objects (`{"Width":80,"Height":24}`, usually one per
- * message and newline-terminated, but an object may span messages). Keys match without regard to
- * case, as Go's JSON decoder matches them; anything that is not a pair of 16-bit sizes is skipped.
- */
-export class ResizeDecoder {
-  #buffer = '';
-
-  write(text: string): TerminalSize[] {
-    this.#buffer += text;
-    const sizes: TerminalSize[] = [];
-    for (;;) {
-      const start = this.#buffer.indexOf('{');
-      if (start < 0) {
-        this.#buffer = '';
-        break;
-      }
-      const end = objectEnd(this.#buffer, start);
-      if (end < 0) {
-        this.#buffer = this.#buffer.slice(start);
-        if (this.#buffer.length > MAX_RESIZE_BUFFER_CHARS) this.#buffer = '';
-        break;
-      }
-      const size = parseSize(this.#buffer.slice(start, end));
-      if (size !== undefined) sizes.push(size);
-      this.#buffer = this.#buffer.slice(end);
-    }
-    return sizes;
-  }
-}
-
-/** The index just past the object that opens at `start`, or -1 when it is incomplete. */
-function objectEnd(text: string, start: number): number {
-  let depth = 0;
-  let inString = false;
-  for (let i = start; i < text.length; i++) {
-    const c = text[i];
-    if (inString) {
-      if (c === '\\') i++;
-      else if (c === '"') inString = false;
-    } else if (c === '"') {
-      inString = true;
-    } else if (c === '{') {
-      depth++;
-    } else if (c === '}') {
-      depth--;
-      if (depth === 0) return i + 1;
-    }
-  }
-  return -1;
-}
-
-function parseSize(json: string): TerminalSize | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(json);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null) return undefined;
-  let width: unknown;
-  let height: unknown;
-  for (const [key, field] of Object.entries(value)) {
-    const name = key.toLowerCase();
-    if (name === 'width') width = field;
-    else if (name === 'height') height = field;
-  }
-  if (!isUint16(width) || !isUint16(height)) return undefined;
-  return { width, height };
-}
-
-function isUint16(value: unknown): value is number {
-  return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 0xffff;
 }

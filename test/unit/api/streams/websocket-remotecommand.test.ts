@@ -8,10 +8,8 @@ import type {
   RemoteCommandSession,
   StreamTimeouts,
 } from '../../../../src/api/streams/types.js';
-import {
-  ResizeDecoder,
-  acceptWebSocketRemoteCommand,
-} from '../../../../src/api/streams/websocket-remotecommand.js';
+import { ResizeDecoder } from '../../../../src/api/streams/resize.js';
+import { acceptWebSocketRemoteCommand } from '../../../../src/api/streams/websocket-remotecommand.js';
 import type { TerminalSize } from '../../../../src/provider.js';
 import { waitFor } from '../../../helpers/wait.js';
 import {
