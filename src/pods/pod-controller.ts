@@ -331,7 +331,7 @@ export class PodController {
       this.#o.events.record(
         podSubject(pod),
         'Normal',
-        'ProviderCreated',
+        'ProviderCreateSuccess',
         `pod handed to the provider on node ${this.#o.nodeName}`,
       );
       return;
