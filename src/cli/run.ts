@@ -187,8 +187,8 @@ export function runCommand(io: Io): Command {
         .choices(['debug', 'info', 'warn', 'error'])
         .default('info'),
     )
-    .option('--kube-api-qps <n>', 'requests per second to the API server', parsePositiveInt, 200)
-    .option('--kube-api-burst <n>', 'burst of requests to the API server', parsePositiveInt, 400)
+    .option('--kube-api-qps <n>', 'requests per second to the API server', parsePositiveInt, 1000)
+    .option('--kube-api-burst <n>', 'burst of requests to the API server', parsePositiveInt, 2000)
     .option('--node-lease-duration-seconds <n>', 'duration of the node lease', parsePositiveInt, 40)
     .addOption(
       new Option('--node-status-update-frequency <duration>', 'write the node status this often')

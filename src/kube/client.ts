@@ -46,9 +46,12 @@ export interface RequestOptionsLite {
 }
 
 export interface KubeClientOptions {
-  /** Requests per second the client allows itself (token bucket). Default: 200. */
+  /**
+   * Requests per second the client allows itself (token bucket). Default: 1 000; the API
+   * server's own flow control is the real limit, this only guards against a runaway loop.
+   */
   readonly qps?: number;
-  /** Burst of the token bucket. Default: 400. */
+  /** Burst of the token bucket. Default: 2 000. */
   readonly burst?: number;
   /** Most connections kept open to the apiserver. Default: 64. */
   readonly maxSockets?: number;
@@ -104,7 +107,7 @@ export class KubeClient {
           })
         : new HttpAgent({ keepAlive: true, maxSockets });
     this.#userAgent = options.userAgent ?? 'virtual-kubelet';
-    this.#bucket = new TokenBucket(options.qps ?? 200, options.burst ?? 400);
+    this.#bucket = new TokenBucket(options.qps ?? 1000, options.burst ?? 2000);
     this.#timeoutMs = options.requestTimeoutMs ?? 30_000;
   }
 

@@ -510,7 +510,9 @@ export class PodController {
       reported.status &&
       (isTerminal(reported.status) || allContainersStopped(reported.status))
     ) {
+      // The deletion writes this final status itself, just before removing the object.
       this.#sync.add(key);
+      return;
     }
     if (isTerminal(pod.status)) return; // a terminal status is final
     if (!reported.status) return;
