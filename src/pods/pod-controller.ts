@@ -20,6 +20,7 @@ import {
   podKey,
   providerFailedStatus,
   sameStatus,
+  statusFingerprint,
 } from './status.js';
 
 export interface PodControllerOptions {
@@ -30,8 +31,13 @@ export interface PodControllerOptions {
   readonly logger?: Logger;
   /** The node's address: hostIP of its pods, and for the downward API. Default: 127.0.0.1. */
   readonly nodeIP?: string;
-  /** Workers of each queue. Default: 10. */
+  /** Workers of the sync queue (provider calls). Default: 10. */
   readonly workers?: number;
+  /**
+   * Workers of the status queue (status writes to the API server, which are many and short).
+   * Default: 50.
+   */
+  readonly statusWorkers?: number;
   /** Polling period for providers without `notifyPods`. Default: 5 000 ms. */
   readonly pollIntervalMs?: number;
   /** Every pod is synced again this often, to repair anything missed; 0 turns it off. Default: 60 000 ms. */
@@ -47,6 +53,13 @@ interface Tracked {
   fingerprint?: string;
   /** Grace period (s) of the last deletePod call, once deletion started. */
   deleteGrace?: number;
+  /**
+   * Fingerprint of the status this agent last wrote. The informer cache lags behind our own
+   * writes; comparing with it alone would send the same status again and again under load.
+   */
+  written?: string;
+  /** The API object's final DELETE was sent. */
+  removed?: boolean;
 }
 
 /**
@@ -90,6 +103,7 @@ export class PodController {
     const queue = (
       name: string,
       handler: (key: string, signal: AbortSignal) => Promise<void>,
+      workers: number,
     ): WorkQueue =>
       new WorkQueue({
         name,
@@ -114,8 +128,12 @@ export class PodController {
           );
         },
       });
-    this.#sync = queue('sync', (key, signal) => this.#syncPod(key, signal));
-    this.#status = queue('status', (key, signal) => this.#writeStatus(key, signal));
+    this.#sync = queue('sync', (key, signal) => this.#syncPod(key, signal), workers);
+    this.#status = queue(
+      'status',
+      (key, signal) => this.#writeStatus(key, signal),
+      options.statusWorkers ?? 50,
+    );
     this.#pods = new Informer<V1Pod>({
       client: options.client,
       path: '/api/v1/pods',
@@ -446,6 +464,7 @@ export class PodController {
       this.#sync.addAfter(key, Math.max(0, deadline - Date.now()) + 50);
       return;
     }
+    if (tracked.removed) return;
     const final = status ?? this.#reported.get(key)?.status;
     const last = final && isTerminal(final) ? final : deletedPodStatus(pod, new Date());
     await this.#putStatus(pod, last, signal).catch(ignoreStale);
@@ -463,6 +482,7 @@ export class PodController {
     } catch (err) {
       if (!isNotFound(err) && !isConflict(err)) throw err;
     }
+    tracked.removed = true;
   }
 
   #deadline(pod: V1Pod, grace: number): number {
@@ -526,6 +546,9 @@ export class PodController {
   async #putStatus(pod: V1Pod, reported: V1PodStatus, signal: AbortSignal): Promise<void> {
     const status = mergeStatus(pod, reported, { nodeIP: this.#nodeIP });
     if (sameStatus(status, pod.status)) return;
+    const tracked = this.#trackedOf(pod);
+    const fingerprint = statusFingerprint(status);
+    if (tracked.written === fingerprint) return;
     const [namespace, name] = [pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''];
     const body: Record<string, unknown> = { ...status };
     for (const field of ['reason', 'message'] as const) {
@@ -538,6 +561,7 @@ export class PodController {
         { metadata: { uid: pod.metadata?.uid }, status: body },
         signal,
       );
+      tracked.written = fingerprint;
     } catch (err) {
       if (isNotFound(err)) return;
       throw err;

@@ -148,6 +148,11 @@ export function sameStatus(a: V1PodStatus | undefined, b: V1PodStatus | undefine
   return canonical(a) === canonical(b);
 }
 
+/** A string that is equal for two statuses exactly when {@link sameStatus} holds. */
+export function statusFingerprint(s: V1PodStatus | undefined): string {
+  return canonical(s);
+}
+
 function canonical(s: V1PodStatus | undefined): string {
   if (!s) return '';
   const time = (t: unknown): string => (t ? new Date(t as string).toISOString() : '');
