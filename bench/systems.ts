@@ -1,0 +1,346 @@
+// The node agents the benchmarks compare, each run as its own process against the bench cluster:
+//   ours         our CLI (bin/virtual-kubelet, mock provider)
+//   go-vk        the Go virtual-kubelet's mock provider, default settings
+//   go-vk-tuned  the same with the best settings its CLI allows
+//   kwok         kwok managing one fake Node that the harness creates
+//   limit        bench/limit-agent.ts, the ideal agent (see there)
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { ClusterInfo } from '../src/devcluster/cluster.js';
+import { freePorts } from '../src/devcluster/cluster.js';
+import { spawnOwned, stopProcess } from '../src/devcluster/process.js';
+import { isAlreadyExists, type KubeClient } from '../src/kube/client.js';
+import { ensurePeer, kwokStagesConfig, type Peer } from './peers.js';
+
+export const SYSTEM_NAMES = ['ours', 'go-vk', 'go-vk-tuned', 'kwok', 'limit'] as const;
+export type SystemName = (typeof SYSTEM_NAMES)[number];
+
+export const isSystemName = (s: string): s is SystemName =>
+  (SYSTEM_NAMES as readonly string[]).includes(s);
+
+/** What every system gets from the harness. */
+export interface BenchContext {
+  readonly info: ClusterInfo;
+  readonly client: KubeClient;
+  /** Working directory of this benchmark invocation (logs, configs). */
+  readonly dir: string;
+  /** A serving certificate for 127.0.0.1 from the cluster's CA. */
+  readonly servingCert: { readonly cert: string; readonly key: string };
+  /** Pods each Node offers. */
+  readonly podCapacity: number;
+  readonly say: (line: string) => void;
+}
+
+/** A running agent. */
+export interface AgentHandle {
+  /** Its process, whose CPU and memory are measured. */
+  readonly pid: number | undefined;
+  readonly logPath: string;
+  /** Why it is no longer running, or undefined while it runs. */
+  exited(): string | undefined;
+  /** Stops it (SIGTERM, SIGKILL after 10 s); resolves once it has exited. */
+  stop(): Promise<void>;
+}
+
+export interface BenchSystem {
+  readonly name: SystemName;
+  /** The settings it runs with, for the report. */
+  settings(): string;
+  /** Builds or checks what it needs; throws with a readable message when it cannot run. */
+  prepare(say: (line: string) => void): Promise<void>;
+  /** Starts an agent for a fresh node called `nodeName`. */
+  start(ctx: BenchContext, nodeName: string): Promise<AgentHandle>;
+}
+
+const repoRoot = fileURLToPath(new URL('../', import.meta.url));
+
+function handle(child: ChildProcess, logPath: string): AgentHandle {
+  let exit: string | undefined;
+  child.once('exit', (code, signal) => {
+    exit = signal ? `killed by ${signal}` : `exited with code ${String(code)}`;
+  });
+  child.once('error', (err) => {
+    exit = `could not start: ${err.message}`;
+  });
+  return {
+    pid: child.pid,
+    logPath,
+    exited: () => exit,
+    stop: () => stopProcess(child, 10_000),
+  };
+}
+
+let logCounter = 0;
+const logFile = (ctx: BenchContext, nodeName: string): string =>
+  join(ctx.dir, `${String(++logCounter).padStart(3, '0')}-${nodeName}.log`);
+
+/** Our CLI agent as a user runs it, plus the few settings a benchmark node needs. */
+class Ours implements BenchSystem {
+  readonly name = 'ours';
+  readonly #logIntervalMs: number;
+
+  constructor(logIntervalMs: number) {
+    this.#logIntervalMs = logIntervalMs;
+  }
+
+  settings(): string {
+    return (
+      'bin/virtual-kubelet --provider mock, default settings (10 pod-sync workers, qps 1000, burst 2000); ' +
+      `changed: --provider-config {cpu 1000, memory 10000Gi, pods <capacity>, logIntervalMs ${String(this.#logIntervalMs)}}, ` +
+      '--authorization-mode AlwaysAllow, --node-ip 127.0.0.1, a free --listen-port, serving cert from the cluster CA'
+    );
+  }
+
+  async prepare(say: (line: string) => void): Promise<void> {
+    const main = join(repoRoot, 'dist', 'cli', 'main.js');
+    if (!existsSync(main)) {
+      say('dist/ is missing: running npm run build');
+      await promisify(execFile)('npm', ['run', 'build'], { cwd: repoRoot });
+    }
+    const built = statSync(main).mtimeMs;
+    const newest = await newestMtime(join(repoRoot, 'src'));
+    if (newest > built)
+      say('warning: src/ is newer than dist/: `npm run build` to measure the current code');
+  }
+
+  async start(ctx: BenchContext, nodeName: string): Promise<AgentHandle> {
+    const [port] = await freePorts(1);
+    const config = join(ctx.dir, `${nodeName}.mock.json`);
+    await writeFile(
+      config,
+      JSON.stringify({
+        cpu: '1000',
+        memory: '10000Gi',
+        pods: String(ctx.podCapacity),
+        logIntervalMs: this.#logIntervalMs,
+      }),
+    );
+    const logPath = logFile(ctx, nodeName);
+    const child = spawnOwned(process.execPath, {
+      args: [
+        join(repoRoot, 'bin', 'virtual-kubelet'),
+        '--kubeconfig',
+        ctx.info.adminKubeconfig,
+        '--nodename',
+        nodeName,
+        '--provider',
+        'mock',
+        '--provider-config',
+        config,
+        '--node-ip',
+        '127.0.0.1',
+        '--listen-port',
+        String(port),
+        '--authorization-mode',
+        'AlwaysAllow',
+        '--tls-cert-file',
+        ctx.servingCert.cert,
+        '--tls-private-key-file',
+        ctx.servingCert.key,
+      ],
+      logPath,
+      cwd: repoRoot,
+    });
+    return handle(child, logPath);
+  }
+}
+
+/** The Go virtual-kubelet with its mock provider. */
+class GoVirtualKubelet implements BenchSystem {
+  readonly name: 'go-vk' | 'go-vk-tuned';
+  readonly #workers: number | undefined;
+  #peer: Peer | undefined;
+
+  constructor(name: 'go-vk' | 'go-vk-tuned', workers?: number) {
+    this.name = name;
+    this.#workers = workers;
+  }
+
+  settings(): string {
+    const v = this.#peer?.version ?? '';
+    const base = `virtual-kubelet ${v} --provider mock (admin kubeconfig, --provider-config {cpu 1000, memory 10000Gi, pods <capacity>}, KUBELET_PORT, VKUBELET_POD_IP=127.0.0.1, serving cert from the cluster CA)`;
+    return this.#workers === undefined
+      ? `${base}; defaults: 10 pod-sync workers, client-go default rate limit (5 qps, burst 10)`
+      : `${base}; --pod-sync-workers ${String(this.#workers)} (its CLI has no flag or variable for client QPS/burst, so client-go's 5 qps, burst 10 stay)`;
+  }
+
+  async prepare(say: (line: string) => void): Promise<void> {
+    this.#peer = await ensurePeer('go-vk', say);
+  }
+
+  async start(ctx: BenchContext, nodeName: string): Promise<AgentHandle> {
+    if (!this.#peer) throw new Error('prepare() first');
+    const [kubeletPort, metricsPort] = await freePorts(2);
+    const config = join(ctx.dir, `${nodeName}.go-mock.json`);
+    const capacity = { cpu: '1000', memory: '10000Gi', pods: String(ctx.podCapacity) };
+    await writeFile(config, JSON.stringify({ [nodeName]: capacity }));
+    const logPath = logFile(ctx, nodeName);
+    const child = spawnOwned(this.#peer.binary, {
+      args: [
+        '--kubeconfig',
+        ctx.info.adminKubeconfig,
+        '--nodename',
+        nodeName,
+        '--provider',
+        'mock',
+        '--provider-config',
+        config,
+        '--metrics-addr',
+        `127.0.0.1:${String(metricsPort)}`,
+        ...(this.#workers === undefined ? [] : ['--pod-sync-workers', String(this.#workers)]),
+      ],
+      env: {
+        ...process.env,
+        KUBELET_PORT: String(kubeletPort),
+        VKUBELET_POD_IP: '127.0.0.1',
+        APISERVER_CERT_LOCATION: ctx.servingCert.cert,
+        APISERVER_KEY_LOCATION: ctx.servingCert.key,
+      },
+      logPath,
+    });
+    return handle(child, logPath);
+  }
+}
+
+/** kwok, managing only Nodes annotated kwok.x-k8s.io/node=fake; the harness creates the Node. */
+class Kwok implements BenchSystem {
+  readonly name = 'kwok';
+  #peer: Peer | undefined;
+  #config: string | undefined;
+
+  settings(): string {
+    return `kwok ${this.#peer?.version ?? ''} with kwokctl's default stages (node-initialize, node-heartbeat-with-lease, pod-ready, pod-complete, pod-delete; no delays), no client rate limit (its own default), --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake --cidr=10.244.0.0/16 --node-ip=127.0.0.1 --node-lease-duration-seconds=40`;
+  }
+
+  async prepare(say: (line: string) => void): Promise<void> {
+    this.#peer = await ensurePeer('kwok', say);
+    this.#config = await kwokStagesConfig(this.#peer);
+  }
+
+  async start(ctx: BenchContext, nodeName: string): Promise<AgentHandle> {
+    if (!this.#peer || !this.#config) throw new Error('prepare() first');
+    const logPath = logFile(ctx, nodeName);
+    const child = spawnOwned(this.#peer.binary, {
+      args: [
+        `--config=${this.#config}`,
+        `--kubeconfig=${ctx.info.adminKubeconfig}`,
+        '--manage-all-nodes=false',
+        '--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake',
+        '--manage-nodes-with-label-selector=',
+        '--manage-single-node=',
+        '--cidr=10.244.0.0/16',
+        '--node-ip=127.0.0.1',
+        '--node-lease-duration-seconds=40',
+      ],
+      logPath,
+    });
+    const agent = handle(child, logPath);
+    const capacity = { cpu: '1000', memory: '10000Gi', pods: String(ctx.podCapacity) };
+    try {
+      await ctx.client.create('/api/v1/nodes', {
+        metadata: {
+          name: nodeName,
+          annotations: { 'kwok.x-k8s.io/node': 'fake', 'node.alpha.kubernetes.io/ttl': '0' },
+          labels: {
+            type: 'kwok',
+            'kubernetes.io/hostname': nodeName,
+            'kubernetes.io/os': 'linux',
+            'kubernetes.io/role': 'agent',
+          },
+        },
+        spec: { taints: [{ key: 'kwok.x-k8s.io/node', value: 'fake', effect: 'NoSchedule' }] },
+        status: { capacity, allocatable: capacity },
+      });
+    } catch (err) {
+      if (!isAlreadyExists(err)) {
+        await agent.stop();
+        throw err;
+      }
+    }
+    return agent;
+  }
+}
+
+/** The ideal agent of bench/limit-agent.ts, in its own Node.js process. */
+class Limit implements BenchSystem {
+  readonly name = 'limit';
+  readonly #concurrency: number;
+
+  constructor(concurrency: number) {
+    this.#concurrency = concurrency;
+  }
+
+  settings(): string {
+    return `bench/limit-agent.ts in its own process: watch by spec.nodeName, one status patch per pod, ${String(this.#concurrency)} requests in flight, no rate limit, no events`;
+  }
+
+  prepare(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  start(ctx: BenchContext, nodeName: string): Promise<AgentHandle> {
+    const logPath = logFile(ctx, nodeName);
+    const child = spawnOwned(process.execPath, {
+      args: [
+        '--import',
+        'tsx',
+        join(repoRoot, 'bench', 'limit-agent.ts'),
+        '--kubeconfig',
+        ctx.info.adminKubeconfig,
+        '--nodename',
+        nodeName,
+        '--concurrency',
+        String(this.#concurrency),
+      ],
+      logPath,
+      cwd: repoRoot,
+    });
+    return Promise.resolve(handle(child, logPath));
+  }
+}
+
+export interface SystemSettings {
+  /** `--pod-sync-workers` of go-vk-tuned. */
+  readonly goVkTunedWorkers: number;
+  /** Requests in flight of the limit agent. */
+  readonly limitConcurrency: number;
+  /** The mock provider's `logIntervalMs` for ours (its default is 1000). */
+  readonly oursLogIntervalMs: number;
+}
+
+export function makeSystem(name: SystemName, s: SystemSettings): BenchSystem {
+  switch (name) {
+    case 'ours':
+      return new Ours(s.oursLogIntervalMs);
+    case 'go-vk':
+      return new GoVirtualKubelet('go-vk');
+    case 'go-vk-tuned':
+      return new GoVirtualKubelet('go-vk-tuned', s.goVkTunedWorkers);
+    case 'kwok':
+      return new Kwok();
+    case 'limit':
+      return new Limit(s.limitConcurrency);
+  }
+}
+
+async function newestMtime(dir: string): Promise<number> {
+  let newest = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile() && entry.name.endsWith('.ts')) {
+      const m = statSync(join(entry.parentPath, entry.name)).mtimeMs;
+      if (m > newest) newest = m;
+    }
+  }
+  return newest;
+}
+
+/** The last lines of an agent's log, for failure messages. */
+export async function logTail(path: string, lines = 6): Promise<string> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  return text.trimEnd().split('\n').slice(-lines).join('\n    ');
+}
