@@ -39,13 +39,23 @@ export interface DevClusterOptions {
   readonly extraApiserverArgs?: readonly string[];
   /** Progress lines for people. Default: discard. */
   readonly log?: (line: string) => void;
-  /** Called once if a component exits while the cluster is meant to be running. */
+  /**
+   * Called once if a component exits while the cluster is meant to be running and cannot be
+   * restarted (etcd, kube-apiserver, or a component that keeps dying).
+   */
   readonly onComponentExit?: (
     component: Component,
     code: number | null,
     signal: string | null,
   ) => void;
 }
+
+/** Components restarted when they exit on their own; etcd or kube-apiserver exiting ends the cluster. */
+const RESTARTABLE: ReadonlySet<Component> = new Set([
+  'kube-controller-manager',
+  'kube-scheduler',
+  'metrics-server',
+]);
 
 /** Where a started cluster listens and which files it uses. */
 export interface ClusterInfo {
@@ -334,8 +344,34 @@ export class DevCluster {
     const child = spawnOwned(binary, { args, logPath: this.logPath(component) });
     this.#children.set(component, child);
     child.once('exit', (code, signal) => {
-      if (!this.#stopping) this.#options.onComponentExit?.(component, code, signal);
+      if (this.#stopping) return;
+      if (this.#info && RESTARTABLE.has(component) && this.#restart(component, binary, args)) {
+        this.#options.log?.(
+          `${component} exited (${signal ?? `code ${String(code)}`}); restarting it (log: ${this.logPath(component)})`,
+        );
+        return;
+      }
+      this.#options.onComponentExit?.(component, code, signal);
     });
+  }
+
+  readonly #restarts = new Map<Component, number[]>();
+
+  /**
+   * Restarts a component the cluster can live without for a moment, as a process supervisor
+   * would: at most 5 times a minute, after 1 s. False when it keeps dying (then it counts as
+   * dead).
+   */
+  #restart(component: Component, binary: string, args: readonly string[]): boolean {
+    const now = Date.now();
+    const recent = (this.#restarts.get(component) ?? []).filter((t) => now - t < 60_000);
+    if (recent.length >= 5) return false;
+    recent.push(now);
+    this.#restarts.set(component, recent);
+    setTimeout(() => {
+      if (!this.#stopping) this.#spawn(component, binary, args);
+    }, 1_000).unref();
+    return true;
   }
 
   async #waitHealthy(

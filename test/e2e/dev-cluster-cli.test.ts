@@ -80,6 +80,19 @@ test('dev-cluster up, status and down: a working cluster, then no process left',
   const pids = [state.pid, ...Object.values(state.components ?? {})];
   assert.equal(pids.length, 6);
 
+  // A component that dies on its own is restarted; the cluster stays up.
+  const scheduler = state.components?.['kube-scheduler'] ?? 0;
+  process.kill(scheduler, 'SIGKILL');
+  await waitFor(
+    () =>
+      processesUsing(dir).some(
+        (l) => l.includes('kube-scheduler') && !l.startsWith(`${String(scheduler)} `),
+      ),
+    { what: 'a new kube-scheduler', timeoutMs: 20_000 },
+  );
+  const still = await cli(['dev-cluster', 'status', '--dir', dir]);
+  assert.equal(still.code, 0, still.stdout);
+
   const down = await cli(['dev-cluster', 'down', '--dir', dir]);
   assert.equal(down.code, 0, down.stderr);
   assert.deepEqual(pids.filter(isAlive), []);
