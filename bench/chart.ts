@@ -24,7 +24,10 @@ interface Point {
   readonly n: number;
   readonly seconds: number;
   readonly runs: number;
+  /** Day of the result, for the tooltip. */
   readonly date: string;
+  /** Full time of the result: the newest wins among equals. */
+  readonly at: string;
 }
 
 const COLORS: Readonly<Record<string, string>> = {
@@ -168,10 +171,11 @@ export async function chart(argv: string[]): Promise<number> {
         seconds: r.seconds,
         runs: r.runs?.filter((x) => x.ok !== false).length ?? 1,
         date,
+        at: data.date ?? '',
       };
       const bySize = best.get(name) ?? new Map<number, Point>();
       const old = bySize.get(data.n);
-      if (!old || p.runs > old.runs || (p.runs === old.runs && p.date >= old.date))
+      if (!old || p.runs > old.runs || (p.runs === old.runs && p.at >= old.at))
         bySize.set(data.n, p);
       best.set(name, bySize);
       dates.add(date);

@@ -12,10 +12,11 @@ import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { request as httpsRequest, type RequestOptions as HttpsRequestOptions } from 'node:https';
 import { cpus, loadavg, totalmem } from 'node:os';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DevCluster, type ClusterInfo } from '../src/devcluster/cluster.js';
 import { ensureBinaries } from '../src/devcluster/build.js';
@@ -68,6 +69,10 @@ export interface RunFigures {
   readonly readySeconds?: number;
   /** The machine's 1-minute load average when the run started (others share the machine). */
   readonly loadAverage?: number;
+  /** The checked-out commit when the run started (the agent code can change between runs). */
+  readonly commit?: string;
+  /** When dist/ (what `ours` runs) was last built, ISO time. */
+  readonly distBuiltAt?: string;
   /** Pods observed Running when the rollout phase ended. */
   readonly running: number;
   /** Pod updates (watch MODIFIED events) per pod from the first create to all Running. */
@@ -385,6 +390,12 @@ async function oneRun(
   const { n } = settings;
   const suffix = randomBytes(3).toString('hex');
   const loadAverage = loadavg()[0];
+  const commit = await gitCommit();
+  const distBuiltAt = await stat(
+    join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js'),
+  )
+    .then((s) => s.mtime.toISOString())
+    .catch(() => undefined);
   const namespace = `rollout-${system.name}-${String(run)}-${suffix}`;
   const nodeName = `bench-${system.name}-${String(run)}-${suffix}`;
   await client.create('/api/v1/namespaces', {
@@ -505,6 +516,8 @@ async function oneRun(
       latencyP99Ms: percentile(latencies, 99),
       readySeconds,
       loadAverage,
+      commit,
+      distBuiltAt,
       running: n,
       podWritesPerPodToRunning: writesToRunning / n,
       podWritesPerPod: tracker.modified / n,
@@ -518,6 +531,9 @@ async function oneRun(
       run,
       ok: false,
       error: err instanceof Error ? err.message : String(err),
+      loadAverage,
+      commit,
+      distBuiltAt,
       running: running || tracker.running,
     };
   } finally {
