@@ -119,6 +119,9 @@ export function renderSvg(series: ReadonlyMap<string, readonly Point[]>, note: s
   const names = [...series.keys()].sort(
     (a, b) => (ORDER.indexOf(a) + 1 || 99) - (ORDER.indexOf(b) + 1 || 99),
   );
+  // Each legend entry: the name, then one line per point.
+  const legendOffset = (i: number): number =>
+    names.slice(0, i).reduce((sum, n) => sum + 20 + (series.get(n)?.length ?? 0) * 11, 0);
   names.forEach((name, i) => {
     const pts = series.get(name) ?? [];
     const color = COLORS[name] ?? '#9467bd';
@@ -132,11 +135,15 @@ export function renderSvg(series: ReadonlyMap<string, readonly Point[]>, note: s
       out.push(
         `<circle cx="${x(p.n).toFixed(1)}" cy="${y(p.seconds).toFixed(1)}" r="4" fill="${color}"><title>${esc(`${name}, N=${String(p.n)}: ${niceSeconds(p.seconds)} s (median of ${String(p.runs)} run(s), ${p.date})`)}</title></circle>`,
       );
-    const ly = top + 14 + i * 20;
+    const ly = top + 14 + legendOffset(i);
     const lx = W - right + 14;
     out.push(
       `<line x1="${String(lx)}" x2="${String(lx + 22)}" y1="${String(ly)}" y2="${String(ly)}" stroke="${color}" stroke-width="${String(width)}"${dash}/>`,
       `<text x="${String(lx + 28)}" y="${String(ly)}" dominant-baseline="middle">${esc(name)}</text>`,
+      ...pts.map(
+        (p, k) =>
+          `<text x="${String(lx + 28)}" y="${String(ly + 12 + k * 11)}" dominant-baseline="middle" font-size="10" fill="#555">${esc(`N=${p.n.toLocaleString('en-US')}: ${niceSeconds(p.seconds)} s`)}</text>`,
+      ),
     );
   });
   out.push('</svg>');

@@ -704,7 +704,9 @@ export async function rollout(argv: string[]): Promise<number> {
     options: {
       n: { type: 'string', default: '1000' },
       runs: { type: 'string', default: '3' },
-      systems: { type: 'string', default: SYSTEM_NAMES.join(',') },
+      // go-vk-tuned only on request: it measures the same binary as go-vk, and its extra
+      // workers make a data race in the Go mock provider likely (it can crash).
+      systems: { type: 'string', default: 'ours,go-vk,kwok,limit' },
       json: { type: 'string' },
       smoke: { type: 'boolean', default: false },
       concurrency: { type: 'string', default: '32' },
