@@ -163,6 +163,37 @@ export interface StatsProvider {
   getStatsSummary(signal: AbortSignal): Promise<Record<string, unknown>>;
 }
 
+/** One file of a volume whose content the core resolved. */
+export interface VolumeFile {
+  /** Relative to the volume's root, `/`-separated, never `..` or absolute (`items[].path`). */
+  readonly path: string;
+  readonly data: Uint8Array;
+  /** File mode (`defaultMode` or `items[].mode`), for example 0o644. */
+  readonly mode: number;
+}
+
+/**
+ * The content of one of a pod's `configMap`, `secret`, `downwardAPI` or `projected` volumes
+ * (service-account tokens included), as the kubelet would write it into the volume directory.
+ */
+export interface ResolvedVolume {
+  /** `spec.volumes[].name`. */
+  readonly name: string;
+  readonly files: readonly VolumeFile[];
+}
+
+/**
+ * Optional: receives volume content. Only providers with it make the core resolve volumes (so
+ * a provider that does not mount anything costs no API calls). The core calls `setPodVolumes`
+ * before `createPod` with every such volume of the pod, and again, with just the volumes whose
+ * content changed, when a config map or secret changes or a service-account token is refreshed
+ * (within a minute of the change; tokens well before they expire). Each call replaces the
+ * whole content of the volumes it names.
+ */
+export interface PodVolumes {
+  setPodVolumes(pod: V1Pod, volumes: readonly ResolvedVolume[], signal: AbortSignal): Promise<void>;
+}
+
 /** A provider: the pod lifecycle, plus any of the optional parts, detected at run time. */
 export type Provider = PodLifecycleHandler &
   Partial<
@@ -173,7 +204,8 @@ export type Provider = PodLifecycleHandler &
       ContainerExec &
       ContainerAttach &
       PortForwarder &
-      StatsProvider
+      StatsProvider &
+      PodVolumes
   >;
 
 const has = (p: object, ...keys: string[]): boolean =>
@@ -192,3 +224,4 @@ export const hasContainerAttach = (p: Provider): p is Provider & ContainerAttach
   has(p, 'attachToContainer');
 export const hasPortForward = (p: Provider): p is Provider & PortForwarder => has(p, 'portForward');
 export const hasStats = (p: Provider): p is Provider & StatsProvider => has(p, 'getStatsSummary');
+export const hasPodVolumes = (p: Provider): p is Provider & PodVolumes => has(p, 'setPodVolumes');
