@@ -153,9 +153,26 @@ export function statusFingerprint(s: V1PodStatus | undefined): string {
   return canonical(s);
 }
 
+/**
+ * A time as the API server keeps it: RFC 3339 at whole seconds. Statuses are compared at that
+ * precision, so a provider's millisecond times do not make a written status look changed.
+ */
+function time(t: unknown): string {
+  if (!t) return '';
+  const ms = new Date(t as string).getTime();
+  return Number.isNaN(ms) ? 'invalid' : new Date(Math.floor(ms / 1000) * 1000).toISOString();
+}
+
+/** `JSON.stringify` replacer for container states: their times at second precision. */
+function stateTimes(this: unknown, key: string, value: unknown): unknown {
+  if (key !== 'startedAt' && key !== 'finishedAt') return value;
+  // The replacer sees a Date already turned into its ISO string; the holder has the original.
+  const original = (this as Record<string, unknown>)[key];
+  return time(original);
+}
+
 function canonical(s: V1PodStatus | undefined): string {
   if (!s) return '';
-  const time = (t: unknown): string => (t ? new Date(t as string).toISOString() : '');
   const container = (c: V1ContainerStatus): unknown => [
     c.name,
     c.ready,
@@ -163,8 +180,8 @@ function canonical(s: V1PodStatus | undefined): string {
     c.restartCount,
     c.image,
     c.containerID,
-    JSON.stringify(c.state),
-    JSON.stringify(c.lastState),
+    JSON.stringify(c.state, stateTimes),
+    JSON.stringify(c.lastState, stateTimes),
   ];
   return JSON.stringify([
     s.phase,

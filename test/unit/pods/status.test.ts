@@ -146,6 +146,32 @@ test('sameStatus: equal statuses need no write; any visible change does', () => 
   );
 });
 
+test("sameStatus: times compare at the API server's second precision", () => {
+  const pod = base();
+  const s = mergeStatus(pod, running(true), { nodeIP: '1.1.1.1' });
+  const at = (ms: string): V1PodStatus => ({
+    ...s,
+    startTime: new Date(`2026-11-23T10:00:00${ms}Z`),
+    containerStatuses: [
+      {
+        name: 'c',
+        image: 'i',
+        imageID: '',
+        ready: true,
+        restartCount: 0,
+        state: { running: { startedAt: new Date(`2026-11-23T10:00:00${ms}Z`) } },
+      },
+    ],
+  });
+  // What the provider reported (milliseconds) and what the API server gives back (seconds).
+  const stored = JSON.parse(JSON.stringify(at(''))) as V1PodStatus;
+  assert.ok(sameStatus(at('.734'), stored));
+  const later = structuredClone(at(''));
+  const running0 = later.containerStatuses?.[0]?.state?.running;
+  if (running0) running0.startedAt = new Date('2026-11-23T10:00:01Z');
+  assert.ok(!sameStatus(at('.734'), later));
+});
+
 test('failure statuses: ProviderFailed Pending or Failed, and CreateContainerConfigError', () => {
   assert.equal(providerFailedStatus(base(), 'm', false).phase, 'Pending');
   const final = providerFailedStatus(base(), 'boom', true);
