@@ -1,11 +1,16 @@
-import type { V1Taint } from '@kubernetes/client-node';
+import type { V1Node, V1Taint } from '@kubernetes/client-node';
 import { setMaxListeners } from 'node:events';
 import type { KubeClient } from './kube/client.js';
 import { EventRecorder } from './kube/events.js';
 import type { Logger } from './log.js';
 import { silentLogger } from './log.js';
 import { NodeController, type NodeControllerOptions } from './node/node-controller.js';
-import { PodController, type PodControllerOptions } from './pods/pod-controller.js';
+import {
+  PodController,
+  type PodControllerOptions,
+  type SharedPodSources,
+} from './pods/pod-controller.js';
+import type { SharedInformer } from './kube/shared-informer.js';
 import type { Provider } from './provider.js';
 import { Registry } from 'prom-client';
 import { KubeletServer, type KubeletServerOptions } from './api/server.js';
@@ -37,6 +42,16 @@ export interface VirtualNodeOptions {
    * published in the Node status; port 0 picks a free one. Default: no kubelet API.
    */
   readonly api?: Omit<KubeletServerOptions, 'nodeName' | 'provider' | 'pods' | 'logger'>;
+  /**
+   * Watches shared with the other nodes of a {@link NodeGroup}, which runs them. Default: the
+   * node watches its own Node, pods and the cluster's Services.
+   */
+  readonly shared?: SharedPodSources & { readonly nodes: SharedInformer<V1Node> };
+  /**
+   * Count this node's API requests in its metrics by observing `client`. Nodes sharing one
+   * client let one of them do it. Default: true.
+   */
+  readonly observeClient?: boolean;
   /** Pod controller tuning; see {@link PodControllerOptions}. */
   readonly pods?: Pick<
     PodControllerOptions,
@@ -49,6 +64,7 @@ export interface VirtualNodeOptions {
  * The pod controller starts once the Node is registered.
  */
 export class VirtualNode {
+  readonly nodeName: string;
   readonly nodeController: NodeController;
   readonly podController: PodController;
   readonly events: EventRecorder;
@@ -56,14 +72,16 @@ export class VirtualNode {
   readonly server: KubeletServer | undefined;
 
   constructor(options: VirtualNodeOptions) {
+    this.nodeName = options.nodeName;
     const logger = options.logger ?? silentLogger;
     const registry = options.api?.registry ?? new Registry();
     const metrics = new AgentMetrics(registry);
     const provider = instrumentProvider(options.provider, metrics.providerCalls);
-    options.client.observe((method, code, seconds) => {
-      metrics.apiRequests.inc({ verb: method, code: String(code) });
-      metrics.apiRequestSeconds.observe({ verb: method }, seconds);
-    });
+    if (options.observeClient ?? true)
+      options.client.observe((method, code, seconds) => {
+        metrics.apiRequests.inc({ verb: method, code: String(code) });
+        metrics.apiRequestSeconds.observe({ verb: method }, seconds);
+      });
     this.events = new EventRecorder({ client: options.client, host: options.nodeName, logger });
     this.nodeController = new NodeController({
       client: options.client,
@@ -76,6 +94,7 @@ export class VirtualNode {
       ...(options.kubeletPort ? { kubeletPort: options.kubeletPort } : {}),
       ...(options.kubeletVersion ? { kubeletVersion: options.kubeletVersion } : {}),
       ...(options.operatingSystem ? { operatingSystem: options.operatingSystem } : {}),
+      ...(options.shared ? { sharedNodes: options.shared.nodes } : {}),
       ...options.node,
     });
     this.podController = new PodController({
@@ -88,6 +107,7 @@ export class VirtualNode {
         metrics.reconcileSeconds.observe({ queue, result: ok ? 'ok' : 'error' }, seconds);
       },
       ...(options.nodeIP ? { nodeIP: options.nodeIP } : {}),
+      ...(options.shared ? { shared: options.shared } : {}),
       ...options.pods,
     });
     this.server = options.api

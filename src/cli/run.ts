@@ -3,8 +3,9 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { networkInterfaces } from 'node:os';
 import { pino } from 'pino';
 import { VirtualKubeletError, errorMessage } from '../errors.js';
-import type { KubeConfig } from '@kubernetes/client-node';
+import { loadYaml, type KubeConfig } from '@kubernetes/client-node';
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { allowAll, WebhookAuthorizer } from '../api/auth.js';
 import {
   certificateFromCsr,
@@ -16,9 +17,11 @@ import {
 } from '../api/certs.js';
 import { KubeClient, loadKubeConfig } from '../kube/client.js';
 import type { Logger } from '../log.js';
-import { VirtualNode } from '../virtual-node.js';
+import { VirtualNode, type VirtualNodeOptions } from '../virtual-node.js';
+import { NodeGroup } from '../node-group.js';
+import type { KubeletServer } from '../api/server.js';
 import { KUBERNETES_VERSION } from '../devcluster/versions.js';
-import { createProvider, providerNames } from './registry.js';
+import { createProvider, providerNames, type ProviderInstance } from './registry.js';
 import { parsePort, shutdownSignal, type Io } from './util.js';
 import { VERSION } from './version.js';
 
@@ -49,6 +52,8 @@ export interface RunOptions {
   authorizationMode: 'Webhook' | 'AlwaysAllow';
   streamIdleTimeout: number;
   streamCreationTimeout: number;
+  /** A file listing many nodes to run in this process. */
+  nodes?: string;
 }
 
 /** Parses Go durations as the Go CLI takes them: `90s`, `1m30s`, `500ms`, `0`. Returns ms. */
@@ -155,6 +160,10 @@ export function runCommand(io: Io): Command {
     .description('run a virtual node (the default command)')
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
     .option('--nodename <name>', 'name of the Node', env.DEFAULT_NODE_NAME ?? 'virtual-kubelet')
+    .option(
+      '--nodes <file>',
+      'run many nodes in one process: a JSON or YAML file {nodes: [{name, provider, providerConfig, port}]}',
+    )
     .option('--provider <name>', `provider: ${providerNames().join(', ')}`, 'mock')
     .option('--provider-config <path>', 'provider configuration file')
     .option('--os <os>', 'operating system of the node', 'linux')
@@ -277,49 +286,57 @@ export async function runNode(
       `cannot reach the API server at ${client.server.origin}: ${errorMessage(err)}`,
     );
   }
-  const instance = await createProvider(opts.provider, {
-    nodeName: opts.nodename,
-    nodeIP: opts.nodeIp,
-    logger: logger.child({ provider: opts.provider }),
-    ...(opts.providerConfig ? { configPath: opts.providerConfig } : {}),
-  });
-  const { provider } = instance;
-  const serving = await servingCertificate(opts, client, logger, signal);
-  const node = new VirtualNode({
-    client,
-    nodeName: opts.nodename,
-    provider,
-    logger,
-    nodeIP: opts.nodeIp,
-    labels: opts.labels,
-    taints: opts.disableTaint ? [] : [taintFromEnv(opts.provider)],
-    kubeletPort: opts.listenPort,
-    kubeletVersion: `${KUBERNETES_VERSION}-vk-${VERSION}`,
-    operatingSystem: opts.os,
-    node: {
-      leaseDurationSeconds: opts.nodeLeaseDurationSeconds,
-      statusUpdateIntervalMs: opts.nodeStatusUpdateFrequency,
-    },
-    api: {
-      cert: serving.cert,
-      key: serving.key,
-      ...clientCA(opts, kc),
-      port: opts.listenPort,
-      authorizer:
-        opts.authorizationMode === 'AlwaysAllow'
-          ? allowAll
-          : new WebhookAuthorizer({ client, nodeName: opts.nodename }),
-      timeouts: {
-        streamIdleTimeoutMs: opts.streamIdleTimeout,
-        streamCreationTimeoutMs: opts.streamCreationTimeout,
-      },
-    },
-    pods: {
-      workers: opts.podSyncWorkers,
-      fullResyncPeriodMs: opts.fullResyncPeriod,
-      pollIntervalMs: opts.podStatusPollInterval,
-    },
-  });
+  const specs = opts.nodes
+    ? await readNodesFile(opts.nodes, opts)
+    : [
+        {
+          name: opts.nodename,
+          provider: opts.provider,
+          port: opts.listenPort,
+          ...(opts.providerConfig ? { providerConfig: opts.providerConfig } : {}),
+        },
+      ];
+  const instances: ProviderInstance[] = [];
+  const closeProviders = async (): Promise<void> => {
+    await Promise.allSettled(instances.map((i) => i.close()));
+  };
+  const nodes: NodeSetup[] = [];
+  try {
+    // A group without certificate files shares one self-signed certificate.
+    const sharedSelfSigned =
+      specs.length > 1 && !opts.tlsCertFile && !opts.rotateServerCertificates
+        ? await servingCertificate(opts, client, logger, signal)
+        : undefined;
+    for (const spec of specs) {
+      const instance = await createProvider(spec.provider, {
+        nodeName: spec.name,
+        nodeIP: opts.nodeIp,
+        logger: logger.child({
+          provider: spec.provider,
+          ...(opts.nodes ? { node: spec.name } : {}),
+        }),
+        ...(spec.providerConfig ? { configPath: spec.providerConfig } : {}),
+      });
+      instances.push(instance);
+      const names = { ...opts, nodename: spec.name };
+      const serving = sharedSelfSigned ?? (await servingCertificate(names, client, logger, signal));
+      nodes.push({
+        spec,
+        serving,
+        options: nodeOptions(opts, spec, instance, serving, client, kc),
+      });
+    }
+  } catch (err) {
+    await closeProviders();
+    client.close();
+    throw err;
+  }
+  const group =
+    nodes.length === 1 && nodes[0]
+      ? new VirtualNode({ ...nodes[0].options, client, logger })
+      : new NodeGroup({ client, logger, nodes: nodes.map((n) => n.options) });
+  const servers = (): (KubeletServer | undefined)[] =>
+    group instanceof VirtualNode ? [group.server] : group.nodes.map((n) => n.server);
   const stop = new AbortController();
   const both = AbortSignal.any([signal, stop.signal]);
   if (!opts.clientCaFile && !kc.getCurrentCluster()?.caData && !kc.getCurrentCluster()?.caFile)
@@ -331,21 +348,27 @@ export async function runNode(
       'the kubelet API authorizes every request (--authorization-mode AlwaysAllow): for development only',
     );
   const running = Promise.all([
-    node.run(both),
-    opts.rotateServerCertificates
-      ? rotateCertificate(
-          serving,
-          (s) => certificateFromCsr({ client, names: servingNames(opts), logger }, s),
-          (c) => node.server?.setCertificate(c.cert, c.key),
-          both,
-          logger,
+    group.run(both),
+    ...(opts.rotateServerCertificates
+      ? nodes.map((n, i) =>
+          rotateCertificate(
+            n.serving,
+            (s) =>
+              certificateFromCsr(
+                { client, names: servingNames({ ...opts, nodename: n.spec.name }), logger },
+                s,
+              ),
+            (c) => servers()[i]?.setCertificate(c.cert, c.key),
+            both,
+            logger,
+          ),
         )
-      : undefined,
+      : []),
   ]).then(() => undefined);
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
-      node.whenReady(),
+      group.whenReady(),
       running,
       new Promise<never>((_, reject) => {
         if (opts.startupTimeout > 0)
@@ -353,7 +376,7 @@ export async function runNode(
             reject(
               new VirtualKubeletError(
                 'Unavailable',
-                `the node was not ready within ${String(opts.startupTimeout / 1000)} s`,
+                `the node${nodes.length > 1 ? 's were' : ' was'} not ready within ${String(opts.startupTimeout / 1000)} s`,
               ),
             );
           }, opts.startupTimeout);
@@ -361,7 +384,9 @@ export async function runNode(
     ]);
     clearTimeout(timer);
     if (!both.aborted) {
-      logger.info({ node: opts.nodename, provider: opts.provider }, 'virtual node ready');
+      if (nodes.length === 1)
+        logger.info({ node: opts.nodename, provider: opts.provider }, 'virtual node ready');
+      else logger.info({ nodes: nodes.length }, 'virtual nodes ready');
       onReady?.();
     }
     await running;
@@ -373,7 +398,121 @@ export async function runNode(
     if (signal.aborted) return;
     throw err;
   } finally {
-    await instance.close();
+    await closeProviders();
     client.close();
   }
+}
+
+/** One node of `--nodes` (or the single node of the flags). */
+export interface NodeSpec {
+  readonly name: string;
+  readonly provider: string;
+  readonly providerConfig?: string;
+  readonly port: number;
+}
+
+interface NodeSetup {
+  readonly spec: NodeSpec;
+  readonly serving: ServingCertificate;
+  readonly options: Omit<VirtualNodeOptions, 'client'>;
+}
+
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/**
+ * Reads a `--nodes` file (JSON or YAML): `{"nodes": [{"name", "provider"?, "providerConfig"?,
+ * "port"?}]}`. Missing fields come from `--provider`, `--provider-config` and `--listen-port`
+ * plus the node's index. Any mistake is one readable error naming the file and the entry.
+ */
+export async function readNodesFile(path: string, opts: RunOptions): Promise<NodeSpec[]> {
+  const bad = (what: string): VirtualKubeletError =>
+    new VirtualKubeletError('InvalidInput', `--nodes ${path}: ${what}`);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw bad(`cannot read it: ${errorMessage(err)}`);
+  }
+  let doc: unknown;
+  try {
+    doc = loadYaml(text);
+  } catch (err) {
+    throw bad(`not valid JSON or YAML: ${errorMessage(err).split('\n')[0] ?? ''}`);
+  }
+  const list = (doc as { nodes?: unknown } | null)?.nodes;
+  if (!Array.isArray(list) || list.length === 0)
+    throw bad('expected {"nodes": [{"name": ...}, ...]} with at least one node');
+  const names = new Set<string>();
+  const ports = new Set<number>();
+  return list.map((raw: unknown, i): NodeSpec => {
+    const at = `nodes[${String(i)}]`;
+    if (typeof raw !== 'object' || raw === null) throw bad(`${at} is not an object`);
+    const e = raw as Record<string, unknown>;
+    const known = new Set(['name', 'provider', 'providerConfig', 'port']);
+    const unknown = Object.keys(e).filter((k) => !known.has(k));
+    if (unknown.length > 0) throw bad(`${at} has unknown field(s) ${unknown.join(', ')}`);
+    const name = e.name;
+    if (typeof name !== 'string' || !DNS_SUBDOMAIN.test(name) || name.length > 253)
+      throw bad(`${at}.name must be a DNS subdomain (lower case), got ${JSON.stringify(name)}`);
+    if (names.has(name)) throw bad(`node '${name}' is listed twice`);
+    names.add(name);
+    const provider = e.provider ?? opts.provider;
+    if (typeof provider !== 'string' || !providerNames().includes(provider))
+      throw bad(
+        `${at}.provider must be one of ${providerNames().join(', ')}, got ${JSON.stringify(provider)}`,
+      );
+    const providerConfig = e.providerConfig ?? opts.providerConfig;
+    if (providerConfig !== undefined && typeof providerConfig !== 'string')
+      throw bad(`${at}.providerConfig must be a path`);
+    const port = e.port ?? opts.listenPort + i;
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535)
+      throw bad(`${at}.port must be a port number, got ${JSON.stringify(port)}`);
+    if (port !== 0 && ports.has(port)) throw bad(`port ${String(port)} is used twice`);
+    ports.add(port);
+    return { name, provider, port, ...(providerConfig ? { providerConfig } : {}) };
+  });
+}
+
+/** The options of one virtual node, from the flags and its entry. */
+function nodeOptions(
+  opts: RunOptions,
+  spec: NodeSpec,
+  instance: ProviderInstance,
+  serving: ServingCertificate,
+  client: KubeClient,
+  kc: KubeConfig,
+): Omit<VirtualNodeOptions, 'client'> {
+  return {
+    nodeName: spec.name,
+    provider: instance.provider,
+    nodeIP: opts.nodeIp,
+    labels: opts.labels,
+    taints: opts.disableTaint ? [] : [taintFromEnv(spec.provider)],
+    kubeletPort: spec.port,
+    kubeletVersion: `${KUBERNETES_VERSION}-vk-${VERSION}`,
+    operatingSystem: opts.os,
+    node: {
+      leaseDurationSeconds: opts.nodeLeaseDurationSeconds,
+      statusUpdateIntervalMs: opts.nodeStatusUpdateFrequency,
+    },
+    api: {
+      cert: serving.cert,
+      key: serving.key,
+      ...clientCA(opts, kc),
+      port: spec.port,
+      authorizer:
+        opts.authorizationMode === 'AlwaysAllow'
+          ? allowAll
+          : new WebhookAuthorizer({ client, nodeName: spec.name }),
+      timeouts: {
+        streamIdleTimeoutMs: opts.streamIdleTimeout,
+        streamCreationTimeoutMs: opts.streamCreationTimeout,
+      },
+    },
+    pods: {
+      workers: opts.podSyncWorkers,
+      fullResyncPeriodMs: opts.fullResyncPeriod,
+      pollIntervalMs: opts.podStatusPollInterval,
+    },
+  };
 }

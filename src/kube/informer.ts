@@ -33,6 +33,8 @@ export interface InformerOptions<T> {
    * `metadata.managedFields`, which the agent never reads and which dominates object size.
    */
   readonly transform?: (obj: T) => T;
+  /** Objects for which this returns false are neither cached nor handed to handlers. */
+  readonly filter?: (obj: T) => boolean;
   /** Items per list page. Default: 500. */
   readonly pageSize?: number;
   /** Longest backoff between failed list/watch attempts. Default: 30 000 ms. */
@@ -148,6 +150,7 @@ export class Informer<T extends KubeObject> {
         signal,
       });
       for (const item of page.items ?? []) {
+        if (this.#o.filter && !this.#o.filter(item)) continue;
         const obj = this.#transform(item);
         fresh.set(keyOf(obj), obj);
       }
@@ -201,6 +204,7 @@ export class Informer<T extends KubeObject> {
         const rv = event.object.metadata?.resourceVersion;
         if (rv) this.#resourceVersion = rv;
         if (event.type === 'BOOKMARK') return;
+        if (this.#o.filter && !this.#o.filter(event.object)) return;
         const obj = this.#transform(event.object);
         const key = keyOf(obj);
         const old = this.#cache.get(key);

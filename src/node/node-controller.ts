@@ -3,7 +3,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { aborted, sleep } from '../abort.js';
 import { errorMessage, VirtualKubeletError } from '../errors.js';
 import { ApiError, isConflict, isNotFound, type KubeClient } from '../kube/client.js';
-import { Informer } from '../kube/informer.js';
+import { Informer, type InformerHandlers } from '../kube/informer.js';
+import type { SharedInformer } from '../kube/shared-informer.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { isNodeConfigurer, isNodeProvider, type Provider } from '../provider.js';
@@ -36,6 +37,11 @@ export interface NodeControllerOptions {
   readonly pingIntervalMs?: number;
   /** A ping slower than this counts as failed. Default: 5 000 ms. */
   readonly pingTimeoutMs?: number;
+  /**
+   * A watch of Nodes shared by the nodes of one process (partitioned by name; its owner runs
+   * it). Default: the controller watches its own Node.
+   */
+  readonly sharedNodes?: SharedInformer<V1Node>;
 }
 
 const LEASE_NS = 'kube-node-lease';
@@ -125,19 +131,22 @@ export class NodeController {
     this.#log.info({ uid: this.#uid }, 'node registered');
     this.#markReady();
 
-    const watcher = new Informer<V1Node>({
-      client: this.#o.client,
-      path: '/api/v1/nodes',
-      fieldSelector: `metadata.name=${this.#o.nodeName}`,
-      logger: this.#log,
-      handlers: {
-        onDelete: () => {
-          this.#log.warn('the node was deleted: registering it again');
-          this.#uid = '';
-          this.#wakeStatus.fire();
-        },
+    const handlers: InformerHandlers<V1Node> = {
+      onDelete: () => {
+        this.#log.warn('the node was deleted: registering it again');
+        this.#uid = '';
+        this.#wakeStatus.fire();
       },
-    });
+    };
+    const watcher =
+      this.#o.sharedNodes?.view(this.#o.nodeName, handlers) ??
+      new Informer<V1Node>({
+        client: this.#o.client,
+        path: '/api/v1/nodes',
+        fieldSelector: `metadata.name=${this.#o.nodeName}`,
+        logger: this.#log,
+        handlers,
+      });
     await Promise.all([
       watcher.run(signal),
       this.#leaseLoop(signal),

@@ -1,9 +1,11 @@
-import type { V1ConfigMap, V1Pod, V1PodStatus, V1Secret, V1Service } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Pod, V1PodStatus, V1Secret } from '@kubernetes/client-node';
 import { abortOf, aborted, sleep } from '../abort.js';
 import { errorCode, errorMessage, isRetryable } from '../errors.js';
 import { ApiError, isConflict, isNotFound, type KubeClient } from '../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
-import { Informer } from '../kube/informer.js';
+import { Informer, type InformerHandlers } from '../kube/informer.js';
+import type { ObjectCache, SharedInformer } from '../kube/shared-informer.js';
+import { ServiceIndex } from './services.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { isPodNotifier, type Provider } from '../provider.js';
@@ -44,8 +46,19 @@ export interface PodControllerOptions {
   readonly fullResyncPeriodMs?: number;
   /** Longest backoff between retries of one pod. Default: 300 000 ms. */
   readonly maxBackoffMs?: number;
+  /**
+   * Informers shared by many nodes of one process (see `NodeGroup`); their owner runs them.
+   * Default: this controller watches its own pods and the cluster's Services.
+   */
+  readonly shared?: SharedPodSources;
   /** Called after every handler pass, with its queue, duration and outcome (for metrics). */
   readonly onHandled?: (queue: string, seconds: number, ok: boolean) => void;
+}
+
+/** What nodes of one process can share: one watch of their pods, one index of Services. */
+export interface SharedPodSources {
+  readonly pods: SharedInformer<V1Pod>;
+  readonly services: ServiceIndex;
 }
 
 interface Tracked {
@@ -73,10 +86,10 @@ interface Tracked {
 export class PodController {
   readonly #o: PodControllerOptions;
   readonly #log: Logger;
-  readonly #pods: Informer<V1Pod>;
-  readonly #services: Informer<V1Service>;
-  /** Services by namespace, for service-link variables. */
-  readonly #servicesByNs = new Map<string, Map<string, V1Service>>();
+  readonly #pods: ObjectCache<V1Pod>;
+  readonly #services: ServiceIndex;
+  /** The services index is this controller's to run (not shared with other nodes). */
+  readonly #ownsServices: boolean;
   readonly #sync: WorkQueue;
   readonly #status: WorkQueue;
   readonly #tracked = new Map<string, Tracked>();
@@ -134,41 +147,36 @@ export class PodController {
       (key, signal) => this.#writeStatus(key, signal),
       options.statusWorkers ?? 50,
     );
-    this.#pods = new Informer<V1Pod>({
-      client: options.client,
-      path: '/api/v1/pods',
-      fieldSelector: `spec.nodeName=${options.nodeName}`,
-      logger: this.#log,
-      handlers: {
-        onAdd: (pod) => {
-          this.#sync.add(podKey(pod));
-        },
-        onUpdate: (oldPod, newPod) => {
-          const key = podKey(newPod);
-          const replaced = oldPod.metadata?.uid !== newPod.metadata?.uid;
-          if (replaced) this.#deleted.set(key, oldPod);
-          if (replaced || needsSync(oldPod, newPod)) this.#sync.add(key);
-          // A status we did not write (or wrote from an older report) may need correcting.
-          if (this.#reported.has(key)) this.#status.add(key);
-        },
-        onDelete: (pod) => {
-          const key = podKey(pod);
-          this.#deleted.set(key, pod);
-          this.#reported.delete(key);
-          this.#sync.add(key);
-        },
+    const handlers: InformerHandlers<V1Pod> = {
+      onAdd: (pod) => {
+        this.#sync.add(podKey(pod));
       },
-    });
-    this.#services = new Informer<V1Service>({
-      client: options.client,
-      path: '/api/v1/services',
-      logger: this.#log,
-      handlers: {
-        onAdd: (s) => this.#indexService(s, true),
-        onUpdate: (_old, s) => this.#indexService(s, true),
-        onDelete: (s) => this.#indexService(s, false),
+      onUpdate: (oldPod, newPod) => {
+        const key = podKey(newPod);
+        const replaced = oldPod.metadata?.uid !== newPod.metadata?.uid;
+        if (replaced) this.#deleted.set(key, oldPod);
+        if (replaced || needsSync(oldPod, newPod)) this.#sync.add(key);
+        // A status we did not write (or wrote from an older report) may need correcting.
+        if (this.#reported.has(key)) this.#status.add(key);
       },
-    });
+      onDelete: (pod) => {
+        const key = podKey(pod);
+        this.#deleted.set(key, pod);
+        this.#reported.delete(key);
+        this.#sync.add(key);
+      },
+    };
+    this.#pods = options.shared
+      ? options.shared.pods.view(options.nodeName, handlers)
+      : new Informer<V1Pod>({
+          client: options.client,
+          path: '/api/v1/pods',
+          fieldSelector: `spec.nodeName=${options.nodeName}`,
+          logger: this.#log,
+          handlers,
+        });
+    this.#ownsServices = !options.shared;
+    this.#services = options.shared?.services ?? new ServiceIndex(options.client, this.#log);
     const provider = options.provider;
     if (!isPodNotifier(provider)) {
       this.#poller = new PollNotifier({
@@ -178,19 +186,6 @@ export class PodController {
         logger: this.#log,
         handedOver: (pod) => this.#tracked.get(pod.metadata?.uid ?? '')?.fingerprint !== undefined,
       });
-    }
-  }
-
-  #indexService(s: V1Service, present: boolean): void {
-    const ns = s.metadata?.namespace ?? '';
-    const name = s.metadata?.name ?? '';
-    let byName = this.#servicesByNs.get(ns);
-    if (present) {
-      if (!byName) this.#servicesByNs.set(ns, (byName = new Map<string, V1Service>()));
-      byName.set(name, s);
-    } else {
-      byName?.delete(name);
-      if (byName?.size === 0) this.#servicesByNs.delete(ns);
     }
   }
 
@@ -226,7 +221,10 @@ export class PodController {
     if (isPodNotifier(provider)) provider.notifyPods(onReport);
     else this.#poller?.notifyPods(onReport);
 
-    const informers = Promise.all([this.#pods.run(signal), this.#services.run(signal)]);
+    const informers = Promise.all([
+      this.#pods.run(signal),
+      this.#ownsServices ? this.#services.run(signal) : Promise.resolve(),
+    ]);
     await Promise.race([
       Promise.all([this.#pods.whenSynced(), this.#services.whenSynced()]),
       abortOf(signal),
@@ -403,7 +401,7 @@ export class PodController {
         client.get<V1ConfigMap>(`/api/v1/namespaces/${ns}/configmaps/${name}`, signal),
       getSecret: (ns, name) =>
         client.get<V1Secret>(`/api/v1/namespaces/${ns}/secrets/${name}`, signal),
-      listServices: (ns) => Promise.resolve([...(this.#servicesByNs.get(ns)?.values() ?? [])]),
+      listServices: (ns) => Promise.resolve(this.#services.list(ns)),
     };
   }
 

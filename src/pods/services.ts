@@ -1,0 +1,49 @@
+import type { V1Service } from '@kubernetes/client-node';
+import type { KubeClient } from '../kube/client.js';
+import { Informer } from '../kube/informer.js';
+import type { Logger } from '../log.js';
+
+/** Every Service of the cluster by namespace, for service-link variables. Shareable by nodes. */
+export class ServiceIndex {
+  readonly #byNs = new Map<string, Map<string, V1Service>>();
+  readonly #informer: Informer<V1Service>;
+
+  constructor(client: KubeClient, logger?: Logger) {
+    this.#informer = new Informer<V1Service>({
+      client,
+      path: '/api/v1/services',
+      ...(logger ? { logger } : {}),
+      handlers: {
+        onAdd: (s) => this.#index(s, true),
+        onUpdate: (_old, s) => this.#index(s, true),
+        onDelete: (s) => this.#index(s, false),
+      },
+    });
+  }
+
+  #index(s: V1Service, present: boolean): void {
+    const ns = s.metadata?.namespace ?? '';
+    const name = s.metadata?.name ?? '';
+    let byName = this.#byNs.get(ns);
+    if (present) {
+      if (!byName) this.#byNs.set(ns, (byName = new Map<string, V1Service>()));
+      byName.set(name, s);
+    } else {
+      byName?.delete(name);
+      if (byName?.size === 0) this.#byNs.delete(ns);
+    }
+  }
+
+  /** The Services of `namespace`. */
+  list(namespace: string): V1Service[] {
+    return [...(this.#byNs.get(namespace)?.values() ?? [])];
+  }
+
+  whenSynced(): Promise<void> {
+    return this.#informer.whenSynced();
+  }
+
+  run(signal: AbortSignal): Promise<void> {
+    return this.#informer.run(signal);
+  }
+}
