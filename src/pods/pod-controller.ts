@@ -93,7 +93,7 @@ export class PodController {
   readonly #sync: WorkQueue;
   readonly #status: WorkQueue;
   readonly #tracked = new Map<string, Tracked>();
-  /** Latest status the provider reported, by pod key. */
+  /** Latest status the provider reported, by pod key (only the UID and status are kept). */
   readonly #reported = new Map<string, V1Pod>();
   /** Pods deleted from the API (or replaced by a new UID), kept until the provider dropped them. */
   readonly #deleted = new Map<string, V1Pod>();
@@ -214,7 +214,12 @@ export class PodController {
       const key = podKey(pod);
       // Reports about pods the API no longer has are of no use (and would pile up).
       if (!this.#pods.get(key)) return;
-      this.#reported.set(key, pod);
+      // A provider may report the whole pod; holding its spec for every pod would double memory.
+      const uid = pod.metadata?.uid;
+      this.#reported.set(key, {
+        metadata: uid === undefined ? {} : { uid },
+        ...(pod.status ? { status: pod.status } : {}),
+      });
       this.#status.add(key);
     };
     const provider = this.#o.provider;
