@@ -1,7 +1,7 @@
 import type { V1Node, V1Taint } from '@kubernetes/client-node';
 import { setMaxListeners } from 'node:events';
 import type { KubeClient } from './kube/client.js';
-import { EventRecorder } from './kube/events.js';
+import { EventRecorder, type EventRecorderOptions } from './kube/events.js';
 import type { Logger } from './log.js';
 import { silentLogger } from './log.js';
 import { NodeController, type NodeControllerOptions } from './node/node-controller.js';
@@ -52,6 +52,8 @@ export interface VirtualNodeOptions {
    * client let one of them do it. Default: true.
    */
   readonly observeClient?: boolean;
+  /** Event rate limit; see {@link EventRecorderOptions}. Default: 50 per second, bursts of 100. */
+  readonly events?: Pick<EventRecorderOptions, 'qps' | 'burst'>;
   /** Pod controller tuning; see {@link PodControllerOptions}. */
   readonly pods?: Pick<
     PodControllerOptions,
@@ -82,7 +84,12 @@ export class VirtualNode {
         metrics.apiRequests.inc({ verb: method, code: String(code) });
         metrics.apiRequestSeconds.observe({ verb: method }, seconds);
       });
-    this.events = new EventRecorder({ client: options.client, host: options.nodeName, logger });
+    this.events = new EventRecorder({
+      client: options.client,
+      host: options.nodeName,
+      logger,
+      ...options.events,
+    });
     this.nodeController = new NodeController({
       client: options.client,
       nodeName: options.nodeName,
@@ -159,5 +166,6 @@ export class VirtualNode {
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure) throw failure.reason;
     await this.events.flush();
+    this.events.close();
   }
 }

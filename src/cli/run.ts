@@ -42,6 +42,8 @@ export interface RunOptions {
   logLevel: string;
   kubeApiQps: number;
   kubeApiBurst: number;
+  eventQps: number;
+  eventBurst: number;
   nodeLeaseDurationSeconds: number;
   nodeStatusUpdateFrequency: number;
   podStatusPollInterval: number;
@@ -78,6 +80,12 @@ function parsePositiveInt(value: string): number {
   if (!/^\d+$/.test(value) || n < 1)
     throw new InvalidArgumentError(`expected a positive integer, got '${value}'`);
   return n;
+}
+
+function parseCount(value: string): number {
+  if (!/^\d+$/.test(value))
+    throw new InvalidArgumentError(`expected 0 or a positive integer, got '${value}'`);
+  return Number(value);
 }
 
 function parseLabels(value: string, previous: Record<string, string>): Record<string, string> {
@@ -198,6 +206,8 @@ export function runCommand(io: Io): Command {
     )
     .option('--kube-api-qps <n>', 'requests per second to the API server', parsePositiveInt, 1000)
     .option('--kube-api-burst <n>', 'burst of requests to the API server', parsePositiveInt, 2000)
+    .option('--event-qps <n>', 'Events written per second (0: no limit)', parseCount, 50)
+    .option('--event-burst <n>', 'burst of Events', parsePositiveInt, 100)
     .option('--node-lease-duration-seconds <n>', 'duration of the node lease', parsePositiveInt, 40)
     .addOption(
       new Option('--node-status-update-frequency <duration>', 'write the node status this often')
@@ -514,5 +524,6 @@ function nodeOptions(
       fullResyncPeriodMs: opts.fullResyncPeriod,
       pollIntervalMs: opts.podStatusPollInterval,
     },
+    events: { qps: opts.eventQps, burst: opts.eventBurst },
   };
 }

@@ -332,7 +332,8 @@ function apiError(status: number, text: string, method: string, path: string): A
  * arrival order by a single timer, so a thousand waiting requests cost one timer, not a
  * thousand polling loops.
  */
-class TokenBucket {
+/** A FIFO token bucket: `take` resolves when a token is free, in call order. */
+export class TokenBucket {
   readonly #qps: number;
   readonly #burst: number;
   #tokens: number;

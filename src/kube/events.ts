@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { CoreV1Event, V1ObjectReference } from '@kubernetes/client-node';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import type { KubeClient } from './client.js';
+import { TokenBucket, type KubeClient } from './client.js';
 
 export type EventType = 'Normal' | 'Warning';
 
@@ -14,6 +14,12 @@ export interface EventRecorderOptions {
   readonly host: string;
   /** Repeats of one event within this window raise its count instead of adding one. Default: 600 000 ms. */
   readonly aggregateWindowMs?: number;
+  /**
+   * Events written per second, with bursts up to `burst`, apart from the client's own limit
+   * (the kubelet's `eventRecordQPS` and `eventBurst`); qps 0: no limit. Default: 50 and 100.
+   */
+  readonly qps?: number;
+  readonly burst?: number;
   readonly logger?: Logger;
 }
 
@@ -45,10 +51,20 @@ export class EventRecorder {
   #dropped = 0;
   #idle: (() => void)[] = [];
   #lastPrune = 0;
+  readonly #bucket: TokenBucket | undefined;
+  readonly #closed = new AbortController();
 
   constructor(options: EventRecorderOptions) {
     this.#o = options;
     this.#log = options.logger ?? silentLogger;
+    const qps = options.qps ?? 50;
+    this.#bucket = qps > 0 ? new TokenBucket(qps, Math.max(1, options.burst ?? 100)) : undefined;
+  }
+
+  /** Drops what is still queued and writes nothing more. */
+  close(): void {
+    this.#queue.length = 0;
+    this.#closed.abort();
   }
 
   /**
@@ -56,6 +72,7 @@ export class EventRecorder {
    * drop is logged, so a storm of events can never hold memory or starve other API traffic.
    */
   record(subject: EventSubject, type: EventType, reason: string, message: string): void {
+    if (this.#closed.signal.aborted) return;
     if (this.#queue.length >= 1000) {
       if (this.#dropped++ % 1000 === 0)
         this.#log.warn({ dropped: this.#dropped }, 'too many events queued: dropping');
@@ -69,8 +86,10 @@ export class EventRecorder {
     this.#writers++;
     for (let e = this.#queue.shift(); e; e = this.#queue.shift()) {
       try {
+        await this.#bucket?.take(this.#closed.signal);
         await this.#write(...e);
       } catch (err) {
+        if (this.#closed.signal.aborted) break;
         this.#log.warn({ reason: e[2], err: (err as Error).message }, 'could not record an event');
       }
     }
@@ -112,6 +131,8 @@ export class EventRecorder {
           `/api/v1/namespaces/${seen.namespace}/events/${seen.name}`,
           'merge',
           { count: seen.count, lastTimestamp: nowIso },
+          this.#closed.signal,
+          true,
         );
         return;
       } catch {
@@ -141,7 +162,12 @@ export class EventRecorder {
       reportingComponent: component,
       reportingInstance: this.#o.host,
     };
-    await this.#o.client.create(`/api/v1/namespaces/${namespace}/events`, event);
+    await this.#o.client.create(
+      `/api/v1/namespaces/${namespace}/events`,
+      event,
+      this.#closed.signal,
+      true,
+    );
     this.#seen.set(key, { name, namespace, count: 1, last: now });
   }
 

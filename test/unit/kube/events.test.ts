@@ -1,0 +1,60 @@
+import { KubeConfig } from '@kubernetes/client-node';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { test, type TestContext } from 'node:test';
+import { KubeClient } from '../../../src/kube/client.js';
+import { EventRecorder } from '../../../src/kube/events.js';
+import { waitFor } from '../../helpers/wait.js';
+
+/** An API server that accepts every Event and remembers when each arrived. */
+async function eventSink(t: TestContext): Promise<{ client: KubeClient; arrivals: number[] }> {
+  const arrivals: number[] = [];
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      arrivals.push(performance.now());
+      res.writeHead(201, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const address = server.address();
+  assert.ok(address && typeof address === 'object');
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [
+      { name: 'c', server: `http://127.0.0.1:${String(address.port)}`, skipTLSVerify: true },
+    ],
+    users: [{ name: 'u' }],
+    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+    currentContext: 'x',
+  });
+  const client = await KubeClient.create(kc);
+  t.after(() => client.close());
+  return { client, arrivals };
+}
+
+const pod = (i: number) => ({ kind: 'Pod', metadata: { name: `p${String(i)}`, namespace: 'ns' } });
+
+test('events are written at most qps per second after a burst, as the kubelet limits them', async (t) => {
+  const { client, arrivals } = await eventSink(t);
+  const events = new EventRecorder({ client, host: 'n', qps: 20, burst: 3 });
+  const started = performance.now();
+  for (let i = 0; i < 9; i++) events.record(pod(i), 'Normal', 'R', 'm');
+  await waitFor(() => arrivals.length === 9 || undefined, { what: 'every event written' });
+  // 3 at once, then 6 more at 20 per second: the last no sooner than 300 ms after the start.
+  assert.ok((arrivals[8] ?? 0) - started >= 250, `took ${String((arrivals[8] ?? 0) - started)} ms`);
+  assert.ok((arrivals[2] ?? 0) - started < 250);
+  events.close();
+});
+
+test('close drops what is queued and records nothing more', async (t) => {
+  const { client, arrivals } = await eventSink(t);
+  const events = new EventRecorder({ client, host: 'n', qps: 1, burst: 1 });
+  for (let i = 0; i < 5; i++) events.record(pod(i), 'Normal', 'R', 'm');
+  await waitFor(() => arrivals.length === 1 || undefined, { what: 'the first event' });
+  events.close();
+  events.record(pod(9), 'Normal', 'R', 'm');
+  await events.flush(2_000);
+  assert.equal(arrivals.length, 1);
+});
