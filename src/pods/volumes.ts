@@ -8,7 +8,9 @@
  * - without `items`, one file per key (`data`, then `binaryData` for config maps; secret values
  *   base64-decoded); with `items`, one file per item at `items[].path`;
  * - modes: `items[].mode`, else the volume's `defaultMode` (for projected sources, the projected
- *   volume's), else 0644;
+ *   volume's), else 0644; with `fsGroup` every file also gets group read, and a token is 0600
+ *   (0640 with `fsGroup`) when the containers share a user or have an `fsGroup`. Ownership is not
+ *   part of the result: a provider that cares reads `fsGroup` and `runAsUser` from the pod;
  * - `optional: true`: a missing object gives no files, a missing item key is skipped; otherwise
  *   both are errors (retryable: the object may appear later);
  * - downward API: `metadata.name`, `namespace`, `uid`, `labels`, `annotations` (and their
@@ -146,6 +148,10 @@ export function podHasResolvedVolumes(pod: V1Pod): boolean {
 
 interface Context {
   readonly pod: V1Pod;
+  /** The pod has `securityContext.fsGroup`: the kubelet adds group read to every file. */
+  readonly fsGroup: boolean;
+  /** The one `runAsUser` all (init) containers share, if any: tokens are then 0600. */
+  readonly fsUser: number | undefined;
   readonly namespace: string;
   readonly source: VolumeSource;
   readonly options: ResolveVolumesOptions;
@@ -167,6 +173,8 @@ export async function resolvePodVolumes(
 ): Promise<ResolvedVolume[]> {
   const ctx: Context = {
     pod,
+    fsGroup: pod.spec?.securityContext?.fsGroup !== undefined,
+    fsUser: fsUserOf(pod),
     namespace: pod.metadata?.namespace ?? 'default',
     source,
     options,
@@ -205,7 +213,22 @@ async function resolveVolume(ctx: Context, volume: V1Volume): Promise<VolumeFile
       await projectionFiles(ctx, name, projection, mode, payload);
     }
   }
-  return filesOf(name, payload);
+  return filesOf(name, payload, ctx.fsGroup);
+}
+
+/**
+ * The user all init and regular containers run as (their `runAsUser`, else the pod's), or
+ * undefined when one has none or they differ: the kubelet's `FsUserFrom`.
+ */
+function fsUserOf(pod: V1Pod): number | undefined {
+  const spec = pod.spec;
+  let user: number | undefined;
+  for (const c of [...(spec?.initContainers ?? []), ...(spec?.containers ?? [])]) {
+    const own = c.securityContext?.runAsUser ?? spec?.securityContext?.runAsUser;
+    if (own === undefined || (user !== undefined && user !== own)) return undefined;
+    user = own;
+  }
+  return user;
 }
 
 async function projectionFiles(
@@ -255,7 +278,10 @@ async function projectionFiles(
         { cause: err },
       );
     }
-    add(volume, payload, s.path, Buffer.from(token, 'utf8'), mode);
+    // A token readable by others would leak; with a known owner or group the kubelet makes it
+    // 0600 (group read is added below for fsGroup).
+    const tokenMode = ctx.fsUser !== undefined || ctx.fsGroup ? 0o600 : mode;
+    add(volume, payload, s.path, Buffer.from(token, 'utf8'), tokenMode);
   } else if (p.clusterTrustBundle !== undefined) {
     throw new VolumeResolutionError(
       'Unsupported',
@@ -500,7 +526,11 @@ export function volumePathError(path: string): string | undefined {
   return undefined;
 }
 
-function filesOf(volume: string, payload: Payload): VolumeFile[] {
+/**
+ * The files sorted by path. With `fsGroup`, every file also gets group read (`| 0440`), as the
+ * kubelet's volume ownership change does for these read-only volumes.
+ */
+function filesOf(volume: string, payload: Payload, fsGroup: boolean): VolumeFile[] {
   const paths = [...payload.keys()].sort();
   // A file cannot also be a directory of another file ("a" and "a/b").
   const set = new Set(paths.map(normalize));
@@ -515,9 +545,11 @@ function filesOf(volume: string, payload: Payload): VolumeFile[] {
       }
     }
   }
+  const groupRead = fsGroup ? 0o440 : 0;
   return paths.map((path) => {
     const f = payload.get(path);
-    return { path, data: f?.data ?? new Uint8Array(), mode: f?.mode ?? DEFAULT_VOLUME_FILE_MODE };
+    const mode = (f?.mode ?? DEFAULT_VOLUME_FILE_MODE) | groupRead;
+    return { path, data: f?.data ?? new Uint8Array(), mode };
   });
 }
 

@@ -404,6 +404,29 @@ test('projected: a token that cannot be had, a short expiration, clusterTrustBun
   );
 });
 
+test('fsGroup adds group read to every file; a shared runAsUser or an fsGroup makes the token 0600/0640', async () => {
+  const source = new FakeSource().configMap('cfg', { a: 'A' });
+  const volumes: V1Volume[] = [
+    { name: 'cfg', configMap: { name: 'cfg', defaultMode: 0o400 } },
+    {
+      name: 'sa',
+      projected: {
+        defaultMode: 0o644,
+        sources: [{ serviceAccountToken: { path: 'token' } }],
+      },
+    },
+  ];
+  const modes = async (securityContext: NonNullable<V1Pod['spec']>['securityContext']) => {
+    const pod = podWith(volumes);
+    if (pod.spec) pod.spec.securityContext = securityContext;
+    const out = await resolvePodVolumes(pod, source);
+    return out.map((v) => v.files.map((f) => `${f.path}:${f.mode.toString(8)}`)).flat();
+  };
+  assert.deepEqual(await modes(undefined), ['a:400', 'token:644']);
+  assert.deepEqual(await modes({ runAsUser: 1000 }), ['a:400', 'token:600']);
+  assert.deepEqual(await modes({ fsGroup: 2000 }), ['a:440', 'token:640']);
+});
+
 test('objects are read once per resolution, however many volumes use them', async () => {
   const source = new FakeSource().configMap('cfg', { a: 'A' });
   await resolvePodVolumes(
