@@ -26,7 +26,9 @@ export interface PodVolumeManagerOptions {
   /**
    * How often the volumes of each pod are resolved again, so that config map, secret and
    * downward API changes reach the provider. Each pod waits a random 0.75 to 1.125 times this
-   * between passes (30 to 45 s by default), which spreads the load. Default: 40 000 ms.
+   * between passes (30 to 45 s by default), which spreads the load. Objects read are shared
+   * by all pods for a quarter of this (at most 10 s), so a change reaches the provider within
+   * 1.375 times this (55 s by default). Default: 40 000 ms.
    */
   readonly refreshPeriodMs?: number;
   /** Pods resolved at once by the refresher. Default: 4. */
@@ -79,12 +81,24 @@ export class PodVolumeManager {
   readonly #pods = new Map<string, TrackedPod>();
   /** Tokens by pod UID, then by request spec. */
   readonly #tokens = new Map<string, Map<string, CachedToken>>();
+  /**
+   * Config maps and secrets read in the last `#cacheMs`, by API path, shared by all pods: the
+   * `kube-root-ca.crt` of a namespace is read once per period, not once per pod.
+   */
+  readonly #objects = new Map<
+    string,
+    { readonly atMs: number; readonly value: Promise<unknown> }
+  >();
+  readonly #cacheMs: number;
+  #prunedAtMs = 0;
 
   constructor(options: PodVolumeManagerOptions) {
     this.#o = options;
     this.#log = options.logger ?? silentLogger;
     this.#periodMs = options.refreshPeriodMs ?? 40_000;
     if (!(this.#periodMs > 0)) throw new RangeError('refreshPeriodMs must be positive');
+    // Short enough that a change still reaches the provider within a period and a bit.
+    this.#cacheMs = Math.min(10_000, this.#periodMs / 4);
     const workers = options.workers ?? 4;
     if (!Number.isInteger(workers) || workers < 1)
       throw new RangeError('volume workers must be a positive integer');
@@ -242,14 +256,39 @@ export class PodVolumeManager {
   }
 
   #source(signal: AbortSignal): VolumeSource {
-    const { client } = this.#o;
     return {
       getConfigMap: (ns, name) =>
-        client.get<V1ConfigMap>(`/api/v1/namespaces/${ns}/configmaps/${name}`, signal),
+        this.#read<V1ConfigMap>(`/api/v1/namespaces/${ns}/configmaps/${name}`, signal),
       getSecret: (ns, name) =>
-        client.get<V1Secret>(`/api/v1/namespaces/${ns}/secrets/${name}`, signal),
+        this.#read<V1Secret>(`/api/v1/namespaces/${ns}/secrets/${name}`, signal),
       getServiceAccountToken: (pod, spec) => this.#token(pod, spec, signal),
     };
+  }
+
+  /**
+   * GET `path` (one object the Node authorizer lets this node read), or the answer of a GET of
+   * it in the last `#cacheMs`. Absent objects and failures are not kept: a missing object may
+   * appear at any moment, and the pod waiting for it should see it at its next retry.
+   */
+  #read<T>(path: string, signal: AbortSignal): Promise<T | undefined> {
+    const now = Date.now();
+    const hit = this.#objects.get(path);
+    if (hit && now - hit.atMs < this.#cacheMs) return hit.value as Promise<T | undefined>;
+    const value = this.#o.client.get<T>(path, signal);
+    const entry = { atMs: now, value };
+    this.#objects.set(path, entry);
+    const drop = (): void => {
+      if (this.#objects.get(path) === entry) this.#objects.delete(path);
+    };
+    value.then((v) => {
+      if (v === undefined) drop();
+    }, drop);
+    if (now - this.#prunedAtMs >= this.#cacheMs) {
+      this.#prunedAtMs = now;
+      for (const [k, e] of this.#objects)
+        if (now - e.atMs >= this.#cacheMs) this.#objects.delete(k);
+    }
+    return value;
   }
 
   /**

@@ -24,6 +24,7 @@ class FakeApi {
   readonly configMaps = new Map<string, V1ConfigMap>();
   readonly tokenRequests: { at: number; path: string; body: TokenRequestBody }[] = [];
   readonly events: string[] = [];
+  configMapReads = 0;
   ttlMs = 3_600_000;
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -36,6 +37,7 @@ class FakeApi {
     };
     const cm = /^\/api\/v1\/namespaces\/[^/]+\/configmaps\/([^/]+)$/.exec(url.pathname);
     if (req.method === 'GET' && cm) {
+      this.configMapReads++;
       const found = this.configMaps.get(cm[1] ?? '');
       if (found) json(200, found);
       else json(404, { kind: 'Status', reason: 'NotFound', message: 'not found' });
@@ -249,4 +251,22 @@ test('an adopted pod gets all its volumes at once; a forgotten or deleted pod is
   manager.forget(`${NS}/web`, 'uid-1');
   assert.equal(manager.size, 0);
   assert.equal(manager.stats().delayed, 0);
+});
+
+test('pods of a namespace share one read of an object within a quarter of the period', async (t) => {
+  const { api, manager } = await setup(t, 40_000);
+  const other: V1Pod = { ...pod, metadata: { name: 'other', namespace: NS, uid: 'uid-2' } };
+  await Promise.all([manager.resolve(pod, never), manager.resolve(other, never)]);
+  await manager.resolve(pod, never);
+  assert.equal(api.configMapReads, 1);
+  // Absent objects are not kept: the pod waiting for one sees it at its next try.
+  api.configMaps.delete('cfg');
+  const missing: V1Pod = {
+    ...pod,
+    spec: { containers: [], volumes: [{ name: 'm', configMap: { name: 'late' } }] },
+  };
+  await assert.rejects(manager.resolve(missing, never), /configmap "late" not found/);
+  api.configMaps.set('late', { metadata: { name: 'late', namespace: NS }, data: { a: 'b' } });
+  const [v] = await manager.resolve(missing, never);
+  assert.equal(v?.files[0]?.path, 'a');
 });
