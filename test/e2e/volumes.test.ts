@@ -239,7 +239,7 @@ for (const notify of [true, false]) {
     });
   });
 
-  test(`[${mode}] a config map change reaches the provider, with only the volume that changed`, async (t) => {
+  test(`[${mode}] config map and label changes reach the provider, with only the volume that changed`, async (t) => {
     const { ns, nodeName, provider } = await setup(t, notify, 1_000);
     await core().createNamespacedConfigMap({
       namespace: ns,
@@ -248,11 +248,19 @@ for (const notify of [true, false]) {
     await core().createNamespacedPod({
       namespace: ns,
       body: {
-        metadata: { name: 'reader' },
+        metadata: { name: 'reader', labels: { v: '1' } },
         spec: {
           ...onNode(nodeName),
           containers: [{ name: 'app', image: 'busybox' }],
-          volumes: [{ name: 'cfg', configMap: { name: 'cfg' } }],
+          volumes: [
+            { name: 'cfg', configMap: { name: 'cfg' } },
+            {
+              name: 'podinfo',
+              downwardAPI: {
+                items: [{ path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } }],
+              },
+            },
+          ],
         },
       },
     });
@@ -279,6 +287,24 @@ for (const notify of [true, false]) {
     assert.deepEqual(
       update.volumes[0]?.files.map((f) => f.path),
       ['extra', 'level'],
+    );
+
+    // Labels read through the downward API.
+    const beforeLabels = provider.calls.length;
+    await core().patchNamespacedPod(
+      { name: 'reader', namespace: ns, body: { metadata: { labels: { v: '2' } } } },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+    );
+    await waitFor(() => provider.current(key).get('podinfo')?.get('labels')?.text === 'v="2"', {
+      what: 'the new labels in the provider',
+      timeoutMs: 60_000,
+    });
+    assert.deepEqual(
+      provider.calls
+        .slice(beforeLabels)
+        .filter((c) => c.pod === key)
+        .flatMap((c) => c.volumes.map((v) => v.name)),
+      ['podinfo'],
     );
   });
 }
