@@ -102,24 +102,17 @@ export class PodVolumeManager {
     const workers = options.workers ?? 4;
     if (!Number.isInteger(workers) || workers < 1)
       throw new RangeError('volume workers must be a positive integer');
-    const handler = (key: string, signal: AbortSignal): Promise<void> => this.#refresh(key, signal);
     const onHandled = options.onHandled;
     this.#queue = new WorkQueue({
       name: 'volumes',
       workers,
-      // Failures are handled (and rescheduled) inside the handler; nothing is thrown.
-      handler: onHandled
-        ? async (key, signal) => {
-            const started = performance.now();
-            let ok = false;
-            try {
-              await handler(key, signal);
-              ok = true;
-            } finally {
-              onHandled('volumes', (performance.now() - started) / 1000, ok);
-            }
-          }
-        : handler,
+      // Failures are handled (and rescheduled) inside #refresh, which never throws: a failed
+      // pod is looked at again after a period, not after the queue's growing backoff.
+      handler: async (key, signal) => {
+        const started = performance.now();
+        const ok = await this.#refresh(key, signal);
+        onHandled?.('volumes', (performance.now() - started) / 1000, ok);
+      },
     });
   }
 
@@ -185,22 +178,23 @@ export class PodVolumeManager {
     return this.#queue.run(signal);
   }
 
-  async #refresh(key: string, signal: AbortSignal): Promise<void> {
+  async #refresh(key: string, signal: AbortSignal): Promise<boolean> {
     const entry = this.#pods.get(key);
-    if (!entry) return;
+    if (!entry) return true;
     const pod = this.#o.getPod(key);
     if (!pod || pod.metadata?.uid !== entry.uid || isTerminal(pod.status)) {
       // Gone, replaced or finished: nothing will read its volumes again.
       this.forget(key, entry.uid);
-      return;
+      return true;
     }
     let volumes: ResolvedVolume[];
     try {
       volumes = await this.resolve(pod, signal);
     } catch (err) {
-      if (aborted(signal)) return;
+      if (aborted(signal)) return true;
       this.#log.warn({ pod: key, err: errorMessage(err) }, 'could not refresh the pod volumes');
-      if (err instanceof VolumeResolutionError)
+      // A pod being deleted may lose its objects first (a namespace going away): no Event.
+      if (err instanceof VolumeResolutionError && !pod.metadata.deletionTimestamp)
         this.#o.events.record(
           { kind: 'Pod', metadata: pod.metadata },
           'Warning',
@@ -208,9 +202,9 @@ export class PodVolumeManager {
           err.message,
         );
       this.#schedule(key, entry.uid);
-      return;
+      return false;
     }
-    if (this.#pods.get(key) !== entry) return; // forgotten meanwhile
+    if (this.#pods.get(key) !== entry) return true; // forgotten meanwhile
     const digests = new Map<string, string>();
     const changed: ResolvedVolume[] = [];
     for (const v of volumes) {
@@ -222,19 +216,19 @@ export class PodVolumeManager {
       try {
         await this.#o.provider.setPodVolumes(pod, changed, signal);
       } catch (err) {
-        if (aborted(signal)) return;
+        if (aborted(signal)) return true;
         if (errorCode(err) === 'NotFound') {
           this.forget(key, entry.uid);
-          return;
+          return true;
         }
         this.#log.warn(
           { pod: key, volumes: changed.map((v) => v.name), err: errorMessage(err) },
           'the provider did not take the new volume content',
         );
         this.#schedule(key, entry.uid);
-        return;
+        return false;
       }
-      if (this.#pods.get(key) !== entry) return;
+      if (this.#pods.get(key) !== entry) return true;
       entry.digests = digests;
       this.#log.info(
         { pod: key, volumes: changed.map((v) => v.name) },
@@ -242,6 +236,7 @@ export class PodVolumeManager {
       );
     }
     this.#schedule(key, entry.uid);
+    return true;
   }
 
   /** Looks at the pod again after a jittered period, or when one of its tokens is due. */
