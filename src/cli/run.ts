@@ -42,6 +42,7 @@ export interface RunOptions {
   nodeLeaseDurationSeconds: number;
   nodeStatusUpdateFrequency: number;
   podStatusPollInterval: number;
+  volumeRefreshPeriod: number;
   tlsCertFile?: string;
   tlsPrivateKeyFile?: string;
   clientCaFile?: string;
@@ -203,6 +204,14 @@ export function runCommand(io: Io): Command {
         .default(5_000, '5s')
         .argParser(parseDuration),
     )
+    .addOption(
+      new Option(
+        '--volume-refresh-period <duration>',
+        'resolve the volumes of each pod again about this often (providers with setPodVolumes)',
+      )
+        .default(40_000, '40s')
+        .argParser(parseDuration),
+    )
     .option(
       '--tls-cert-file <path>',
       'serving certificate (default: $APISERVER_CERT_LOCATION)',
@@ -318,6 +327,7 @@ export async function runNode(
       workers: opts.podSyncWorkers,
       fullResyncPeriodMs: opts.fullResyncPeriod,
       pollIntervalMs: opts.podStatusPollInterval,
+      volumeRefreshPeriodMs: opts.volumeRefreshPeriod,
     },
   });
   const stop = new AbortController();
