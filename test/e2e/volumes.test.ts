@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
 import { test, type TestContext } from 'node:test';
 import type { PodVolumes, ResolvedVolume } from '../../src/provider.js';
+import { unavailable } from '../../src/errors.js';
 import { MockProvider } from '../../src/providers/mock/index.js';
 import { onNode, startNode, uniqueNodeName } from '../helpers/agent.js';
 import { testCluster, testNamespace } from '../helpers/cluster.js';
@@ -22,6 +23,8 @@ class VolumeRecordingMock extends MockProvider implements PodVolumes {
   readonly calls: VolumeCall[] = [];
   /** `setPodVolumes <pod>` and `createPod <pod>`, in the order they came. */
   readonly log: string[] = [];
+  /** The next this many calls fail with `Unavailable`. */
+  failures = 0;
 
   setPodVolumes(
     pod: k8s.V1Pod,
@@ -29,6 +32,11 @@ class VolumeRecordingMock extends MockProvider implements PodVolumes {
     _signal: AbortSignal,
   ): Promise<void> {
     const key = `${pod.metadata?.namespace ?? ''}/${pod.metadata?.name ?? ''}`;
+    if (this.failures > 0) {
+      this.failures--;
+      this.log.push(`setPodVolumes ${key} failed`);
+      return Promise.reject(unavailable('the volume store is busy'));
+    }
     this.calls.push({ pod: key, uid: pod.metadata?.uid ?? '', volumes: structuredClone(volumes) });
     this.log.push(`setPodVolumes ${key}`);
     return Promise.resolve();
@@ -308,3 +316,43 @@ for (const notify of [true, false]) {
     );
   });
 }
+
+test('a setPodVolumes failure is handled like a createPod failure: retried, and no createPod before it succeeds', async (t) => {
+  const { ns, nodeName, provider } = await setup(t, true);
+  provider.failures = 2;
+  await core().createNamespacedPod({
+    namespace: ns,
+    body: {
+      metadata: { name: 'flaky' },
+      spec: {
+        ...onNode(nodeName),
+        containers: [{ name: 'app', image: 'busybox' }],
+        volumes: [
+          {
+            name: 'podinfo',
+            downwardAPI: { items: [{ path: 'name', fieldRef: { fieldPath: 'metadata.name' } }] },
+          },
+        ],
+      },
+    },
+  });
+  await waitRunning(ns, 'flaky');
+  const key = `${ns}/flaky`;
+  assert.deepEqual(
+    provider.log.filter((l) => l.endsWith(key) || l.endsWith(`${key} failed`)),
+    [
+      `setPodVolumes ${key} failed`,
+      `setPodVolumes ${key} failed`,
+      `setPodVolumes ${key}`,
+      `createPod ${key}`,
+    ],
+  );
+  const [event] = await waitFor(
+    async () => {
+      const events = await eventsFor(ns, 'flaky', 'ProviderCreateFailed');
+      return events.length > 0 ? events : undefined;
+    },
+    { what: 'a ProviderCreateFailed event' },
+  );
+  assert.match(event?.message ?? '', /the volume store is busy/);
+});
