@@ -53,6 +53,13 @@ export type { PodControllerOptions } from './pods/pod-controller.js';
 export { PollNotifier } from './pods/poll-notifier.js';
 export { resolvePodEnv, EnvResolutionError } from './pods/env.js';
 export type { EnvSource, ResolveEnvOptions } from './pods/env.js';
+export { resolvePodVolumes, VolumeResolutionError } from './pods/volumes.js';
+export type {
+  ResolveVolumesOptions,
+  TokenRequestSpec,
+  VolumeResolutionReason,
+  VolumeSource,
+} from './pods/volumes.js';
 export { KubeClient, ApiError, loadKubeConfig } from './kube/client.js';
 export type { KubeClientOptions } from './kube/client.js';
 export { Informer } from './kube/informer.js';

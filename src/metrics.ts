@@ -96,6 +96,7 @@ const TIMED = new Set([
   'portForward',
   'getStatsSummary',
   'getMetricsResource',
+  'setPodVolumes',
 ]);
 
 /**

@@ -57,7 +57,12 @@ export interface VirtualNodeOptions {
   /** Pod controller tuning; see {@link PodControllerOptions}. */
   readonly pods?: Pick<
     PodControllerOptions,
-    'workers' | 'pollIntervalMs' | 'fullResyncPeriodMs' | 'maxBackoffMs'
+    | 'workers'
+    | 'pollIntervalMs'
+    | 'fullResyncPeriodMs'
+    | 'maxBackoffMs'
+    | 'volumeRefreshPeriodMs'
+    | 'volumeWorkers'
   >;
 }
 

@@ -47,6 +47,7 @@ export interface RunOptions {
   nodeLeaseDurationSeconds: number;
   nodeStatusUpdateFrequency: number;
   podStatusPollInterval: number;
+  volumeRefreshPeriod: number;
   tlsCertFile?: string;
   tlsPrivateKeyFile?: string;
   clientCaFile?: string;
@@ -220,6 +221,14 @@ export function runCommand(io: Io): Command {
         'poll providers without notifications this often',
       )
         .default(5_000, '5s')
+        .argParser(parseDuration),
+    )
+    .addOption(
+      new Option(
+        '--volume-refresh-period <duration>',
+        'resolve the volumes of each pod again about this often (providers with setPodVolumes)',
+      )
+        .default(40_000, '40s')
         .argParser(parseDuration),
     )
     .option(
@@ -523,6 +532,7 @@ function nodeOptions(
       workers: opts.podSyncWorkers,
       fullResyncPeriodMs: opts.fullResyncPeriod,
       pollIntervalMs: opts.podStatusPollInterval,
+      volumeRefreshPeriodMs: opts.volumeRefreshPeriod,
     },
     events: { qps: opts.eventQps, burst: opts.eventBurst },
   };

@@ -8,11 +8,13 @@ import type { ObjectCache, SharedInformer } from '../kube/shared-informer.js';
 import { ServiceIndex } from './services.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { isPodNotifier, type Provider } from '../provider.js';
+import { hasPodVolumes, isPodNotifier, type Provider, type ResolvedVolume } from '../provider.js';
 import { WorkQueue } from '../queue/index.js';
 import { EnvResolutionError } from './env-error.js';
 import { resolvePodEnv, type EnvSource } from './env.js';
 import { deletedPodStatus, lostPodStatus, PollNotifier } from './poll-notifier.js';
+import { PodVolumeManager } from './volume-manager.js';
+import { VolumeResolutionError } from './volumes.js';
 import {
   configErrorStatus,
   isTerminal,
@@ -51,6 +53,14 @@ export interface PodControllerOptions {
    * Default: this controller watches its own pods and the cluster's Services.
    */
   readonly shared?: SharedPodSources;
+  /**
+   * For providers with `setPodVolumes`: how often each pod's volumes are resolved again so that
+   * config map, secret and downward API changes reach the provider (jittered to 0.75-1.125
+   * times this). Default: 40 000 ms.
+   */
+  readonly volumeRefreshPeriodMs?: number;
+  /** For providers with `setPodVolumes`: pods whose volumes are refreshed at once. Default: 4. */
+  readonly volumeWorkers?: number;
   /** Called after every handler pass, with its queue, duration and outcome (for metrics). */
   readonly onHandled?: (queue: string, seconds: number, ok: boolean) => void;
 }
@@ -100,6 +110,8 @@ export class PodController {
   /** When this agent first saw each pod's deletion, by UID. */
   readonly #deletionSeen = new Map<string, number>();
   readonly #poller: PollNotifier | undefined;
+  /** Volume content for providers with `setPodVolumes`; undefined for the others (no cost). */
+  readonly #volumes: PodVolumeManager | undefined;
   readonly #nodeIP: string;
   #markReady: () => void = () => undefined;
   readonly #ready = new Promise<void>((resolve) => (this.#markReady = resolve));
@@ -178,6 +190,20 @@ export class PodController {
     this.#ownsServices = !options.shared;
     this.#services = options.shared?.services ?? new ServiceIndex(options.client, this.#log);
     const provider = options.provider;
+    this.#volumes = hasPodVolumes(provider)
+      ? new PodVolumeManager({
+          client: options.client,
+          provider,
+          events: options.events,
+          logger: this.#log,
+          getPod: (key) => this.#pods.get(key),
+          ...(options.volumeRefreshPeriodMs === undefined
+            ? {}
+            : { refreshPeriodMs: options.volumeRefreshPeriodMs }),
+          ...(options.volumeWorkers === undefined ? {} : { workers: options.volumeWorkers }),
+          ...(options.onHandled ? { onHandled: options.onHandled } : {}),
+        })
+      : undefined;
     if (!isPodNotifier(provider)) {
       this.#poller = new PollNotifier({
         provider,
@@ -204,9 +230,12 @@ export class PodController {
     return this.#ready;
   }
 
-  /** Queue depths and counters, for metrics and tests. */
-  stats(): Record<'sync' | 'status', ReturnType<WorkQueue['stats']>> {
-    return { sync: this.#sync.stats(), status: this.#status.stats() };
+  /** Queue depths and counters, for metrics and tests (`volumes` only with `setPodVolumes`). */
+  stats(): Record<'sync' | 'status', ReturnType<WorkQueue['stats']>> & {
+    volumes?: ReturnType<WorkQueue['stats']>;
+  } {
+    const out = { sync: this.#sync.stats(), status: this.#status.stats() };
+    return this.#volumes ? { ...out, volumes: this.#volumes.stats() } : out;
   }
 
   async run(signal: AbortSignal): Promise<void> {
@@ -246,6 +275,7 @@ export class PodController {
       this.#sync.run(signal),
       this.#status.run(signal),
       this.#poller?.run(signal),
+      this.#volumes?.run(signal),
       this.#resyncLoop(signal),
     ]);
   }
@@ -273,6 +303,7 @@ export class PodController {
         const api = this.#pods.get(key);
         if (api && api.metadata?.uid === pod.metadata?.uid) {
           this.#tracked.set(api.metadata?.uid ?? key, { fingerprint: mutableFingerprint(pod) });
+          this.#volumes?.adopt(api);
           continue;
         }
         if (!api) {
@@ -333,7 +364,10 @@ export class PodController {
         return;
       }
       const resolved = await this.#resolve(pod, signal, true);
+      const volumes = await this.#resolveVolumes(pod, signal);
       try {
+        // Volumes first: the provider may need their content to start the containers.
+        if (volumes) await provider.setPodVolumes?.(resolved, volumes, signal);
         await provider.createPod(resolved, signal);
       } catch (err) {
         if (errorCode(err) !== 'AlreadyExists') {
@@ -349,6 +383,7 @@ export class PodController {
         this.#sync.add(key);
         return;
       }
+      if (volumes) this.#volumes?.track(pod, volumes);
       this.#o.events.record(
         podSubject(pod),
         'Normal',
@@ -370,6 +405,8 @@ export class PodController {
       return;
     }
     tracked.fingerprint = fingerprint;
+    // Labels and annotations may feed downward API volumes.
+    this.#volumes?.refreshSoon(key);
   }
 
   /**
@@ -394,6 +431,28 @@ export class PodController {
             : providerFailedStatus(pod, err.message, true);
           await this.#putStatus(pod, status, signal).catch(ignoreStale);
         }
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * The content of the pod's volumes for a provider with `setPodVolumes` (undefined for other
+   * providers, or a pod without such volumes). When a volume cannot be resolved the pod is not
+   * created: a FailedMount Event says why, as a kubelet's does, and the pod stays Pending while
+   * the sync queue retries with backoff; a volume that can never be resolved fails the pod.
+   */
+  async #resolveVolumes(pod: V1Pod, signal: AbortSignal): Promise<ResolvedVolume[] | undefined> {
+    if (!this.#volumes || !PodVolumeManager.needed(pod)) return undefined;
+    try {
+      return await this.#volumes.resolve(pod, signal);
+    } catch (err) {
+      if (err instanceof VolumeResolutionError) {
+        this.#o.events.record(podSubject(pod), 'Warning', 'FailedMount', err.message);
+        if (!err.retryable)
+          await this.#putStatus(pod, providerFailedStatus(pod, err.message, true), signal).catch(
+            ignoreStale,
+          );
       }
       throw err;
     }
@@ -512,6 +571,7 @@ export class PodController {
       }
     }
     if (this.#deleted.get(key) === pod) this.#deleted.delete(key);
+    this.#volumes?.forget(key, uid);
     if (uid) {
       this.#tracked.delete(uid);
       this.#deletionSeen.delete(uid);
