@@ -83,6 +83,11 @@ interface Tracked {
   written?: string;
   /** The API object's final DELETE was sent. */
   removed?: boolean;
+  /**
+   * Set once the provider stopped a pod being deleted (or its grace period ran out): the status
+   * queue then writes this final status and removes the API object.
+   */
+  finalize?: { status: V1PodStatus | undefined };
 }
 
 /**
@@ -527,7 +532,17 @@ export class PodController {
       return;
     }
     if (tracked.removed) return;
-    const final = status ?? this.#reported.get(key)?.status;
+    // The final status and the removal are API writes: the status queue, with more workers,
+    // does them, so a mass deletion is not held to the sync workers' round trips.
+    tracked.finalize = { status: status ?? this.#reported.get(key)?.status };
+    this.#status.add(key);
+  }
+
+  /** Writes the final status of a stopped, deleted pod and removes its API object. */
+  async #finalize(pod: V1Pod, tracked: Tracked, signal: AbortSignal): Promise<void> {
+    if (tracked.removed || !tracked.finalize) return;
+    const [namespace, name] = [pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''];
+    const final = tracked.finalize.status;
     const last = final && isTerminal(final) ? final : deletedPodStatus(pod, new Date());
     await this.#putStatus(pod, last, signal).catch(ignoreStale);
     try {
@@ -584,6 +599,11 @@ export class PodController {
     const pod = this.#pods.get(key);
     if (!pod) {
       this.#reported.delete(key);
+      return;
+    }
+    const tracked = this.#tracked.get(pod.metadata?.uid ?? '');
+    if (tracked?.finalize && pod.metadata?.deletionTimestamp) {
+      await this.#finalize(pod, tracked, signal);
       return;
     }
     if (!reported) return;
