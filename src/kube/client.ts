@@ -330,19 +330,15 @@ function apiError(status: number, text: string, method: string, path: string): A
 /**
  * Client-side rate limit: `qps` tokens a second, up to `burst` saved. Waiters are served in
  * arrival order by a single timer, so a thousand waiting requests cost one timer, not a
- * thousand polling loops.
+ * thousand polling loops. A waiter's abort listener is removed once it is served, so a
+ * long-lived signal does not collect one per request.
  */
-/** A FIFO token bucket: `take` resolves when a token is free, in call order. */
 export class TokenBucket {
   readonly #qps: number;
   readonly #burst: number;
   #tokens: number;
   #last = Date.now();
-  readonly #waiters: {
-    resolve: () => void;
-    reject: (err: unknown) => void;
-    signal?: AbortSignal;
-  }[] = [];
+  readonly #waiters: { serve: () => void }[] = [];
   #timer: NodeJS.Timeout | undefined;
 
   constructor(qps: number, burst: number) {
@@ -366,19 +362,21 @@ export class TokenBucket {
       return Promise.resolve();
     }
     return new Promise((resolve, reject) => {
-      const waiter = { resolve, reject, ...(signal ? { signal } : {}) };
-      this.#waiters.push(waiter);
-      signal?.addEventListener(
-        'abort',
-        () => {
-          const i = this.#waiters.indexOf(waiter);
-          if (i >= 0) {
-            this.#waiters.splice(i, 1);
-            reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-          }
+      const onAbort = (): void => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) {
+          this.#waiters.splice(i, 1);
+          reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+        }
+      };
+      const waiter = {
+        serve: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
         },
-        { once: true },
-      );
+      };
+      this.#waiters.push(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
       this.#schedule();
     });
   }
@@ -391,7 +389,7 @@ export class TokenBucket {
       this.#refill();
       while (this.#tokens >= 1 && this.#waiters.length > 0) {
         this.#tokens -= 1;
-        this.#waiters.shift()?.resolve();
+        this.#waiters.shift()?.serve();
       }
       this.#schedule();
     }, wait);
