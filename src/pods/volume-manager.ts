@@ -39,6 +39,8 @@ export interface PodVolumeManagerOptions {
 
 /** Longest a service-account token is used before it is refreshed, whatever its TTL (24 h). */
 const MAX_TOKEN_AGE_MS = 24 * 3600_000;
+/** Shortest wait between two passes over one pod that both succeeded. */
+const MIN_WAIT_MS = 1_000;
 /** Share of a token's lifetime after which it is refreshed (as the kubelet: at 80 %). */
 const TOKEN_REFRESH_FRACTION = 0.8;
 
@@ -46,6 +48,8 @@ interface TrackedPod {
   readonly uid: string;
   /** Digest of each volume's content as the provider last received it; undefined: unknown. */
   digests: Map<string, string> | undefined;
+  /** Failed passes in a row; each one doubles the wait before the next (1 s up to the period). */
+  failures: number;
 }
 
 interface CachedToken {
@@ -56,6 +60,7 @@ interface CachedToken {
 
 /** The answer of the TokenRequest API, as far as it is read here. */
 interface TokenRequestAnswer {
+  readonly spec?: { readonly expirationSeconds?: number };
   readonly status?: { readonly token?: string; readonly expirationTimestamp?: string };
 }
 
@@ -133,7 +138,7 @@ export class PodVolumeManager {
   track(pod: V1Pod, volumes: readonly ResolvedVolume[]): void {
     const key = podKey(pod);
     const digests = new Map(volumes.map((v) => [v.name, volumeDigest(v)]));
-    this.#pods.set(key, { uid: pod.metadata?.uid ?? '', digests });
+    this.#pods.set(key, { uid: pod.metadata?.uid ?? '', digests, failures: 0 });
     this.#schedule(key, pod.metadata?.uid ?? '');
   }
 
@@ -144,7 +149,7 @@ export class PodVolumeManager {
   adopt(pod: V1Pod): void {
     if (!podHasResolvedVolumes(pod)) return;
     const key = podKey(pod);
-    this.#pods.set(key, { uid: pod.metadata?.uid ?? '', digests: undefined });
+    this.#pods.set(key, { uid: pod.metadata?.uid ?? '', digests: undefined, failures: 0 });
     this.#queue.add(key);
   }
 
@@ -201,7 +206,7 @@ export class PodVolumeManager {
           'FailedMount',
           err.message,
         );
-      this.#schedule(key, entry.uid);
+      this.#retryLater(key, entry);
       return false;
     }
     if (this.#pods.get(key) !== entry) return true; // forgotten meanwhile
@@ -225,7 +230,7 @@ export class PodVolumeManager {
           { pod: key, volumes: changed.map((v) => v.name), err: errorMessage(err) },
           'the provider did not take the new volume content',
         );
-        this.#schedule(key, entry.uid);
+        this.#retryLater(key, entry);
         return false;
       }
       if (this.#pods.get(key) !== entry) return true;
@@ -235,6 +240,7 @@ export class PodVolumeManager {
         'volume content changed: passed to the provider',
       );
     }
+    entry.failures = 0;
     this.#schedule(key, entry.uid);
     return true;
   }
@@ -247,7 +253,18 @@ export class PodVolumeManager {
       const now = Date.now();
       for (const t of tokens.values()) delay = Math.min(delay, t.refreshAtMs - now);
     }
-    this.#queue.addAfter(key, Math.max(0, delay));
+    this.#queue.addAfter(key, Math.max(MIN_WAIT_MS, delay));
+  }
+
+  /**
+   * After a failed pass: again after 1 s, doubling up to the refresh period. A token already
+   * due does not shorten this, so an API server that refuses TokenRequests is not asked again
+   * and again.
+   */
+  #retryLater(key: string, entry: TrackedPod): void {
+    entry.failures++;
+    const delay = Math.min(this.#periodMs, 1_000 * 2 ** Math.min(entry.failures - 1, 16));
+    this.#queue.addAfter(key, delay);
   }
 
   #source(signal: AbortSignal): VolumeSource {
@@ -315,11 +332,16 @@ export class PodVolumeManager {
     const status = answer.status;
     if (!status?.token) throw new Error('the TokenRequest answer has no token');
     const token = status.token;
-    const expiresAt = Date.parse(status.expirationTimestamp ?? '');
     // The API server may grant a longer lifetime than asked (extended kube-api-access tokens).
-    const ttlMs = Number.isFinite(expiresAt)
-      ? expiresAt - requestedAt
-      : spec.expirationSeconds * 1000;
+    // Its answer's spec says how long; the lifetime never depends on the two clocks agreeing.
+    const granted = answer.spec?.expirationSeconds;
+    const expiresAt = Date.parse(status.expirationTimestamp ?? '');
+    const ttlMs =
+      granted !== undefined && granted > 0
+        ? granted * 1000
+        : Number.isFinite(expiresAt)
+          ? expiresAt - requestedAt
+          : spec.expirationSeconds * 1000;
     const refreshAtMs =
       requestedAt + Math.min(MAX_TOKEN_AGE_MS, Math.max(0, ttlMs) * TOKEN_REFRESH_FRACTION);
     let byPod = this.#tokens.get(uid);

@@ -26,6 +26,10 @@ class FakeApi {
   readonly events: string[] = [];
   configMapReads = 0;
   ttlMs = 3_600_000;
+  /** Token requests after the first `tokensBeforeFailing` answer 500. */
+  tokensBeforeFailing = Infinity;
+  /** How far this server's clock is behind the agent's (its expirationTimestamp is that early). */
+  clockBehindMs = 0;
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
@@ -49,10 +53,15 @@ class FakeApi {
         path: url.pathname,
         body: JSON.parse(text) as TokenRequestBody,
       });
+      if (this.tokenRequests.length > this.tokensBeforeFailing) {
+        json(500, { kind: 'Status', code: 500, message: 'etcd is unavailable' });
+        return;
+      }
       json(201, {
+        spec: { expirationSeconds: this.ttlMs / 1000 },
         status: {
           token: `t${String(this.tokenRequests.length)}`,
-          expirationTimestamp: new Date(Date.now() + this.ttlMs).toISOString(),
+          expirationTimestamp: new Date(Date.now() + this.ttlMs - this.clockBehindMs).toISOString(),
         },
       });
       return;
@@ -269,4 +278,40 @@ test('pods of a namespace share one read of an object within a quarter of the pe
   api.configMaps.set('late', { metadata: { name: 'late', namespace: NS }, data: { a: 'b' } });
   const [v] = await manager.resolve(missing, never);
   assert.equal(v?.files[0]?.path, 'a');
+});
+
+test('a failing TokenRequest is retried with a growing delay, not at once again', async (t) => {
+  const { api, manager, start } = await setup(t, 60_000);
+  api.ttlMs = 1_000;
+  api.tokensBeforeFailing = 1;
+  manager.track(pod, await manager.resolve(pod, never));
+  await start();
+  // Due after 0.8 s; then it fails, and is tried again 1 s, 2 s, 4 s... later.
+  await waitFor(() => api.tokenRequests.length >= 3 || undefined, {
+    what: 'two retries',
+    timeoutMs: 10_000,
+  });
+  const at = api.tokenRequests.map((r) => r.at);
+  const gaps = at.slice(2).map((x, i) => x - (at[i + 1] ?? 0));
+  assert.ok(
+    gaps.every((g) => g >= 900),
+    `retries ${JSON.stringify(gaps)} ms apart`,
+  );
+  assert.ok(api.tokenRequests.length <= 4, `${String(api.tokenRequests.length)} requests`);
+});
+
+test('the lifetime of a token comes from the answer, not from two clocks agreeing', async (t) => {
+  const { api, manager, start } = await setup(t, 60_000);
+  api.ttlMs = 3_000;
+  // The API server's clock is an hour behind: its expiration time is already past for us.
+  api.clockBehindMs = 3_600_000;
+  manager.track(pod, await manager.resolve(pod, never));
+  await start();
+  await waitFor(() => api.tokenRequests.length >= 2 || undefined, {
+    what: 'the refresh',
+    timeoutMs: 10_000,
+  });
+  const [first, second] = api.tokenRequests;
+  const age = (second?.at ?? 0) - (first?.at ?? 0);
+  assert.ok(age >= 2_000, `refreshed after ${String(age)} ms, expected about 2 400`);
 });
