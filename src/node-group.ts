@@ -84,7 +84,10 @@ export class NodeGroup {
     const own = inner.signal;
     const fail = (name: string) => (err: unknown) => {
       stopAll();
-      throw Object.assign(err instanceof Error ? err : new Error(String(err)), { node: name });
+      // The node's name leads the message: the process stops with it, so it must say which.
+      if (!(err instanceof Error)) throw new Error(`node ${name}: ${String(err)}`);
+      if (!err.message.includes(name)) err.message = `node ${name}: ${err.message}`;
+      throw err;
     };
     const results = await Promise.allSettled([
       this.#pods.run(own),

@@ -159,7 +159,13 @@ export class VirtualNode {
     };
     // Listen first: the Node publishes the port, which may be chosen only now.
     if (this.server) {
-      await this.server.listen();
+      try {
+        await this.server.listen();
+      } catch (err) {
+        this.events.close();
+        signal.removeEventListener('abort', stopAll);
+        throw err;
+      }
       this.nodeController.setKubeletPort(this.server.port);
     }
     const serving = this.server?.run(own).catch(failed);
@@ -169,8 +175,9 @@ export class VirtualNode {
     const results = await Promise.allSettled([node, pods, serving]);
     signal.removeEventListener('abort', stopAll);
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failure) throw failure.reason;
-    await this.events.flush();
+    // Events still queued get a moment to be written; then the recorder stops either way.
+    if (!failure) await this.events.flush();
     this.events.close();
+    if (failure) throw failure.reason;
   }
 }

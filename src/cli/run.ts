@@ -76,6 +76,12 @@ export function parseDuration(value: string): number {
   return total;
 }
 
+function parsePositiveDuration(value: string): number {
+  const ms = parseDuration(value);
+  if (ms <= 0) throw new InvalidArgumentError(`expected a duration above 0, got '${value}'`);
+  return ms;
+}
+
 function parsePositiveInt(value: string): number {
   const n = Number(value);
   if (!/^\d+$/.test(value) || n < 1)
@@ -229,7 +235,7 @@ export function runCommand(io: Io): Command {
         'resolve the volumes of each pod again about this often (providers with setPodVolumes)',
       )
         .default(40_000, '40s')
-        .argParser(parseDuration),
+        .argParser(parsePositiveDuration),
     )
     .option(
       '--tls-cert-file <path>',
@@ -320,6 +326,7 @@ export async function runNode(
     await Promise.allSettled(instances.map((i) => i.close()));
   };
   const nodes: NodeSetup[] = [];
+  let group: VirtualNode | NodeGroup;
   try {
     // A group without certificate files shares one self-signed certificate.
     const sharedSelfSigned =
@@ -345,15 +352,15 @@ export async function runNode(
         options: nodeOptions(opts, spec, instance, serving, client, kc),
       });
     }
+    group =
+      nodes.length === 1 && nodes[0]
+        ? new VirtualNode({ ...nodes[0].options, client, logger })
+        : new NodeGroup({ client, logger, nodes: nodes.map((n) => n.options) });
   } catch (err) {
     await closeProviders();
     client.close();
     throw err;
   }
-  const group =
-    nodes.length === 1 && nodes[0]
-      ? new VirtualNode({ ...nodes[0].options, client, logger })
-      : new NodeGroup({ client, logger, nodes: nodes.map((n) => n.options) });
   const servers = (): (KubeletServer | undefined)[] =>
     group instanceof VirtualNode ? [group.server] : group.nodes.map((n) => n.server);
   const stop = new AbortController();
@@ -403,8 +410,11 @@ export async function runNode(
     ]);
     clearTimeout(timer);
     if (!both.aborted) {
-      if (nodes.length === 1)
-        logger.info({ node: opts.nodename, provider: opts.provider }, 'virtual node ready');
+      if (nodes[0] && nodes.length === 1)
+        logger.info(
+          { node: nodes[0].spec.name, provider: nodes[0].spec.provider },
+          'virtual node ready',
+        );
       else logger.info({ nodes: nodes.length }, 'virtual nodes ready');
       onReady?.();
     }

@@ -33,6 +33,7 @@ export class SharedInformer<T extends KubeObject> {
   readonly #informer: Informer<T>;
   readonly #views = new Map<string, View<T>>();
   readonly #partition: (obj: T) => string | undefined;
+  #started = false;
 
   constructor(options: SharedInformerOptions<T>) {
     this.#partition = options.partition;
@@ -57,6 +58,8 @@ export class SharedInformer<T extends KubeObject> {
 
   /** The objects of partition `part`, with their own handlers. */
   view(part: string, handlers: InformerHandlers<T> = {}): ObjectCache<T> {
+    // Objects listed before a view exists are not kept: a late view would miss them.
+    if (this.#started) throw new Error(`the view of '${part}' must be made before run`);
     if (this.#views.has(part)) throw new Error(`a view of '${part}' exists already`);
     const v = new View<T>(handlers, this.#informer);
     this.#views.set(part, v);
@@ -68,6 +71,7 @@ export class SharedInformer<T extends KubeObject> {
   }
 
   run(signal: AbortSignal): Promise<void> {
+    this.#started = true;
     return this.#informer.run(signal);
   }
 }

@@ -4,7 +4,7 @@ import { aborted, sleep } from '../abort.js';
 import { errorMessage, VirtualKubeletError } from '../errors.js';
 import { ApiError, isConflict, isNotFound, type KubeClient } from '../kube/client.js';
 import { Informer, type InformerHandlers } from '../kube/informer.js';
-import type { SharedInformer } from '../kube/shared-informer.js';
+import type { ObjectCache, SharedInformer } from '../kube/shared-informer.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { isNodeConfigurer, isNodeProvider, type Provider } from '../provider.js';
@@ -74,6 +74,8 @@ export class NodeController {
   #markReady: () => void = () => undefined;
   readonly #ready = new Promise<void>((resolve) => (this.#markReady = resolve));
   readonly #transitions = new Map<string, { status: string; at: string }>();
+  /** Watches this Node, to register it again at once when someone deletes it. */
+  readonly #watcher: ObjectCache<V1Node>;
 
   constructor(options: NodeControllerOptions) {
     const d = options.leaseDurationSeconds ?? 40;
@@ -92,6 +94,22 @@ export class NodeController {
     this.#o = options;
     this.#log = (options.logger ?? silentLogger).child({ node: options.nodeName });
     this.#node = this.#initialNode();
+    const handlers: InformerHandlers<V1Node> = {
+      onDelete: () => {
+        this.#log.warn('the node was deleted: registering it again');
+        this.#uid = '';
+        this.#wakeStatus.fire();
+      },
+    };
+    this.#watcher =
+      options.sharedNodes?.view(options.nodeName, handlers) ??
+      new Informer<V1Node>({
+        client: options.client,
+        path: '/api/v1/nodes',
+        fieldSelector: `metadata.name=${options.nodeName}`,
+        logger: this.#log,
+        handlers,
+      });
   }
 
   /**
@@ -131,24 +149,8 @@ export class NodeController {
     this.#log.info({ uid: this.#uid }, 'node registered');
     this.#markReady();
 
-    const handlers: InformerHandlers<V1Node> = {
-      onDelete: () => {
-        this.#log.warn('the node was deleted: registering it again');
-        this.#uid = '';
-        this.#wakeStatus.fire();
-      },
-    };
-    const watcher =
-      this.#o.sharedNodes?.view(this.#o.nodeName, handlers) ??
-      new Informer<V1Node>({
-        client: this.#o.client,
-        path: '/api/v1/nodes',
-        fieldSelector: `metadata.name=${this.#o.nodeName}`,
-        logger: this.#log,
-        handlers,
-      });
     await Promise.all([
-      watcher.run(signal),
+      this.#watcher.run(signal),
       this.#leaseLoop(signal),
       this.#statusLoop(signal),
       isNodeProvider(p) ? this.#pingLoop(signal, p) : Promise.resolve(),

@@ -61,7 +61,7 @@ test('one process runs many nodes from --nodes: each Ready with its own lease, p
     assert.equal(lease.spec?.holderIdentity, name);
   }
 
-  // A pod on each node runs there, and only there.
+  // A pod bound to each node runs.
   const ns = await testNamespace(t, 'group');
   for (const [i, name] of names.entries())
     await core().createNamespacedPod({

@@ -164,7 +164,8 @@ export function spawnAgent(
   env: NodeJS.ProcessEnv = {},
 ): SpawnedAgent {
   const c = testCluster();
-  const nodeName = args[args.indexOf('--nodename') + 1] ?? 'virtual-kubelet';
+  const at = args.indexOf('--nodename');
+  const nodeName = (at >= 0 ? args[at + 1] : undefined) ?? 'virtual-kubelet';
   const logPath = join(c.dir, `agent-${nodeName}-${randomBytes(2).toString('hex')}.log`);
   const child = spawn(process.execPath, [bin, ...args], {
     env: { ...process.env, ...env },

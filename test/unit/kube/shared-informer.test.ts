@@ -93,6 +93,8 @@ test('a shared informer hands each view only its own objects, and caches no othe
   assert.equal(a.get('ns/a1')?.metadata.resourceVersion, '13');
   // Pods of nodes without a view are not kept.
   assert.equal(shared.size, 2);
+  // A view made now would miss what was listed: refused.
+  assert.throws(() => shared.view('c'), /must be made before run/);
   stop.abort();
   await Promise.all([running, viewRun]);
 });
