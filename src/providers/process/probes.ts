@@ -107,6 +107,8 @@ const LABEL: Readonly<Record<ProbeKind, string>> = {
 };
 /** The kubelet makes an attempt that errored this many times before giving up on the tick. */
 const MAX_ATTEMPTS = 3;
+/** The longest delay `setTimeout` honours; longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const PORT_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 
@@ -243,7 +245,7 @@ function timingOf(probe: V1Probe, kind: ProbeKind, msPerSecond: number): Timing 
   return {
     initialDelaySeconds: probe.initialDelaySeconds ?? 0,
     periodMs: or(probe.periodSeconds, 10) * msPerSecond,
-    timeoutMs: or(probe.timeoutSeconds, 1) * msPerSecond,
+    timeoutMs: Math.min(or(probe.timeoutSeconds, 1) * msPerSecond, MAX_TIMER_MS),
     successThreshold: kind === 'readiness' ? or(probe.successThreshold, 1) : 1,
     failureThreshold: or(probe.failureThreshold, 3),
   };
@@ -349,8 +351,8 @@ export class ContainerProber {
   /** Stops liveness and startup probing for a graceful shutdown; readiness goes on. Idempotent. */
   markTerminating(): void {
     this.#terminating = true;
-    this.#wakers.get('startup')?.();
-    this.#wakers.get('liveness')?.();
+    this.#trigger('startup');
+    this.#trigger('liveness');
   }
 
   /** Stops probing and resolves once every probe loop ended. Idempotent. */
@@ -372,8 +374,12 @@ export class ContainerProber {
     try {
       while (!this.#stopped()) {
         if (!(await this.#tick(kind, probe, timing, run)) || this.#stopped()) return;
-        const now = performance.now();
-        if (now < nextTick && !this.#triggered.has(kind)) await this.#pause(kind, nextTick - now);
+        // Wait for the next tick (in slices, as timers cannot wait longer than about 24 days).
+        while (!this.#stopped() && !this.#triggered.has(kind)) {
+          const now = performance.now();
+          if (now >= nextTick) break;
+          await this.#pause(kind, Math.min(nextTick - now, MAX_TIMER_MS));
+        }
         this.#triggered.delete(kind);
         const after = performance.now();
         if (after >= nextTick) {
@@ -406,9 +412,8 @@ export class ContainerProber {
   }
 
   #trigger(kind: ProbeKind): void {
-    const wake = this.#wakers.get(kind);
-    if (wake) wake();
-    else this.#triggered.add(kind);
+    this.#triggered.add(kind);
+    this.#wakers.get(kind)?.();
   }
 
   /** One tick of a worker (the kubelet's doProbe). False when the worker is done for good. */
@@ -482,7 +487,7 @@ export class ContainerProber {
     if (this.#stopped()) return undefined;
     const text = error instanceof Error ? error.message : String(error);
     this.#log.warn({ probe: kind, err: error }, 'probe errored');
-    this.#failed(kind, `${LABEL[kind]} probe errored: ${text}`);
+    this.#failed(kind, `${LABEL[kind]} probe errored and resulted in unknown state: ${text}`);
     return undefined;
   }
 

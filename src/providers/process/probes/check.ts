@@ -1,6 +1,6 @@
 import type { V1Container, V1Probe } from '@kubernetes/client-node';
 import { resolvePort, type ProbeResult } from './common.js';
-import { execCheck, type ProbeExec } from './exec.js';
+import { execCheck, expandCommand, type ProbeExec } from './exec.js';
 import { grpcCheck } from './grpc.js';
 import { httpCheck } from './http.js';
 import { tcpCheck } from './tcp.js';
@@ -21,6 +21,7 @@ export interface ProbeTarget {
  * the attempt; `signal` cancels it (resolving to a failure nobody should count). Throws when the
  * attempt could not be made: no handler, an unresolvable port, no `exec` for an exec probe, or
  * `exec` rejecting; the kubelet discards such attempts instead of counting them as failures.
+ * An exec probe's command has `$(VAR)` expanded from the container's `env` first.
  */
 export async function runProbe(
   probe: V1Probe,
@@ -30,7 +31,8 @@ export async function runProbe(
 ): Promise<ProbeResult> {
   if (probe.exec) {
     if (!target.exec) throw new Error('exec probes are not supported here');
-    return execCheck(target.exec, probe.exec.command ?? [], timeoutMs, signal);
+    const command = expandCommand(probe.exec.command ?? [], target.container.env);
+    return execCheck(target.exec, command, timeoutMs, signal);
   }
   if (probe.httpGet) {
     const port = resolvePort(probe.httpGet.port, target.container);

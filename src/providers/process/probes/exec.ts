@@ -67,3 +67,45 @@ function truncate(text: string): string {
     ? text
     : bytes.subarray(0, MAX_OUTPUT_BYTES).toString('utf8');
 }
+
+/**
+ * `command` with `$(VAR)` references replaced by the values of the container's `env`, as the
+ * kubelet expands exec probe commands (ExpandContainerCommandOnlyStatic): only entries with a
+ * plain `value` count; `$$` escapes a `$`; an unknown or unclosed reference stays as written.
+ */
+export function expandCommand(
+  command: readonly string[],
+  env: readonly { name: string; value?: string; valueFrom?: unknown }[] | undefined,
+): string[] {
+  const values = new Map<string, string>();
+  for (const e of env ?? []) if (e.valueFrom === undefined) values.set(e.name, e.value ?? '');
+  return command.map((arg) => expand(arg, (name) => values.get(name) ?? `$(${name})`));
+}
+
+function expand(input: string, lookup: (name: string) => string): string {
+  let out = '';
+  let checkpoint = 0;
+  for (let cursor = 0; cursor < input.length; cursor++) {
+    if (input[cursor] !== '$' || cursor + 1 >= input.length) continue;
+    out += input.slice(checkpoint, cursor);
+    const next = input[cursor + 1];
+    if (next === '$') {
+      out += '$';
+      cursor += 1;
+    } else if (next === '(') {
+      const close = input.indexOf(')', cursor + 2);
+      if (close === -1) {
+        out += '$(';
+        cursor += 1;
+      } else {
+        out += lookup(input.slice(cursor + 2, close));
+        cursor = close;
+      }
+    } else {
+      out += `$${next ?? ''}`;
+      cursor += 1;
+    }
+    checkpoint = cursor + 1;
+  }
+  return out + input.slice(checkpoint);
+}

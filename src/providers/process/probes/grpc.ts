@@ -172,7 +172,7 @@ export function grpcCheck(
       [constants.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
       [constants.HTTP2_HEADER_USER_AGENT]: `${userAgent} grpc-node-http2`,
       te: 'trailers',
-      'grpc-timeout': `${String(Math.max(1, Math.ceil(timeoutMs)))}m`,
+      'grpc-timeout': grpcTimeout(timeoutMs),
     });
     let httpStatus = 0;
     let contentType = '';
@@ -271,4 +271,10 @@ function decodeURIComponentSafe(s: string): string {
   } catch {
     return s;
   }
+}
+
+/** The `grpc-timeout` header: at most 8 digits, in milliseconds or, when too long, seconds. */
+function grpcTimeout(ms: number): string {
+  const millis = Math.max(1, Math.ceil(ms));
+  return millis <= 99_999_999 ? `${String(millis)}m` : `${String(Math.ceil(millis / 1000))}S`;
 }

@@ -317,6 +317,31 @@ describe('exec', () => {
     });
   });
 
+  test('$(VAR) in the command expands from the container env', async () => {
+    const { exec } = execFixture();
+    const c: V1Container = {
+      name: 'main',
+      env: [
+        { name: 'GREETING', value: 'hello' },
+        { name: 'FROM_SECRET', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } },
+      ],
+    };
+    const command = [
+      'echo',
+      '$(GREETING)',
+      '$$(GREETING)',
+      '$(FROM_SECRET)',
+      '$(MISSING)',
+      '$(open',
+      'a$b',
+    ];
+    const result = await probe({ exec: { command } }, 5000, target({ container: c, exec }));
+    assert.deepEqual(result, {
+      outcome: 'success',
+      output: 'hello $(GREETING) $(FROM_SECRET) $(MISSING) $(open a$b\n',
+    });
+  });
+
   test('an exec that cannot run the command throws', async () => {
     const { exec } = execFixture();
     await assert.rejects(

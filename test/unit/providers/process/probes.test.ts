@@ -317,7 +317,10 @@ describe('ContainerProber', () => {
     await waitFor(() => events.length >= 2, fast);
     // Three tries per tick, one event per tick.
     assert.ok(calls >= 6);
-    assert.equal(events[0], 'Unhealthy: Liveness probe errored: no such container');
+    assert.equal(
+      events[0],
+      'Unhealthy: Liveness probe errored and resulted in unknown state: no such container',
+    );
     assert.deepEqual(restarts, []);
     await prober.stop();
   });
@@ -389,6 +392,20 @@ describe('ContainerProber', () => {
     const seen = http.count('/dyn/term');
     await waitFor(() => http.count('/dyn/term') >= seen + 3, fast);
     assert.deepEqual(restarts, []);
+    await prober.stop();
+  });
+
+  test('a period longer than a timer can wait does not make the probe spin', async () => {
+    const { prober } = record(
+      {
+        name: 'main',
+        readinessProbe: every(3_000_000, { httpGet: { port: http.port, path: '/dyn/long' } }),
+      },
+      { msPerSecond: 1000 },
+    );
+    await waitFor(() => http.count('/dyn/long') === 1, fast);
+    await delay(3 * MS);
+    assert.equal(http.count('/dyn/long'), 1);
     await prober.stop();
   });
 
