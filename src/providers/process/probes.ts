@@ -262,8 +262,9 @@ interface Run {
  * new container to the kubelet: readiness false again, startup probe again, counts reset).
  *
  * Lifecycle: `start()` begins probing; `stop()` (or the `signal` option) ends it, cancelling
- * probes in flight, and resolves when nothing of it is left running: no timers, sockets or
- * pending callbacks. No callback is called after `stop()` was called. `markTerminating()` is for
+ * probes in flight, and resolves when every probe loop has ended: no timers, sockets or HTTP/2
+ * sessions of it are left. An exec command in flight is told to stop through its signal; the
+ * prober does not wait for it to exit. No callback is called after `stop()` was called. `markTerminating()` is for
  * a container being shut down: liveness and startup stop (no restart is asked for during a
  * graceful shutdown) while readiness goes on.
  *
@@ -315,7 +316,10 @@ export class ContainerProber {
     this.#reported = this.state;
   }
 
-  /** The current state; before any probe ran, `started` and `ready` are false if probed. */
+  /**
+   * The current state. At first `started` is false when there is a startup probe, and `ready`
+   * is false when there is a startup or a readiness probe.
+   */
   get state(): ProbeState {
     return { started: this.#started, ready: this.#started && this.#readinessOk };
   }
