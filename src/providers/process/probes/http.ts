@@ -1,6 +1,7 @@
 import type { V1HTTPGetAction } from '@kubernetes/client-node';
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { isIP } from 'node:net';
 import {
   MAX_OUTPUT_BYTES,
   deadline,
@@ -183,9 +184,22 @@ function get(url: URL, headers: OutgoingHttpHeaders, signal: AbortSignal): Promi
     };
     const req =
       url.protocol === 'https:'
-        ? httpsRequest(url, { ...options, rejectUnauthorized: false }, onResponse)
+        ? httpsRequest(
+            url,
+            { ...options, rejectUnauthorized: false, servername: sni(url) },
+            onResponse,
+          )
         : httpRequest(url, options, onResponse);
     req.on('error', reject);
     req.end();
   });
+}
+
+/**
+ * The TLS server name: the URL's host as Go sends it (none for an IP address), not the `Host`
+ * header, which Node would otherwise use.
+ */
+function sni(url: URL): string {
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  return isIP(host) === 0 ? host : '';
 }

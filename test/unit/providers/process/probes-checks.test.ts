@@ -1,5 +1,7 @@
 import type { V1Container, V1Probe } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { selfSignedCertificate } from '../../../../src/api/certs.js';
 import {
@@ -182,7 +184,12 @@ describe('httpGet', () => {
     const https = await httpFixture(cert);
     try {
       const result = await probe({
-        httpGet: { port: https.port, path: '/status/200', scheme: 'HTTPS' },
+        httpGet: {
+          port: https.port,
+          path: '/status/200',
+          scheme: 'HTTPS',
+          httpHeaders: [{ name: 'Host', value: 'example.test' }],
+        },
       });
       assert.equal(result.outcome, 'success');
     } finally {
@@ -288,6 +295,26 @@ describe('grpc', () => {
     const unknown = [0x10, 0x96, 0x01, 0x1a, 0x02, 0x61, 0x62, 0x25, 1, 2, 3, 4, 0x08, 0x02];
     assert.equal(decodeHealthCheckResponse(Buffer.from(unknown)), 2);
     assert.throws(() => decodeHealthCheckResponse(Buffer.from([0x08])));
+  });
+});
+
+describe('IPv6 pod IP', () => {
+  test('httpGet and tcpSocket join an IPv6 host in brackets', async (t) => {
+    const server = createServer((req, res) => res.end(req.headers.host ?? ''));
+    await new Promise<void>((resolve) => server.listen(0, '::1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const port = (server.address() as AddressInfo).port;
+    const v6 = target({ podIP: '::1' });
+    assert.deepEqual(await probe({ httpGet: { port, path: '/' } }, 10_000, v6), {
+      outcome: 'success',
+      output: `[::1]:${String(port)}`,
+    });
+    assert.equal((await probe({ tcpSocket: { port } }, 10_000, v6)).outcome, 'success');
+    const closed = await closedPort();
+    assert.equal(
+      (await probe({ tcpSocket: { port: closed } }, 10_000, v6)).output,
+      `dial tcp [::1]:${String(closed)}: connect: connection refused`,
+    );
   });
 });
 
