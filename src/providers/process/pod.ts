@@ -192,7 +192,7 @@ export class PodRunner {
         c.state = {
           kind: 'waiting',
           reason: 'CrashLoopBackOff',
-          message: `back-off ${goDuration(c.backoffSeconds)} restarting failed container=${c.name} pod=${meta?.name ?? ''}_${meta?.namespace ?? ''}(${meta?.uid ?? ''})`,
+          message: `back-off ${goDuration(c.waitSeconds ?? c.backoffSeconds)} restarting failed container=${c.name} pod=${meta?.name ?? ''}_${meta?.namespace ?? ''}(${meta?.uid ?? ''})`,
         };
         this.#dirty = true;
       }
@@ -338,7 +338,8 @@ export class PodRunner {
     };
     c.state = { kind: 'running', startedAt: now };
     c.started = true;
-    c.ready = false;
+    // Without a readiness probe a running container is ready at once.
+    c.ready = this.#ctx.readiness?.(this.record, c.name) ?? true;
     c.notBefore = undefined;
     this.#dirty = true;
     this.#log.info({ container: c.name, run, wrapper: wrapper.pid }, 'container started');
@@ -437,6 +438,7 @@ export class PodRunner {
       c.notBefore = undefined;
     } else {
       c.notBefore = finishedAt + c.backoffSeconds * 1000;
+      c.waitSeconds = c.backoffSeconds;
       if (c.notBefore <= now) c.notBefore = undefined;
       c.backoffSeconds = Math.min(c.backoffSeconds * 2, max);
     }

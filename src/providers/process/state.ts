@@ -58,6 +58,8 @@ export interface ContainerRecord {
   backoffSeconds: number;
   /** When the back-off was last raised (epoch ms), to reset it after a long good run. */
   backoffUpdatedAt?: number;
+  /** The back-off being waited out now, in seconds, as the CrashLoopBackOff message says. */
+  waitSeconds?: number;
   /** The earliest restart (epoch ms). */
   notBefore?: number;
   ready: boolean;
