@@ -500,3 +500,41 @@ test('an agent killed with SIGKILL and started again adopts its running pods', a
     });
   assert.equal(copies.length, 1, `processes running the command: ${copies.join(', ')}`);
 });
+
+test('probes: readiness gates the Ready condition, a failing liveness probe restarts', async (t) => {
+  const f = await fixture(t);
+  await createPod(f, 'probed', {
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sleep', '3600'],
+        readinessProbe: { exec: { command: ['test', '-f', '/tmp/ready'] }, periodSeconds: 1 },
+      },
+    ],
+  });
+  await createPod(f, 'unhealthy', {
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sleep', '3600'],
+        livenessProbe: { exec: { command: ['false'] }, periodSeconds: 1, failureThreshold: 1 },
+      },
+    ],
+  });
+  const ready = (p: k8s.V1Pod): string | undefined =>
+    p.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+  const notReady = await waitPod(f, 'probed', 'Running', running);
+  assert.equal(ready(notReady), 'False');
+  // The pod has a private /tmp: the probe sees the file that exec made there.
+  await kubectl(['exec', 'probed', '-n', f.ns, '--', 'touch', '/tmp/ready']);
+  await waitPod(f, 'probed', 'Ready', (p) => ready(p) === 'True');
+  const restarted = await waitPod(
+    f,
+    'unhealthy',
+    'restarted by its liveness probe',
+    (p) => (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1,
+  );
+  assert.equal(restarted.status?.containerStatuses?.[0]?.lastState?.terminated?.exitCode, 143);
+});

@@ -17,6 +17,9 @@ import type { AttachStreams, TerminalSize } from '../../provider.js';
 import { shellQuote, type Tools } from './launch.js';
 import { descendants, isAlive, terminalOf, type ProcessRef } from './proc.js';
 
+/** How long attach keeps copying output after stdin ended. */
+const STDIN_SETTLE_MS = 300;
+
 export interface ExecTarget {
   /** The container's main process, whose namespaces and working directory exec joins. */
   readonly main: ProcessRef;
@@ -236,11 +239,16 @@ export async function attachSession(
     while (!stop.aborted && opts.running())
       await delay(200, undefined, { signal: stop }).catch(() => undefined);
   })();
+  const out = output();
   try {
-    if (streams.stdin) await Promise.race([input(), watch]);
-    else await Promise.race([output(), watch]);
+    if (streams.stdin) {
+      await Promise.race([input(), watch]);
+      // What the process answered to the last input is still on its way to the log.
+      await delay(STDIN_SETTLE_MS, undefined, { signal }).catch(() => undefined);
+    } else await Promise.race([out, watch]);
   } finally {
     done.abort();
+    await out;
   }
   if (signal.aborted) throw signal.reason;
 }

@@ -10,7 +10,7 @@ import type { V1Node, V1Pod, V1PodStatus } from '@kubernetes/client-node';
 import { mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { join, relative } from 'node:path';
-import type { Duplex, Readable } from 'node:stream';
+import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { errorMessage, invalidInput, notFound, permanent, unavailable } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
@@ -39,6 +39,7 @@ import { attachSession, execArgv, forwardPort, runSession } from './exec.js';
 import { containerEnv, findTools, type Tools } from './launch.js';
 import { LogStamper, readLogFile } from './logs.js';
 import { PodRunner, type RunnerContext } from './pod.js';
+import { ContainerProber } from './probes.js';
 import { bootTime, descendants, isAlive, processUsage, type ProcessRef } from './proc.js';
 import { detectNamespaces, startSandbox } from './sandbox.js';
 import {
@@ -121,6 +122,11 @@ export class ProcessProvider
   readonly #cgroups: Cgroups | string;
   readonly #ctx: RunnerContext;
   readonly #runners = new Map<string, PodRunner>();
+  /** By `<pod uid>/<container>`: the prober of the container's current run. */
+  readonly #probers = new Map<
+    string,
+    { run: number; prober: ContainerProber; terminating: boolean }
+  >();
   readonly #rates = new RateTracker();
   readonly #closing = new AbortController();
   readonly #privateTmp: boolean;
@@ -178,6 +184,19 @@ export class ProcessProvider
       backoffInitialSeconds: this.#config.backoffInitialSeconds ?? 10,
       backoffMaxSeconds: this.#config.backoffMaxSeconds ?? 300,
       log: this.#log,
+      probeState: (record, name) => {
+        const spec = [
+          ...(record.pod.spec?.initContainers ?? []),
+          ...(record.pod.spec?.containers ?? []),
+        ].find((x) => x.name === name);
+        if (!spec || (!spec.startupProbe && !spec.readinessProbe && !spec.livenessProbe))
+          return undefined;
+        const c = record.containers.find((x) => x.name === name);
+        const entry = this.#probers.get(`${record.pod.metadata?.uid ?? ''}/${name}`);
+        if (!entry || entry.run !== c?.run?.run)
+          return { started: !spec.startupProbe, ready: false };
+        return entry.prober.state;
+      },
     };
     this.#adopt();
     this.#monitor = setInterval(() => {
@@ -216,11 +235,95 @@ export class ProcessProvider
   #tickAll(): void {
     for (const runner of this.#runners.values()) {
       try {
+        this.#syncProbers(runner);
         if (runner.tick()) this.#emit(runner);
       } catch (err) {
         this.#log.error({ pod: runner.key, err: errorMessage(err) }, 'pod check failed');
       }
     }
+  }
+
+  /**
+   * Starts a prober for each running container with probes (a new one per run, as the kubelet
+   * does), tells those of a pod being deleted that it terminates, and stops the others.
+   */
+  #syncProbers(runner: PodRunner): void {
+    const uid = runner.record.pod.metadata?.uid ?? '';
+    for (const c of runner.record.containers) {
+      const spec = runner.spec(c.name);
+      if (!spec || (!spec.startupProbe && !spec.readinessProbe && !spec.livenessProbe)) continue;
+      const k = `${uid}/${c.name}`;
+      const current = this.#probers.get(k);
+      const run = c.run?.run;
+      if (c.state.kind !== 'running' || run === undefined || runner.terminal) {
+        if (current) {
+          this.#probers.delete(k);
+          void current.prober.stop();
+        }
+        continue;
+      }
+      if (current?.run === run) {
+        if (runner.stopping && !current.terminating) {
+          current.terminating = true;
+          current.prober.markTerminating();
+        }
+        continue;
+      }
+      if (current) void current.prober.stop();
+      const log = this.#log.child({ pod: runner.key });
+      try {
+        const prober = new ContainerProber({
+          container: spec,
+          podIP: this.#ctx.podIP,
+          startedAt: new Date(c.run?.startedAt ?? Date.now()),
+          logger: log,
+          exec: async (command, signal) => {
+            const out = new PassThrough();
+            let output = '';
+            out.on('data', (d: Buffer) => {
+              if (output.length < 10_240) output += d.toString();
+            });
+            const exitCode = await this.#exec(
+              runner,
+              c,
+              command,
+              { stdout: out, stderr: out, tty: false },
+              signal,
+            );
+            return { exitCode, output };
+          },
+          onChange: () => {
+            if (runner.tick()) this.#emit(runner);
+          },
+          onRestartNeeded: (reason, message, grace) => {
+            log.info({ container: c.name, reason }, message);
+            this.#restartForProbe(runner, c, run, grace);
+          },
+          onEvent: (type, reason, message) => {
+            // The provider contract has no way to record Events: the log has them.
+            log.info({ container: c.name, type, reason }, message);
+          },
+        });
+        this.#probers.set(k, { run, prober, terminating: false });
+        prober.start();
+      } catch (err) {
+        log.error({ container: c.name, err: errorMessage(err) }, 'cannot probe the container');
+      }
+    }
+  }
+
+  /** Kills a container whose liveness or startup probe failed; its restart policy does the rest. */
+  #restartForProbe(
+    runner: PodRunner,
+    c: ContainerRecord,
+    run: number,
+    grace: number | undefined,
+  ): void {
+    const seconds = grace ?? runner.record.pod.spec?.terminationGracePeriodSeconds ?? 30;
+    runner.signal(c, 'SIGTERM');
+    setTimeout(() => {
+      if (c.run?.run === run && c.state.kind === 'running') runner.signal(c, 'SIGKILL');
+    }, seconds * 1000).unref();
   }
 
   #emit(runner: PodRunner): void {
@@ -380,6 +483,12 @@ export class ProcessProvider
 
   #forget(runner: PodRunner): void {
     if (this.#runners.get(runner.key) === runner) this.#runners.delete(runner.key);
+    const uid = runner.record.pod.metadata?.uid ?? '';
+    for (const [k, entry] of this.#probers) {
+      if (!k.startsWith(`${uid}/`)) continue;
+      this.#probers.delete(k);
+      void entry.prober.stop();
+    }
     removeMountTargets(runner.record.createdTargets);
     rmSync(runner.record.dir, { recursive: true, force: true });
     this.#log.info({ pod: runner.key }, 'pod stopped and forgotten');
@@ -702,10 +811,12 @@ export class ProcessProvider
    * Stops monitoring and ends sessions; pod processes keep running (see the class comment).
    * Idempotent.
    */
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.#closing.abort(unavailable('the process provider is closed'));
     if (this.#monitor) clearInterval(this.#monitor);
     this.#monitor = undefined;
+    const probers = [...this.#probers.values()].map((e) => e.prober.stop());
+    this.#probers.clear();
     for (const runner of this.#runners.values()) {
       try {
         runner.tick();
@@ -713,7 +824,7 @@ export class ProcessProvider
         // Saved on the next start.
       }
     }
-    return Promise.resolve();
+    await Promise.all(probers);
   }
 
   /** Test and operations hook: the pods known, by `namespace/name`. */

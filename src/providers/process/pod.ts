@@ -40,10 +40,13 @@ export interface RunnerContext {
   readonly backoffMaxSeconds: number;
   readonly log: Logger;
   /**
-   * The probe seam: whether a running container is ready (undefined: no opinion, then a
-   * running container is ready). Set by the provider when a prober is wired in.
+   * What the container's probes say about its current run: undefined when it has none (then a
+   * running container is started and ready at once).
    */
-  readonly readiness?: (pod: PodRecord, container: string) => boolean | undefined;
+  readonly probeState?: (
+    pod: PodRecord,
+    container: string,
+  ) => { readonly started: boolean; readonly ready: boolean } | undefined;
 }
 
 const TERMINAL = new Set(['Succeeded', 'Failed']);
@@ -337,9 +340,10 @@ export class PodRunner {
       ...(stdinPath ? { stdinPath } : {}),
     };
     c.state = { kind: 'running', startedAt: now };
-    c.started = true;
-    // Without a readiness probe a running container is ready at once.
-    c.ready = this.#ctx.readiness?.(this.record, c.name) ?? true;
+    // Without probes a running container is started and ready at once.
+    const probed = this.#ctx.probeState?.(this.record, c.name);
+    c.started = probed?.started ?? true;
+    c.ready = probed?.ready ?? true;
     c.notBefore = undefined;
     this.#dirty = true;
     this.#log.info({ container: c.name, run, wrapper: wrapper.pid }, 'container started');
@@ -368,9 +372,10 @@ export class PodRunner {
     if (!run) return;
     this.#ctx.stamper.stamp(run.logPath, now);
     this.findMain(c);
-    const ready = this.#ctx.readiness?.(this.record, c.name) ?? true;
-    if (c.ready !== ready) {
-      c.ready = ready;
+    const probed = this.#ctx.probeState?.(this.record, c.name);
+    if (c.ready !== (probed?.ready ?? true) || c.started !== (probed?.started ?? true)) {
+      c.ready = probed?.ready ?? true;
+      c.started = probed?.started ?? true;
       this.#dirty = true;
     }
     let text = '';

@@ -1,0 +1,261 @@
+/**
+ * The process provider with real processes but no cluster: what the e2e tests cannot reach
+ * through kubectl (terminal resizes, attach, a second provider adopting the first's pods) and
+ * the lifecycle details (init containers, deadlines, follow).
+ */
+import type { V1Pod, V1PodSpec, V1PodStatus } from '@kubernetes/client-node';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { PassThrough } from 'node:stream';
+import { text } from 'node:stream/consumers';
+import { test, type TestContext } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import {
+  ISOLATION_ANNOTATION,
+  ProcessProvider,
+  type ProcessConfig,
+} from '../../../../src/providers/process/index.js';
+import type { TerminalSize } from '../../../../src/provider.js';
+import { processStateDir, reap } from '../../../helpers/process-pods.js';
+import { onOrphaned } from '../../../helpers/orphan-watchdog.js';
+import { waitFor } from '../../../helpers/wait.js';
+
+const signal = new AbortController().signal;
+let nodes = 0;
+
+function setup(
+  t: TestContext,
+  config: ProcessConfig = {},
+): { provider: ProcessProvider; make: () => ProcessProvider } {
+  const nodeName = `unit-process-${String(process.pid)}-${String(++nodes)}`;
+  const dir = processStateDir();
+  const made: ProcessProvider[] = [];
+  const make = (): ProcessProvider => {
+    const p = new ProcessProvider({
+      nodeName,
+      config: { stateDir: dir, monitorIntervalMs: 100, ...config },
+    });
+    made.push(p);
+    return p;
+  };
+  const forget = onOrphaned(() => {
+    reap(dir, nodeName);
+  });
+  t.after(async () => {
+    forget();
+    for (const p of made) await p.close();
+    reap(dir, nodeName);
+  });
+  return { provider: make(), make };
+}
+
+function pod(name: string, spec: Partial<V1PodSpec>): V1Pod {
+  return {
+    metadata: { namespace: 'unit', name, uid: randomUUID() },
+    spec: { terminationGracePeriodSeconds: 1, containers: [], ...spec },
+  };
+}
+
+const status = async (p: ProcessProvider, name: string): Promise<V1PodStatus | undefined> =>
+  p.getPodStatus('unit', name, signal);
+
+/** Yields each size after its delay (ms since the previous one). */
+async function* sizes(...list: [number, TerminalSize][]): AsyncGenerator<TerminalSize> {
+  for (const [ms, size] of list) {
+    await delay(ms);
+    yield size;
+  }
+}
+
+test('exec with a TTY gets a terminal, and resizes reach it as SIGWINCH', async (t) => {
+  const { provider } = setup(t);
+  await provider.createPod(
+    pod('tty', { containers: [{ name: 'app', image: 'busybox', command: ['sleep', '3600'] }] }),
+    signal,
+  );
+  const out = new PassThrough();
+  const got = text(out);
+  const code = await provider.runInContainer(
+    'unit',
+    'tty',
+    'app',
+    ['sh', '-c', 'trap "echo winch" WINCH; sleep 0.8; stty size; sleep 1.2; stty size'],
+    {
+      stdout: out,
+      tty: true,
+      resize: sizes([100, { width: 100, height: 40 }], [1300, { width: 120, height: 50 }]),
+    },
+    signal,
+  );
+  out.end();
+  assert.equal(code, 0);
+  assert.match(await got, /40 100\r\n(winch\r\n)*50 120\r\n/);
+});
+
+test('attach writes to the stdin of the main process and reads what it prints', async (t) => {
+  const { provider } = setup(t);
+  await provider.createPod(
+    pod('echo', {
+      containers: [
+        {
+          name: 'app',
+          image: 'busybox',
+          stdin: true,
+          command: ['sh', '-c', 'while read line; do echo "got $line"; done'],
+        },
+      ],
+    }),
+    signal,
+  );
+  const stdin = new PassThrough();
+  const stdout = new PassThrough();
+  const got = text(stdout);
+  const session = provider.attachToContainer(
+    'unit',
+    'echo',
+    'app',
+    { stdin, stdout, tty: false },
+    signal,
+  );
+  stdin.write('one\n');
+  stdin.end('two\n');
+  await session;
+  stdout.end();
+  assert.equal(await got, 'got one\ngot two\n');
+});
+
+test('init containers run in order before the app container', async (t) => {
+  const { provider } = setup(t);
+  const echo = (word: string): string[] => ['sh', '-c', `echo ${word} >> /shared/order`];
+  await provider.createPod(
+    withMounts(
+      pod('init', {
+        volumes: [{ name: 'shared', emptyDir: { medium: 'Memory' } }],
+        initContainers: [
+          { name: 'first', image: 'busybox', command: echo('first') },
+          { name: 'second', image: 'busybox', command: echo('second') },
+        ],
+        containers: [
+          {
+            name: 'app',
+            image: 'busybox',
+            command: ['sh', '-c', 'echo app >> /shared/order; cat /shared/order; sleep 3600'],
+          },
+        ],
+      }),
+    ),
+    signal,
+  );
+  await waitFor(async () => (await status(provider, 'init'))?.phase === 'Running', {
+    what: 'Running',
+  });
+  const s = await status(provider, 'init');
+  assert.deepEqual(
+    s?.initContainerStatuses?.map((c) => c.state?.terminated?.reason),
+    ['Completed', 'Completed'],
+  );
+  const logs = await waitFor(
+    async () => {
+      const l = await text(
+        await provider.getContainerLogs(
+          'unit',
+          'init',
+          'app',
+          { follow: false, previous: false, timestamps: false },
+          signal,
+        ),
+      );
+      return l.includes('app') ? l : undefined;
+    },
+    { what: 'the app log' },
+  );
+  assert.equal(logs, 'first\nsecond\napp\n');
+});
+
+/** Mounts every volume of the pod at /<name> in every container. */
+function withMounts(p: V1Pod): V1Pod {
+  const mounts = (p.spec?.volumes ?? []).map((v) => ({ name: v.name, mountPath: `/${v.name}` }));
+  for (const c of [...(p.spec?.initContainers ?? []), ...(p.spec?.containers ?? [])])
+    c.volumeMounts = mounts;
+  return p;
+}
+
+test('activeDeadlineSeconds fails the pod with DeadlineExceeded', async (t) => {
+  const { provider } = setup(t);
+  await provider.createPod(
+    pod('deadline', {
+      activeDeadlineSeconds: 1,
+      containers: [{ name: 'app', image: 'busybox', command: ['sleep', '3600'] }],
+    }),
+    signal,
+  );
+  const s = await waitFor(
+    async () => {
+      const st = await status(provider, 'deadline');
+      return st?.phase === 'Failed' ? st : undefined;
+    },
+    { what: 'Failed', timeoutMs: 10_000 },
+  );
+  assert.equal(s.reason, 'DeadlineExceeded');
+  assert.ok(s.containerStatuses?.[0]?.state?.terminated);
+});
+
+test('logs -f follows the container until it exits', async (t) => {
+  const { provider } = setup(t);
+  await provider.createPod(
+    pod('follow', {
+      restartPolicy: 'Never',
+      containers: [
+        {
+          name: 'app',
+          image: 'busybox',
+          command: ['sh', '-c', 'for i in 1 2 3; do echo line $i; sleep 0.3; done'],
+        },
+      ],
+    }),
+    signal,
+  );
+  const stream = await waitFor(
+    () =>
+      provider
+        .getContainerLogs(
+          'unit',
+          'follow',
+          'app',
+          { follow: true, previous: false, timestamps: false },
+          signal,
+        )
+        .catch(() => undefined),
+    { what: 'the log' },
+  );
+  assert.equal(await text(stream), 'line 1\nline 2\nline 3\n');
+  const s = await status(provider, 'follow');
+  assert.equal(s?.phase, 'Succeeded');
+});
+
+test('a second provider on the same state directory adopts running pods', async (t) => {
+  const { provider, make } = setup(t);
+  const p = pod('adopted', {
+    containers: [{ name: 'app', image: 'busybox', command: ['sleep', '3600'] }],
+  });
+  await provider.createPod(p, signal);
+  const main = await waitFor(() => provider.mainProcess('unit', 'adopted', 'app'), {
+    what: 'the main process',
+  });
+  await provider.close();
+  const again = make();
+  // createPod of a pod the provider already runs starts nothing.
+  await again.createPod(p, signal);
+  assert.deepEqual(again.mainProcess('unit', 'adopted', 'app'), main);
+  const s = await status(again, 'adopted');
+  assert.equal(s?.phase, 'Running');
+  assert.equal(s.containerStatuses?.[0]?.restartCount, 0);
+  const node = { metadata: {}, status: {} };
+  again.configureNode(node);
+  assert.match(
+    (node.metadata as { annotations?: Record<string, string> }).annotations?.[
+      ISOLATION_ANNOTATION
+    ] ?? '',
+    /namespaces|no-namespaces/,
+  );
+});
