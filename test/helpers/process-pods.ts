@@ -4,7 +4,7 @@
  * cgroups and the directory.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PodRecord } from '../../src/providers/process/state.js';
 
@@ -46,6 +46,15 @@ export function reap(dir: string, nodeName: string): void {
       if (main !== undefined) kill(-main);
       kill(main);
       kill(c.run?.wrapper.pid);
+    }
+    // Mount points the pod made on the host, once nothing has them mounted.
+    for (const path of [...r.createdTargets].reverse()) {
+      try {
+        if (statSync(path).isDirectory()) rmdirSync(path);
+        else if (statSync(path).size === 0) rmSync(path);
+      } catch {
+        // Not empty, or gone.
+      }
     }
   }
   for (const controller of ['memory', 'cpu', 'cpuacct', 'pids', 'unified', '']) {

@@ -59,6 +59,7 @@ import {
   type Usage,
 } from './stats.js';
 import {
+  type PreparedVolume,
   containerMounts,
   createMountTargets,
   prepareVolumes,
@@ -122,6 +123,8 @@ export class ProcessProvider
   readonly #cgroups: Cgroups | string;
   readonly #ctx: RunnerContext;
   readonly #runners = new Map<string, PodRunner>();
+  /** Pods whose sandbox is being made again. */
+  readonly #reviving = new Set<string>();
   /** By `<pod uid>/<container>`: the prober of the container's current run. */
   readonly #probers = new Map<
     string,
@@ -235,6 +238,7 @@ export class ProcessProvider
   #tickAll(): void {
     for (const runner of this.#runners.values()) {
       try {
+        this.#reviveSandbox(runner);
         this.#syncProbers(runner);
         if (runner.tick()) this.#emit(runner);
       } catch (err) {
@@ -387,24 +391,11 @@ export class ProcessProvider
     const createdTargets = createMountTargets(Object.values(mounts).flat());
     let sandbox: ProcessRef | undefined;
     if (this.#namespaces === true) {
-      const fd = openSync(join(dir, 'sandbox.log'), 'a');
       try {
-        sandbox = await startSandbox(
-          {
-            hostname: pod.spec.hostname ?? name,
-            privateTmp: this.#privateTmp,
-            tmpfsDirs: volumes.filter((v) => v.tmpfs).map((v) => v.source),
-            readyFile: join(dir, 'sandbox.ready'),
-            logFd: fd,
-          },
-          this.#tools,
-          signal,
-        );
+        sandbox = await this.#startSandbox(pod, dir, volumes, signal);
       } catch (err) {
         removeMountTargets(createdTargets);
         throw err;
-      } finally {
-        closeSync(fd);
       }
     }
     const record: PodRecord = {
@@ -434,6 +425,52 @@ export class ProcessProvider
     );
     if (config?.state.kind === 'waiting')
       throw unavailable(config.state.message ?? config.state.reason);
+  }
+
+  async #startSandbox(
+    pod: V1Pod,
+    dir: string,
+    volumes: readonly PreparedVolume[],
+    signal: AbortSignal,
+  ): Promise<ProcessRef> {
+    const fd = openSync(join(dir, 'sandbox.log'), 'a');
+    try {
+      return await startSandbox(
+        {
+          hostname: pod.spec?.hostname ?? pod.metadata?.name ?? '',
+          privateTmp: this.#privateTmp,
+          tmpfsDirs: volumes.filter((v) => v.tmpfs).map((v) => v.source),
+          readyFile: join(dir, 'sandbox.ready'),
+          logFd: fd,
+        },
+        this.#tools,
+        signal,
+      );
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /**
+   * Makes a pod's sandbox again when it is gone while the pod should run (the machine
+   * rebooted, or someone killed it); its containers then restart as their policy says.
+   */
+  #reviveSandbox(runner: PodRunner): void {
+    const r = runner.record;
+    if (!r.sandbox || isAlive(r.sandbox) || runner.terminal || r.deletingSince !== undefined)
+      return;
+    if (this.#reviving.has(runner.key)) return;
+    this.#reviving.add(runner.key);
+    this.#log.warn({ pod: runner.key }, 'the pod sandbox is gone: making it again');
+    this.#startSandbox(r.pod, r.dir, r.volumes, this.#closing.signal)
+      .then((ref) => {
+        r.sandbox = ref;
+        runner.markDirty();
+      })
+      .catch((err: unknown) => {
+        this.#log.error({ pod: runner.key, err: errorMessage(err) }, 'cannot make the pod sandbox');
+      })
+      .finally(() => this.#reviving.delete(runner.key));
   }
 
   #fresh(name: string, init: boolean): ContainerRecord {

@@ -208,6 +208,8 @@ export class PodRunner {
   #start(c: ContainerRecord, now: number): void {
     const spec = this.spec(c.name);
     if (!spec) return;
+    // A sandbox that is gone (a reboot, a kill) is made again by the provider first.
+    if (this.record.sandbox && !isAlive(this.record.sandbox)) return;
     const pod = this.record.pod;
     const hostname = pod.spec?.hostname ?? pod.metadata?.name ?? '';
     const env = containerEnv(spec, hostname);

@@ -5,7 +5,7 @@
  * PID 1 of the pod's PID namespace). It runs in its own session, so it outlives the agent.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { unavailable } from '../../errors.js';
 import { shellQuote, type Tools } from './launch.js';
@@ -54,6 +54,7 @@ export async function startSandbox(
   signal: AbortSignal,
 ): Promise<ProcessRef> {
   const q = shellQuote;
+  rmSync(spec.readyFile, { force: true });
   const lines = [`hostname ${q(spec.hostname)} || exit 1`];
   if (spec.privateTmp) lines.push(`${q(tools.mount)} -t tmpfs -o mode=1777 tmpfs /tmp || exit 1`);
   for (const d of spec.tmpfsDirs) {

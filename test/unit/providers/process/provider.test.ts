@@ -6,6 +6,9 @@
 import type { V1Pod, V1PodSpec, V1PodStatus } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { test, type TestContext } from 'node:test';
@@ -257,5 +260,111 @@ test('a second provider on the same state directory adopts running pods', async 
       ISOLATION_ANNOTATION
     ] ?? '',
     /namespaces|no-namespaces/,
+  );
+});
+
+const exec = async (p: ProcessProvider, name: string, command: string[]): Promise<string> => {
+  const out = new PassThrough();
+  const got = text(out);
+  const code = await p.runInContainer(
+    'unit',
+    name,
+    'app',
+    command,
+    { stdout: out, stderr: out, tty: false },
+    signal,
+  );
+  out.end();
+  return `${String(code)}:${await got}`;
+};
+
+test('a pod whose sandbox was killed gets a new one and its containers restart', async (t) => {
+  const { provider } = setup(t);
+  await provider.createPod(
+    pod('revive', { containers: [{ name: 'app', image: 'busybox', command: ['sleep', '3600'] }] }),
+    signal,
+  );
+  const sandbox = provider.podRecord('unit', 'revive')?.sandbox;
+  assert.ok(sandbox, 'the pod has a sandbox');
+  process.kill(sandbox.pid, 'SIGKILL');
+  await waitFor(
+    async () => {
+      const s = await status(provider, 'revive');
+      const cs = s?.containerStatuses?.[0];
+      return cs?.restartCount === 1 && cs.state?.running !== undefined;
+    },
+    { what: 'the container to run again', timeoutMs: 10_000 },
+  );
+  assert.notEqual(provider.podRecord('unit', 'revive')?.sandbox?.pid, sandbox.pid);
+  assert.equal(await exec(provider, 'revive', ['hostname']), '0:revive\n');
+});
+
+test('hostPath volumes mount at their path; readOnly is honoured', async (t) => {
+  const { provider } = setup(t);
+  const host = processStateDir();
+  mkdirSync(host, { recursive: true });
+  t.after(() => {
+    rmSync(host, { recursive: true, force: true });
+  });
+  writeFileSync(join(host, 'data.txt'), 'from the host');
+  const p = pod('hostpath', {
+    volumes: [{ name: 'h', hostPath: { path: host, type: 'Directory' } }],
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sleep', '3600'],
+        volumeMounts: [{ name: 'h', mountPath: '/mnt/vk-unit-host', readOnly: true }],
+      },
+    ],
+  });
+  await provider.createPod(p, signal);
+  await waitFor(async () => (await status(provider, 'hostpath'))?.phase === 'Running', {
+    what: 'Running',
+  });
+  assert.equal(
+    await exec(provider, 'hostpath', ['cat', '/mnt/vk-unit-host/data.txt']),
+    '0:from the host',
+  );
+  assert.match(
+    await exec(provider, 'hostpath', ['sh', '-c', 'touch /mnt/vk-unit-host/x 2>&1']),
+    /^1:.*Read-only file system/,
+  );
+  await provider.deletePod(p, signal);
+  // The mount point the pod needed on the host is removed with it.
+  assert.equal(existsSync('/mnt/vk-unit-host'), false);
+});
+
+test('without namespaces and cgroups pods are plain processes, and the node says so', async (t) => {
+  const { provider } = setup(t, { isolation: 'none', cgroups: 'none' });
+  assert.match(provider.isolation, /^no-namespaces \(disabled by config\), no-cgroups/);
+  await provider.createPod(
+    pod('plain', { containers: [{ name: 'app', image: 'busybox', command: ['sleep', '3600'] }] }),
+    signal,
+  );
+  await waitFor(async () => (await status(provider, 'plain'))?.phase === 'Running', {
+    what: 'Running',
+  });
+  assert.equal(await exec(provider, 'plain', ['hostname']), `0:${hostname()}\n`);
+  const summary = (await provider.getStatsSummary(signal)) as {
+    pods: { containers: { memory: { workingSetBytes: number } }[] }[];
+  };
+  assert.ok((summary.pods[0]?.containers[0]?.memory.workingSetBytes ?? 0) > 0);
+  await assert.rejects(
+    provider.createPod(
+      pod('mounts', {
+        volumes: [{ name: 'e', emptyDir: {} }],
+        containers: [
+          {
+            name: 'app',
+            image: 'busybox',
+            command: ['true'],
+            volumeMounts: [{ name: 'e', mountPath: '/e' }],
+          },
+        ],
+      }),
+      signal,
+    ),
+    /mounts volumes, which needs mount namespaces/,
   );
 });
