@@ -97,23 +97,23 @@ export function startCommand(io: Io): Command {
     });
 }
 
+/** The `kubectl run --overrides` of the printed hint: tolerate the taint, select virtual nodes. */
+export const HELLO_OVERRIDES = JSON.stringify({
+  spec: {
+    nodeSelector: { type: 'virtual-kubelet' },
+    tolerations: [{ key: 'virtual-kubelet.io/provider', operator: 'Exists', effect: 'NoSchedule' }],
+  },
+});
+
 function hints(io: Io, kubeconfig: string | undefined): void {
   const example = new URL('../../examples/process-deployment.yaml', import.meta.url).pathname;
-  const overrides = JSON.stringify({
-    spec: {
-      nodeSelector: { type: 'virtual-kubelet' },
-      tolerations: [
-        { key: 'virtual-kubelet.io/provider', operator: 'Exists', effect: 'NoSchedule' },
-      ],
-    },
-  });
   io.out(
     [
       '',
       `The virtual node ${NODE_NAME} is Ready; its containers run as local processes. In another terminal:`,
       ...(kubeconfig ? [`  export KUBECONFIG=${kubeconfig}`] : []),
       '  kubectl get nodes -o wide',
-      `  kubectl run hello --image=busybox --restart=Never --overrides='${overrides}' -- sh -c 'echo hello from a virtual node'`,
+      `  kubectl run hello --image=busybox --restart=Never --overrides='${HELLO_OVERRIDES}' -- sh -c 'echo hello from a virtual node'`,
       '  kubectl logs hello',
       `  kubectl apply -f ${example}`,
       '  kubectl get pods -o wide',

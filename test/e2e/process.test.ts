@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { HELLO_OVERRIDES } from '../../src/cli/start.js';
 import { freePorts } from '../../src/devcluster/cluster.js';
 import { ProcessProvider, type ProcessConfig } from '../../src/providers/process/index.js';
 import type { PodRecord } from '../../src/providers/process/state.js';
@@ -537,4 +538,27 @@ test('probes: readiness gates the Ready condition, a failing liveness probe rest
     (p) => (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1,
   );
   assert.equal(restarted.status?.containerStatuses?.[0]?.lastState?.terminated?.exitCode, 143);
+});
+
+test("npm start's hint works as printed: kubectl run busybox -- sh -c 'echo ...'", async (t) => {
+  const f = await fixture(t);
+  await kubectl([
+    'run',
+    'hello',
+    '-n',
+    f.ns,
+    '--image=busybox',
+    '--restart=Never',
+    `--overrides=${HELLO_OVERRIDES}`,
+    '--',
+    'sh',
+    '-c',
+    'echo hello from a virtual node',
+  ]);
+  const pod = await waitPod(f, 'hello', 'Succeeded', (p) => p.status?.phase === 'Succeeded');
+  assert.equal(pod.spec?.nodeName, f.nodeName);
+  assert.equal(
+    (await kubectl(['logs', 'hello', '-n', f.ns])).stdout,
+    'hello from a virtual node\n',
+  );
 });
