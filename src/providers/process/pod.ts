@@ -532,15 +532,19 @@ export class PodRunner {
     }
     await this.#stopping;
     for (const c of this.record.containers) {
-      if (c.state.kind === 'waiting') {
-        c.state = {
-          kind: 'terminated',
-          exitCode: 0,
-          reason: 'ContainerStatusUnknown',
-          message: 'The container was never started',
-          finishedAt: Date.now(),
-        };
-      }
+      if (c.state.kind !== 'waiting') continue;
+      // Waiting out a back-off: its last run is how it ended. Never started: as the kubelet
+      // reports a container it cannot account for.
+      c.state =
+        c.lastState?.kind === 'terminated'
+          ? c.lastState
+          : {
+              kind: 'terminated',
+              exitCode: 137,
+              reason: 'ContainerStatusUnknown',
+              message: 'The container could not be located when the pod was terminated',
+              finishedAt: Date.now(),
+            };
     }
     if (!this.terminal) {
       const app = this.record.containers.filter((c) => !c.init);
