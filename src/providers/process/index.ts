@@ -123,6 +123,8 @@ export class ProcessProvider
   readonly #cgroups: Cgroups | string;
   readonly #ctx: RunnerContext;
   readonly #runners = new Map<string, PodRunner>();
+  /** SIGKILLs due after a probe asked for a restart; cleared on close. */
+  readonly #killTimers = new Set<NodeJS.Timeout>();
   /** Pods whose sandbox is being made again. */
   readonly #reviving = new Set<string>();
   /** By `<pod uid>/<container>`: the prober of the container's current run. */
@@ -325,9 +327,12 @@ export class ProcessProvider
   ): void {
     const seconds = grace ?? runner.record.pod.spec?.terminationGracePeriodSeconds ?? 30;
     runner.signal(c, 'SIGTERM');
-    setTimeout(() => {
+    const timer = setTimeout(() => {
+      this.#killTimers.delete(timer);
       if (c.run?.run === run && c.state.kind === 'running') runner.signal(c, 'SIGKILL');
-    }, seconds * 1000).unref();
+    }, seconds * 1000);
+    timer.unref();
+    this.#killTimers.add(timer);
   }
 
   #emit(runner: PodRunner): void {
@@ -505,7 +510,12 @@ export class ProcessProvider
   async deletePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
     const runner = this.#runners.get(key(pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''));
-    if (!runner) return;
+    if (!runner) {
+      // Volume content of a pod that was never created (createPod failed).
+      if (pod.metadata?.uid !== undefined)
+        rmSync(join(this.#podsDir, podDirName(pod)), { recursive: true, force: true });
+      return;
+    }
     if (pod.metadata?.uid !== undefined && runner.record.pod.metadata?.uid !== pod.metadata.uid)
       return;
     await this.#finishDelete(runner, pod);
@@ -852,6 +862,8 @@ export class ProcessProvider
     this.#closing.abort(unavailable('the process provider is closed'));
     if (this.#monitor) clearInterval(this.#monitor);
     this.#monitor = undefined;
+    for (const timer of this.#killTimers) clearTimeout(timer);
+    this.#killTimers.clear();
     const probers = [...this.#probers.values()].map((e) => e.prober.stop());
     this.#probers.clear();
     for (const runner of this.#runners.values()) {

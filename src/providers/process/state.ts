@@ -4,7 +4,14 @@
  * and rename) on every change, so a restarted agent can adopt the pod's processes.
  */
 import type { V1Pod } from '@kubernetes/client-node';
-import { mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import type { Mount } from './launch.js';
 import type { ProcessRef } from './proc.js';
@@ -111,6 +118,8 @@ export function loadRecords(
   const out: PodRecord[] = [];
   for (const d of dirs) {
     const dir = join(podsDir, d);
+    // Volume content can arrive before createPod: such a directory has no state yet.
+    if (!existsSync(join(dir, 'state.json'))) continue;
     try {
       const record = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as PodRecord;
       if (record.version !== STATE_VERSION)

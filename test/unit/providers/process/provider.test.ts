@@ -19,6 +19,7 @@ import {
   type ProcessConfig,
 } from '../../../../src/providers/process/index.js';
 import type { TerminalSize } from '../../../../src/provider.js';
+import { errorCode, errorMessage } from '../../../../src/errors.js';
 import { processStateDir, reap } from '../../../helpers/process-pods.js';
 import { onOrphaned } from '../../../helpers/orphan-watchdog.js';
 import { waitFor } from '../../../helpers/wait.js';
@@ -367,4 +368,21 @@ test('without namespaces and cgroups pods are plain processes, and the node says
     ),
     /mounts volumes, which needs mount namespaces/,
   );
+});
+
+test('a hostPath that is not there is an Unavailable error the core retries', async (t) => {
+  const { provider } = setup(t);
+  await assert.rejects(
+    provider.createPod(
+      pod('nohost', {
+        volumes: [{ name: 'h', hostPath: { path: '/nonexistent/vk-unit', type: 'Directory' } }],
+        containers: [{ name: 'app', image: 'busybox', command: ['true'] }],
+      }),
+      signal,
+    ),
+    (err: unknown) =>
+      errorCode(err) === 'Unavailable' &&
+      /hostPath \/nonexistent\/vk-unit is not a directory/.test(errorMessage(err)),
+  );
+  assert.equal(await status(provider, 'nohost'), undefined);
 });
