@@ -76,19 +76,19 @@ export class Cgroups {
 
   /**
    * The cgroups of `parent` (a path below each hierarchy), created when missing; or the reason
-   * they cannot be used.
+   * they cannot be used. `root` is where cgroup file systems are mounted (tests change it).
    */
-  static detect(parent: string): Cgroups | string {
+  static detect(parent: string, root = ROOT): Cgroups | string {
     try {
-      if (existsSync(join(ROOT, 'cgroup.controllers'))) {
-        const controllers = read(join(ROOT, 'cgroup.controllers')) ?? '';
+      if (existsSync(join(root, 'cgroup.controllers'))) {
+        const controllers = read(join(root, 'cgroup.controllers')) ?? '';
         for (const c of ['memory', 'cpu']) {
           if (!controllers.split(/\s+/).includes(c)) return `cgroup v2 lacks the ${c} controller`;
         }
-        const base = join(ROOT, parent);
+        const base = join(root, parent);
         mkdirSync(base, { recursive: true });
         // Controllers must be enabled at every level down to the pods' parent.
-        let dir = ROOT;
+        let dir = root;
         for (const part of parent.split('/').filter(Boolean)) {
           enableV2(dir);
           dir = join(dir, part);
@@ -99,7 +99,7 @@ export class Cgroups {
       const bases = new Map<string, string>();
       const seen = new Set<string>();
       for (const c of ['memory', 'cpu', 'cpuacct', 'pids']) {
-        const mount = join(ROOT, c);
+        const mount = join(root, c);
         if (!existsSync(mount)) {
           if (c === 'memory' || c === 'cpuacct') return `no cgroup v1 ${c} hierarchy at ${mount}`;
           continue;
