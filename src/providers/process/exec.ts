@@ -47,8 +47,8 @@ export function execArgv(
     : '';
   const script = [
     ...target.cgroupProcs.map((f) => `echo 0 > ${q(f)} 2>/dev/null`),
-    // With namespaces, nsenter --wd already put us in the container's working directory.
-    ...(target.namespaces ? [] : [`cd ${q(target.workingDir)} || exit 126`]),
+    // In the container's mount namespace, so a working directory in a volume is the volume.
+    `cd ${q(target.workingDir)} || exit 126`,
     `exec ${runAs}${cmd}`,
   ].join('\n');
   const inner = [tools.sh, '-c', script, 'vk-exec'];
@@ -60,7 +60,6 @@ export function execArgv(
     '--uts',
     '--ipc',
     '--pid',
-    '--wd',
     '--',
     ...inner,
   ];

@@ -36,7 +36,7 @@ import {
   type ProcessConfig,
 } from './config.js';
 import { attachSession, execArgv, forwardPort, runSession } from './exec.js';
-import { containerEnv, findTools, type Tools } from './launch.js';
+import { containerEnv, findTools, lookupImage, type Tools } from './launch.js';
 import { LogStamper, readLogFile } from './logs.js';
 import { PodRunner, type RunnerContext } from './pod.js';
 import { ContainerProber } from './probes.js';
@@ -720,7 +720,8 @@ export class ProcessProvider
         main,
         namespaces: runner.record.sandbox !== undefined,
         env,
-        workingDir: spec.workingDir ?? '/',
+        workingDir:
+          spec.workingDir ?? lookupImage(spec.image ?? '', this.#ctx.images)?.workingDir ?? '/',
         ...(runAs ? { runAs } : {}),
         cgroupProcs: cg ? cg.prepare(pod.metadata?.uid ?? '', c.name, limitsOf(spec)) : [],
       },

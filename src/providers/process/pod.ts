@@ -22,7 +22,7 @@ import type { Cgroups } from './cgroups.js';
 import type { ImageEntrypoint } from './config.js';
 import { containerEnv, findExecutable, launchArgv, resolveCommand, type Tools } from './launch.js';
 import { ensureLogDir, logPath, type LogStamper } from './logs.js';
-import { childrenOf, isAlive, processRef, type ProcessRef } from './proc.js';
+import { childrenOf, isAlive, processGroup, processRef, type ProcessRef } from './proc.js';
 import { killSandbox } from './sandbox.js';
 import { saveRecord, type ContainerRecord, type ContainerState, type PodRecord } from './state.js';
 import { quantity } from './config.js';
@@ -360,7 +360,10 @@ export class PodRunner {
     if (!isAlive(run.wrapper)) return undefined;
     let pid: number | undefined = childrenOf(run.wrapper.pid)[0];
     if (pid !== undefined && this.record.sandbox) pid = childrenOf(pid)[0];
-    const ref = pid === undefined ? undefined : processRef(pid);
+    // Only once it leads its own process group has it passed setsid, the last step before the
+    // command: its mounts and working directory are in place.
+    if (pid === undefined || processGroup(pid) !== pid) return undefined;
+    const ref = processRef(pid);
     if (ref) {
       run.main = ref;
       this.#dirty = true;

@@ -315,6 +315,7 @@ test('hostPath volumes mount at their path; readOnly is honoured', async (t) => 
         name: 'app',
         image: 'busybox',
         command: ['sleep', '3600'],
+        workingDir: '/mnt/vk-unit-host',
         volumeMounts: [{ name: 'h', mountPath: '/mnt/vk-unit-host', readOnly: true }],
       },
     ],
@@ -327,6 +328,8 @@ test('hostPath volumes mount at their path; readOnly is honoured', async (t) => 
     await exec(provider, 'hostpath', ['cat', '/mnt/vk-unit-host/data.txt']),
     '0:from the host',
   );
+  // exec starts in the working directory, which is the volume, not the host's directory below.
+  assert.equal(await exec(provider, 'hostpath', ['cat', 'data.txt']), '0:from the host');
   assert.match(
     await exec(provider, 'hostpath', ['sh', '-c', 'touch /mnt/vk-unit-host/x 2>&1']),
     /^1:.*Read-only file system/,
