@@ -562,3 +562,31 @@ test("npm start's hint works as printed: kubectl run busybox -- sh -c 'echo ...'
     'hello from a virtual node\n',
   );
 });
+
+test('kubectl exec -i and kubectl attach -i carry stdin to the container', async (t) => {
+  const f = await fixture(t);
+  await createPod(f, 'reader', {
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        stdin: true,
+        command: ['sh', '-c', 'while read line; do echo "got $line"; done'],
+      },
+    ],
+  });
+  await waitPod(f, 'reader', 'Running', running);
+  const cat = await kubectl(
+    ['exec', '-i', 'reader', '-n', f.ns, '--', 'sh', '-c', 'cat; echo end'],
+    {
+      input: 'piped\n',
+    },
+  );
+  assert.equal(cat.stdout, 'piped\nend\n');
+  const attach = await kubectl(['attach', '-i', 'reader', '-n', f.ns, '-c', 'app'], {
+    input: 'one\ntwo\n',
+    timeoutMs: 20_000,
+  });
+  assert.match(attach.stdout, /got one\ngot two\n/);
+  assert.match((await kubectl(['logs', 'reader', '-n', f.ns])).stdout, /got one\ngot two\n/);
+});
