@@ -6,7 +6,7 @@
 import type { V1Pod, V1PodSpec, V1PodStatus } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -130,6 +130,7 @@ test('attach writes to the stdin of the main process and reads what it prints', 
 
 test('init containers run in order before the app container', async (t) => {
   const { provider } = setup(t);
+  if (!hasNamespaces(t, provider)) return;
   const echo = (word: string): string[] => ['sh', '-c', `echo ${word} >> /shared/order`];
   await provider.createPod(
     withMounts(
@@ -281,6 +282,7 @@ const exec = async (p: ProcessProvider, name: string, command: string[]): Promis
 
 test('a pod whose sandbox was killed gets a new one and its containers restart', async (t) => {
   const { provider } = setup(t);
+  if (!hasNamespaces(t, provider)) return;
   await provider.createPod(
     pod('revive', { containers: [{ name: 'app', image: 'busybox', command: ['sleep', '3600'] }] }),
     signal,
@@ -302,6 +304,7 @@ test('a pod whose sandbox was killed gets a new one and its containers restart',
 
 test('hostPath volumes mount at their path; readOnly is honoured', async (t) => {
   const { provider } = setup(t);
+  if (!hasNamespaces(t, provider)) return;
   const host = processStateDir();
   mkdirSync(host, { recursive: true });
   t.after(() => {
@@ -389,3 +392,42 @@ test('a hostPath that is not there is an Unavailable error the core retries', as
   );
   assert.equal(await status(provider, 'nohost'), undefined);
 });
+
+test('deletion runs the preStop exec hook before SIGTERM', async (t) => {
+  const { provider } = setup(t);
+  if (!hasNamespaces(t, provider)) return;
+  const host = processStateDir();
+  mkdirSync(host, { recursive: true });
+  t.after(() => {
+    rmSync(host, { recursive: true, force: true });
+  });
+  const p = pod('hooked', {
+    terminationGracePeriodSeconds: 5,
+    volumes: [{ name: 'out', hostPath: { path: host } }],
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: [
+          'sh',
+          '-c',
+          'trap "echo term >> /out/order; exit 0" TERM; while :; do sleep 0.1; done',
+        ],
+        lifecycle: { preStop: { exec: { command: ['sh', '-c', 'echo prestop >> /out/order'] } } },
+        volumeMounts: [{ name: 'out', mountPath: '/out' }],
+      },
+    ],
+  });
+  await provider.createPod(p, signal);
+  await waitFor(() => provider.mainProcess('unit', 'hooked', 'app'), { what: 'the main process' });
+  await provider.deletePod(p, signal);
+  assert.equal(readFileSync(join(host, 'order'), 'utf8'), 'prestop\nterm\n');
+  assert.equal(await status(provider, 'hooked'), undefined);
+});
+
+/** False, and the test skipped, when this machine gives the provider no namespaces (not root). */
+function hasNamespaces(t: TestContext, provider: ProcessProvider): boolean {
+  if (provider.isolation.startsWith('namespaces')) return true;
+  t.skip(provider.isolation);
+  return false;
+}
