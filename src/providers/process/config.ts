@@ -26,8 +26,9 @@ export interface ProcessConfig {
   readonly stateDir?: string;
   /**
    * Image name (as written in the pod, or without its tag or digest) or glob pattern (`*`
-   * matches anything) to what it runs. Entries are tried in order; the first match wins.
-   * Default: `busybox`, `alpine`, `ubuntu` and `debian` run `sh`, `node` runs `node`.
+   * matches anything) to what it runs. Exact names win over patterns; patterns are tried in
+   * order. The defaults (`busybox`, `alpine`, `ubuntu` and `debian` run a shell, `node` runs
+   * `node`) apply after these, unless an entry names them.
    */
   readonly images?: Readonly<Record<string, ImageEntrypoint>>;
   /** Node capacity. Default: this machine's cores. */

@@ -33,6 +33,7 @@ import {
   defaultStateDir,
   parseProcessConfig,
   quantity,
+  type ImageEntrypoint,
   type ProcessConfig,
 } from './config.js';
 import { attachSession, execArgv, forwardPort, runSession } from './exec.js';
@@ -179,7 +180,7 @@ export class ProcessProvider
       tools,
       namespaces: this.#namespaces === true,
       cgroups: typeof this.#cgroups === 'string' ? undefined : this.#cgroups,
-      images: this.#config.images ?? DEFAULT_IMAGES,
+      images: withDefaults(this.#config.images ?? {}),
       stamper: new LogStamper(
         this.#config.maxLogBytes ?? 10 * 1024 * 1024,
         this.#config.maxLogFiles ?? 2,
@@ -893,6 +894,14 @@ export class ProcessProvider
     const c = r?.container(container);
     return r && c && r.isRunning(c) ? r.findMain(c) : undefined;
   }
+}
+
+/** The configured images first (they win), then the defaults they do not name. */
+function withDefaults(
+  images: Readonly<Record<string, ImageEntrypoint>>,
+): Readonly<Record<string, ImageEntrypoint>> {
+  const defaults = Object.entries(DEFAULT_IMAGES).filter(([name]) => !(name in images));
+  return { ...images, ...Object.fromEntries(defaults) };
 }
 
 function limitsOf(spec: { resources?: { limits?: Record<string, string> } }): {
