@@ -176,7 +176,6 @@ export class PodRunner {
     }
     for (const c of this.record.containers.filter((x) => !x.init)) {
       if (c.state.kind === 'running') continue;
-      if (c.state.kind === 'waiting' && c.state.reason === 'CreateContainerConfigError') continue;
       const last = c.state.kind === 'terminated' ? c.state : c.lastState;
       if (last?.kind === 'terminated') {
         const policy = restartPolicy(pod, undefined);
@@ -215,8 +214,16 @@ export class PodRunner {
     const env = containerEnv(spec, hostname);
     const resolved = resolveCommand(spec, env, this.#ctx.images);
     if ('error' in resolved) {
-      c.state = { kind: 'waiting', reason: 'CreateContainerConfigError', message: resolved.error };
-      this.#dirty = true;
+      // Tried again on every tick (the config may change with an agent restart); reported once.
+      const s = c.state;
+      if (!(s.kind === 'waiting' && s.reason === 'CreateContainerConfigError')) {
+        c.state = {
+          kind: 'waiting',
+          reason: 'CreateContainerConfigError',
+          message: resolved.error,
+        };
+        this.#dirty = true;
+      }
       return;
     }
     const restarting = c.state.kind === 'terminated' || c.lastState !== undefined;
