@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { HELLO_OVERRIDES } from '../../src/cli/start.js';
@@ -122,6 +123,13 @@ test('a shell pod runs: kubectl logs and exec see its output, hostname and volum
   });
   const pod = await waitPod(f, 'hello', 'Running', running);
   assert.equal(pod.status?.containerStatuses?.[0]?.ready, true);
+  // The node says how its pods are isolated, and has this machine's capacity.
+  const node = await core().readNode({ name: f.nodeName });
+  assert.equal(
+    node.metadata?.annotations?.['virtual-kubelet.io/process-isolation'],
+    f.provider.isolation,
+  );
+  assert.equal(node.status?.capacity?.cpu, String(cpus().length));
   await waitFor(async () => (await kubectl(['logs', 'hello', '-n', f.ns])).stdout === 'hello\n', {
     what: 'kubectl logs to print hello',
   });
