@@ -7,7 +7,7 @@
  * from the state directory. See docs/provider-guide.md for the details and limits.
  */
 import type { V1Node, V1Pod, V1PodStatus } from '@kubernetes/client-node';
-import { mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
+import { mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { join, relative } from 'node:path';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
@@ -621,16 +621,17 @@ export class ProcessProvider
       memory: String(allocMem),
       pods,
     };
+    // The machine's, as a kubelet reports its host's.
     node.status.nodeInfo = {
       bootID: '',
-      containerRuntimeVersion: 'process://1',
-      kernelVersion: release(),
       kubeProxyVersion: '',
       kubeletVersion: '',
       machineID: '',
-      osImage: '',
       systemUUID: '',
       ...node.status.nodeInfo,
+      containerRuntimeVersion: 'process://1',
+      kernelVersion: release(),
+      osImage: osImage(),
       operatingSystem: 'linux',
       architecture: GO_ARCH[process.arch] ?? process.arch,
     };
@@ -893,6 +894,16 @@ export class ProcessProvider
     const r = this.#runners.get(key(namespace, name));
     const c = r?.container(container);
     return r && c && r.isRunning(c) ? r.findMain(c) : undefined;
+  }
+}
+
+/** PRETTY_NAME of /etc/os-release, as the kubelet reports the OS image. */
+function osImage(): string {
+  try {
+    const m = /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(readFileSync('/etc/os-release', 'utf8'));
+    return m?.[1] ?? 'Linux';
+  } catch {
+    return 'Linux';
   }
 }
 
