@@ -431,3 +431,35 @@ function hasNamespaces(t: TestContext, provider: ProcessProvider): boolean {
   t.skip(provider.isolation);
   return false;
 }
+
+test('securityContext runAsUser and runAsGroup apply to the process and to exec', async (t) => {
+  const { provider } = setup(t);
+  if (process.getuid?.() !== 0) {
+    t.skip('runAsUser needs the agent to run as root');
+    return;
+  }
+  await provider.createPod(
+    pod('user', {
+      securityContext: { runAsUser: 1234 },
+      containers: [
+        {
+          name: 'app',
+          image: 'busybox',
+          command: ['sleep', '3600'],
+          securityContext: { runAsGroup: 5678 },
+        },
+      ],
+    }),
+    signal,
+  );
+  const main = await waitFor(() => provider.mainProcess('unit', 'user', 'app'), {
+    what: 'the main process',
+  });
+  const ids = readFileSync(`/proc/${String(main.pid)}/status`, 'utf8');
+  assert.match(ids, /^Uid:\s+1234\s/m);
+  assert.match(ids, /^Gid:\s+5678\s/m);
+  assert.equal(
+    await exec(provider, 'user', ['sh', '-c', 'echo $(id -u):$(id -g)']),
+    '0:1234:5678\n',
+  );
+});
