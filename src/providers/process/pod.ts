@@ -13,19 +13,26 @@ import type {
   V1PodStatus,
 } from '@kubernetes/client-node';
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Cgroups } from './cgroups.js';
-import type { ImageEntrypoint } from './config.js';
+import { quantity, type ImageEntrypoint } from './config.js';
 import { containerEnv, findExecutable, launchArgv, resolveCommand, type Tools } from './launch.js';
 import { ensureLogDir, logPath, type LogStamper } from './logs.js';
 import { childrenOf, isAlive, processGroup, processRef, type ProcessRef } from './proc.js';
 import { killSandbox } from './sandbox.js';
 import { saveRecord, type ContainerRecord, type ContainerState, type PodRecord } from './state.js';
-import { quantity } from './config.js';
 
 /** What every pod runner shares with the provider. */
 export interface RunnerContext {
@@ -285,13 +292,18 @@ export class PodRunner {
     const log = logPath(this.record.dir, c.name, run);
     const exitFile = join(this.record.dir, 'run', `${c.name}.${String(run)}.exit`);
     const errorFile = join(this.record.dir, 'run', `${c.name}.${String(run)}.error`);
-    spawnSync('mkdir', ['-p', join(this.record.dir, 'run')]);
+    mkdirSync(join(this.record.dir, 'run'), { recursive: true });
     rmSync(exitFile, { force: true });
     rmSync(errorFile, { force: true });
     let stdinPath: string | undefined;
     if (spec.stdin === true) {
       stdinPath = join(this.record.dir, 'run', `${c.name}.stdin`);
+      // Node has no mkfifo(3); the coreutils command makes it.
       if (!existsSync(stdinPath)) spawnSync('mkfifo', ['-m', '0600', stdinPath]);
+      if (!existsSync(stdinPath)) {
+        fail(`cannot make the stdin FIFO ${stdinPath}`);
+        return;
+      }
     }
     const argv = launchArgv(
       {
@@ -443,7 +455,12 @@ export class PodRunner {
       this.#afterExit(c, finishedAt, now);
   }
 
-  /** Sets the restart back-off after an exit, as the kubelet does (see the module comment). */
+  /**
+   * Sets the restart back-off after an exit as the kubelet's does (pkg/kubelet/kuberuntime
+   * doBackOff): the first restart is immediate, the next waits `backoffInitialSeconds` after the
+   * exit, and each one after that twice as long, up to `backoffMaxSeconds`; an exit more than
+   * twice that long after the last one starts over.
+   */
   #afterExit(c: ContainerRecord, finishedAt: number, now: number): void {
     const max = this.#ctx.backoffMaxSeconds;
     if (c.backoffUpdatedAt !== undefined && finishedAt - c.backoffUpdatedAt > 2 * max * 1000) {
