@@ -8,6 +8,7 @@
  * SIGWINCH to its foreground process group.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Duplex, Readable, Writable } from 'node:stream';
@@ -211,7 +212,7 @@ export async function attachSession(
         const chunk = await readRange(opts.logPath, position, size);
         position = size;
         if (!streams.stdout.write(chunk)) {
-          await new Promise((r) => streams.stdout?.once('drain', r));
+          await once(streams.stdout, 'drain', { signal: stop }).catch(() => undefined);
         }
         continue;
       }
