@@ -9,7 +9,7 @@
 import type { V1Node, V1Pod, V1PodStatus } from '@kubernetes/client-node';
 import { mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
-import { join, relative } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { errorMessage, invalidInput, notFound, permanent, unavailable } from '../../errors.js';
@@ -156,7 +156,9 @@ export class ProcessProvider
       this.#config.cgroups === 'none'
         ? 'disabled by config'
         : Cgroups.detect(this.#config.cgroupParent ?? join('virtual-kubelet', options.nodeName));
-    this.#privateTmp = !relative('/tmp', this.#stateDir).match(/^[^.]/);
+    // A private /tmp would hide a state directory below /tmp from the pod's mounts.
+    const underTmp = relative('/tmp', resolve(this.#stateDir));
+    this.#privateTmp = underTmp.startsWith('..') || isAbsolute(underTmp);
     if (this.#namespaces !== true) {
       this.#log.warn(
         { reason: this.#namespaces },
