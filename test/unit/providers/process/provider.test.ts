@@ -7,6 +7,7 @@ import type { V1Pod, V1PodSpec, V1PodStatus } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -175,6 +176,11 @@ test('init containers run in order before the app container', async (t) => {
     { what: 'the app log' },
   );
   assert.equal(logs, 'first\nsecond\napp\n');
+  // medium: Memory is a tmpfs.
+  assert.match(
+    await exec(provider, 'init', ['grep', ' /shared ', '/proc/self/mountinfo']),
+    / - tmpfs /,
+  );
 });
 
 /** Mounts every volume of the pod at /<name> in every container. */
@@ -462,4 +468,42 @@ test('securityContext runAsUser and runAsGroup apply to the process and to exec'
     await exec(provider, 'user', ['sh', '-c', 'echo $(id -u):$(id -g)']),
     '0:1234:5678\n',
   );
+});
+
+test('a port already in use ends the container with Error, and its log says why', async (t) => {
+  const { provider } = setup(t);
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    server.close();
+  });
+  const port = (server.address() as AddressInfo).port;
+  const listen = `require('node:net').createServer().listen(${String(port)}, '127.0.0.1')`;
+  await provider.createPod(
+    pod('busyport', {
+      restartPolicy: 'Never',
+      containers: [{ name: 'app', image: 'node', command: [process.execPath, '-e', listen] }],
+    }),
+    signal,
+  );
+  const s = await waitFor(
+    async () => {
+      const st = await status(provider, 'busyport');
+      return st?.phase === 'Failed' ? st : undefined;
+    },
+    { what: 'Failed' },
+  );
+  const term = s.containerStatuses?.[0]?.state?.terminated;
+  assert.equal(term?.reason, 'Error');
+  assert.notEqual(term.exitCode, 0);
+  const log = await text(
+    await provider.getContainerLogs(
+      'unit',
+      'busyport',
+      'app',
+      { follow: false, previous: false, timestamps: false },
+      signal,
+    ),
+  );
+  assert.match(log, /EADDRINUSE/);
 });
