@@ -598,3 +598,29 @@ test('kubectl exec -i and kubectl attach -i carry stdin to the container', async
   assert.match(attach.stdout, /got one\ngot two\n/);
   assert.match((await kubectl(['logs', 'reader', '-n', f.ns])).stdout, /got one\ngot two\n/);
 });
+
+test('kubectl logs -f follows a container until it exits; --tail and --limit-bytes apply', async (t) => {
+  const f = await fixture(t);
+  await createPod(f, 'counter', {
+    restartPolicy: 'Never',
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sh', '-c', 'for i in 1 2 3 4; do echo "line $i"; sleep 0.5; done'],
+      },
+    ],
+  });
+  await waitPod(f, 'counter', 'Running', running);
+  const followed = await kubectl(['logs', '-f', 'counter', '-n', f.ns], { timeoutMs: 20_000 });
+  assert.equal(followed.stdout, 'line 1\nline 2\nline 3\nline 4\n');
+  await waitPod(f, 'counter', 'Succeeded', (p) => p.status?.phase === 'Succeeded');
+  assert.equal(
+    (await kubectl(['logs', 'counter', '-n', f.ns, '--tail=2'])).stdout,
+    'line 3\nline 4\n',
+  );
+  assert.equal(
+    (await kubectl(['logs', 'counter', '-n', f.ns, '--limit-bytes=9'])).stdout,
+    'line 1\nli',
+  );
+});
