@@ -10,7 +10,7 @@ import type { V1Node, V1Pod, V1PodStatus } from '@kubernetes/client-node';
 import { mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
-import { PassThrough, type Duplex, type Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { errorMessage, invalidInput, notFound, permanent, unavailable } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
@@ -40,8 +40,8 @@ import { attachSession, execArgv, forwardPort, runSession } from './exec.js';
 import { containerEnv, findTools, lookupImage, type Tools } from './launch.js';
 import { LogStamper, readLogFile } from './logs.js';
 import { PodRunner, type RunnerContext } from './pod.js';
-import { ContainerProber } from './probes.js';
-import { bootTime, descendants, isAlive, processUsage, type ProcessRef } from './proc.js';
+import { Probing } from './probing.js';
+import { bootTime, isAlive, type ProcessRef } from './proc.js';
 import { detectNamespaces, startSandbox } from './sandbox.js';
 import {
   loadRecords,
@@ -51,14 +51,7 @@ import {
   type ContainerRecord,
   type PodRecord,
 } from './state.js';
-import {
-  metricsResource,
-  RateTracker,
-  snapshot,
-  statsSummary,
-  type PodInput,
-  type Usage,
-} from './stats.js';
+import { metricsResource, podUsage, RateTracker, snapshot, statsSummary } from './stats.js';
 import {
   type PreparedVolume,
   containerMounts,
@@ -124,15 +117,9 @@ export class ProcessProvider
   readonly #cgroups: Cgroups | string;
   readonly #ctx: RunnerContext;
   readonly #runners = new Map<string, PodRunner>();
-  /** SIGKILLs due after a probe asked for a restart; cleared on close. */
-  readonly #killTimers = new Set<NodeJS.Timeout>();
   /** Pods whose sandbox is being made again. */
   readonly #reviving = new Set<string>();
-  /** By `<pod uid>/<container>`: the prober of the container's current run. */
-  readonly #probers = new Map<
-    string,
-    { run: number; prober: ContainerProber; terminating: boolean }
-  >();
+  readonly #probing: Probing;
   readonly #rates = new RateTracker();
   readonly #closing = new AbortController();
   readonly #privateTmp: boolean;
@@ -192,20 +179,17 @@ export class ProcessProvider
       backoffInitialSeconds: this.#config.backoffInitialSeconds ?? 10,
       backoffMaxSeconds: this.#config.backoffMaxSeconds ?? 300,
       log: this.#log,
-      probeState: (record, name) => {
-        const spec = [
-          ...(record.pod.spec?.initContainers ?? []),
-          ...(record.pod.spec?.containers ?? []),
-        ].find((x) => x.name === name);
-        if (!spec || (!spec.startupProbe && !spec.readinessProbe && !spec.livenessProbe))
-          return undefined;
-        const c = record.containers.find((x) => x.name === name);
-        const entry = this.#probers.get(`${record.pod.metadata?.uid ?? ''}/${name}`);
-        if (!entry || entry.run !== c?.run?.run)
-          return { started: !spec.startupProbe, ready: false };
-        return entry.prober.state;
-      },
+      probeState: (record, name) => this.#probing.state(record, name),
     };
+    this.#probing = new Probing({
+      podIP: nodeIP,
+      log: this.#log,
+      exec: (runner, c, command, streams, signal) =>
+        this.#exec(runner, c, command, streams, signal),
+      changed: (runner) => {
+        if (runner.tick()) this.#emit(runner);
+      },
+    });
     this.#adopt();
     this.#monitor = setInterval(() => {
       this.#tickAll();
@@ -244,98 +228,12 @@ export class ProcessProvider
     for (const runner of this.#runners.values()) {
       try {
         this.#reviveSandbox(runner);
-        this.#syncProbers(runner);
+        this.#probing.sync(runner);
         if (runner.tick()) this.#emit(runner);
       } catch (err) {
         this.#log.error({ pod: runner.key, err: errorMessage(err) }, 'pod check failed');
       }
     }
-  }
-
-  /**
-   * Starts a prober for each running container with probes (a new one per run, as the kubelet
-   * does), tells those of a pod being deleted that it terminates, and stops the others.
-   */
-  #syncProbers(runner: PodRunner): void {
-    const uid = runner.record.pod.metadata?.uid ?? '';
-    for (const c of runner.record.containers) {
-      const spec = runner.spec(c.name);
-      if (!spec || (!spec.startupProbe && !spec.readinessProbe && !spec.livenessProbe)) continue;
-      const k = `${uid}/${c.name}`;
-      const current = this.#probers.get(k);
-      const run = c.run?.run;
-      if (c.state.kind !== 'running' || run === undefined || runner.terminal) {
-        if (current) {
-          this.#probers.delete(k);
-          void current.prober.stop();
-        }
-        continue;
-      }
-      if (current?.run === run) {
-        if (runner.stopping && !current.terminating) {
-          current.terminating = true;
-          current.prober.markTerminating();
-        }
-        continue;
-      }
-      if (current) void current.prober.stop();
-      const log = this.#log.child({ pod: runner.key });
-      try {
-        const prober = new ContainerProber({
-          container: spec,
-          podIP: this.#ctx.podIP,
-          startedAt: new Date(c.run?.startedAt ?? Date.now()),
-          logger: log,
-          exec: async (command, signal) => {
-            const out = new PassThrough();
-            let output = '';
-            out.on('data', (d: Buffer) => {
-              if (output.length < 10_240) output += d.toString();
-            });
-            const exitCode = await this.#exec(
-              runner,
-              c,
-              command,
-              { stdout: out, stderr: out, tty: false },
-              signal,
-            );
-            return { exitCode, output };
-          },
-          onChange: () => {
-            if (runner.tick()) this.#emit(runner);
-          },
-          onRestartNeeded: (reason, message, grace) => {
-            log.info({ container: c.name, reason }, message);
-            this.#restartForProbe(runner, c, run, grace);
-          },
-          onEvent: (type, reason, message) => {
-            // The provider contract has no way to record Events: the log has them.
-            log.info({ container: c.name, type, reason }, message);
-          },
-        });
-        this.#probers.set(k, { run, prober, terminating: false });
-        prober.start();
-      } catch (err) {
-        log.error({ container: c.name, err: errorMessage(err) }, 'cannot probe the container');
-      }
-    }
-  }
-
-  /** Kills a container whose liveness or startup probe failed; its restart policy does the rest. */
-  #restartForProbe(
-    runner: PodRunner,
-    c: ContainerRecord,
-    run: number,
-    grace: number | undefined,
-  ): void {
-    const seconds = grace ?? runner.record.pod.spec?.terminationGracePeriodSeconds ?? 30;
-    runner.signal(c, 'SIGTERM');
-    const timer = setTimeout(() => {
-      this.#killTimers.delete(timer);
-      if (c.run?.run === run && c.state.kind === 'running') runner.signal(c, 'SIGKILL');
-    }, seconds * 1000);
-    timer.unref();
-    this.#killTimers.add(timer);
   }
 
   #emit(runner: PodRunner): void {
@@ -533,12 +431,7 @@ export class ProcessProvider
 
   #forget(runner: PodRunner): void {
     if (this.#runners.get(runner.key) === runner) this.#runners.delete(runner.key);
-    const uid = runner.record.pod.metadata?.uid ?? '';
-    for (const [k, entry] of this.#probers) {
-      if (!k.startsWith(`${uid}/`)) continue;
-      this.#probers.delete(k);
-      void entry.prober.stop();
-    }
+    this.#probing.forget(runner.record.pod.metadata?.uid ?? '');
     removeMountTargets(runner.record.createdTargets);
     rmSync(runner.record.dir, { recursive: true, force: true });
     this.#log.info({ pod: runner.key }, 'pod stopped and forgotten');
@@ -795,59 +688,18 @@ export class ProcessProvider
     await forwardPort(port, stream, AbortSignal.any([signal, this.#closing.signal]));
   }
 
-  #pods(): PodInput[] {
-    const out: PodInput[] = [];
-    const cg = this.#ctx.cgroups;
-    for (const runner of this.#runners.values()) {
-      if (runner.terminal) continue;
-      const uid = runner.record.pod.metadata?.uid ?? '';
-      const containers = runner.record.containers
-        .filter((c) => c.state.kind === 'running' && c.run)
-        .map((c) => {
-          const main = runner.findMain(c);
-          let usage: Usage | undefined = cg?.usage(uid, c.name);
-          if (!usage) {
-            const pids = main ? descendants(main.pid) : [];
-            const u = processUsage(pids);
-            usage = {
-              cpuNs: u.cpuNs,
-              workingSetBytes: u.rssBytes,
-              usageBytes: u.rssBytes,
-              rssBytes: u.rssBytes,
-              processes: pids.length,
-            };
-          }
-          return { name: c.name, startedAt: new Date(c.run?.startedAt ?? 0), usage };
-        });
-      if (containers.length === 0) continue;
-      const sum = containers.reduce(
-        (a, c) => ({
-          cpuNs: a.cpuNs + c.usage.cpuNs,
-          workingSetBytes: a.workingSetBytes + c.usage.workingSetBytes,
-          usageBytes: a.usageBytes + c.usage.usageBytes,
-          rssBytes: a.rssBytes + c.usage.rssBytes,
-          processes: a.processes + c.usage.processes,
-        }),
-        { cpuNs: 0, workingSetBytes: 0, usageBytes: 0, rssBytes: 0, processes: 0 },
-      );
-      const meta = runner.record.pod.metadata;
-      out.push({
-        namespace: meta?.namespace ?? '',
-        name: meta?.name ?? '',
-        uid,
-        startTime: new Date(runner.record.startTime),
-        containers,
-        usage: cg?.usage(uid) ?? sum,
-      });
-    }
-    return out;
-  }
-
   /** The Summary API from cgroups (or /proc) and the node's /proc figures. */
   getStatsSummary(signal: AbortSignal): Promise<Record<string, unknown>> {
     signal.throwIfAborted();
     return Promise.resolve(
-      statsSummary(snapshot(this.#nodeName, bootTime(), this.#pods(), this.#rates)),
+      statsSummary(
+        snapshot(
+          this.#nodeName,
+          bootTime(),
+          podUsage(this.#runners.values(), this.#ctx.cgroups),
+          this.#rates,
+        ),
+      ),
     );
   }
 
@@ -855,7 +707,14 @@ export class ProcessProvider
   getMetricsResource(signal: AbortSignal): Promise<string> {
     signal.throwIfAborted();
     return Promise.resolve(
-      metricsResource(snapshot(this.#nodeName, bootTime(), this.#pods(), this.#rates)),
+      metricsResource(
+        snapshot(
+          this.#nodeName,
+          bootTime(),
+          podUsage(this.#runners.values(), this.#ctx.cgroups),
+          this.#rates,
+        ),
+      ),
     );
   }
 
@@ -867,10 +726,7 @@ export class ProcessProvider
     this.#closing.abort(unavailable('the process provider is closed'));
     if (this.#monitor) clearInterval(this.#monitor);
     this.#monitor = undefined;
-    for (const timer of this.#killTimers) clearTimeout(timer);
-    this.#killTimers.clear();
-    const probers = [...this.#probers.values()].map((e) => e.prober.stop());
-    this.#probers.clear();
+    const probing = this.#probing.close();
     for (const runner of this.#runners.values()) {
       try {
         runner.tick();
@@ -878,7 +734,7 @@ export class ProcessProvider
         // Saved on the next start.
       }
     }
-    await Promise.all(probers);
+    await probing;
   }
 
   /** Test and operations hook: the pods known, by `namespace/name`. */

@@ -5,7 +5,9 @@
  * metrics-server reads. CPU rates (nanocores) are taken over the window since the last sample.
  */
 import { readFileSync } from 'node:fs';
-import { CLOCK_TICKS } from './proc.js';
+import type { Cgroups } from './cgroups.js';
+import type { PodRunner } from './pod.js';
+import { CLOCK_TICKS, descendants, processUsage } from './proc.js';
 
 export interface Usage {
   /** Cumulative CPU, in core-nanoseconds. */
@@ -29,6 +31,57 @@ export interface PodInput {
   readonly startTime: Date;
   readonly containers: readonly ContainerInput[];
   readonly usage: Usage;
+}
+
+/**
+ * The usage of every pod that is not terminal and has running containers: from their cgroups,
+ * else from /proc for each container's process tree (working set = RSS there).
+ */
+export function podUsage(runners: Iterable<PodRunner>, cg: Cgroups | undefined): PodInput[] {
+  const out: PodInput[] = [];
+  for (const runner of runners) {
+    if (runner.terminal) continue;
+    const uid = runner.record.pod.metadata?.uid ?? '';
+    const containers = runner.record.containers
+      .filter((c) => c.state.kind === 'running' && c.run)
+      .map((c) => {
+        const main = runner.findMain(c);
+        let usage: Usage | undefined = cg?.usage(uid, c.name);
+        if (!usage) {
+          const pids = main ? descendants(main.pid) : [];
+          const u = processUsage(pids);
+          usage = {
+            cpuNs: u.cpuNs,
+            workingSetBytes: u.rssBytes,
+            usageBytes: u.rssBytes,
+            rssBytes: u.rssBytes,
+            processes: pids.length,
+          };
+        }
+        return { name: c.name, startedAt: new Date(c.run?.startedAt ?? 0), usage };
+      });
+    if (containers.length === 0) continue;
+    const sum = containers.reduce(
+      (a, c) => ({
+        cpuNs: a.cpuNs + c.usage.cpuNs,
+        workingSetBytes: a.workingSetBytes + c.usage.workingSetBytes,
+        usageBytes: a.usageBytes + c.usage.usageBytes,
+        rssBytes: a.rssBytes + c.usage.rssBytes,
+        processes: a.processes + c.usage.processes,
+      }),
+      { cpuNs: 0, workingSetBytes: 0, usageBytes: 0, rssBytes: 0, processes: 0 },
+    );
+    const meta = runner.record.pod.metadata;
+    out.push({
+      namespace: meta?.namespace ?? '',
+      name: meta?.name ?? '',
+      uid,
+      startTime: new Date(runner.record.startTime),
+      containers,
+      usage: cg?.usage(uid) ?? sum,
+    });
+  }
+  return out;
 }
 
 /** Keeps the previous cumulative CPU per key, to turn counters into rates. */
