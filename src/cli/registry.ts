@@ -48,13 +48,13 @@ const processProvider: Factory = async (ctx) => {
 /** The only place that names the built-in providers. */
 const PROVIDERS: Readonly<Record<string, { description: string; create: Factory }>> = {
   mock: { description: 'pods run in memory and report Running at once', create: mock(true) },
-  process: {
-    description: 'containers run as local processes in Linux namespaces, limited by cgroups',
-    create: processProvider,
-  },
   'mock-polling': {
     description: 'the mock without status notifications: the core polls it',
     create: mock(false),
+  },
+  process: {
+    description: 'containers run as local processes in Linux namespaces, limited by cgroups',
+    create: processProvider,
   },
 };
 
