@@ -13,7 +13,8 @@ import {
 import { defaultRunOptions, runNode } from './run.js';
 import { shutdownSignal, type Io } from './util.js';
 
-const NODE_NAME = 'vk-mock';
+const NODE_NAME = 'vk-process';
+const PROVIDER = 'process';
 
 /** Whether the user has a cluster configured: a kubeconfig, or a pod's service account. */
 export function clusterConfigured(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -23,7 +24,8 @@ export function clusterConfigured(env: NodeJS.ProcessEnv = process.env): boolean
 }
 
 /**
- * `npm start`: a virtual node named vk-mock with the mock provider. Without a configured
+ * `npm start`: a virtual node named vk-process with the process provider (containers run as
+ * local processes). Without a configured
  * cluster it first brings up the dev cluster (or uses the one `dev-cluster up` started) and runs
  * the node with a kubelet's identity in it. Ctrl-C stops everything it started.
  */
@@ -32,7 +34,12 @@ export function startCommand(io: Io): Command {
     .description('run the main job: a virtual node, on a local dev cluster when none is configured')
     .action(async () => {
       const signal = shutdownSignal(io);
-      const opts = { ...defaultRunOptions(io), nodename: NODE_NAME, nodeIp: '127.0.0.1' };
+      const opts = {
+        ...defaultRunOptions(io),
+        nodename: NODE_NAME,
+        nodeIp: '127.0.0.1',
+        provider: PROVIDER,
+      };
       if (clusterConfigured()) {
         io.err(`using the configured cluster (${process.env.KUBECONFIG ?? '~/.kube/config'})`);
         await runNode(opts, io, signal, () => {
@@ -90,17 +97,27 @@ export function startCommand(io: Io): Command {
     });
 }
 
+/** The `kubectl run --overrides` of the printed hint: tolerate the taint, select virtual nodes. */
+export const HELLO_OVERRIDES = JSON.stringify({
+  spec: {
+    nodeSelector: { type: 'virtual-kubelet' },
+    tolerations: [{ key: 'virtual-kubelet.io/provider', operator: 'Exists', effect: 'NoSchedule' }],
+  },
+});
+
 function hints(io: Io, kubeconfig: string | undefined): void {
-  const example = new URL('../../examples/mock-deployment.yaml', import.meta.url).pathname;
+  const example = new URL('../../examples/process-deployment.yaml', import.meta.url).pathname;
   io.out(
     [
       '',
-      `The virtual node ${NODE_NAME} is Ready. In another terminal:`,
+      `The virtual node ${NODE_NAME} is Ready; its containers run as local processes. In another terminal:`,
       ...(kubeconfig ? [`  export KUBECONFIG=${kubeconfig}`] : []),
       '  kubectl get nodes -o wide',
+      `  kubectl run hello --image=busybox --restart=Never --overrides='${HELLO_OVERRIDES}' -- sh -c 'echo hello from a virtual node'`,
+      '  kubectl logs hello',
       `  kubectl apply -f ${example}`,
       '  kubectl get pods -o wide',
-      'Press Ctrl-C to stop.',
+      'Press Ctrl-C to stop (pods keep running; delete them with kubectl to stop them).',
       '',
     ].join('\n'),
   );

@@ -1,0 +1,199 @@
+/**
+ * The process provider's configuration: a JSON document whose every field is optional. Parsing
+ * is strict (unknown fields are errors), so a typo fails at start instead of being ignored.
+ */
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { errorMessage, invalidInput } from '../../errors.js';
+
+/** What an image would run: its `ENTRYPOINT` and `CMD`. */
+export interface ImageEntrypoint {
+  /** Replaced by the container's `command`. Default: none. */
+  readonly entrypoint?: readonly string[];
+  /** Replaced by the container's `args`. Default: none. */
+  readonly cmd?: readonly string[];
+  /** The working directory when the container sets none. Default: the state directory's pod dir. */
+  readonly workingDir?: string;
+}
+
+/** The process provider's configuration. Quantities are Kubernetes quantities. */
+export interface ProcessConfig {
+  /**
+   * Where pod state, logs and volumes live. Default: `/var/lib/virtual-kubelet/<node>` as root,
+   * else `~/.local/state/virtual-kubelet/<node>`.
+   */
+  readonly stateDir?: string;
+  /**
+   * Image name (as written in the pod, or without its tag or digest) or glob pattern (`*`
+   * matches anything) to what it runs. Exact names win over patterns; patterns are tried in
+   * order. The defaults (`busybox`, `alpine`, `ubuntu` and `debian` run a shell, `node` runs
+   * `node`) apply after these, unless an entry names them.
+   */
+  readonly images?: Readonly<Record<string, ImageEntrypoint>>;
+  /** Node capacity. Default: this machine's cores. */
+  readonly cpu?: string;
+  /** Node capacity. Default: this machine's memory. */
+  readonly memory?: string;
+  /** Default: `"110"`. */
+  readonly pods?: string;
+  /** Subtracted from capacity for allocatable. Default: `"100m"` of CPU, `"256Mi"` of memory. */
+  readonly reserved?: { readonly cpu?: string; readonly memory?: string };
+  /** Namespaces: `auto` uses them when the kernel allows, `none` never. Default: `auto`. */
+  readonly isolation?: 'auto' | 'none';
+  /** Resource limits: `auto` uses cgroups when writable, `none` never. Default: `auto`. */
+  readonly cgroups?: 'auto' | 'none';
+  /** The cgroup under which pods get theirs. Default: `virtual-kubelet/<node>`. */
+  readonly cgroupParent?: string;
+  /** Size at which a container log is rotated, in bytes. Default: 10 MiB. */
+  readonly maxLogBytes?: number;
+  /** Rotated log files kept per container run. Default: 2. */
+  readonly maxLogFiles?: number;
+  /** The first restart back-off after a crash, in seconds. Default: 10 (the kubelet's). */
+  readonly backoffInitialSeconds?: number;
+  /** The longest restart back-off, in seconds. Default: 300 (the kubelet's). */
+  readonly backoffMaxSeconds?: number;
+  /** How often running processes are checked, in milliseconds. Default: 500. */
+  readonly monitorIntervalMs?: number;
+}
+
+export const DEFAULT_IMAGES: Readonly<Record<string, ImageEntrypoint>> = {
+  busybox: { cmd: ['sh'] },
+  alpine: { cmd: ['/bin/sh'] },
+  ubuntu: { cmd: ['/bin/bash'] },
+  debian: { cmd: ['bash'] },
+  node: { entrypoint: ['docker-entrypoint.sh'], cmd: ['node'] },
+};
+
+const FIELDS = new Set([
+  'stateDir',
+  'images',
+  'cpu',
+  'memory',
+  'pods',
+  'reserved',
+  'isolation',
+  'cgroups',
+  'cgroupParent',
+  'maxLogBytes',
+  'maxLogFiles',
+  'backoffInitialSeconds',
+  'backoffMaxSeconds',
+  'monitorIntervalMs',
+]);
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+const isStrings = (v: unknown): v is string[] =>
+  Array.isArray(v) && v.every((s) => typeof s === 'string');
+
+/** Validates `raw` as a ProcessConfig; throws `InvalidInput` naming the first bad field. */
+export function parseProcessConfig(raw: unknown): ProcessConfig {
+  if (!isRecord(raw)) throw invalidInput('process provider config: expected a JSON object');
+  for (const key of Object.keys(raw)) {
+    if (!FIELDS.has(key)) throw invalidInput(`process provider config: unknown field "${key}"`);
+  }
+  const bad = (field: string, what: string): never => {
+    throw invalidInput(`process provider config: ${field} must be ${what}`);
+  };
+  for (const f of ['stateDir', 'cpu', 'memory', 'pods', 'cgroupParent'] as const) {
+    if (raw[f] !== undefined && typeof raw[f] !== 'string') bad(f, 'a string');
+  }
+  for (const f of ['cpu', 'memory', 'pods'] as const) {
+    const v = raw[f];
+    if (typeof v === 'string') quantity(v, f);
+  }
+  if (raw.isolation !== undefined && raw.isolation !== 'auto' && raw.isolation !== 'none')
+    bad('isolation', '"auto" or "none"');
+  if (raw.cgroups !== undefined && raw.cgroups !== 'auto' && raw.cgroups !== 'none')
+    bad('cgroups', '"auto" or "none"');
+  for (const f of [
+    'maxLogBytes',
+    'maxLogFiles',
+    'backoffInitialSeconds',
+    'backoffMaxSeconds',
+    'monitorIntervalMs',
+  ] as const) {
+    const v = raw[f];
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0))
+      bad(f, 'a positive number');
+  }
+  if (raw.reserved !== undefined) {
+    if (!isRecord(raw.reserved)) bad('reserved', 'an object');
+    const r = raw.reserved as Record<string, unknown>;
+    for (const key of Object.keys(r)) {
+      if (key !== 'cpu' && key !== 'memory') bad(`reserved.${key}`, 'absent (unknown field)');
+      const v = r[key];
+      if (typeof v !== 'string') bad(`reserved.${key}`, 'a string');
+      else quantity(v, `reserved.${key}`);
+    }
+  }
+  if (raw.images !== undefined) {
+    if (!isRecord(raw.images)) bad('images', 'an object');
+    for (const [name, entry] of Object.entries(raw.images as Record<string, unknown>)) {
+      if (!isRecord(entry)) bad(`images["${name}"]`, 'an object');
+      const e = entry as Record<string, unknown>;
+      for (const key of Object.keys(e)) {
+        if (key === 'entrypoint' || key === 'cmd') {
+          if (!isStrings(e[key])) bad(`images["${name}"].${key}`, 'an array of strings');
+        } else if (key === 'workingDir') {
+          if (typeof e[key] !== 'string') bad(`images["${name}"].workingDir`, 'a string');
+        } else bad(`images["${name}"].${key}`, 'absent (unknown field)');
+      }
+    }
+  }
+  return raw;
+}
+
+/** Reads and validates a JSON config file. */
+export async function loadProcessConfig(path: string): Promise<ProcessConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw invalidInput(
+      `cannot read the process provider config ${path}: ${errorMessage(err)}`,
+      err,
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw invalidInput(
+      `the process provider config ${path} is not JSON: ${errorMessage(err)}`,
+      err,
+    );
+  }
+  return parseProcessConfig(raw);
+}
+
+/** The default state directory of `nodeName`. */
+export function defaultStateDir(nodeName: string): string {
+  if (process.getuid?.() === 0) return join('/var/lib/virtual-kubelet', nodeName);
+  return join(homedir(), '.local', 'state', 'virtual-kubelet', nodeName);
+}
+
+const SUFFIX: Readonly<Record<string, number>> = {
+  '': 1,
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+};
+
+/** A Kubernetes quantity as a number (`"100m"` is 0.1, `"1Gi"` is 1073741824). */
+export function quantity(text: string, what = 'quantity'): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?([a-zA-Z]*)$/.exec(text.trim());
+  const factor = m ? SUFFIX[m[3] ?? ''] : undefined;
+  if (!m || factor === undefined) throw invalidInput(`${what}: invalid quantity "${text}"`);
+  return Number(m[1]) * 10 ** Number(m[2] ?? 0) * factor;
+}

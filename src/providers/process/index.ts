@@ -1,0 +1,785 @@
+/**
+ * The process provider: every container is a host process, isolated with Linux namespaces
+ * (one mount, PID, UTS and IPC namespace per pod, a mount namespace per container for its
+ * volumes) and limited with cgroups where the machine allows; otherwise plain processes, which
+ * the log and the Node's `virtual-kubelet.io/process-isolation` annotation say. Pods use the
+ * host's network (pod IP = node IP). Processes outlive the agent: a restarted agent adopts them
+ * from the state directory. See docs/provider-guide.md for the details and limits.
+ */
+import type { V1Node, V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import { mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, release, totalmem } from 'node:os';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import type { Duplex, Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
+import { errorMessage, invalidInput, notFound, permanent, unavailable } from '../../errors.js';
+import { silentLogger, type Logger } from '../../log.js';
+import type {
+  AttachStreams,
+  ContainerAttach,
+  ContainerExec,
+  ContainerLogOptions,
+  ContainerLogs,
+  NodeConfigurer,
+  PodVolumes,
+  PortForwarder,
+  Provider,
+  ResolvedVolume,
+  StatsProvider,
+} from '../../provider.js';
+import { Cgroups } from './cgroups.js';
+import {
+  DEFAULT_IMAGES,
+  defaultStateDir,
+  parseProcessConfig,
+  quantity,
+  type ImageEntrypoint,
+  type ProcessConfig,
+} from './config.js';
+import { attachSession, execArgv, forwardPort, runSession } from './exec.js';
+import { containerEnv, findTools, lookupImage, type Tools } from './launch.js';
+import { LogStamper, readLogFile } from './logs.js';
+import { PodRunner, type RunnerContext } from './pod.js';
+import { Probing } from './probing.js';
+import { bootTime, isAlive, type ProcessRef } from './proc.js';
+import { detectNamespaces, startSandbox } from './sandbox.js';
+import {
+  loadRecords,
+  podDirName,
+  saveRecord,
+  STATE_VERSION,
+  type ContainerRecord,
+  type PodRecord,
+} from './state.js';
+import { metricsResource, podUsage, RateTracker, snapshot, statsSummary } from './stats.js';
+import {
+  type PreparedVolume,
+  containerMounts,
+  createMountTargets,
+  prepareVolumes,
+  removeMountTargets,
+  volumeDir,
+  writeVolume,
+} from './volumes.js';
+
+export {
+  loadProcessConfig,
+  parseProcessConfig,
+  type ImageEntrypoint,
+  type ProcessConfig,
+} from './config.js';
+
+export const ISOLATION_ANNOTATION = 'virtual-kubelet.io/process-isolation';
+
+export interface ProcessProviderOptions {
+  readonly nodeName: string;
+  /** The node's InternalIP, which is also every pod's IP. Default: `127.0.0.1`. */
+  readonly nodeIP?: string;
+  /** Validated like a file. Default: `{}`. */
+  readonly config?: ProcessConfig;
+  /** Default: `silentLogger`. */
+  readonly logger?: Logger;
+}
+
+const GO_ARCH: Readonly<Record<string, string>> = { x64: 'amd64', arm64: 'arm64', arm: 'arm' };
+
+const key = (namespace: string, name: string): string => `${namespace}/${name}`;
+
+const withoutStatus = (pod: V1Pod): V1Pod => {
+  const copy = structuredClone(pod);
+  delete copy.status;
+  return copy;
+};
+
+/**
+ * Runs pods as local processes. `close()` stops the agent's side (monitoring, sessions) and
+ * leaves the pods' processes running on purpose: the next agent with the same state directory
+ * adopts them. Delete pods to stop their processes.
+ */
+export class ProcessProvider
+  implements
+    Provider,
+    NodeConfigurer,
+    ContainerLogs,
+    ContainerExec,
+    ContainerAttach,
+    PortForwarder,
+    StatsProvider,
+    PodVolumes
+{
+  readonly #nodeName: string;
+  readonly #config: ProcessConfig;
+  readonly #log: Logger;
+  readonly #stateDir: string;
+  readonly #podsDir: string;
+  readonly #tools: Tools;
+  readonly #namespaces: string | true;
+  readonly #cgroups: Cgroups | string;
+  readonly #ctx: RunnerContext;
+  readonly #runners = new Map<string, PodRunner>();
+  /** Pods whose sandbox is being made again. */
+  readonly #reviving = new Set<string>();
+  readonly #probing: Probing;
+  readonly #rates = new RateTracker();
+  readonly #closing = new AbortController();
+  readonly #privateTmp: boolean;
+  #monitor: NodeJS.Timeout | undefined;
+  #callback: ((pod: V1Pod) => void) | undefined;
+
+  constructor(options: ProcessProviderOptions) {
+    if (!options.nodeName) throw invalidInput('ProcessProvider: nodeName must not be empty');
+    this.#nodeName = options.nodeName;
+    this.#config = parseProcessConfig(options.config ?? {});
+    this.#log = (options.logger ?? silentLogger).child({ provider: 'process' });
+    const tools = findTools();
+    if (typeof tools === 'string') throw permanent(`the process provider cannot run: ${tools}`);
+    this.#tools = tools;
+    this.#stateDir = this.#config.stateDir ?? defaultStateDir(options.nodeName);
+    this.#podsDir = join(this.#stateDir, 'pods');
+    mkdirSync(this.#podsDir, { recursive: true });
+    this.#namespaces =
+      this.#config.isolation === 'none' ? 'disabled by config' : detectNamespaces(tools);
+    this.#cgroups =
+      this.#config.cgroups === 'none'
+        ? 'disabled by config'
+        : Cgroups.detect(this.#config.cgroupParent ?? join('virtual-kubelet', options.nodeName));
+    // A private /tmp would hide a state directory below /tmp from the pod's mounts.
+    const underTmp = relative('/tmp', resolve(this.#stateDir));
+    this.#privateTmp = underTmp.startsWith('..') || isAbsolute(underTmp);
+    if (this.#namespaces !== true) {
+      this.#log.warn(
+        { reason: this.#namespaces },
+        'namespaces unavailable: pods run as plain processes (no hostname, /tmp or volume mounts)',
+      );
+    }
+    if (typeof this.#cgroups === 'string') {
+      this.#log.warn(
+        { reason: this.#cgroups },
+        'cgroups unavailable: no resource limits, stats from /proc',
+      );
+    }
+    if (this.#namespaces === true && !this.#privateTmp) {
+      this.#log.warn(
+        { stateDir: this.#stateDir },
+        'the state directory is under /tmp: pods share the host /tmp',
+      );
+    }
+    const nodeIP = options.nodeIP ?? '127.0.0.1';
+    this.#ctx = {
+      tools,
+      namespaces: this.#namespaces === true,
+      cgroups: typeof this.#cgroups === 'string' ? undefined : this.#cgroups,
+      images: withDefaults(this.#config.images ?? {}),
+      stamper: new LogStamper(
+        this.#config.maxLogBytes ?? 10 * 1024 * 1024,
+        this.#config.maxLogFiles ?? 2,
+      ),
+      podIP: nodeIP,
+      hostIP: nodeIP,
+      backoffInitialSeconds: this.#config.backoffInitialSeconds ?? 10,
+      backoffMaxSeconds: this.#config.backoffMaxSeconds ?? 300,
+      log: this.#log,
+      probeState: (record, name) => this.#probing.state(record, name),
+    };
+    this.#probing = new Probing({
+      podIP: nodeIP,
+      log: this.#log,
+      exec: (runner, c, command, streams, signal) =>
+        this.#exec(runner, c, command, streams, signal),
+      changed: (runner) => {
+        if (runner.tick()) this.#emit(runner);
+      },
+    });
+    this.#adopt();
+    this.#monitor = setInterval(() => {
+      this.#tickAll();
+    }, this.#config.monitorIntervalMs ?? 500);
+    this.#monitor.unref();
+  }
+
+  /** A short description of the isolation in use, also the Node annotation. */
+  get isolation(): string {
+    const ns = this.#namespaces === true ? 'namespaces' : `no-namespaces (${this.#namespaces})`;
+    const cg =
+      typeof this.#cgroups === 'string'
+        ? `no-cgroups (${this.#cgroups})`
+        : `cgroups-${this.#cgroups.version}`;
+    return `${ns}, ${cg}`;
+  }
+
+  get stateDir(): string {
+    return this.#stateDir;
+  }
+
+  #adopt(): void {
+    const records = loadRecords(this.#podsDir, (dir, err) => {
+      this.#log.error({ dir, err: errorMessage(err) }, 'cannot read a pod state: ignored');
+    });
+    for (const record of records) {
+      const runner = new PodRunner(record, this.#ctx);
+      this.#runners.set(runner.key, runner);
+      const alive = record.containers.filter((c) => c.run && isAlive(c.run.wrapper)).length;
+      this.#log.info({ pod: runner.key, running: alive, phase: record.phase }, 'adopted pod');
+      if (record.deletingSince !== undefined) void this.#finishDelete(runner, record.pod);
+    }
+  }
+
+  #tickAll(): void {
+    for (const runner of this.#runners.values()) {
+      try {
+        this.#reviveSandbox(runner);
+        this.#probing.sync(runner);
+        if (runner.tick()) this.#emit(runner);
+      } catch (err) {
+        this.#log.error({ pod: runner.key, err: errorMessage(err) }, 'pod check failed');
+      }
+    }
+  }
+
+  #emit(runner: PodRunner): void {
+    const cb = this.#callback;
+    if (!cb) return;
+    try {
+      cb(this.#view(runner));
+    } catch (err) {
+      this.#log.error({ err }, 'the pod status callback threw');
+    }
+  }
+
+  #view(runner: PodRunner): V1Pod {
+    return { ...structuredClone(runner.record.pod), status: runner.status() };
+  }
+
+  #runner(namespace: string, name: string): PodRunner {
+    const r = this.#runners.get(key(namespace, name));
+    if (!r) throw notFound(`pod "${name}" does not exist`);
+    return r;
+  }
+
+  #throwIfClosed(): void {
+    if (this.#closing.signal.aborted) throw unavailable('the process provider is closed');
+  }
+
+  /**
+   * Sets the pod up (volumes, sandbox) and starts its first containers. A pod already known
+   * with the same UID (also one adopted after an agent restart) is left as it is. A container
+   * with no command to run stays Waiting (CreateContainerConfigError); the first call then
+   * throws `Unavailable` with the reason, so the core records an Event.
+   */
+  async createPod(pod: V1Pod, signal: AbortSignal): Promise<void> {
+    this.#throwIfClosed();
+    signal.throwIfAborted();
+    const namespace = pod.metadata?.namespace;
+    const name = pod.metadata?.name;
+    const uid = pod.metadata?.uid ?? '';
+    if (!namespace || !name || !pod.spec)
+      throw invalidInput('the pod has no namespace, name or spec');
+    const k = key(namespace, name);
+    const existing = this.#runners.get(k);
+    if (existing) {
+      if (existing.record.pod.metadata?.uid === uid) return;
+      this.#log.info({ pod: k }, 'createPod: replacing a pod of the same name');
+      await existing.delete({
+        ...existing.record.pod,
+        metadata: { ...existing.record.pod.metadata, deletionGracePeriodSeconds: 0 },
+      });
+      this.#forget(existing);
+    }
+    const dir = join(this.#podsDir, podDirName(pod));
+    mkdirSync(dir, { recursive: true });
+    const volumes = prepareVolumes(pod, dir);
+    const all = [...(pod.spec.initContainers ?? []), ...pod.spec.containers];
+    const mounts = Object.fromEntries(all.map((c) => [c.name, containerMounts(c, volumes)]));
+    const anyMounts = Object.values(mounts).some((m) => m.length > 0);
+    if (anyMounts && this.#namespaces !== true) {
+      throw permanent(`pod ${k} mounts volumes, which needs mount namespaces: ${this.#namespaces}`);
+    }
+    const createdTargets = createMountTargets(Object.values(mounts).flat());
+    let sandbox: ProcessRef | undefined;
+    if (this.#namespaces === true) {
+      try {
+        sandbox = await this.#startSandbox(pod, dir, volumes, signal);
+      } catch (err) {
+        removeMountTargets(createdTargets);
+        throw err;
+      }
+    }
+    const record: PodRecord = {
+      version: STATE_VERSION,
+      pod: withoutStatus(pod),
+      dir,
+      ...(sandbox ? { sandbox } : {}),
+      startTime: Date.now(),
+      containers: [
+        ...(pod.spec.initContainers ?? []).map((c) => this.#fresh(c.name, true)),
+        ...pod.spec.containers.map((c) => this.#fresh(c.name, false)),
+      ],
+      phase: 'Pending',
+      volumes,
+      mounts,
+      createdTargets,
+    };
+    if (pod.status?.qosClass !== undefined) record.pod.status = { qosClass: pod.status.qosClass };
+    saveRecord(record);
+    const runner = new PodRunner(record, this.#ctx);
+    this.#runners.set(k, runner);
+    runner.tick();
+    this.#emit(runner);
+    this.#log.info({ pod: k, sandbox: sandbox?.pid }, 'pod created');
+    const config = record.containers.find(
+      (c) => c.state.kind === 'waiting' && c.state.reason === 'CreateContainerConfigError',
+    );
+    if (config?.state.kind === 'waiting')
+      throw unavailable(config.state.message ?? config.state.reason);
+  }
+
+  async #startSandbox(
+    pod: V1Pod,
+    dir: string,
+    volumes: readonly PreparedVolume[],
+    signal: AbortSignal,
+  ): Promise<ProcessRef> {
+    const fd = openSync(join(dir, 'sandbox.log'), 'a');
+    try {
+      return await startSandbox(
+        {
+          hostname: pod.spec?.hostname ?? pod.metadata?.name ?? '',
+          privateTmp: this.#privateTmp,
+          tmpfsDirs: volumes.filter((v) => v.tmpfs).map((v) => v.source),
+          readyFile: join(dir, 'sandbox.ready'),
+          logFd: fd,
+        },
+        this.#tools,
+        signal,
+      );
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /**
+   * Makes a pod's sandbox again when it is gone while the pod should run (the machine
+   * rebooted, or someone killed it); its containers then restart as their policy says.
+   */
+  #reviveSandbox(runner: PodRunner): void {
+    const r = runner.record;
+    if (!r.sandbox || isAlive(r.sandbox) || runner.terminal || r.deletingSince !== undefined)
+      return;
+    if (this.#reviving.has(runner.key)) return;
+    this.#reviving.add(runner.key);
+    this.#log.warn({ pod: runner.key }, 'the pod sandbox is gone: making it again');
+    this.#startSandbox(r.pod, r.dir, r.volumes, this.#closing.signal)
+      .then((ref) => {
+        r.sandbox = ref;
+        runner.markDirty();
+      })
+      .catch((err: unknown) => {
+        this.#log.error({ pod: runner.key, err: errorMessage(err) }, 'cannot make the pod sandbox');
+      })
+      .finally(() => this.#reviving.delete(runner.key));
+  }
+
+  #fresh(name: string, init: boolean): ContainerRecord {
+    return {
+      name,
+      init,
+      restartCount: 0,
+      state: { kind: 'waiting', reason: init ? 'PodInitializing' : 'ContainerCreating' },
+      backoffSeconds: 0,
+      ready: false,
+      started: false,
+    };
+  }
+
+  /** Keeps the new spec (activeDeadlineSeconds, labels, annotations); images change nothing. */
+  updatePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    const runner = this.#runner(pod.metadata?.namespace ?? '', pod.metadata?.name ?? '');
+    const qos = runner.record.pod.status?.qosClass;
+    runner.record.pod = withoutStatus(pod);
+    if (qos !== undefined) runner.record.pod.status = { qosClass: qos };
+    runner.markDirty();
+    if (runner.tick()) this.#emit(runner);
+    return Promise.resolve();
+  }
+
+  /**
+   * Runs preStop hooks, sends SIGTERM to every container's process group, SIGKILL after the
+   * grace period, then reports the terminal status and forgets the pod (its files go too).
+   * An unknown pod is not an error.
+   */
+  async deletePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    const runner = this.#runners.get(key(pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''));
+    if (!runner) {
+      // Volume content of a pod that was never created (createPod failed).
+      if (pod.metadata?.uid !== undefined)
+        rmSync(join(this.#podsDir, podDirName(pod)), { recursive: true, force: true });
+      return;
+    }
+    if (pod.metadata?.uid !== undefined && runner.record.pod.metadata?.uid !== pod.metadata.uid)
+      return;
+    await this.#finishDelete(runner, pod);
+  }
+
+  async #finishDelete(runner: PodRunner, pod: V1Pod): Promise<void> {
+    await runner.delete(pod, (c, ms) => this.#preStop(runner, c, ms));
+    runner.tick();
+    this.#emit(runner);
+    this.#forget(runner);
+  }
+
+  #forget(runner: PodRunner): void {
+    if (this.#runners.get(runner.key) === runner) this.#runners.delete(runner.key);
+    this.#probing.forget(runner.record.pod.metadata?.uid ?? '');
+    removeMountTargets(runner.record.createdTargets);
+    rmSync(runner.record.dir, { recursive: true, force: true });
+    this.#log.info({ pod: runner.key }, 'pod stopped and forgotten');
+  }
+
+  async #preStop(runner: PodRunner, c: ContainerRecord, ms: number): Promise<void> {
+    const hook = runner.spec(c.name)?.lifecycle?.preStop;
+    if (!hook) return;
+    const signal = AbortSignal.timeout(Math.max(1, ms));
+    if (hook.exec?.command) {
+      await this.#exec(runner, c, hook.exec.command, { tty: false }, signal);
+    } else if (hook.httpGet) {
+      const port =
+        typeof hook.httpGet.port === 'number' ? hook.httpGet.port : Number(hook.httpGet.port);
+      const url = `${(hook.httpGet.scheme ?? 'HTTP').toLowerCase()}://${hook.httpGet.host ?? '127.0.0.1'}:${String(port)}${hook.httpGet.path ?? '/'}`;
+      await fetch(url, { signal });
+    } else if (hook.sleep) {
+      await delay(hook.sleep.seconds * 1000, undefined, { signal });
+    }
+  }
+
+  getPod(namespace: string, name: string, signal: AbortSignal): Promise<V1Pod | undefined> {
+    signal.throwIfAborted();
+    const r = this.#runners.get(key(namespace, name));
+    return Promise.resolve(r && this.#view(r));
+  }
+
+  getPodStatus(
+    namespace: string,
+    name: string,
+    signal: AbortSignal,
+  ): Promise<V1PodStatus | undefined> {
+    signal.throwIfAborted();
+    const r = this.#runners.get(key(namespace, name));
+    if (r) r.tick();
+    return Promise.resolve(r?.status());
+  }
+
+  getPods(signal: AbortSignal): Promise<V1Pod[]> {
+    signal.throwIfAborted();
+    return Promise.resolve([...this.#runners.values()].map((r) => this.#view(r)));
+  }
+
+  notifyPods(callback: (pod: V1Pod) => void): void {
+    this.#callback = callback;
+  }
+
+  /**
+   * Writes volume content (configMap, secret, downwardAPI, projected) into the pod's volume
+   * directories, atomically; containers see it through their bind mounts at once.
+   */
+  setPodVolumes(
+    pod: V1Pod,
+    volumes: readonly ResolvedVolume[],
+    signal: AbortSignal,
+  ): Promise<void> {
+    signal.throwIfAborted();
+    const runner = this.#runners.get(key(pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''));
+    const dir =
+      runner && runner.record.pod.metadata?.uid === pod.metadata?.uid
+        ? runner.record.dir
+        : join(this.#podsDir, podDirName(pod));
+    for (const v of volumes) writeVolume(volumeDir(dir, v.name), v);
+    return Promise.resolve();
+  }
+
+  /** Capacity from this machine (or the config), allocatable less the reserve, and the isolation. */
+  configureNode(node: V1Node): void {
+    const c = this.#config;
+    const cpu = c.cpu ?? String(cpus().length);
+    const memory = c.memory ?? String(totalmem());
+    const pods = c.pods ?? '110';
+    const reservedCpu = quantity(c.reserved?.cpu ?? '100m');
+    const reservedMem = quantity(c.reserved?.memory ?? '256Mi');
+    const allocCpu = Math.max(0, Math.round((quantity(cpu) - reservedCpu) * 1000));
+    const allocMem = Math.max(0, Math.floor(quantity(memory) - reservedMem));
+    node.status ??= {};
+    node.status.capacity = { ...node.status.capacity, cpu, memory, pods };
+    node.status.allocatable = {
+      ...node.status.allocatable,
+      cpu: `${String(allocCpu)}m`,
+      memory: String(allocMem),
+      pods,
+    };
+    // The machine's, as a kubelet reports its host's.
+    node.status.nodeInfo = {
+      bootID: '',
+      kubeProxyVersion: '',
+      kubeletVersion: '',
+      machineID: '',
+      systemUUID: '',
+      ...node.status.nodeInfo,
+      containerRuntimeVersion: 'process://1',
+      kernelVersion: release(),
+      osImage: osImage(),
+      operatingSystem: 'linux',
+      architecture: GO_ARCH[process.arch] ?? process.arch,
+    };
+    node.metadata ??= {};
+    node.metadata.annotations = {
+      ...node.metadata.annotations,
+      [ISOLATION_ANNOTATION]: this.isolation,
+    };
+  }
+
+  /**
+   * The container's log file of the current run (or the one before with `previous`), with the
+   * kubelet's options; `follow` ends when the run ends. See logs.ts for timestamps and rotation.
+   */
+  getContainerLogs(
+    namespace: string,
+    pod: string,
+    container: string,
+    options: ContainerLogOptions,
+    signal: AbortSignal,
+  ): Promise<Readable> {
+    return new Promise((resolve) => {
+      signal.throwIfAborted();
+      const runner = this.#runner(namespace, pod);
+      const c = runner.container(container);
+      if (!c) throw notFound(`container "${container}" not found in pod "${pod}"`);
+      const path = options.previous ? c.previousLog : c.run?.logPath;
+      if (path === undefined) {
+        throw invalidInput(
+          options.previous
+            ? `previous terminated container "${container}" in pod "${pod}" not found`
+            : `container "${container}" in pod "${pod}" is waiting to start`,
+        );
+      }
+      resolve(
+        readLogFile(
+          {
+            path,
+            maxFiles: this.#config.maxLogFiles ?? 2,
+            ended: () => c.run?.logPath !== path || !runner.isRunning(c),
+          },
+          options,
+          AbortSignal.any([signal, this.#closing.signal]),
+        ),
+      );
+    });
+  }
+
+  async #running(
+    namespace: string,
+    pod: string,
+    container: string,
+  ): Promise<{ runner: PodRunner; c: ContainerRecord; main: ProcessRef }> {
+    this.#throwIfClosed();
+    const runner = this.#runner(namespace, pod);
+    const c = runner.container(container);
+    if (!c) throw notFound(`container "${container}" not found in pod "${pod}"`);
+    for (let i = 0; i < 40; i++) {
+      if (!runner.isRunning(c)) break;
+      const main = runner.findMain(c);
+      if (main) return { runner, c, main };
+      await delay(50);
+    }
+    throw invalidInput(`container "${container}" in pod "${pod}" is not running`);
+  }
+
+  async #exec(
+    runner: PodRunner,
+    c: ContainerRecord,
+    command: readonly string[],
+    streams: AttachStreams,
+    signal: AbortSignal,
+  ): Promise<number> {
+    const main = runner.findMain(c);
+    if (!main) throw invalidInput(`container "${c.name}" is not running`);
+    const spec = runner.spec(c.name);
+    if (!spec) throw notFound(`container "${c.name}" not found`);
+    const pod = runner.record.pod;
+    const env = containerEnv(spec, pod.spec?.hostname ?? pod.metadata?.name ?? '');
+    const sc = { ...pod.spec?.securityContext, ...spec.securityContext };
+    const runAs =
+      process.getuid?.() === 0 && (sc.runAsUser !== undefined || sc.runAsGroup !== undefined)
+        ? { uid: sc.runAsUser ?? 0, gid: sc.runAsGroup ?? 0 }
+        : undefined;
+    const cg = this.#ctx.cgroups;
+    const argv = execArgv(
+      {
+        main,
+        namespaces: runner.record.sandbox !== undefined,
+        env,
+        workingDir:
+          spec.workingDir ?? lookupImage(spec.image ?? '', this.#ctx.images)?.workingDir ?? '/',
+        ...(runAs ? { runAs } : {}),
+        cgroupProcs: cg ? cg.prepare(pod.metadata?.uid ?? '', c.name, limitsOf(spec)) : [],
+      },
+      command,
+      streams.tty,
+      this.#tools,
+    );
+    return runSession(argv, env, streams, signal);
+  }
+
+  /**
+   * Runs `command` in the container's namespaces and cgroup, with its env, working directory
+   * and user; a TTY is a pty from `script`. Resolves to the exit code.
+   */
+  async runInContainer(
+    namespace: string,
+    pod: string,
+    container: string,
+    command: readonly string[],
+    streams: AttachStreams,
+    signal: AbortSignal,
+  ): Promise<number> {
+    signal.throwIfAborted();
+    if (command.length === 0) throw invalidInput('the command is empty');
+    const { runner, c } = await this.#running(namespace, pod, container);
+    return this.#exec(runner, c, command, streams, AbortSignal.any([signal, this.#closing.signal]));
+  }
+
+  /**
+   * Connects to the main process: stdin goes to its stdin FIFO (containers with `stdin: true`),
+   * stdout gets what it writes from now on. Ends when it exits, stdin ends or `signal` fires.
+   */
+  async attachToContainer(
+    namespace: string,
+    pod: string,
+    container: string,
+    streams: AttachStreams,
+    signal: AbortSignal,
+  ): Promise<void> {
+    signal.throwIfAborted();
+    const { runner, c, main } = await this.#running(namespace, pod, container);
+    const run = c.run;
+    if (!run) throw invalidInput(`container "${container}" is not running`);
+    await attachSession(
+      {
+        main,
+        logPath: run.logPath,
+        stdinPath: run.stdinPath,
+        running: () => c.run === run && runner.isRunning(c),
+      },
+      streams,
+      AbortSignal.any([signal, this.#closing.signal]),
+    );
+  }
+
+  /** The pod shares the host's network: dials `port` on 127.0.0.1. */
+  async portForward(
+    namespace: string,
+    pod: string,
+    port: number,
+    stream: Duplex,
+    signal: AbortSignal,
+  ): Promise<void> {
+    this.#throwIfClosed();
+    const runner = this.#runner(namespace, pod);
+    if (runner.terminal) throw invalidInput(`pod "${pod}" is not running`);
+    await forwardPort(port, stream, AbortSignal.any([signal, this.#closing.signal]));
+  }
+
+  /** The Summary API from cgroups (or /proc) and the node's /proc figures. */
+  getStatsSummary(signal: AbortSignal): Promise<Record<string, unknown>> {
+    signal.throwIfAborted();
+    return Promise.resolve(
+      statsSummary(
+        snapshot(
+          this.#nodeName,
+          bootTime(),
+          podUsage(this.#runners.values(), this.#ctx.cgroups),
+          this.#rates,
+        ),
+      ),
+    );
+  }
+
+  /** `/metrics/resource` (what metrics-server reads), from the same figures. */
+  getMetricsResource(signal: AbortSignal): Promise<string> {
+    signal.throwIfAborted();
+    return Promise.resolve(
+      metricsResource(
+        snapshot(
+          this.#nodeName,
+          bootTime(),
+          podUsage(this.#runners.values(), this.#ctx.cgroups),
+          this.#rates,
+        ),
+      ),
+    );
+  }
+
+  /**
+   * Stops monitoring and ends sessions; pod processes keep running (see the class comment).
+   * Idempotent.
+   */
+  async close(): Promise<void> {
+    this.#closing.abort(unavailable('the process provider is closed'));
+    if (this.#monitor) clearInterval(this.#monitor);
+    this.#monitor = undefined;
+    const probing = this.#probing.close();
+    for (const runner of this.#runners.values()) {
+      try {
+        runner.tick();
+      } catch {
+        // Saved on the next start.
+      }
+    }
+    await probing;
+  }
+
+  /** Test and operations hook: the pods known, by `namespace/name`. */
+  podKeys(): string[] {
+    return [...this.#runners.keys()];
+  }
+
+  /** Test hook: the record of a pod (processes, runs), read-only. */
+  podRecord(namespace: string, name: string): Readonly<PodRecord> | undefined {
+    return this.#runners.get(key(namespace, name))?.record;
+  }
+
+  /** The main process of a running container, for tests and tools. */
+  mainProcess(namespace: string, name: string, container: string): ProcessRef | undefined {
+    const r = this.#runners.get(key(namespace, name));
+    const c = r?.container(container);
+    return r && c && r.isRunning(c) ? r.findMain(c) : undefined;
+  }
+}
+
+/** PRETTY_NAME of /etc/os-release, as the kubelet reports the OS image. */
+function osImage(): string {
+  try {
+    const m = /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(readFileSync('/etc/os-release', 'utf8'));
+    return m?.[1] ?? 'Linux';
+  } catch {
+    return 'Linux';
+  }
+}
+
+/** The configured images first (they win), then the defaults they do not name. */
+function withDefaults(
+  images: Readonly<Record<string, ImageEntrypoint>>,
+): Readonly<Record<string, ImageEntrypoint>> {
+  const defaults = Object.entries(DEFAULT_IMAGES).filter(([name]) => !(name in images));
+  return { ...images, ...Object.fromEntries(defaults) };
+}
+
+function limitsOf(spec: { resources?: { limits?: Record<string, string> } }): {
+  memoryBytes?: number;
+  cpuCores?: number;
+} {
+  const l = spec.resources?.limits ?? {};
+  return {
+    ...(l.memory !== undefined ? { memoryBytes: quantity(l.memory) } : {}),
+    ...(l.cpu !== undefined ? { cpuCores: quantity(l.cpu) } : {}),
+  };
+}

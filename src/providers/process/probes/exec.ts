@@ -1,0 +1,111 @@
+import { MAX_OUTPUT_BYTES, deadline, failure, success, type ProbeResult } from './common.js';
+
+/** What an exec probe's command did. */
+export interface ExecResult {
+  readonly exitCode: number;
+  /** Combined stdout and stderr; only the first 10 KiB are kept. */
+  readonly output?: string;
+}
+
+/**
+ * Runs `command` in the container (its namespaces, environment and user) and resolves to its
+ * exit code and output. The provider supplies it. When `signal` fires (the probe's timeout
+ * elapsed or probing stopped) it must kill the command and settle soon; `timeoutMs` is given for
+ * information only, the prober enforces it. A rejection means the command could not be run at
+ * all (not that it failed): the kubelet discards such an attempt instead of counting it.
+ */
+export type ProbeExec = (
+  command: readonly string[],
+  signal: AbortSignal,
+  timeoutMs: number,
+) => Promise<ExecResult>;
+
+/**
+ * One exec probe attempt: exit code 0 is a success, any other a failure with the output as the
+ * message, and no answer within `timeoutMs` a failure `command "…" timed out` (the kubelet's
+ * behaviour since ExecProbeTimeout went GA).
+ */
+export async function execCheck(
+  exec: ProbeExec,
+  command: readonly string[],
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<ProbeResult> {
+  const limit = deadline(signal, timeoutMs);
+  try {
+    const running = exec(command, limit.signal, timeoutMs);
+    // The command may still settle after the deadline; its late rejection is of no interest.
+    running.catch(() => undefined);
+    const expired = new Promise<undefined>((resolve) => {
+      if (limit.signal.aborted) resolve(undefined);
+      else limit.signal.addEventListener('abort', () => resolve(undefined), { once: true });
+    });
+    let result: ExecResult | undefined;
+    try {
+      result = await Promise.race([running, expired]);
+    } catch (err) {
+      // An exec that rejects because it was told to stop has timed out (or was cancelled).
+      if (!limit.signal.aborted) throw err;
+    }
+    if (!result) {
+      return failure(
+        limit.timedOut()
+          ? `command ${JSON.stringify(command.join(' '))} timed out`
+          : 'probe cancelled',
+      );
+    }
+    const output = truncate(result.output ?? '');
+    return result.exitCode === 0 ? success(output) : failure(output);
+  } finally {
+    limit.dispose();
+  }
+}
+
+function truncate(text: string): string {
+  const bytes = Buffer.from(text);
+  return bytes.length <= MAX_OUTPUT_BYTES
+    ? text
+    : bytes.subarray(0, MAX_OUTPUT_BYTES).toString('utf8');
+}
+
+/**
+ * `command` with `$(VAR)` references replaced by the values of the container's `env`, as the
+ * kubelet expands exec probe commands (ExpandContainerCommandOnlyStatic): only entries with a
+ * plain `value` count; `$$` escapes a `$`; an unknown or unclosed reference stays as written.
+ */
+export function expandCommand(
+  command: readonly string[],
+  env: readonly { name: string; value?: string; valueFrom?: unknown }[] | undefined,
+): string[] {
+  const values = new Map<string, string>();
+  for (const e of env ?? []) if (e.valueFrom === undefined) values.set(e.name, e.value ?? '');
+  return command.map((arg) => expand(arg, (name) => values.get(name) ?? `$(${name})`));
+}
+
+function expand(input: string, lookup: (name: string) => string): string {
+  let out = '';
+  let checkpoint = 0;
+  for (let cursor = 0; cursor < input.length; cursor++) {
+    if (input[cursor] !== '$' || cursor + 1 >= input.length) continue;
+    out += input.slice(checkpoint, cursor);
+    const next = input[cursor + 1];
+    if (next === '$') {
+      out += '$';
+      cursor += 1;
+    } else if (next === '(') {
+      const close = input.indexOf(')', cursor + 2);
+      if (close === -1) {
+        out += '$(';
+        cursor += 1;
+      } else {
+        out += lookup(input.slice(cursor + 2, close));
+        cursor = close;
+      }
+    } else {
+      out += `$${next ?? ''}`;
+      cursor += 1;
+    }
+    checkpoint = cursor + 1;
+  }
+  return out + input.slice(checkpoint);
+}

@@ -1,0 +1,121 @@
+/**
+ * The pod sandbox: a small init process in new mount, PID, UTS and IPC namespaces, whose
+ * hostname is the pod's, with a private /tmp and tmpfs for `emptyDir.medium: Memory`. The
+ * containers join its namespaces with nsenter; killing it ends every process of the pod (it is
+ * PID 1 of the pod's PID namespace). It runs in its own session, so it outlives the agent.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
+import { unavailable } from '../../errors.js';
+import { shellQuote, type Tools } from './launch.js';
+import { childrenOf, isAlive, processRef, type ProcessRef } from './proc.js';
+
+/** Whether the kernel lets us make the namespaces a sandbox needs; the reason when not. */
+export function detectNamespaces(tools: Tools): true | string {
+  const r = spawnSync(
+    tools.unshare,
+    [
+      '--mount',
+      '--uts',
+      '--ipc',
+      '--pid',
+      '--fork',
+      '--mount-proc',
+      tools.sh,
+      '-c',
+      'hostname vk-probe',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10_000 },
+  );
+  if (r.status === 0) return true;
+  return `unshare failed: ${r.stderr.toString().trim() || `exit ${String(r.status)}`}`;
+}
+
+export interface SandboxSpec {
+  readonly hostname: string;
+  /** Mount a tmpfs at /tmp. */
+  readonly privateTmp: boolean;
+  /** Directories that get a tmpfs (emptyDir with medium Memory). */
+  readonly tmpfsDirs: readonly string[];
+  /** Created once the sandbox is set up. */
+  readonly readyFile: string;
+  /** The sandbox's output (errors from hostname and mount). */
+  readonly logFd: number;
+}
+
+/**
+ * Starts a sandbox and resolves to its init process once it is set up. Throws `Unavailable`
+ * when it dies or is not ready within 10 s (its log says why).
+ */
+export async function startSandbox(
+  spec: SandboxSpec,
+  tools: Tools,
+  signal: AbortSignal,
+): Promise<ProcessRef> {
+  const q = shellQuote;
+  rmSync(spec.readyFile, { force: true });
+  const lines = [`hostname ${q(spec.hostname)} || exit 1`];
+  if (spec.privateTmp) lines.push(`${q(tools.mount)} -t tmpfs -o mode=1777 tmpfs /tmp || exit 1`);
+  for (const d of spec.tmpfsDirs) {
+    lines.push(`${q(tools.mount)} -t tmpfs -o mode=0777 tmpfs ${q(d)} || exit 1`);
+  }
+  lines.push(`: > ${q(spec.readyFile)}`);
+  // PID 1 of the pod: waits (and so reaps orphans) until it is killed.
+  lines.push(`trap 'exit 0' TERM; while :; do sleep 2147483647 & wait; done`);
+  const child = spawn(
+    tools.unshare,
+    [
+      '--mount',
+      '--uts',
+      '--ipc',
+      '--pid',
+      '--fork',
+      '--mount-proc',
+      '--propagation',
+      'private',
+      '--',
+      tools.sh,
+      '-c',
+      lines.join('\n'),
+      'vk-sandbox',
+    ],
+    { detached: true, stdio: ['ignore', spec.logFd, spec.logFd] },
+  );
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.once('error', () => undefined);
+  child.unref();
+  const outer = child.pid;
+  if (outer === undefined) throw unavailable('cannot start the pod sandbox (unshare)');
+  const deadline = Date.now() + 10_000;
+  const state = { dead: false };
+  void exited.then(() => (state.dead = true));
+  while (Date.now() < deadline && !signal.aborted && !state.dead) {
+    if (existsSync(spec.readyFile)) {
+      const init = childrenOf(outer)[0];
+      const ref = init === undefined ? undefined : processRef(init);
+      if (ref) return ref;
+    }
+    await delay(20);
+  }
+  try {
+    process.kill(-outer, 'SIGKILL');
+  } catch {
+    // Gone already.
+  }
+  throw unavailable(
+    state.dead
+      ? 'the pod sandbox exited while being set up'
+      : 'the pod sandbox was not ready within 10 s',
+  );
+}
+
+/** Kills the sandbox and so every process in its PID namespace. */
+export function killSandbox(init: ProcessRef): void {
+  if (!isAlive(init)) return;
+  try {
+    process.kill(init.pid, 'SIGKILL');
+  } catch {
+    // Gone meanwhile.
+  }
+}

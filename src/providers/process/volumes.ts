@@ -1,0 +1,236 @@
+/**
+ * Pod volumes on the host: where each one lives, the content of configMap, secret, downwardAPI
+ * and projected volumes written as the kubelet writes it (atomically), and the bind mounts of a
+ * container.
+ *
+ * Atomic writes: the files go to a fresh `..<timestamp>` directory, a `..data` symlink is
+ * swapped to it with a rename, and every top-level name is a symlink through `..data`. A
+ * container that has the volume directory bind-mounted sees either the old or the new content,
+ * never a mix, and sees updates without a remount.
+ */
+import type { V1Container, V1Pod, V1Volume } from '@kubernetes/client-node';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname, isAbsolute, join, normalize } from 'node:path';
+import { invalidInput, unavailable } from '../../errors.js';
+import type { ResolvedVolume } from '../../provider.js';
+import type { Mount } from './launch.js';
+
+const CONTENT_KINDS = ['configMap', 'secret', 'downwardAPI', 'projected'] as const;
+
+/** A volume as prepared on the host. */
+export interface PreparedVolume {
+  readonly name: string;
+  /** The host path that is bind-mounted. */
+  readonly source: string;
+  /** Mounted read-only whatever the container says (configMap, secret, ...). */
+  readonly readOnly: boolean;
+  /** Needs a tmpfs (emptyDir with medium Memory). */
+  readonly tmpfs: boolean;
+}
+
+export const volumeDir = (podDir: string, name: string): string => join(podDir, 'volumes', name);
+
+const hasContent = (v: V1Volume): boolean => CONTENT_KINDS.some((k) => v[k] !== undefined);
+
+/**
+ * Creates the directories of the pod's volumes and checks hostPath volumes. Throws
+ * `Unavailable` (the core retries) for a hostPath that is not there yet, `InvalidInput` for a
+ * kind this provider cannot mount.
+ */
+export function prepareVolumes(pod: V1Pod, podDir: string): PreparedVolume[] {
+  const out: PreparedVolume[] = [];
+  for (const v of pod.spec?.volumes ?? []) {
+    if (v.emptyDir !== undefined) {
+      const dir = volumeDir(podDir, v.name);
+      mkdirSync(dir, { recursive: true, mode: 0o777 });
+      chmodSync(dir, 0o777);
+      out.push({
+        name: v.name,
+        source: dir,
+        readOnly: false,
+        tmpfs: v.emptyDir.medium === 'Memory',
+      });
+    } else if (hasContent(v)) {
+      const dir = volumeDir(podDir, v.name);
+      mkdirSync(dir, { recursive: true });
+      out.push({ name: v.name, source: dir, readOnly: true, tmpfs: false });
+    } else if (v.hostPath !== undefined) {
+      out.push({ name: v.name, source: checkHostPath(v), readOnly: false, tmpfs: false });
+    } else {
+      const kind = Object.keys(v).find((k) => k !== 'name') ?? 'unknown';
+      throw invalidInput(
+        `volume "${v.name}": ${kind} volumes are not supported by the process provider ` +
+          '(emptyDir, hostPath, configMap, secret, downwardAPI and projected are)',
+      );
+    }
+  }
+  return out;
+}
+
+function checkHostPath(v: V1Volume): string {
+  const path = v.hostPath?.path ?? '';
+  const type = v.hostPath?.type ?? '';
+  if (!isAbsolute(path)) throw invalidInput(`volume "${v.name}": hostPath must be absolute`);
+  const stat = (): ReturnType<typeof statSync> | undefined => {
+    try {
+      return statSync(path);
+    } catch {
+      return undefined;
+    }
+  };
+  const s = stat();
+  const missing = (what: string): never => {
+    throw unavailable(`volume "${v.name}": hostPath ${path} is not ${what}`);
+  };
+  switch (type) {
+    case 'DirectoryOrCreate':
+      if (!s) mkdirSync(path, { recursive: true, mode: 0o755 });
+      else if (!s.isDirectory()) missing('a directory');
+      break;
+    case 'Directory':
+      if (!s?.isDirectory()) missing('a directory');
+      break;
+    case 'FileOrCreate':
+      if (!s) {
+        mkdirSync(dirname(path), { recursive: true });
+        writeFileSync(path, '', { mode: 0o644 });
+      } else if (!s.isFile()) missing('a file');
+      break;
+    case 'File':
+      if (!s?.isFile()) missing('a file');
+      break;
+    case 'Socket':
+      if (!s?.isSocket()) missing('a socket');
+      break;
+    case 'CharDevice':
+      if (!s?.isCharacterDevice()) missing('a character device');
+      break;
+    case 'BlockDevice':
+      if (!s?.isBlockDevice()) missing('a block device');
+      break;
+    default:
+      // "" (no check): the path is mounted when it exists; a missing one is created as a
+      // directory, as the kubelet's runtime does.
+      if (!s) mkdirSync(path, { recursive: true, mode: 0o755 });
+  }
+  return path;
+}
+
+/**
+ * Replaces the content of a volume directory with `volume.files`, atomically (see the module
+ * comment). Paths are checked: no absolute paths, no `..`.
+ */
+export function writeVolume(dir: string, volume: ResolvedVolume): void {
+  mkdirSync(dir, { recursive: true });
+  const stamp = `..${new Date().toISOString().replace(/[:.]/g, '_')}.${String(process.hrtime.bigint() % 1_000_000n)}`;
+  const data = join(dir, stamp);
+  mkdirSync(data, { mode: 0o755 });
+  const top = new Set<string>();
+  for (const f of volume.files) {
+    const rel = normalize(f.path);
+    if (isAbsolute(f.path) || rel.startsWith('..') || rel === '.' || rel.startsWith('/')) {
+      rmSync(data, { recursive: true, force: true });
+      throw invalidInput(`volume "${volume.name}": invalid file path "${f.path}"`);
+    }
+    const target = join(data, rel);
+    mkdirSync(dirname(target), { recursive: true, mode: 0o755 });
+    writeFileSync(target, f.data, { mode: f.mode });
+    chmodSync(target, f.mode);
+    top.add(rel.split('/')[0] ?? rel);
+  }
+  const tmpLink = join(dir, '..data_tmp');
+  rmSync(tmpLink, { force: true });
+  symlinkSync(stamp, tmpLink);
+  renameSync(tmpLink, join(dir, '..data'));
+  for (const name of top) {
+    const link = join(dir, name);
+    if (!existsSync(link) && !isSymlink(link)) symlinkSync(join('..data', name), link);
+  }
+  // Remove names that are gone and old data directories.
+  for (const entry of readdirSync(dir)) {
+    if (entry === '..data' || entry === stamp) continue;
+    const path = join(dir, entry);
+    if (entry.startsWith('..')) rmSync(path, { recursive: true, force: true });
+    else if (!top.has(entry) && isSymlink(path)) rmSync(path, { force: true });
+  }
+}
+
+const isSymlink = (path: string): boolean => {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * The bind mounts of `container`: every volumeMount, with `subPath` resolved below the volume.
+ * Throws `InvalidInput` for a mount of an unknown volume or a subPath that leaves it.
+ */
+export function containerMounts(
+  container: V1Container,
+  volumes: readonly PreparedVolume[],
+): Mount[] {
+  return (container.volumeMounts ?? []).map((m) => {
+    const v = volumes.find((x) => x.name === m.name);
+    if (!v) throw invalidInput(`container "${container.name}" mounts unknown volume "${m.name}"`);
+    let source = v.source;
+    if (m.subPath !== undefined && m.subPath !== '') {
+      const rel = normalize(m.subPath);
+      if (isAbsolute(rel) || rel.startsWith('..'))
+        throw invalidInput(`volumeMount "${m.name}": invalid subPath "${m.subPath}"`);
+      source = join(v.source, rel);
+      if (!existsSync(source)) mkdirSync(source, { recursive: true });
+    }
+    return { source, target: m.mountPath, readOnly: v.readOnly || m.readOnly === true };
+  });
+}
+
+/**
+ * Makes sure every mount target exists on the host filesystem (which the pod shares), creating
+ * what is missing: a directory, or an empty file when the source is a file. Returns the paths
+ * created, deepest last, so they can be removed when the pod goes.
+ */
+export function createMountTargets(mounts: readonly Mount[]): string[] {
+  const created: string[] = [];
+  for (const m of mounts) {
+    if (existsSync(m.target)) continue;
+    const parts = normalize(m.target).split('/').filter(Boolean);
+    let path = '';
+    for (const [i, part] of parts.entries()) {
+      path += `/${part}`;
+      if (existsSync(path)) continue;
+      const last = i === parts.length - 1;
+      if (last && !statSync(m.source).isDirectory()) writeFileSync(path, '');
+      else mkdirSync(path);
+      created.push(path);
+    }
+  }
+  return created;
+}
+
+/** Removes mount targets created by `createMountTargets` if they are still empty. */
+export function removeMountTargets(created: readonly string[]): void {
+  for (const path of [...created].reverse()) {
+    try {
+      const s = lstatSync(path);
+      if (s.isDirectory()) {
+        if (readdirSync(path).length === 0) rmdirSync(path);
+      } else if (s.size === 0) rmSync(path);
+    } catch {
+      // Gone or in use.
+    }
+  }
+}

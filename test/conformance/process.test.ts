@@ -1,0 +1,21 @@
+import { ProcessProvider } from '../../src/providers/process/index.js';
+import { processStateDir, reap } from '../helpers/process-pods.js';
+import { providerContractSuite } from './provider-contract.js';
+
+let n = 0;
+providerContractSuite('process provider', () => {
+  const nodeName = `conformance-process-${String(++n)}`;
+  const dir = processStateDir();
+  const provider = new ProcessProvider({
+    nodeName,
+    config: { stateDir: dir, monitorIntervalMs: 100 },
+  });
+  return Promise.resolve({
+    provider,
+    close: async () => {
+      await provider.close();
+      // The provider leaves pod processes running on close (an agent restart adopts them).
+      reap(dir, nodeName);
+    },
+  });
+});

@@ -1,0 +1,626 @@
+/**
+ * The process provider against the real control plane: pods run as local processes in their own
+ * namespaces, and kubectl (logs, exec, port-forward, top), the Job controller and the kubelet
+ * API see them as they would see a kubelet's. Every test removes the processes, mounts, cgroups
+ * and state directories it made (see `reap`).
+ */
+import * as k8s from '@kubernetes/client-node';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { HELLO_OVERRIDES } from '../../src/cli/start.js';
+import { freePorts } from '../../src/devcluster/cluster.js';
+import { ProcessProvider, type ProcessConfig } from '../../src/providers/process/index.js';
+import type { PodRecord } from '../../src/providers/process/state.js';
+import {
+  nodeKubeconfig,
+  onNode,
+  spawnAgent,
+  startNode,
+  uniqueNodeName,
+  waitNodeReady,
+  type InProcessNode,
+  type SpawnedAgent,
+} from '../helpers/agent.js';
+import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
+import { onOrphaned } from '../helpers/orphan-watchdog.js';
+import { processStateDir as stateDir, reap } from '../helpers/process-pods.js';
+import { waitFor } from '../helpers/wait.js';
+
+const core = (): k8s.CoreV1Api => testCluster().kc.makeApiClient(k8s.CoreV1Api);
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+interface Fixture {
+  readonly ns: string;
+  readonly node: InProcessNode;
+  readonly nodeName: string;
+  readonly provider: ProcessProvider;
+}
+
+async function fixture(t: TestContext, config: ProcessConfig = {}): Promise<Fixture> {
+  const ns = await testNamespace(t);
+  const nodeName = uniqueNodeName('proc');
+  const dir = stateDir();
+  const provider = new ProcessProvider({
+    nodeName,
+    config: { stateDir: dir, monitorIntervalMs: 200, ...config },
+  });
+  const forget = onOrphaned(() => {
+    reap(dir, nodeName);
+  });
+  t.after(async () => {
+    forget();
+    await provider.close();
+    reap(dir, nodeName);
+  });
+  const node = await startNode(t, { nodeName, api: true, provider });
+  return { ns, node, nodeName, provider };
+}
+
+async function createPod(
+  f: Pick<Fixture, 'ns' | 'nodeName'>,
+  name: string,
+  spec: Partial<k8s.V1PodSpec>,
+): Promise<void> {
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name },
+      spec: { ...onNode(f.nodeName), containers: [], terminationGracePeriodSeconds: 2, ...spec },
+    },
+  });
+}
+
+async function waitPod(
+  f: Pick<Fixture, 'ns'>,
+  name: string,
+  what: string,
+  ok: (pod: k8s.V1Pod) => boolean,
+  timeoutMs = 30_000,
+): Promise<k8s.V1Pod> {
+  return waitFor(
+    async () => {
+      const pod = await core().readNamespacedPod({ name, namespace: f.ns });
+      return ok(pod) ? pod : undefined;
+    },
+    { what: `pod ${name}: ${what}`, timeoutMs },
+  );
+}
+
+const running = (pod: k8s.V1Pod): boolean => pod.status?.phase === 'Running';
+
+test('a shell pod runs: kubectl logs and exec see its output, hostname and volumes', async (t) => {
+  const f = await fixture(t);
+  await createPod(f, 'hello', {
+    volumes: [
+      { name: 'config', configMap: { name: 'app-config' } },
+      { name: 'scratch', emptyDir: {} },
+    ],
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sh', '-c', 'echo from-main > /scratch/note; echo hello; sleep 3600'],
+        env: [{ name: 'GREETING', value: 'hi there' }],
+        volumeMounts: [
+          { name: 'config', mountPath: '/etc/app-config' },
+          { name: 'scratch', mountPath: '/scratch' },
+        ],
+      },
+    ],
+  });
+  const pod = await waitPod(f, 'hello', 'Running', running);
+  assert.equal(pod.status?.containerStatuses?.[0]?.ready, true);
+  // The node says how its pods are isolated, and has this machine's capacity.
+  const node = await core().readNode({ name: f.nodeName });
+  assert.equal(
+    node.metadata?.annotations?.['virtual-kubelet.io/process-isolation'],
+    f.provider.isolation,
+  );
+  assert.equal(node.status?.capacity?.cpu, String(cpus().length));
+  await waitFor(async () => (await kubectl(['logs', 'hello', '-n', f.ns])).stdout === 'hello\n', {
+    what: 'kubectl logs to print hello',
+  });
+  const stamped = (await kubectl(['logs', 'hello', '-n', f.ns, '--timestamps'])).stdout;
+  assert.match(stamped, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z hello\n$/);
+
+  const hostname = await kubectl(['exec', 'hello', '-n', f.ns, '--', 'hostname']);
+  assert.equal(hostname.stdout.trim(), 'hello');
+  const env = await kubectl(['exec', 'hello', '-n', f.ns, '--', 'sh', '-c', 'echo "$GREETING"']);
+  assert.equal(env.stdout, 'hi there\n');
+  const note = await kubectl(['exec', 'hello', '-n', f.ns, '--', 'cat', '/scratch/note']);
+  assert.equal(note.stdout, 'from-main\n');
+  // The pod has its own PID namespace: its first process is PID 1 and the host's are not seen.
+  const pids = await kubectl([
+    'exec',
+    'hello',
+    '-n',
+    f.ns,
+    '--',
+    'sh',
+    '-c',
+    'ls /proc | grep -c "^[0-9]"',
+  ]);
+  assert.ok(Number(pids.stdout) < 20, `few processes in the pod's PID namespace: ${pids.stdout}`);
+  const failing = await kubectl(['exec', 'hello', '-n', f.ns, '--', 'sh', '-c', 'exit 7'], {
+    allowFailure: true,
+  });
+  assert.equal(failing.code, 7);
+
+  // Volume content as the core hands it in (setPodVolumes), updated atomically in place.
+  const api = await core().readNamespacedPod({ name: 'hello', namespace: f.ns });
+  const signal = new AbortController().signal;
+  const files = (text: string): { path: string; data: Uint8Array; mode: number }[] => [
+    { path: 'greeting', data: Buffer.from(text), mode: 0o644 },
+  ];
+  await f.provider.setPodVolumes(api, [{ name: 'config', files: files('v1') }], signal);
+  const read = async (): Promise<string> =>
+    (await kubectl(['exec', 'hello', '-n', f.ns, '--', 'cat', '/etc/app-config/greeting'])).stdout;
+  assert.equal(await read(), 'v1');
+  await f.provider.setPodVolumes(api, [{ name: 'config', files: files('v2') }], signal);
+  assert.equal(await read(), 'v2');
+  const write = await kubectl(
+    ['exec', 'hello', '-n', f.ns, '--', 'sh', '-c', 'echo x > /etc/app-config/other'],
+    { allowFailure: true },
+  );
+  assert.notEqual(write.code, 0, 'a configMap volume is read-only');
+});
+
+test('a Job runs to completion and the Job controller marks it Complete', async (t) => {
+  const f = await fixture(t);
+  const batch = testCluster().kc.makeApiClient(k8s.BatchV1Api);
+  await batch.createNamespacedJob({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'once' },
+      spec: {
+        backoffLimit: 0,
+        template: {
+          spec: {
+            ...onNode(f.nodeName),
+            restartPolicy: 'Never',
+            containers: [{ name: 'work', image: 'busybox', command: ['sh', '-c', 'echo done'] }],
+          },
+        },
+      },
+    },
+  });
+  await waitFor(
+    async () => {
+      const job = await batch.readNamespacedJob({ name: 'once', namespace: f.ns });
+      return job.status?.conditions?.some((c) => c.type === 'Complete' && c.status === 'True');
+    },
+    { what: 'the Job to be Complete', timeoutMs: 60_000 },
+  );
+  const pods = await core().listNamespacedPod({ namespace: f.ns, labelSelector: 'job-name=once' });
+  const pod = pods.items[0];
+  assert.equal(pod?.status?.phase, 'Succeeded');
+  const state = pod.status?.containerStatuses?.[0]?.state?.terminated;
+  assert.equal(state?.exitCode, 0);
+  assert.equal(state.reason, 'Completed');
+  const logs = await kubectl(['logs', pod.metadata?.name ?? '', '-n', f.ns]);
+  assert.equal(logs.stdout, 'done\n');
+});
+
+test('a crashing container reaches CrashLoopBackOff with a growing back-off', async (t) => {
+  const f = await fixture(t, { backoffInitialSeconds: 1, backoffMaxSeconds: 8 });
+  await createPod(f, 'crasher', {
+    containers: [{ name: 'app', image: 'busybox', command: ['sh', '-c', 'echo crashing; exit 3'] }],
+  });
+  const waiting = (seconds: number) => (pod: k8s.V1Pod) => {
+    const w = pod.status?.containerStatuses?.[0]?.state?.waiting;
+    return (
+      w?.reason === 'CrashLoopBackOff' &&
+      (w.message ?? '').startsWith(`back-off ${String(seconds)}s`)
+    );
+  };
+  const first = await waitPod(f, 'crasher', 'back-off 1s', waiting(1));
+  const cs = first.status?.containerStatuses?.[0];
+  assert.equal(cs?.lastState?.terminated?.exitCode, 3);
+  assert.equal(cs.lastState.terminated.reason, 'Error');
+  assert.match(cs.state?.waiting?.message ?? '', /restarting failed container=app pod=crasher_/);
+  const later = await waitPod(f, 'crasher', 'back-off 4s', waiting(4));
+  assert.ok((later.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 3);
+  assert.equal(later.status?.phase, 'Running');
+  const previous = await kubectl(['logs', 'crasher', '-n', f.ns, '--previous']);
+  assert.equal(previous.stdout, 'crashing\n');
+});
+
+test('a command that does not exist fails to start with a reason; no command at all waits', async (t) => {
+  const f = await fixture(t);
+  await createPod(f, 'missing', {
+    restartPolicy: 'Never',
+    containers: [{ name: 'app', image: 'busybox', command: ['no-such-command-vk'] }],
+  });
+  const failed = await waitPod(f, 'missing', 'Failed', (p) => p.status?.phase === 'Failed');
+  const term = failed.status?.containerStatuses?.[0]?.state?.terminated;
+  assert.equal(term?.reason, 'StartError');
+  assert.match(term.message ?? '', /"no-such-command-vk": executable file not found/);
+
+  await createPod(f, 'unknown-image', {
+    containers: [{ name: 'app', image: 'example.com/unknown:1' }],
+  });
+  const waiting = await waitPod(
+    f,
+    'unknown-image',
+    'CreateContainerConfigError',
+    (p) =>
+      p.status?.containerStatuses?.[0]?.state?.waiting?.reason === 'CreateContainerConfigError',
+  );
+  assert.match(
+    waiting.status?.containerStatuses?.[0]?.state?.waiting?.message ?? '',
+    /no command, and image "example.com\/unknown:1" is not in the process provider's image table/,
+  );
+  const events = await waitFor(
+    async () => {
+      const list = await core().listNamespacedEvent({ namespace: f.ns });
+      return list.items.find(
+        (e) => e.involvedObject.name === 'unknown-image' && /image table/.test(e.message ?? ''),
+      );
+    },
+    { what: 'an Event about the missing command' },
+  );
+  assert.equal(events.type, 'Warning');
+});
+
+test('kubectl port-forward reaches an HTTP server in the pod', async (t) => {
+  const f = await fixture(t);
+  const [port] = await freePorts(1);
+  const server = `require('node:http').createServer((q, s) => s.end('pong from ' + require('node:os').hostname())).listen(${String(port)}, '127.0.0.1')`;
+  await createPod(f, 'web', {
+    containers: [{ name: 'web', image: 'node', command: [process.execPath, '-e', server] }],
+  });
+  await waitPod(f, 'web', 'Running', running);
+  const c = testCluster();
+  const pf = spawn(c.kubectlPath, ['port-forward', '-n', f.ns, 'pod/web', `:${String(port)}`], {
+    env: { ...process.env, KUBECONFIG: c.kubeconfigPath },
+  });
+  t.after(onOrphaned(() => pf.kill('SIGKILL')));
+  t.after(() => pf.kill());
+  const local = await new Promise<number>((resolve, reject) => {
+    let text = '';
+    pf.stdout.on('data', (d: Buffer) => {
+      text += d.toString();
+      const m = /Forwarding from 127\.0\.0\.1:(\d+)/.exec(text);
+      if (m?.[1]) resolve(Number(m[1]));
+    });
+    pf.on('exit', (code) => reject(new Error(`kubectl port-forward exited with ${String(code)}`)));
+  });
+  const body = await waitFor(
+    async () => {
+      const res = await fetch(`http://127.0.0.1:${String(local)}/`);
+      return res.ok ? res.text() : undefined;
+    },
+    { what: 'an answer through the port-forward' },
+  );
+  // The server runs in the pod's UTS namespace: its hostname is the pod's name.
+  assert.equal(body, 'pong from web');
+});
+
+test('deleting a pod sends SIGTERM to its processes, and SIGKILL after the grace period', async (t) => {
+  const f = await fixture(t);
+  await createPod(f, 'polite', {
+    terminationGracePeriodSeconds: 30,
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sh', '-c', 'trap "echo got TERM; exit 0" TERM; while :; do sleep 0.1; done'],
+      },
+    ],
+  });
+  await createPod(f, 'stubborn', {
+    terminationGracePeriodSeconds: 2,
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sh', '-c', 'trap "" TERM; while :; do sleep 0.1; done'],
+      },
+    ],
+  });
+  await waitPod(f, 'polite', 'Running', running);
+  await waitPod(f, 'stubborn', 'Running', running);
+  const main = (name: string): number =>
+    waitForSync(() => f.provider.mainProcess(f.ns, name, 'app')?.pid);
+  const politePid = main('polite');
+  const stubbornPid = main('stubborn');
+  const started = Date.now();
+  await core().deleteNamespacedPod({ name: 'polite', namespace: f.ns });
+  await core().deleteNamespacedPod({ name: 'stubborn', namespace: f.ns });
+  await waitFor(() => !alive(politePid), { what: 'the polite process to exit' });
+  assert.ok(Date.now() - started < 10_000, 'a process that handles SIGTERM exits at once');
+  await waitFor(() => !alive(stubbornPid), { what: 'the stubborn process to be killed' });
+  assert.ok(
+    Date.now() - started >= 1_900,
+    'a process that ignores SIGTERM lives out its grace period',
+  );
+  for (const name of ['polite', 'stubborn']) {
+    await waitFor(
+      async () =>
+        await core()
+          .readNamespacedPod({ name, namespace: f.ns })
+          .then(() => false)
+          .catch(() => true),
+      { what: `pod ${name} to be gone` },
+    );
+  }
+  assert.deepEqual(f.provider.podKeys(), []);
+});
+
+/** `check()` right now, or soon: the main process of a running container may take a tick. */
+function waitForSync<T>(check: () => T | undefined): T {
+  for (let i = 0; i < 100; i++) {
+    const v = check();
+    if (v !== undefined) return v;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  }
+  throw new Error('timed out waiting for a main process');
+}
+
+test('a container over its memory limit is OOMKilled', async (t) => {
+  const f = await fixture(t);
+  if (!f.provider.isolation.includes('cgroups-')) {
+    t.skip(`no cgroups here: ${f.provider.isolation}`);
+    return;
+  }
+  await createPod(f, 'hungry', {
+    restartPolicy: 'Never',
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sh', '-c', 'x=0123456789; while :; do x="$x$x"; done'],
+        resources: { limits: { memory: '32Mi' } },
+      },
+    ],
+  });
+  const pod = await waitPod(f, 'hungry', 'Failed', (p) => p.status?.phase === 'Failed');
+  const term = pod.status?.containerStatuses?.[0]?.state?.terminated;
+  assert.equal(term?.reason, 'OOMKilled');
+  assert.equal(term.exitCode, 137);
+});
+
+test('kubectl top pod shows the real CPU use of a busy pod', async (t) => {
+  const f = await fixture(t);
+  await createPod(f, 'busy', {
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sh', '-c', 'while :; do :; done'],
+        resources: { limits: { cpu: '100m', memory: '64Mi' } },
+      },
+    ],
+  });
+  await waitPod(f, 'busy', 'Running', running);
+  const top = await waitFor(
+    async () => {
+      const r = await kubectl(['top', 'pod', 'busy', '-n', f.ns, '--no-headers'], {
+        allowFailure: true,
+      });
+      const m = /^busy\s+(\d+)m\s+(\d+)Mi/m.exec(r.stdout);
+      return m && Number(m[1]) > 0 ? { cpu: Number(m[1]), line: r.stdout } : undefined;
+    },
+    { what: 'kubectl top pod with non-zero CPU', timeoutMs: 120_000, intervalMs: 2_000 },
+  );
+  // The CPU quota holds it near its limit of 100m.
+  assert.ok(top.cpu >= 20 && top.cpu <= 150, top.line);
+});
+
+test('an agent killed with SIGKILL and started again adopts its running pods', async (t) => {
+  const ns = await testNamespace(t);
+  const nodeName = uniqueNodeName('adopt');
+  const dir = stateDir();
+  const forget = onOrphaned(() => {
+    reap(dir, nodeName);
+  });
+  const configPath = join(testCluster().dir, `process-${nodeName}.json`);
+  writeFileSync(configPath, JSON.stringify({ stateDir: dir, monitorIntervalMs: 200 }));
+  const [port1, port2] = await freePorts(2);
+  const args = async (port: number | undefined): Promise<string[]> => [
+    '--kubeconfig',
+    await nodeKubeconfig(nodeName),
+    '--nodename',
+    nodeName,
+    '--provider',
+    'process',
+    '--provider-config',
+    configPath,
+    '--node-ip',
+    '127.0.0.1',
+    '--listen-port',
+    String(port),
+  ];
+  const agents: SpawnedAgent[] = [];
+  t.after(async () => {
+    // An agent still running would write its state again: stop them before reaping.
+    for (const a of agents) {
+      a.child.kill('SIGKILL');
+      await a.exited;
+    }
+    forget();
+    reap(dir, nodeName);
+    rmSync(configPath, { force: true });
+  });
+  const first = spawnAgent(t, await args(port1));
+  agents.push(first);
+  await waitNodeReady(nodeName);
+  const f = { ns, nodeName };
+  const marker = `adopt-${randomBytes(3).toString('hex')}`;
+  const command = ['sh', '-c', `while :; do sleep 1; done; : ${marker}`];
+  await createPod(f, 'survivor', {
+    containers: [{ name: 'app', image: 'busybox', command }],
+  });
+  await createPod(f, 'victim', {
+    restartPolicy: 'Never',
+    containers: [{ name: 'app', image: 'busybox', command: ['sleep', '3600'] }],
+  });
+  const before = await waitPod(f, 'survivor', 'Running', running);
+  await waitPod(f, 'victim', 'Running', running);
+  const record = (name: string): PodRecord => {
+    const d = readdirSync(join(dir, 'pods')).find((x) => x.startsWith(`${ns}_${name}_`)) ?? '';
+    return JSON.parse(readFileSync(join(dir, 'pods', d, 'state.json'), 'utf8')) as PodRecord;
+  };
+  const mainOf = (name: string): number =>
+    waitForSync(() => record(name).containers[0]?.run?.main?.pid);
+  const survivorPid = mainOf('survivor');
+  const victimPid = mainOf('victim');
+
+  first.child.kill('SIGKILL');
+  await first.exited;
+  assert.ok(alive(survivorPid), 'the pod outlives its agent');
+  // A process that dies while the agent is down is reported when it is back.
+  process.kill(victimPid, 'SIGKILL');
+  await waitFor(() => !alive(victimPid), { what: 'the victim to die' });
+
+  agents.push(spawnAgent(t, await args(port2)));
+  await waitNodeReady(nodeName);
+  const victim = await waitPod(f, 'victim', 'Failed', (p) => p.status?.phase === 'Failed');
+  assert.equal(victim.status?.containerStatuses?.[0]?.state?.terminated?.exitCode, 137);
+  const after = await waitPod(f, 'survivor', 'Running', running);
+  const cs = after.status?.containerStatuses?.[0];
+  assert.equal(cs?.restartCount, 0);
+  assert.equal(cs.containerID, before.status?.containerStatuses?.[0]?.containerID);
+  assert.equal(record('survivor').containers[0]?.run?.main?.pid, survivorPid);
+  assert.ok(alive(survivorPid));
+  // Nothing was started twice: one process runs the command.
+  const expected = command.join('\0');
+  const copies = readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0$/, '') === expected;
+      } catch {
+        return false;
+      }
+    });
+  assert.equal(copies.length, 1, `processes running the command: ${copies.join(', ')}`);
+});
+
+test('probes: readiness gates the Ready condition, a failing liveness probe restarts', async (t) => {
+  const f = await fixture(t);
+  await createPod(f, 'probed', {
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sleep', '3600'],
+        readinessProbe: { exec: { command: ['test', '-f', '/tmp/ready'] }, periodSeconds: 1 },
+      },
+    ],
+  });
+  await createPod(f, 'unhealthy', {
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sleep', '3600'],
+        livenessProbe: { exec: { command: ['false'] }, periodSeconds: 1, failureThreshold: 1 },
+      },
+    ],
+  });
+  const ready = (p: k8s.V1Pod): string | undefined =>
+    p.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+  const notReady = await waitPod(f, 'probed', 'Running', running);
+  assert.equal(ready(notReady), 'False');
+  // The pod has a private /tmp: the probe sees the file that exec made there.
+  await kubectl(['exec', 'probed', '-n', f.ns, '--', 'touch', '/tmp/ready']);
+  await waitPod(f, 'probed', 'Ready', (p) => ready(p) === 'True');
+  const restarted = await waitPod(
+    f,
+    'unhealthy',
+    'restarted by its liveness probe',
+    (p) => (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1,
+  );
+  assert.equal(restarted.status?.containerStatuses?.[0]?.lastState?.terminated?.exitCode, 143);
+});
+
+test("npm start's hint works as printed: kubectl run busybox -- sh -c 'echo ...'", async (t) => {
+  const f = await fixture(t);
+  await kubectl([
+    'run',
+    'hello',
+    '-n',
+    f.ns,
+    '--image=busybox',
+    '--restart=Never',
+    `--overrides=${HELLO_OVERRIDES}`,
+    '--',
+    'sh',
+    '-c',
+    'echo hello from a virtual node',
+  ]);
+  const pod = await waitPod(f, 'hello', 'Succeeded', (p) => p.status?.phase === 'Succeeded');
+  assert.equal(pod.spec?.nodeName, f.nodeName);
+  assert.equal(
+    (await kubectl(['logs', 'hello', '-n', f.ns])).stdout,
+    'hello from a virtual node\n',
+  );
+});
+
+test('kubectl exec -i and kubectl attach -i carry stdin to the container', async (t) => {
+  const f = await fixture(t);
+  await createPod(f, 'reader', {
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        stdin: true,
+        command: ['sh', '-c', 'while read line; do echo "got $line"; done'],
+      },
+    ],
+  });
+  await waitPod(f, 'reader', 'Running', running);
+  const cat = await kubectl(
+    ['exec', '-i', 'reader', '-n', f.ns, '--', 'sh', '-c', 'cat; echo end'],
+    {
+      input: 'piped\n',
+    },
+  );
+  assert.equal(cat.stdout, 'piped\nend\n');
+  const attach = await kubectl(['attach', '-i', 'reader', '-n', f.ns, '-c', 'app'], {
+    input: 'one\ntwo\n',
+    timeoutMs: 20_000,
+  });
+  assert.match(attach.stdout, /got one\ngot two\n/);
+  assert.match((await kubectl(['logs', 'reader', '-n', f.ns])).stdout, /got one\ngot two\n/);
+});
+
+test('kubectl logs -f follows a container until it exits; --tail and --limit-bytes apply', async (t) => {
+  const f = await fixture(t);
+  await createPod(f, 'counter', {
+    restartPolicy: 'Never',
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sh', '-c', 'for i in 1 2 3 4; do echo "line $i"; sleep 0.5; done'],
+      },
+    ],
+  });
+  await waitPod(f, 'counter', 'Running', running);
+  const followed = await kubectl(['logs', '-f', 'counter', '-n', f.ns], { timeoutMs: 20_000 });
+  assert.equal(followed.stdout, 'line 1\nline 2\nline 3\nline 4\n');
+  await waitPod(f, 'counter', 'Succeeded', (p) => p.status?.phase === 'Succeeded');
+  assert.equal(
+    (await kubectl(['logs', 'counter', '-n', f.ns, '--tail=2'])).stdout,
+    'line 3\nline 4\n',
+  );
+  assert.equal(
+    (await kubectl(['logs', 'counter', '-n', f.ns, '--limit-bytes=9'])).stdout,
+    'line 1\nli',
+  );
+});

@@ -1,0 +1,80 @@
+/**
+ * Clean-up for tests of the process provider, whose pods are real processes that outlive the
+ * provider on purpose: `reap` kills what a state directory's pods still run and removes their
+ * cgroups and the directory.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { PodRecord } from '../../src/providers/process/state.js';
+
+/** A fresh state directory outside /tmp (pods get a private /tmp there). */
+export function processStateDir(): string {
+  return join('/var/tmp', `vk-process-test-${randomBytes(4).toString('hex')}`);
+}
+
+const sleepMs = (ms: number): void => {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+};
+
+const kill = (pid: number | undefined): void => {
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // Gone.
+  }
+};
+
+/**
+ * Kills every process the pods of `dir` still have (a sandbox's init process takes its PID
+ * namespace with it; wrappers and process groups go too), removes the cgroups of `nodeName`
+ * and then `dir`. Synchronous, so it can run from an orphan watchdog.
+ */
+export function reap(dir: string, nodeName: string): void {
+  const pods = join(dir, 'pods');
+  for (const d of existsSync(pods) ? readdirSync(pods) : []) {
+    let r: PodRecord;
+    try {
+      r = JSON.parse(readFileSync(join(pods, d, 'state.json'), 'utf8')) as PodRecord;
+    } catch {
+      continue;
+    }
+    kill(r.sandbox?.pid);
+    for (const c of r.containers) {
+      const main = c.run?.main?.pid;
+      if (main !== undefined) kill(-main);
+      kill(main);
+      kill(c.run?.wrapper.pid);
+    }
+    // Mount points the pod made on the host, once nothing has them mounted.
+    for (const path of [...r.createdTargets].reverse()) {
+      try {
+        if (statSync(path).isDirectory()) rmdirSync(path);
+        else if (statSync(path).size === 0) rmSync(path);
+      } catch {
+        // Not empty, or gone.
+      }
+    }
+  }
+  for (const controller of ['memory', 'cpu', 'cpuacct', 'pids', 'unified', '']) {
+    removeTree(join('/sys/fs/cgroup', controller, 'virtual-kubelet', nodeName));
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+
+function removeTree(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.isDirectory()) removeTree(join(dir, e.name));
+  }
+  for (let i = 0; i < 100; i++) {
+    try {
+      rmdirSync(dir);
+      return;
+    } catch {
+      // Killed processes are still leaving the cgroup.
+      sleepMs(20);
+    }
+  }
+}
