@@ -65,7 +65,13 @@ async function fixture(t: TestContext, config: ProcessConfig = {}): Promise<Fixt
     await provider.close();
     reap(dir, nodeName);
   });
-  const node = await startNode(t, { nodeName, api: true, provider });
+  const node = await startNode(t, {
+    nodeName,
+    api: true,
+    provider,
+    // Config map changes reach mounted volumes within a second or two here (a minute by default).
+    tuning: { pods: { volumeRefreshPeriodMs: 1_000 } },
+  });
   return { ns, node, nodeName, provider };
 }
 
@@ -103,6 +109,14 @@ const running = (pod: k8s.V1Pod): boolean => pod.status?.phase === 'Running';
 
 test('a shell pod runs: kubectl logs and exec see its output, hostname and volumes', async (t) => {
   const f = await fixture(t);
+  await core().createNamespacedConfigMap({
+    namespace: f.ns,
+    body: { metadata: { name: 'app-config' }, data: { greeting: 'v1' } },
+  });
+  await core().createNamespacedSecret({
+    namespace: f.ns,
+    body: { metadata: { name: 'app-secret' }, stringData: { password: 's3cret' } },
+  });
   await createPod(f, 'hello', {
     volumes: [
       { name: 'config', configMap: { name: 'app-config' } },
@@ -113,7 +127,13 @@ test('a shell pod runs: kubectl logs and exec see its output, hostname and volum
         name: 'app',
         image: 'busybox',
         command: ['sh', '-c', 'echo from-main > /scratch/note; echo hello; sleep 3600'],
-        env: [{ name: 'GREETING', value: 'hi there' }],
+        env: [
+          { name: 'GREETING', value: 'hi there' },
+          {
+            name: 'PASSWORD',
+            valueFrom: { secretKeyRef: { name: 'app-secret', key: 'password' } },
+          },
+        ],
         volumeMounts: [
           { name: 'config', mountPath: '/etc/app-config' },
           { name: 'scratch', mountPath: '/scratch' },
@@ -159,18 +179,27 @@ test('a shell pod runs: kubectl logs and exec see its output, hostname and volum
   });
   assert.equal(failing.code, 7);
 
-  // Volume content as the core hands it in (setPodVolumes), updated atomically in place.
-  const api = await core().readNamespacedPod({ name: 'hello', namespace: f.ns });
-  const signal = new AbortController().signal;
-  const files = (text: string): { path: string; data: Uint8Array; mode: number }[] => [
-    { path: 'greeting', data: Buffer.from(text), mode: 0o644 },
-  ];
-  await f.provider.setPodVolumes(api, [{ name: 'config', files: files('v1') }], signal);
+  // The env from a secret, the config map at its mountPath, the service-account token where
+  // clients look for it; all read by the core and handed to the provider.
+  const secret = await kubectl(['exec', 'hello', '-n', f.ns, '--', 'sh', '-c', 'echo "$PASSWORD"']);
+  assert.equal(secret.stdout, 's3cret\n');
   const read = async (): Promise<string> =>
     (await kubectl(['exec', 'hello', '-n', f.ns, '--', 'cat', '/etc/app-config/greeting'])).stdout;
   assert.equal(await read(), 'v1');
-  await f.provider.setPodVolumes(api, [{ name: 'config', files: files('v2') }], signal);
-  assert.equal(await read(), 'v2');
+  const sa = '/var/run/secrets/kubernetes.io/serviceaccount';
+  const namespace = await kubectl(['exec', 'hello', '-n', f.ns, '--', 'cat', `${sa}/namespace`]);
+  assert.equal(namespace.stdout, f.ns);
+  const token = await kubectl(['exec', 'hello', '-n', f.ns, '--', 'cat', `${sa}/token`]);
+  assert.match(token.stdout, /^eyJ[\w-]+\.[\w-]+\.[\w-]+$/);
+  // An edit of the config map reaches the running pod's volume, in place.
+  await core().replaceNamespacedConfigMap({
+    name: 'app-config',
+    namespace: f.ns,
+    body: { metadata: { name: 'app-config' }, data: { greeting: 'v2' } },
+  });
+  await waitFor(async () => (await read()) === 'v2' || undefined, {
+    what: 'the edited config map in the mounted volume',
+  });
   const write = await kubectl(
     ['exec', 'hello', '-n', f.ns, '--', 'sh', '-c', 'echo x > /etc/app-config/other'],
     { allowFailure: true },
