@@ -248,13 +248,7 @@ export class PodController {
       const key = podKey(pod);
       // Reports about pods the API no longer has are of no use (and would pile up).
       if (!this.#pods.get(key)) return;
-      // A provider may report the whole pod; holding its spec for every pod would double memory.
-      const uid = pod.metadata?.uid;
-      this.#reported.set(key, {
-        metadata: uid === undefined ? {} : { uid },
-        ...(pod.status ? { status: pod.status } : {}),
-      });
-      this.#status.add(key);
+      this.#noteReport(key, pod);
     };
     const provider = this.#o.provider;
     if (isPodNotifier(provider)) provider.notifyPods(onReport);
@@ -289,6 +283,17 @@ export class PodController {
    * After a restart: pods the provider already runs are adopted (never created twice); those
    * the API no longer has are removed from the provider. Retried until the provider answers.
    */
+  /** Keeps the provider's latest report of `key` and queues its status write. */
+  #noteReport(key: string, pod: V1Pod): void {
+    // A provider may report the whole pod; holding its spec for every pod would double memory.
+    const uid = pod.metadata?.uid;
+    this.#reported.set(key, {
+      metadata: uid === undefined ? {} : { uid },
+      ...(pod.status ? { status: pod.status } : {}),
+    });
+    this.#status.add(key);
+  }
+
   async #adoptProviderPods(signal: AbortSignal): Promise<void> {
     for (let attempt = 1; !aborted(signal); attempt++) {
       let pods: V1Pod[];
@@ -309,6 +314,9 @@ export class PodController {
         if (api && api.metadata?.uid === pod.metadata?.uid) {
           this.#tracked.set(api.metadata?.uid ?? key, { fingerprint: mutableFingerprint(pod) });
           this.#volumes?.adopt(api);
+          // What changed while the agent was away (a container that ended, say) may have been
+          // reported before the pod cache was filled, when such reports are dropped.
+          if (pod.status) this.#noteReport(key, pod);
           continue;
         }
         if (!api) {
