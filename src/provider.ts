@@ -194,6 +194,27 @@ export interface PodVolumes {
   setPodVolumes(pod: V1Pod, volumes: readonly ResolvedVolume[], signal: AbortSignal): Promise<void>;
 }
 
+/** An Event about a pod, as a provider reports it (the core writes it as a core/v1 Event). */
+export interface PodEvent {
+  readonly type: 'Normal' | 'Warning';
+  /** A short CamelCase reason, like the kubelet's: `Started`, `BackOff`, `Unhealthy`, `Killing`. */
+  readonly reason: string;
+  readonly message: string;
+}
+
+/**
+ * Optional: Events about pods (a container started, a probe failed, a back-off), which the core
+ * records on the pod as the kubelet would, rate-limited and aggregated with the core's own.
+ */
+export interface PodEventNotifier {
+  /**
+   * Called once, before the first `createPod`. The provider calls `callback` with the pod (its
+   * metadata: namespace, name and UID at least) and the event. The callback never throws and
+   * never blocks.
+   */
+  notifyPodEvents(callback: (pod: V1Pod, event: PodEvent) => void): void;
+}
+
 /** A provider: the pod lifecycle, plus any of the optional parts, detected at run time. */
 export type Provider = PodLifecycleHandler &
   Partial<
@@ -205,7 +226,8 @@ export type Provider = PodLifecycleHandler &
       ContainerAttach &
       PortForwarder &
       StatsProvider &
-      PodVolumes
+      PodVolumes &
+      PodEventNotifier
   >;
 
 const has = (p: object, ...keys: string[]): boolean =>
@@ -225,3 +247,5 @@ export const hasContainerAttach = (p: Provider): p is Provider & ContainerAttach
 export const hasPortForward = (p: Provider): p is Provider & PortForwarder => has(p, 'portForward');
 export const hasStats = (p: Provider): p is Provider & StatsProvider => has(p, 'getStatsSummary');
 export const hasPodVolumes = (p: Provider): p is Provider & PodVolumes => has(p, 'setPodVolumes');
+export const hasPodEvents = (p: Provider): p is Provider & PodEventNotifier =>
+  has(p, 'notifyPodEvents');

@@ -8,7 +8,13 @@ import type { ObjectCache, SharedInformer } from '../kube/shared-informer.js';
 import { ServiceIndex } from './services.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { hasPodVolumes, isPodNotifier, type Provider, type ResolvedVolume } from '../provider.js';
+import {
+  hasPodEvents,
+  hasPodVolumes,
+  isPodNotifier,
+  type Provider,
+  type ResolvedVolume,
+} from '../provider.js';
 import { WorkQueue } from '../queue/index.js';
 import { EnvResolutionError } from './env-error.js';
 import { resolvePodEnv, type EnvSource } from './env.js';
@@ -251,6 +257,10 @@ export class PodController {
       this.#noteReport(key, pod);
     };
     const provider = this.#o.provider;
+    if (hasPodEvents(provider))
+      provider.notifyPodEvents((pod, e) => {
+        this.#o.events.record(podSubject(pod), e.type, e.reason, e.message);
+      });
     if (isPodNotifier(provider)) provider.notifyPods(onReport);
     else this.#poller?.notifyPods(onReport);
 

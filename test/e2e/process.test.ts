@@ -107,6 +107,28 @@ async function waitPod(
 
 const running = (pod: k8s.V1Pod): boolean => pod.status?.phase === 'Running';
 
+/** Waits for an Event on pod `name` with `reason` and a message matching `message`. */
+async function waitEvent(
+  f: Pick<Fixture, 'ns'>,
+  name: string,
+  reason: string,
+  message: RegExp,
+): Promise<k8s.CoreV1Event> {
+  return waitFor(
+    async () => {
+      const list = await core().listNamespacedEvent({ namespace: f.ns });
+      return list.items.find(
+        (e) =>
+          e.involvedObject.name === name &&
+          e.reason === reason &&
+          message.test(e.message ?? '') &&
+          e.source?.component === 'virtual-kubelet',
+      );
+    },
+    { what: `a ${reason} Event on pod ${name}` },
+  );
+}
+
 test('a shell pod runs: kubectl logs and exec see its output, hostname and volumes', async (t) => {
   const f = await fixture(t);
   await core().createNamespacedConfigMap({
@@ -265,6 +287,15 @@ test('a crashing container reaches CrashLoopBackOff with a growing back-off', as
   assert.equal(later.status?.phase, 'Running');
   const previous = await kubectl(['logs', 'crasher', '-n', f.ns, '--previous']);
   assert.equal(previous.stdout, 'crashing\n');
+  // The kubelet's Events: the starts, and the back-off (counted on one Event, not one each).
+  await waitEvent(f, 'crasher', 'Started', /^Started container app$/);
+  const backOff = await waitEvent(
+    f,
+    'crasher',
+    'BackOff',
+    /Back-off restarting failed container app/,
+  );
+  assert.equal(backOff.type, 'Warning');
 });
 
 test('a command that does not exist fails to start with a reason; no command at all waits', async (t) => {
@@ -277,6 +308,7 @@ test('a command that does not exist fails to start with a reason; no command at 
   const term = failed.status?.containerStatuses?.[0]?.state?.terminated;
   assert.equal(term?.reason, 'StartError');
   assert.match(term.message ?? '', /"no-such-command-vk": executable file not found/);
+  await waitEvent(f, 'missing', 'Failed', /"no-such-command-vk": executable file not found/);
 
   await createPod(f, 'unknown-image', {
     containers: [{ name: 'app', image: 'example.com/unknown:1' }],
@@ -575,6 +607,8 @@ test('probes: readiness gates the Ready condition, a failing liveness probe rest
     (p) => (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1,
   );
   assert.equal(restarted.status?.containerStatuses?.[0]?.lastState?.terminated?.exitCode, 143);
+  await waitEvent(f, 'unhealthy', 'Unhealthy', /^Liveness probe failed/);
+  await waitEvent(f, 'unhealthy', 'Killing', /failed liveness probe, will be restarted/);
 });
 
 test("npm start's hint works as printed: kubectl run busybox -- sh -c 'echo ...'", async (t) => {

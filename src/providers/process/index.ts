@@ -21,6 +21,8 @@ import type {
   ContainerLogOptions,
   ContainerLogs,
   NodeConfigurer,
+  PodEvent,
+  PodEventNotifier,
   PodVolumes,
   PortForwarder,
   Provider,
@@ -105,7 +107,8 @@ export class ProcessProvider
     ContainerAttach,
     PortForwarder,
     StatsProvider,
-    PodVolumes
+    PodVolumes,
+    PodEventNotifier
 {
   readonly #nodeName: string;
   readonly #config: ProcessConfig;
@@ -125,6 +128,7 @@ export class ProcessProvider
   readonly #privateTmp: boolean;
   #monitor: NodeJS.Timeout | undefined;
   #callback: ((pod: V1Pod) => void) | undefined;
+  #eventCallback: ((pod: V1Pod, event: PodEvent) => void) | undefined;
 
   constructor(options: ProcessProviderOptions) {
     if (!options.nodeName) throw invalidInput('ProcessProvider: nodeName must not be empty');
@@ -180,6 +184,7 @@ export class ProcessProvider
       backoffMaxSeconds: this.#config.backoffMaxSeconds ?? 300,
       log: this.#log,
       probeState: (record, name) => this.#probing.state(record, name),
+      event: (pod, e) => this.#eventCallback?.(pod, e),
     };
     this.#probing = new Probing({
       podIP: nodeIP,
@@ -189,6 +194,7 @@ export class ProcessProvider
       changed: (runner) => {
         if (runner.tick()) this.#emit(runner);
       },
+      event: (pod, e) => this.#eventCallback?.(pod, e),
     });
     this.#adopt();
     this.#monitor = setInterval(() => {
@@ -477,6 +483,11 @@ export class ProcessProvider
 
   notifyPods(callback: (pod: V1Pod) => void): void {
     this.#callback = callback;
+  }
+
+  /** Container starts, back-offs, probe failures and stops, as the kubelet reports them. */
+  notifyPodEvents(callback: (pod: V1Pod, event: PodEvent) => void): void {
+    this.#eventCallback = callback;
   }
 
   /**

@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import type { PodEvent } from '../../provider.js';
 import type { Cgroups } from './cgroups.js';
 import { quantity, type ImageEntrypoint } from './config.js';
 import { containerEnv, findExecutable, launchArgv, resolveCommand, type Tools } from './launch.js';
@@ -46,6 +47,8 @@ export interface RunnerContext {
   readonly backoffInitialSeconds: number;
   readonly backoffMaxSeconds: number;
   readonly log: Logger;
+  /** Records an Event about the pod (through the core, which writes it as the kubelet would). */
+  readonly event?: (pod: V1Pod, event: PodEvent) => void;
   /**
    * What the container's probes say about its current run: undefined when it has none (then a
    * running container is started and ready at once).
@@ -193,6 +196,10 @@ export class PodRunner {
     }
   }
 
+  #event(type: PodEvent['type'], reason: string, message: string): void {
+    this.#ctx.event?.(this.record.pod, { type, reason, message });
+  }
+
   #startIfDue(c: ContainerRecord, now: number): void {
     if (c.notBefore !== undefined && now < c.notBefore) {
       if (c.state.kind === 'terminated') {
@@ -204,6 +211,7 @@ export class PodRunner {
           message: `back-off ${goDuration(c.waitSeconds ?? c.backoffSeconds)} restarting failed container=${c.name} pod=${meta?.name ?? ''}_${meta?.namespace ?? ''}(${meta?.uid ?? ''})`,
         };
         this.#dirty = true;
+        this.#event('Warning', 'BackOff', `Back-off restarting failed container ${c.name}`);
       }
       return;
     }
@@ -230,6 +238,7 @@ export class PodRunner {
           message: resolved.error,
         };
         this.#dirty = true;
+        this.#event('Warning', 'Failed', `Error: ${resolved.error}`);
       }
       return;
     }
@@ -256,6 +265,7 @@ export class PodRunner {
       this.#afterExit(c, now, now);
       this.#dirty = true;
       this.#log.info({ container: c.name, message }, 'container could not start');
+      this.#event('Warning', 'Failed', `Error: ${message}`);
     };
     const [file] = resolved.argv;
     if (
@@ -368,6 +378,7 @@ export class PodRunner {
     c.notBefore = undefined;
     this.#dirty = true;
     this.#log.info({ container: c.name, run, wrapper: wrapper.pid }, 'container started');
+    this.#event('Normal', 'Started', `Started container ${c.name}`);
   }
 
   /** Finds the command's process of a run (below the wrapper, and nsenter with namespaces). */
@@ -523,8 +534,14 @@ export class PodRunner {
         if (preStop && this.spec(c.name)?.lifecycle?.preStop) {
           await preStop(c, Math.max(0, deadline - Date.now())).catch((err: unknown) => {
             this.#log.info({ container: c.name, err: errorMessage(err) }, 'preStop hook failed');
+            this.#event(
+              'Warning',
+              'FailedPreStopHook',
+              `PreStopHook failed for container ${c.name}: ${errorMessage(err)}`,
+            );
           });
         }
+        this.#event('Normal', 'Killing', `Stopping container ${c.name}`);
         this.signal(c, 'SIGTERM');
       }),
     );

@@ -4,11 +4,11 @@
  * container ID; its state feeds the container's `started` and `ready`, and a failed liveness or
  * startup probe kills the container so its restart policy applies.
  */
-import type { V1Container } from '@kubernetes/client-node';
+import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { PassThrough } from 'node:stream';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { AttachStreams } from '../../provider.js';
+import type { AttachStreams, PodEvent } from '../../provider.js';
 import type { PodRunner } from './pod.js';
 import { ContainerProber, type ProbeState } from './probes.js';
 import type { ContainerRecord, PodRecord } from './state.js';
@@ -29,6 +29,8 @@ export interface ProbingOptions {
   ) => Promise<number>;
   /** Called when a probe result changed a container's state. */
   readonly changed: (runner: PodRunner) => void;
+  /** Records an Event about the pod (probe failures, restarts asked by a probe). */
+  readonly event?: (pod: V1Pod, event: PodEvent) => void;
 }
 
 interface Entry {
@@ -123,11 +125,12 @@ export class Probing {
         },
         onRestartNeeded: (reason, message, grace) => {
           log.info({ container: c.name, reason }, message);
+          this.#o.event?.(runner.record.pod, { type: 'Normal', reason: 'Killing', message });
           this.#kill(runner, c, run, grace);
         },
         onEvent: (type, reason, message) => {
-          // The provider contract has no way to record Events: the log has them.
           log.info({ container: c.name, type, reason }, message);
+          this.#o.event?.(runner.record.pod, { type, reason, message });
         },
       });
       this.#entries.set(key, { run, prober, terminating: false });
