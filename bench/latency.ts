@@ -344,7 +344,7 @@ export async function latency(argv: string[]): Promise<number> {
       systems: { type: 'string', default: 'ours,kwok,go-vk,limit' },
       json: { type: 'string' },
       smoke: { type: 'boolean', default: false },
-      grace: { type: 'string', default: '120' },
+      grace: { type: 'string', default: '60' },
       'pod-capacity': { type: 'string' },
       'go-vk-tuned-workers': { type: 'string', default: '64' },
       'limit-concurrency': { type: 'string', default: '64' },
