@@ -5,13 +5,14 @@
 // logs).
 import { KubeConfig } from '@kubernetes/client-node';
 import { setMaxListeners } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureBinaries } from '../src/devcluster/build.js';
 import { DevCluster, type ClusterInfo } from '../src/devcluster/cluster.js';
 import { DevClusterError } from '../src/devcluster/errors.js';
 import { issueCert } from '../src/devcluster/pki.js';
+import { isAlive } from '../src/devcluster/process.js';
 import { ETCD_VERSION, KUBERNETES_VERSION } from '../src/devcluster/versions.js';
 import { KubeClient } from '../src/kube/client.js';
 import { NotBuiltError } from './peers.js';
@@ -126,7 +127,9 @@ export async function withHarness<T>(
         throw err;
       }
     }
+    await sweepStale();
     dir = await mkdtemp(join(tmpdir(), `vk-bench-${options.name}-`));
+    await writeFile(join(dir, 'owner.pid'), String(process.pid));
     cluster = new DevCluster({
       dir,
       binaries,
@@ -177,10 +180,36 @@ export async function withHarness<T>(
   } finally {
     await cluster?.stop();
     if (dir) {
-      if (kept.logs) say(`logs kept in ${dir}`);
-      else await rm(dir, { recursive: true, force: true });
+      if (kept.logs) {
+        await writeFile(join(dir, 'kept'), 'logs of a failed run, kept on purpose\n');
+        say(`logs kept in ${dir}`);
+      } else await rm(dir, { recursive: true, force: true });
     }
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+  }
+}
+
+/**
+ * Removes the directories of harnesses that died without cleaning up (SIGKILL); their processes
+ * died with them. Directories kept for the logs of a failed run stay.
+ */
+async function sweepStale(): Promise<void> {
+  const base = tmpdir();
+  for (const name of await readdir(base).catch(() => [])) {
+    if (!name.startsWith('vk-bench-')) continue;
+    const dir = join(base, name);
+    if (
+      await stat(join(dir, 'kept')).then(
+        () => true,
+        () => false,
+      )
+    )
+      continue;
+    const owner = Number.parseInt(
+      await readFile(join(dir, 'owner.pid'), 'utf8').catch(() => ''),
+      10,
+    );
+    if (Number.isInteger(owner) && !isAlive(owner)) await rm(dir, { recursive: true, force: true });
   }
 }
