@@ -121,7 +121,7 @@ export async function withHarness<T>(
           (err instanceof DevClusterError && err.code !== 'Aborted');
         if (options.smoke && cannot) {
           say(`skipping ${system.name}: ${why}`);
-          skipped.push(`${system.name} (${why})`);
+          skipped.push(`${system.name}: ${why}`);
           continue;
         }
         throw err;

@@ -402,7 +402,7 @@ export async function latency(argv: string[]): Promise<number> {
           perSystem.get(system.name) ?? [],
         );
       process.stdout.write(latencyReport(rate, durationSeconds, runs, results));
-      if (skipped.length > 0) process.stdout.write(`skipped: ${skipped.join('; ')}\n`);
+      for (const line of skipped) process.stdout.write(`skipped ${line}\n`);
       const jsonPath =
         values.json ??
         (values.smoke

@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
+import { cacheRoot } from '../src/devcluster/paths.js';
 import { isNotFound } from '../src/kube/client.js';
 import {
   diffCounts,
@@ -418,7 +419,7 @@ export async function rollout(argv: string[]): Promise<number> {
   const podCapacity = Number(values['pod-capacity'] ?? Math.max(20_000, n));
   if (values.smoke)
     say(
-      'smoke: builds nothing; runs ours, limit and the peers already built in ~/.cache/virtual-kubelet; asserts no time',
+      `smoke: builds nothing; runs ours, limit and the peers already built in ${cacheRoot()}; asserts no time`,
     );
 
   const outcome = { failed: false };
@@ -448,7 +449,7 @@ export async function rollout(argv: string[]): Promise<number> {
       for (const system of ready)
         results[system.name] = summarize(system.settings(), perSystem.get(system.name) ?? []);
       process.stdout.write(report(n, runs, results));
-      if (skipped.length > 0) process.stdout.write(`skipped: ${skipped.join('; ')}\n`);
+      for (const line of skipped) process.stdout.write(`skipped ${line}\n`);
 
       const jsonPath =
         values.json ??
