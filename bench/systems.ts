@@ -400,5 +400,10 @@ async function newestMtime(dir: string): Promise<number> {
 /** The last lines of an agent's log, for failure messages. */
 export async function logTail(path: string, lines = 6): Promise<string> {
   const text = await readFile(path, 'utf8').catch(() => '');
-  return text.trimEnd().split('\n').slice(-lines).join('\n    ');
+  return text
+    .trimEnd()
+    .split('\n')
+    .slice(-lines)
+    .map((l) => (l.length > 240 ? `${l.slice(0, 240)}...` : l))
+    .join('\n    ');
 }
