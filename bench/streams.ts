@@ -147,7 +147,20 @@ export async function streams(argv: string[], scenario = 'streams'): Promise<num
     return 0;
   }
   const bytes = Math.round(size * MIB);
-  const system = new Ours(0, { mockConfig: { logFillBytes: bytes }, provider });
+  // The process provider rotates a container's log at 10 MiB by default, and `kubectl logs`
+  // reads the current file only: room for the whole log; its state stays in the run's directory.
+  const system = new Ours(0, {
+    provider,
+    mockConfig: { logFillBytes: bytes },
+    ...(provider === 'process'
+      ? {
+          providerConfig: (dir: string) => ({
+            stateDir: dir,
+            maxLogBytes: 2 * bytes + MIB,
+          }),
+        }
+      : {}),
+  });
   const binaries = await ensureBinaries({ progress: say });
   const results = new Map<StreamKind, StreamResult>();
   const outcome = { failed: false };

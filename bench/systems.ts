@@ -96,28 +96,38 @@ export class Ours implements BenchSystem {
   readonly #logIntervalMs: number;
   readonly #provider: string;
   readonly #mockConfig: Readonly<Record<string, unknown>>;
+  readonly #providerConfig: ((dir: string) => Readonly<Record<string, unknown>>) | undefined;
 
   /**
    * `provider` (default mock); the mock gets a configuration file with the benchmark's capacity,
-   * `logIntervalMs` and `mockConfig`, any other provider none.
+   * `logIntervalMs` and `mockConfig`; another provider gets `providerConfig(<a directory of its
+   * own in the run's directory>)` when given, else no file.
    */
   constructor(
     logIntervalMs: number,
-    options: { provider?: string; mockConfig?: Readonly<Record<string, unknown>> } = {},
+    options: {
+      provider?: string;
+      mockConfig?: Readonly<Record<string, unknown>>;
+      providerConfig?: (dir: string) => Readonly<Record<string, unknown>>;
+    } = {},
   ) {
     this.#logIntervalMs = logIntervalMs;
     this.#provider = options.provider ?? 'mock';
     this.#mockConfig = options.mockConfig ?? {};
+    this.#providerConfig = options.providerConfig;
   }
 
   settings(): string {
     const extra = Object.entries(this.#mockConfig)
       .map(([k, v]) => `, ${k} ${JSON.stringify(v)}`)
       .join('');
+    const other = this.#providerConfig?.('<run dir>');
     const config =
       this.#provider === 'mock'
         ? `changed: --provider-config {cpu 1000, memory 10000Gi, pods <capacity>, logIntervalMs ${String(this.#logIntervalMs)}${extra}}, `
-        : 'changed: ';
+        : other
+          ? `changed: --provider-config ${JSON.stringify(other)}, `
+          : 'changed: ';
     return (
       `bin/virtual-kubelet --provider ${this.#provider}, default settings (10 pod-sync workers, qps 1000, burst 2000); ` +
       config +
@@ -131,7 +141,9 @@ export class Ours implements BenchSystem {
 
   async start(ctx: BenchContext, nodeName: string): Promise<AgentHandle> {
     const [port] = await freePorts(1);
-    const config = join(ctx.dir, `${nodeName}.mock.json`);
+    const config = join(ctx.dir, `${nodeName}.${this.#provider}.json`);
+    const other = this.#providerConfig?.(join(ctx.dir, `${nodeName}.${this.#provider}`));
+    if (other) await writeFile(config, JSON.stringify(other));
     if (this.#provider === 'mock')
       await writeFile(
         config,
@@ -153,7 +165,7 @@ export class Ours implements BenchSystem {
         nodeName,
         '--provider',
         this.#provider,
-        ...(this.#provider === 'mock' ? ['--provider-config', config] : []),
+        ...(this.#provider === 'mock' || other ? ['--provider-config', config] : []),
         '--node-ip',
         '127.0.0.1',
         '--listen-port',
