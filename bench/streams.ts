@@ -14,7 +14,7 @@ import { connect } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { ensureBinaries } from '../src/devcluster/build.js';
-import { gitCommit, teardownRun, waitNodeReady, writeJson } from './common.js';
+import { gitCommit, teardownRun, waitGone, waitNodeReady, writeJson } from './common.js';
 import { controlPlane, controlPlaneLine, machine, withHarness } from './harness.js';
 import { cpuSeconds, peakRssBytes } from './proc.js';
 import { type AgentHandle, cliRunHelp, ensureDist, helpProviders, Ours } from './systems.js';
@@ -323,6 +323,12 @@ export async function streams(argv: string[], scenario = 'streams'): Promise<num
         const tail = agent ? `; agent log ${agent.logPath}` : '';
         say(`FAILED: ${err instanceof Error ? err.message : String(err)}${tail}`);
       } finally {
+        // The pod goes while the agent runs: a provider with real processes (process) stops
+        // them then; they outlive the agent by design.
+        if (agent && !agent.exited()) {
+          await client.delete(`/api/v1/namespaces/${namespace}/pods/bench`).catch(() => undefined);
+          await waitGone(client, `/api/v1/namespaces/${namespace}/pods/bench`, 60_000);
+        }
         await teardownRun(client, agent, namespace, nodeName, signal);
       }
     },
