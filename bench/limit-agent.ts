@@ -5,9 +5,15 @@
 // cache, no provider, no events, no rate limit: no agent can get pods Running faster than the
 // API server lets this one.
 //
+// With `--nodes FILE` (the `nodes` scenario) it serves many nodes and no pods: it registers every
+// node in the file (`{"nodes": [{"name": ...}, ...]}`), renews every Lease each 10 s and writes
+// every Node's status each 60 s, the writes spread evenly.
+//
 // Run as its own process (so its CPU and memory are measured like every other agent's):
 //   node --import tsx bench/limit-agent.ts --kubeconfig FILE --nodename NAME [--concurrency 64]
+//   node --import tsx bench/limit-agent.ts --kubeconfig FILE --nodes FILE
 import { KubeConfig } from '@kubernetes/client-node';
+import { readFile } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -98,6 +104,8 @@ export class LimitAgent {
   readonly #started = new Set<string>();
   /** UIDs whose deletion was sent or is being sent. */
   readonly #deleting = new Set<string>();
+  /** When its conditions took their values (they never change). */
+  readonly #since = new Date().toISOString();
 
   constructor(options: LimitAgentOptions) {
     this.#client = options.client;
@@ -107,9 +115,8 @@ export class LimitAgent {
     this.#limiter = new Limiter(options.concurrency ?? 64);
   }
 
-  /** Creates the Node, Ready, or takes over one of the same name. */
-  async register(): Promise<void> {
-    const now = new Date().toISOString();
+  /** The Node's status, Ready, with every heartbeat at `now`. */
+  #nodeStatus(now: string): object {
     const capacity = { cpu: '1000', memory: '10000Gi', pods: String(this.#podCapacity) };
     const condition = (type: string, status: string, reason: string): object => ({
       type,
@@ -117,7 +124,7 @@ export class LimitAgent {
       reason,
       message: reason,
       lastHeartbeatTime: now,
-      lastTransitionTime: now,
+      lastTransitionTime: this.#since,
     });
     const status = {
       capacity,
@@ -146,6 +153,12 @@ export class LimitAgent {
         architecture: 'amd64',
       },
     };
+    return status;
+  }
+
+  /** Creates the Node, Ready, or takes over one of the same name. */
+  async register(): Promise<void> {
+    const status = this.#nodeStatus(new Date().toISOString());
     try {
       await this.#client.create('/api/v1/nodes', {
         metadata: {
@@ -168,7 +181,15 @@ export class LimitAgent {
     await this.#client.patch(`/api/v1/nodes/${this.#nodeName}/status`, 'merge', { status });
   }
 
-  async #renewLease(): Promise<void> {
+  /** Writes the Node's status anew (the heartbeat a kubelet sends with its status). */
+  async heartbeat(): Promise<void> {
+    await this.#client.patch(`/api/v1/nodes/${this.#nodeName}/status`, 'merge', {
+      status: this.#nodeStatus(new Date().toISOString()),
+    });
+  }
+
+  /** Renews the node's Lease, or creates it. */
+  async renewLease(): Promise<void> {
     const path = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${this.#nodeName}`;
     const spec = {
       holderIdentity: this.#nodeName,
@@ -191,11 +212,11 @@ export class LimitAgent {
   /** Registers the node, then serves its pods until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     await this.register();
-    await this.#renewLease();
+    await this.renewLease();
     const leases = (async () => {
       while (!signal.aborted) {
         await delay(10_000, undefined, { signal }).catch(() => undefined);
-        if (!isAborted(signal)) await this.#renewLease().catch(() => undefined);
+        if (!isAborted(signal)) await this.renewLease().catch(() => undefined);
       }
     })();
     const selector = `spec.nodeName=${this.#nodeName}`;
@@ -298,6 +319,62 @@ export class LimitAgent {
   }
 }
 
+/**
+ * Many nodes and no pods (`--nodes FILE`): registers every node, then renews every Lease each
+ * `leaseIntervalMs` and writes every Node's status each `statusIntervalMs`, the writes of each
+ * kind spread evenly over their interval, `concurrency` requests in flight at most.
+ */
+export async function runFleet(
+  client: KubeClient,
+  names: readonly string[],
+  options: {
+    readonly ip: string;
+    readonly concurrency: number;
+    readonly leaseIntervalMs: number;
+    readonly statusIntervalMs: number;
+  },
+  signal: AbortSignal,
+): Promise<void> {
+  const agents = names.map((nodeName) => new LimitAgent({ client, nodeName, ip: options.ip }));
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(options.concurrency, agents.length) }, async () => {
+      while (next < agents.length && !signal.aborted) {
+        const agent = agents[next++];
+        await agent?.register();
+        await agent?.renewLease();
+      }
+    }),
+  );
+  process.stderr.write(`limit agent: ${String(agents.length)} nodes registered\n`);
+  const limiter = new Limiter(options.concurrency);
+  const every = async (
+    periodMs: number,
+    write: (a: LimitAgent) => Promise<void>,
+  ): Promise<void> => {
+    let start = performance.now();
+    while (!isAborted(signal)) {
+      for (let i = 0; i < agents.length && !isAborted(signal); i++) {
+        const wait = start + (i * periodMs) / agents.length - performance.now();
+        if (wait > 1) await delay(wait, undefined, { signal }).catch(() => undefined);
+        const agent = agents[i];
+        if (agent && !isAborted(signal)) limiter.push(() => write(agent));
+      }
+      start += periodMs;
+      const wait = start - performance.now();
+      if (wait > 1) await delay(wait, undefined, { signal }).catch(() => undefined);
+    }
+  };
+  await Promise.all([
+    every(options.leaseIntervalMs, (a) => a.renewLease()),
+    every(options.statusIntervalMs, (a) => a.heartbeat()),
+  ]);
+}
+
+interface NodesFile {
+  readonly nodes: readonly { readonly name: string }[];
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -305,11 +382,14 @@ async function main(): Promise<void> {
       nodename: { type: 'string' },
       concurrency: { type: 'string', default: '64' },
       'node-ip': { type: 'string', default: '127.0.0.1' },
+      nodes: { type: 'string' },
+      'lease-interval-ms': { type: 'string', default: '10000' },
+      'status-interval-ms': { type: 'string', default: '60000' },
     },
   });
-  if (!values.kubeconfig || !values.nodename) {
+  if (!values.kubeconfig || (!values.nodename && !values.nodes)) {
     process.stderr.write(
-      'usage: limit-agent --kubeconfig FILE --nodename NAME [--concurrency N]\n',
+      'usage: limit-agent --kubeconfig FILE (--nodename NAME [--concurrency N] | --nodes FILE)\n',
     );
     process.exit(2);
   }
@@ -324,6 +404,23 @@ async function main(): Promise<void> {
   });
   const stop = new AbortController();
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop.abort());
+  if (values.nodes) {
+    const file = JSON.parse(await readFile(values.nodes, 'utf8')) as NodesFile;
+    await runFleet(
+      client,
+      file.nodes.map((n) => n.name),
+      {
+        ip: values['node-ip'],
+        concurrency,
+        leaseIntervalMs: Number(values['lease-interval-ms']),
+        statusIntervalMs: Number(values['status-interval-ms']),
+      },
+      stop.signal,
+    );
+    client.close();
+    return;
+  }
+  if (!values.nodename) return;
   const agent = new LimitAgent({
     client,
     nodeName: values.nodename,

@@ -1,11 +1,13 @@
 // The benchmark peers: third-party node agents built from our own go.mod wrappers in
 // bench/peers/<name>/ into the same cache as the control plane (never into the repository).
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ensureGoModuleBinaries, formatSeconds } from '../src/devcluster/build.js';
+import { cacheRoot } from '../src/devcluster/paths.js';
 
 export type PeerName = 'go-vk' | 'kwok';
 
@@ -50,6 +52,25 @@ export async function peerVersion(name: PeerName): Promise<string> {
   if (!m?.[1])
     throw new Error(`bench/peers/${name}/go.mod does not require ${PEERS[name].upstream}`);
   return m[1];
+}
+
+/** A peer that is not in the cache, when building was not allowed. */
+export class NotBuiltError extends Error {
+  override readonly name = 'NotBuiltError';
+}
+
+/**
+ * The peer's binary as the cache holds it, without building or checking that it is current;
+ * throws `NotBuiltError` when there is none (a smoke run builds nothing).
+ */
+export async function cachedPeer(name: PeerName): Promise<Peer> {
+  const version = await peerVersion(name);
+  const binary = join(cacheRoot(), `${name}-${version}`, 'bin', PEERS[name].target.name);
+  if (!existsSync(binary))
+    throw new NotBuiltError(
+      `${name} ${version} is not built (no ${binary}); any run that is not a smoke builds it`,
+    );
+  return { name, binary, version, buildSeconds: 0 };
 }
 
 /**

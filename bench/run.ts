@@ -1,20 +1,31 @@
 // Benchmarks: `npm run bench -- <scenario> [options]`.
 //
-//   streams   MiB/s of `kubectl exec -i` and `kubectl port-forward` through the API server
-//             (bench/streams.ts).
+//   streams   MiB/s of `kubectl exec -i`, `kubectl logs` and `kubectl port-forward` through the
+//             API server, ours with the mock or process provider (bench/streams.ts); `exec` and
+//             `logs` run one of them.
 //   rollout   N pods bound to one node, create to all Running, then delete to all gone, for our
 //             agent, the Go virtual-kubelet, kwok and the ideal `limit` agent (bench/rollout.ts).
+//   latency   pods created at a steady rate, create-to-Running p50/p90/p99 per system
+//             (bench/latency.ts).
+//   nodes     1 000 nodes in one agent process for 3 minutes: CPU, RSS, every node kept Ready
+//             (bench/nodes.ts).
 //   chart     an SVG of rollout seconds against N from result files (bench/chart.ts).
 //
 // See bench/README.md for every option.
 import { chart } from './chart.js';
+import { latency } from './latency.js';
+import { nodes } from './nodes.js';
 import { rollout } from './rollout.js';
-import { streams } from './streams.js';
+import { exec, logs, streams } from './streams.js';
 import { say } from './util.js';
 
 const SCENARIOS: Readonly<Record<string, (argv: string[]) => Promise<number>>> = {
   streams,
+  exec,
+  logs,
   rollout,
+  latency,
+  nodes,
   chart,
 };
 

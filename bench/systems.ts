@@ -15,7 +15,7 @@ import type { ClusterInfo } from '../src/devcluster/cluster.js';
 import { freePorts } from '../src/devcluster/cluster.js';
 import { spawnOwned, stopProcess } from '../src/devcluster/process.js';
 import { isAlreadyExists, type KubeClient } from '../src/kube/client.js';
-import { ensurePeer, kwokStagesConfig, type Peer } from './peers.js';
+import { cachedPeer, ensurePeer, kwokStagesConfig, type Peer } from './peers.js';
 
 export const SYSTEM_NAMES = ['ours', 'go-vk', 'go-vk-tuned', 'kwok', 'limit'] as const;
 export type SystemName = (typeof SYSTEM_NAMES)[number];
@@ -36,6 +36,12 @@ export interface BenchContext {
   readonly say: (line: string) => void;
 }
 
+export interface PrepareOptions {
+  /** Whether a missing peer may be built (minutes). */
+  readonly build: boolean;
+  readonly signal?: AbortSignal;
+}
+
 /** A running agent. */
 export interface AgentHandle {
   /** Its process, whose CPU and memory are measured. */
@@ -51,15 +57,19 @@ export interface BenchSystem {
   readonly name: SystemName;
   /** The settings it runs with, for the report. */
   settings(): string;
-  /** Builds or checks what it needs; throws with a readable message when it cannot run. */
-  prepare(say: (line: string) => void): Promise<void>;
+  /**
+   * Builds (with `build`, else only finds) or checks what it needs; throws with a readable
+   * message when it cannot run (`NotBuiltError` when it is not built and may not be).
+   */
+  prepare(say: (line: string) => void, options: PrepareOptions): Promise<void>;
   /** Starts an agent for a fresh node called `nodeName`. */
   start(ctx: BenchContext, nodeName: string): Promise<AgentHandle>;
 }
 
-const repoRoot = fileURLToPath(new URL('../', import.meta.url));
+export const repoRoot = fileURLToPath(new URL('../', import.meta.url));
 
-function handle(child: ChildProcess, logPath: string): AgentHandle {
+/** An agent handle for a process started with spawnOwned. */
+export function handle(child: ChildProcess, logPath: string): AgentHandle {
   let exit: string | undefined;
   child.once('exit', (code, signal) => {
     exit = signal ? `killed by ${signal}` : `exited with code ${String(code)}`;
@@ -76,50 +86,75 @@ function handle(child: ChildProcess, logPath: string): AgentHandle {
 }
 
 let logCounter = 0;
-const logFile = (ctx: BenchContext, nodeName: string): string =>
+/** A fresh log file for an agent, numbered in start order. */
+export const logFile = (ctx: BenchContext, nodeName: string): string =>
   join(ctx.dir, `${String(++logCounter).padStart(3, '0')}-${nodeName}.log`);
 
 /** Our CLI agent as a user runs it, plus the few settings a benchmark node needs. */
-class Ours implements BenchSystem {
+export class Ours implements BenchSystem {
   readonly name = 'ours';
   readonly #logIntervalMs: number;
+  readonly #provider: string;
+  readonly #mockConfig: Readonly<Record<string, unknown>>;
+  readonly #providerConfig: ((dir: string) => Readonly<Record<string, unknown>>) | undefined;
 
-  constructor(logIntervalMs: number) {
+  /**
+   * `provider` (default mock); the mock gets a configuration file with the benchmark's capacity,
+   * `logIntervalMs` and `mockConfig`; another provider gets `providerConfig(<a directory of its
+   * own in the run's directory>)` when given, else no file.
+   */
+  constructor(
+    logIntervalMs: number,
+    options: {
+      provider?: string;
+      mockConfig?: Readonly<Record<string, unknown>>;
+      providerConfig?: (dir: string) => Readonly<Record<string, unknown>>;
+    } = {},
+  ) {
     this.#logIntervalMs = logIntervalMs;
+    this.#provider = options.provider ?? 'mock';
+    this.#mockConfig = options.mockConfig ?? {};
+    this.#providerConfig = options.providerConfig;
   }
 
   settings(): string {
+    const extra = Object.entries(this.#mockConfig)
+      .map(([k, v]) => `, ${k} ${JSON.stringify(v)}`)
+      .join('');
+    const other = this.#providerConfig?.('<run dir>');
+    const config =
+      this.#provider === 'mock'
+        ? `changed: --provider-config {cpu 1000, memory 10000Gi, pods <capacity>, logIntervalMs ${String(this.#logIntervalMs)}${extra}}, `
+        : other
+          ? `changed: --provider-config ${JSON.stringify(other)}, `
+          : 'changed: ';
     return (
-      'bin/virtual-kubelet --provider mock, default settings (10 pod-sync workers, qps 1000, burst 2000); ' +
-      `changed: --provider-config {cpu 1000, memory 10000Gi, pods <capacity>, logIntervalMs ${String(this.#logIntervalMs)}}, ` +
+      `bin/virtual-kubelet --provider ${this.#provider}, default settings (10 pod-sync workers, qps 1000, burst 2000); ` +
+      config +
       '--authorization-mode AlwaysAllow, --node-ip 127.0.0.1, a free --listen-port, serving cert from the cluster CA'
     );
   }
 
-  async prepare(say: (line: string) => void): Promise<void> {
-    const main = join(repoRoot, 'dist', 'cli', 'main.js');
-    if (!existsSync(main)) {
-      say('dist/ is missing: running npm run build');
-      await promisify(execFile)('npm', ['run', 'build'], { cwd: repoRoot });
-    }
-    const built = statSync(main).mtimeMs;
-    const newest = await newestMtime(join(repoRoot, 'src'));
-    if (newest > built)
-      say('warning: src/ is newer than dist/: `npm run build` to measure the current code');
+  prepare(say: (line: string) => void): Promise<void> {
+    return ensureDist(say);
   }
 
   async start(ctx: BenchContext, nodeName: string): Promise<AgentHandle> {
     const [port] = await freePorts(1);
-    const config = join(ctx.dir, `${nodeName}.mock.json`);
-    await writeFile(
-      config,
-      JSON.stringify({
-        cpu: '1000',
-        memory: '10000Gi',
-        pods: String(ctx.podCapacity),
-        logIntervalMs: this.#logIntervalMs,
-      }),
-    );
+    const config = join(ctx.dir, `${nodeName}.${this.#provider}.json`);
+    const other = this.#providerConfig?.(join(ctx.dir, `${nodeName}.${this.#provider}`));
+    if (other) await writeFile(config, JSON.stringify(other));
+    if (this.#provider === 'mock')
+      await writeFile(
+        config,
+        JSON.stringify({
+          cpu: '1000',
+          memory: '10000Gi',
+          pods: String(ctx.podCapacity),
+          logIntervalMs: this.#logIntervalMs,
+          ...this.#mockConfig,
+        }),
+      );
     const logPath = logFile(ctx, nodeName);
     const child = spawnOwned(process.execPath, {
       args: [
@@ -129,9 +164,8 @@ class Ours implements BenchSystem {
         '--nodename',
         nodeName,
         '--provider',
-        'mock',
-        '--provider-config',
-        config,
+        this.#provider,
+        ...(this.#provider === 'mock' || other ? ['--provider-config', config] : []),
         '--node-ip',
         '127.0.0.1',
         '--listen-port',
@@ -169,8 +203,10 @@ class GoVirtualKubelet implements BenchSystem {
       : `${base}; --pod-sync-workers ${String(this.#workers)} (its CLI has no flag or variable for client QPS/burst, so client-go's 5 qps, burst 10 stay)`;
   }
 
-  async prepare(say: (line: string) => void): Promise<void> {
-    this.#peer = await ensurePeer('go-vk', say);
+  async prepare(say: (line: string) => void, options: PrepareOptions): Promise<void> {
+    this.#peer = options.build
+      ? await ensurePeer('go-vk', say, options.signal)
+      : await cachedPeer('go-vk');
   }
 
   async start(ctx: BenchContext, nodeName: string): Promise<AgentHandle> {
@@ -217,8 +253,10 @@ class Kwok implements BenchSystem {
     return `kwok ${this.#peer?.version ?? ''} with kwokctl's default stages (node-initialize, node-heartbeat-with-lease, pod-ready, pod-complete, pod-delete; no delays), no client rate limit (its own default), --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake --cidr=10.244.0.0/16 --node-ip=127.0.0.1 --node-lease-duration-seconds=40`;
   }
 
-  async prepare(say: (line: string) => void): Promise<void> {
-    this.#peer = await ensurePeer('kwok', say);
+  async prepare(say: (line: string) => void, options: PrepareOptions): Promise<void> {
+    this.#peer = options.build
+      ? await ensurePeer('kwok', say, options.signal)
+      : await cachedPeer('kwok');
     this.#config = await kwokStagesConfig(this.#peer);
   }
 
@@ -328,6 +366,38 @@ export function makeSystem(name: SystemName, s: SystemSettings): BenchSystem {
   }
 }
 
+/** Builds dist/ (what bin/virtual-kubelet runs) when missing; warns when src/ is newer. */
+export async function ensureDist(say: (line: string) => void): Promise<void> {
+  const main = join(repoRoot, 'dist', 'cli', 'main.js');
+  if (!existsSync(main)) {
+    say('dist/ is missing: running npm run build');
+    await promisify(execFile)('npm', ['run', 'build'], { cwd: repoRoot });
+  }
+  const built = statSync(main).mtimeMs;
+  const newest = await newestMtime(join(repoRoot, 'src'));
+  if (newest > built)
+    say('warning: src/ is newer than dist/: `npm run build` to measure the current code');
+}
+
+/** The providers `bin/virtual-kubelet run --help` names. */
+export function helpProviders(help: string): string[] {
+  const m = /--provider <name>\s+provider: ([^(]*)\(default/.exec(help.replace(/\s+/g, ' '));
+  return (m?.[1] ?? '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean);
+}
+
+/** The help text of `bin/virtual-kubelet run`, to learn which flags and providers it has. */
+export async function cliRunHelp(): Promise<string> {
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [join(repoRoot, 'bin', 'virtual-kubelet'), 'run', '--help'],
+    { cwd: repoRoot },
+  );
+  return stdout;
+}
+
 async function newestMtime(dir: string): Promise<number> {
   let newest = 0;
   for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
@@ -342,5 +412,10 @@ async function newestMtime(dir: string): Promise<number> {
 /** The last lines of an agent's log, for failure messages. */
 export async function logTail(path: string, lines = 6): Promise<string> {
   const text = await readFile(path, 'utf8').catch(() => '');
-  return text.trimEnd().split('\n').slice(-lines).join('\n    ');
+  return text
+    .trimEnd()
+    .split('\n')
+    .slice(-lines)
+    .map((l) => (l.length > 240 ? `${l.slice(0, 240)}...` : l))
+    .join('\n    ');
 }

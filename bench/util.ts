@@ -60,3 +60,11 @@ export async function forEachConcurrent(
   });
   await Promise.all(lanes);
 }
+
+/** a / b, or undefined when either is unknown or b is 0. */
+export const ratio = (a: number | undefined, b: number | undefined): number | undefined =>
+  a === undefined || b === undefined || b === 0 ? undefined : a / b;
+
+/** A ratio with two decimals, or two significant digits when it is below 0.1. */
+export const ratioText = (r: number | undefined): string =>
+  r === undefined ? '-' : r >= 0.1 ? r.toFixed(2) : r.toPrecision(2);

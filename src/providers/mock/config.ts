@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { errorMessage, invalidInput } from '../../errors.js';
+import { MAX_LOG_LINES } from './logs.js';
 
 /** The provider methods a fault can be injected into. */
 export const FAULT_OPERATIONS = [
@@ -74,7 +75,20 @@ export interface MockConfig {
    * (`mock: <name> tick <n>`); 0 writes none, leaving only the line written at start. Default: 1000.
    */
   readonly logIntervalMs?: number;
+  /**
+   * Bytes of filler every running container writes to its log at start, after its first line:
+   * lines of `LOG_FILL_LINE_BYTES` (the last one shorter), each ending in `\n`, so that a log of a
+   * known size can be read at once (throughput measurements). At most `MAX_LOG_FILL_BYTES`, which
+   * the log keeps whole. Default: 0.
+   */
+  readonly logFillBytes?: number;
 }
+
+/** Bytes of one filler line of `logFillBytes`, its line break included. */
+export const LOG_FILL_LINE_BYTES = 16_384;
+
+/** The most `logFillBytes` can be: as many filler lines as a log keeps beside its first line. */
+export const MAX_LOG_FILL_BYTES = (MAX_LOG_LINES - 1) * LOG_FILL_LINE_BYTES;
 
 const TOP_LEVEL_FIELDS = new Set([
   'cpu',
@@ -88,6 +102,7 @@ const TOP_LEVEL_FIELDS = new Set([
   'faults',
   'containers',
   'logIntervalMs',
+  'logFillBytes',
 ]);
 const RESERVED_RESOURCES = new Set(['cpu', 'memory', 'pods', 'ephemeral-storage']);
 
@@ -294,6 +309,20 @@ export function parseMockConfig(json: unknown): MockConfig {
       // setInterval's limit (about 24.8 days).
       2_147_483_647,
       'a number of milliseconds between 0 and 2147483647',
+    );
+  }
+  if (input.logFillBytes !== undefined) {
+    if (!Number.isInteger(input.logFillBytes)) {
+      throw invalidInput(
+        `logFillBytes must be an integer number of bytes between 0 and ${String(MAX_LOG_FILL_BYTES)}`,
+      );
+    }
+    out.logFillBytes = number(
+      input.logFillBytes,
+      'logFillBytes',
+      0,
+      MAX_LOG_FILL_BYTES,
+      `an integer number of bytes between 0 and ${String(MAX_LOG_FILL_BYTES)}`,
     );
   }
   if (input.containers !== undefined) {

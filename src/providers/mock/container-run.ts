@@ -2,7 +2,21 @@
  * One run of a container, from start to exit: what a container runtime would keep per container
  * instance. A restart makes a new run; the provider keeps the previous one for `previous` logs.
  */
+import { LOG_FILL_LINE_BYTES } from './config.js';
 import { ContainerLog } from './logs.js';
+
+// One filler line shared by every log (lines are immutable strings): 100 MiB of filler costs a
+// few thousand references, not 100 MiB.
+const FILLER = 'abcdefghijklmnopqrstuvwxyz0123456789'
+  .repeat(Math.ceil(LOG_FILL_LINE_BYTES / 36))
+  .slice(0, LOG_FILL_LINE_BYTES - 1);
+
+/** Appends `bytes` of filler, line breaks included, in lines of `LOG_FILL_LINE_BYTES`. */
+function appendFiller(log: ContainerLog, bytes: number, at: Date): void {
+  for (let left = bytes; left > 0; left -= LOG_FILL_LINE_BYTES) {
+    log.append(left >= LOG_FILL_LINE_BYTES ? FILLER : FILLER.slice(0, left - 1), at);
+  }
+}
 
 export interface ContainerRunOptions {
   readonly container: string;
@@ -11,6 +25,8 @@ export interface ContainerRunOptions {
   readonly startedAt: Date;
   /** Milliseconds between tick lines; 0 for none. */
   readonly logIntervalMs: number;
+  /** Bytes of filler lines written after the first line (see `MockConfig.logFillBytes`). */
+  readonly logFillBytes?: number;
   /** Stamps the tick lines. */
   readonly clock: () => Date;
 }
@@ -35,6 +51,7 @@ export class ContainerRun {
       `mock: container ${options.container} of ${options.pod} started`,
       options.startedAt,
     );
+    appendFiller(this.log, options.logFillBytes ?? 0, options.startedAt);
     if (options.logIntervalMs > 0) {
       let tick = 0;
       this.#ticker = setInterval(() => {

@@ -66,6 +66,8 @@ import {
 export { formatLogTimestamp, MAX_LOG_LINES } from './logs.js';
 export {
   FAULT_OPERATIONS,
+  LOG_FILL_LINE_BYTES,
+  MAX_LOG_FILL_BYTES,
   loadMockConfig,
   parseMockConfig,
   type FaultError,
@@ -713,6 +715,7 @@ export class MockProvider
       pod: key,
       startedAt: now,
       logIntervalMs: running ? (this.#config.logIntervalMs ?? DEFAULT_LOG_INTERVAL_MS) : 0,
+      logFillBytes: running ? (this.#config.logFillBytes ?? 0) : 0,
       clock: this.#clock,
     });
   }

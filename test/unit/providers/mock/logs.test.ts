@@ -3,7 +3,12 @@ import { describe, test } from 'node:test';
 import { VirtualKubeletError } from '../../../../src/errors.js';
 import type { ContainerLogOptions } from '../../../../src/provider.js';
 import { hasContainerLogs } from '../../../../src/provider.js';
-import { formatLogTimestamp, parseMockConfig } from '../../../../src/providers/mock/index.js';
+import {
+  formatLogTimestamp,
+  LOG_FILL_LINE_BYTES,
+  MAX_LOG_FILL_BYTES,
+  parseMockConfig,
+} from '../../../../src/providers/mock/index.js';
 import { ContainerLog, readLog } from '../../../../src/providers/mock/logs.js';
 import { waitFor } from '../../../helpers/wait.js';
 import { collect, mock, pod, signal, text } from './helpers.js';
@@ -89,6 +94,36 @@ describe('MockProvider logs', () => {
     assert.equal(await read('main'), 'mock: container main of ns/quiet started\n');
     assert.equal(await read('setup'), 'mock: container setup of ns/quiet started\n');
     await provider.close();
+  });
+
+  test('logFillBytes: filler lines of LOG_FILL_LINE_BYTES after the start line', async () => {
+    const fill = 3 * LOG_FILL_LINE_BYTES + 10;
+    const { provider } = mock({ config: { logIntervalMs: 0, logFillBytes: fill } });
+    await provider.createPod(pod('big'), signal);
+    const got = await text(await provider.getContainerLogs('ns', 'big', 'main', PLAIN, signal));
+    const start = 'mock: container main of ns/big started\n';
+    assert.ok(got.startsWith(start));
+    assert.equal(Buffer.byteLength(got), start.length + fill);
+    const lines = got.slice(start.length).split('\n');
+    assert.deepEqual(
+      lines.map((l) => l.length),
+      [LOG_FILL_LINE_BYTES - 1, LOG_FILL_LINE_BYTES - 1, LOG_FILL_LINE_BYTES - 1, 9, 0],
+    );
+    await provider.close();
+  });
+
+  test('logFillBytes is validated: an integer the log keeps whole', () => {
+    assert.deepEqual(parseMockConfig({ logFillBytes: 0 }), { logFillBytes: 0 });
+    assert.deepEqual(parseMockConfig({ logFillBytes: MAX_LOG_FILL_BYTES }), {
+      logFillBytes: MAX_LOG_FILL_BYTES,
+    });
+    assert.ok(MAX_LOG_FILL_BYTES >= 100 * 1024 * 1024, 'room for a 100 MiB log');
+    for (const bad of [-1, 1.5, '10', MAX_LOG_FILL_BYTES + 1]) {
+      assert.throws(
+        () => parseMockConfig({ logFillBytes: bad }),
+        /^.*logFillBytes must be an integer/,
+      );
+    }
   });
 
   test('timestamps: RFC 3339 with nine fractional digits and one space', async () => {

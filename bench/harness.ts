@@ -1,0 +1,215 @@
+// The frame every agent-comparing scenario runs in: Ctrl-C handling, the control plane and the
+// peers built (or, for a smoke, only found), one dev cluster in a temporary directory, an admin
+// client without a rate limit, a serving certificate for the agents; all of it stopped and
+// removed at the end however the scenario ends (the directory is kept when a run failed, for its
+// logs).
+import { KubeConfig } from '@kubernetes/client-node';
+import { setMaxListeners } from 'node:events';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cpus, totalmem, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ensureBinaries } from '../src/devcluster/build.js';
+import { DevCluster, type ClusterInfo } from '../src/devcluster/cluster.js';
+import { DevClusterError } from '../src/devcluster/errors.js';
+import { issueCert } from '../src/devcluster/pki.js';
+import { isAlive } from '../src/devcluster/process.js';
+import { ETCD_VERSION, KUBERNETES_VERSION } from '../src/devcluster/versions.js';
+import { KubeClient } from '../src/kube/client.js';
+import { NotBuiltError } from './peers.js';
+import {
+  type BenchContext,
+  type BenchSystem,
+  isSystemName,
+  makeSystem,
+  SYSTEM_NAMES,
+  type SystemName,
+  type SystemSettings,
+} from './systems.js';
+import { say } from './util.js';
+
+export interface HarnessOptions {
+  /** Build nothing: systems whose binaries are not in the cache are skipped. */
+  readonly smoke: boolean;
+  /** Pods each Node offers. */
+  readonly podCapacity: number;
+  /** Requests the harness's client keeps in flight at most (sizes its socket pool). */
+  readonly concurrency: number;
+  /** Prefix of the temporary directory. */
+  readonly name: string;
+}
+
+export interface Harness {
+  readonly ctx: BenchContext;
+  /** The systems that can run, in the order asked for. */
+  readonly systems: readonly BenchSystem[];
+  /** Systems skipped, with why. */
+  readonly skipped: readonly string[];
+  /** Aborts on Ctrl-C or SIGTERM. */
+  readonly signal: AbortSignal;
+  /** Keeps the directory (agent logs) when the harness stops. */
+  readonly keepLogs: () => void;
+}
+
+/** `--systems a,b,c` as systems, or a message naming the unknown ones. */
+export function parseSystems(
+  list: string,
+  settings: SystemSettings,
+  allowed: readonly SystemName[] = SYSTEM_NAMES,
+): BenchSystem[] | string {
+  const names = list.split(',').filter(Boolean);
+  const unknown = names.filter((s) => !isSystemName(s) || !allowed.includes(s));
+  if (unknown.length > 0)
+    return `unknown system(s) ${unknown.join(', ')}: choose from ${allowed.join(', ')}`;
+  if (names.length === 0) return 'no system given';
+  return (names as SystemName[]).map((name) => makeSystem(name, settings));
+}
+
+/** What the result files record about where they were measured. */
+export function machine(): object {
+  return {
+    cpus: cpus().length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+  };
+}
+
+export const controlPlane = { kubernetes: KUBERNETES_VERSION, etcd: ETCD_VERSION };
+
+export const controlPlaneLine = (): string =>
+  `control plane: kube-apiserver ${KUBERNETES_VERSION}, etcd ${ETCD_VERSION}, on 127.0.0.1; ${String(cpus().length)} CPUs`;
+
+/**
+ * Runs `body` against a fresh dev cluster with the systems prepared, and stops everything it
+ * started when `body` settles or on Ctrl-C (a second Ctrl-C exits at once; every agent and
+ * control-plane process dies with this one anyway, see spawnOwned).
+ */
+export async function withHarness<T>(
+  systems: readonly BenchSystem[],
+  options: HarnessOptions,
+  body: (h: Harness) => Promise<T>,
+): Promise<T> {
+  const stop = new AbortController();
+  // Every request in flight listens on it.
+  setMaxListeners(0, stop.signal);
+  let interrupts = 0;
+  const onSignal = (): void => {
+    interrupts++;
+    if (interrupts === 1) {
+      say('interrupted: stopping the agents and the cluster (again to kill at once)');
+      stop.abort();
+    } else process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let dir: string | undefined;
+  let cluster: DevCluster | undefined;
+  const kept = { logs: false };
+  try {
+    const binaries = await ensureBinaries({ progress: say, signal: stop.signal });
+    // Peers are built (first use only) before the cluster runs, so nothing competes with the
+    // build; a smoke builds nothing.
+    const skipped: string[] = [];
+    const ready: BenchSystem[] = [];
+    for (const system of systems) {
+      try {
+        await system.prepare(say, { build: !options.smoke, signal: stop.signal });
+        ready.push(system);
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        const cannot =
+          err instanceof NotBuiltError ||
+          (err instanceof DevClusterError && err.code !== 'Aborted');
+        if (options.smoke && cannot) {
+          say(`skipping ${system.name}: ${why}`);
+          skipped.push(`${system.name}: ${why}`);
+          continue;
+        }
+        throw err;
+      }
+    }
+    await sweepStale();
+    dir = await mkdtemp(join(tmpdir(), `vk-bench-${options.name}-`));
+    await writeFile(join(dir, 'owner.pid'), String(process.pid));
+    cluster = new DevCluster({
+      dir,
+      binaries,
+      log: say,
+      onComponentExit: (c, code, sig) => {
+        say(`${c} exited (${sig ?? `code ${String(code)}`}) during the benchmark`);
+      },
+    });
+    const info: ClusterInfo = await cluster.start(stop.signal);
+    const kc = new KubeConfig();
+    kc.loadFromFile(info.adminKubeconfig);
+    const client = await KubeClient.create(kc, {
+      qps: 1e6,
+      burst: 1e6,
+      maxSockets: options.concurrency * 2 + 8,
+      userAgent: 'vk-bench',
+    });
+    try {
+      await issueCert(info.pkiDir, {
+        name: 'bench-serving',
+        cn: 'vk-bench-kubelet',
+        usage: 'server',
+        sans: ['IP:127.0.0.1', 'DNS:localhost'],
+      });
+      const ctx: BenchContext = {
+        info,
+        client,
+        dir,
+        servingCert: {
+          cert: join(info.pkiDir, 'bench-serving.crt'),
+          key: join(info.pkiDir, 'bench-serving.key'),
+        },
+        podCapacity: options.podCapacity,
+        say,
+      };
+      return await body({
+        ctx,
+        systems: ready,
+        skipped,
+        signal: stop.signal,
+        keepLogs: () => {
+          kept.logs = true;
+        },
+      });
+    } finally {
+      client.close();
+    }
+  } finally {
+    await cluster?.stop();
+    if (dir) {
+      if (kept.logs) {
+        await writeFile(join(dir, 'kept'), 'logs of a failed run, kept on purpose\n');
+        say(`logs kept in ${dir}`);
+      } else await rm(dir, { recursive: true, force: true });
+    }
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/**
+ * Removes the directories of harnesses that died without cleaning up (SIGKILL); their processes
+ * died with them. Directories kept for the logs of a failed run stay.
+ */
+async function sweepStale(): Promise<void> {
+  const base = tmpdir();
+  for (const name of await readdir(base).catch(() => [])) {
+    if (!name.startsWith('vk-bench-')) continue;
+    const dir = join(base, name);
+    if (
+      await stat(join(dir, 'kept')).then(
+        () => true,
+        () => false,
+      )
+    )
+      continue;
+    const owner = Number.parseInt(
+      await readFile(join(dir, 'owner.pid'), 'utf8').catch(() => ''),
+      10,
+    );
+    if (Number.isInteger(owner) && !isAlive(owner)) await rm(dir, { recursive: true, force: true });
+  }
+}
