@@ -6,6 +6,7 @@ import { VirtualKubeletError, errorMessage } from '../errors.js';
 import { loadYaml, type KubeConfig } from '@kubernetes/client-node';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import { allowAll, WebhookAuthorizer } from '../api/auth.js';
 import {
   certificateFromCsr,
@@ -333,6 +334,16 @@ export async function runNode(
       specs.length > 1 && !opts.tlsCertFile && !opts.rotateServerCertificates
         ? await servingCertificate(opts, client, logger, signal)
         : undefined;
+    const sharedFiles =
+      specs.length > 1 && opts.tlsCertFile
+        ? await servingCertificate(opts, client, logger, signal)
+        : undefined;
+    // Nodes with one certificate share one TLS context too.
+    const shared = sharedSelfSigned ?? sharedFiles;
+    const ca = clientCA(opts, kc).clientCA;
+    const secureContext = shared
+      ? createSecureContext({ cert: shared.cert, key: shared.key, ...(ca ? { ca } : {}) })
+      : undefined;
     for (const spec of specs) {
       const instance = await createProvider(spec.provider, {
         nodeName: spec.name,
@@ -345,11 +356,14 @@ export async function runNode(
       });
       instances.push(instance);
       const names = { ...opts, nodename: spec.name };
-      const serving = sharedSelfSigned ?? (await servingCertificate(names, client, logger, signal));
+      const serving =
+        sharedSelfSigned ??
+        sharedFiles ??
+        (await servingCertificate(names, client, logger, signal));
       nodes.push({
         spec,
         serving,
-        options: nodeOptions(opts, spec, instance, serving, client, kc),
+        options: nodeOptions(opts, spec, instance, serving, client, kc, secureContext),
       });
     }
     group =
@@ -510,6 +524,7 @@ function nodeOptions(
   serving: ServingCertificate,
   client: KubeClient,
   kc: KubeConfig,
+  secureContext: SecureContext | undefined,
 ): Omit<VirtualNodeOptions, 'client'> {
   return {
     nodeName: spec.name,
@@ -528,6 +543,7 @@ function nodeOptions(
       cert: serving.cert,
       key: serving.key,
       ...clientCA(opts, kc),
+      ...(secureContext ? { secureContext } : {}),
       port: spec.port,
       authorizer:
         opts.authorizationMode === 'AlwaysAllow'
