@@ -1,6 +1,5 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { createServer, type Server } from 'node:https';
-import type { SecureContext } from 'node:tls';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable, type Duplex, type Readable } from 'node:stream';
@@ -53,12 +52,6 @@ export interface KubeletServerOptions {
   readonly key: string | Buffer;
   /** PEM CA that signs client certificates. Without it, only bearer tokens authenticate. */
   readonly clientCA?: string | Buffer;
-  /**
-   * A TLS context made from `cert`, `key` and `clientCA` (`tls.createSecureContext`), for servers
-   * that share one certificate: each context costs native memory (16 KiB, measured), which a
-   * thousand nodes in one process notice. Default: one of its own.
-   */
-  readonly secureContext?: SecureContext;
   /** Default: 10250. 0 picks a free port. */
   readonly port?: number;
   /** Default: `0.0.0.0`. */
@@ -109,13 +102,9 @@ export class KubeletServer {
     });
     this.#server = createServer(
       {
-        ...(options.secureContext
-          ? { secureContext: options.secureContext }
-          : {
-              cert: options.cert,
-              key: options.key,
-              ...(options.clientCA ? { ca: options.clientCA } : {}),
-            }),
+        cert: options.cert,
+        key: options.key,
+        ...(options.clientCA ? { ca: options.clientCA } : {}),
         // Without a client CA, Node would check client certificates against public roots.
         requestCert: options.clientCA !== undefined,
         rejectUnauthorized: false,

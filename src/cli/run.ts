@@ -6,7 +6,6 @@ import { VirtualKubeletError, errorMessage } from '../errors.js';
 import { loadYaml, type KubeConfig } from '@kubernetes/client-node';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createSecureContext, type SecureContext } from 'node:tls';
 import { allowAll, WebhookAuthorizer } from '../api/auth.js';
 import {
   certificateFromCsr,
@@ -334,16 +333,6 @@ export async function runNode(
       specs.length > 1 && !opts.tlsCertFile && !opts.rotateServerCertificates
         ? await servingCertificate(opts, client, logger, signal)
         : undefined;
-    const sharedFiles =
-      specs.length > 1 && opts.tlsCertFile
-        ? await servingCertificate(opts, client, logger, signal)
-        : undefined;
-    // Nodes with one certificate share one TLS context too.
-    const shared = sharedSelfSigned ?? sharedFiles;
-    const ca = clientCA(opts, kc).clientCA;
-    const secureContext = shared
-      ? createSecureContext({ cert: shared.cert, key: shared.key, ...(ca ? { ca } : {}) })
-      : undefined;
     for (const spec of specs) {
       const instance = await createProvider(spec.provider, {
         nodeName: spec.name,
@@ -356,14 +345,11 @@ export async function runNode(
       });
       instances.push(instance);
       const names = { ...opts, nodename: spec.name };
-      const serving =
-        sharedSelfSigned ??
-        sharedFiles ??
-        (await servingCertificate(names, client, logger, signal));
+      const serving = sharedSelfSigned ?? (await servingCertificate(names, client, logger, signal));
       nodes.push({
         spec,
         serving,
-        options: nodeOptions(opts, spec, instance, serving, client, kc, secureContext),
+        options: nodeOptions(opts, spec, instance, serving, client, kc),
       });
     }
     group =
@@ -524,7 +510,6 @@ function nodeOptions(
   serving: ServingCertificate,
   client: KubeClient,
   kc: KubeConfig,
-  secureContext: SecureContext | undefined,
 ): Omit<VirtualNodeOptions, 'client'> {
   return {
     nodeName: spec.name,
@@ -543,7 +528,6 @@ function nodeOptions(
       cert: serving.cert,
       key: serving.key,
       ...clientCA(opts, kc),
-      ...(secureContext ? { secureContext } : {}),
       port: spec.port,
       authorizer:
         opts.authorizationMode === 'AlwaysAllow'
