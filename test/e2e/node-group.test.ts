@@ -1,6 +1,7 @@
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
+import { get } from 'node:https';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePorts } from '../../src/devcluster/cluster.js';
@@ -55,6 +56,16 @@ test('one process runs many nodes from --nodes: each Ready with its own lease, p
     nodes.map((n) => n.status?.daemonEndpoints?.kubeletEndpoint?.Port),
     [ports[0], ports[1], ports[2]],
   );
+  // Each node serves its own kubelet API.
+  for (const port of ports) {
+    const status = await new Promise<number>((resolve, reject) => {
+      get(`https://127.0.0.1:${String(port)}/healthz`, { rejectUnauthorized: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      }).on('error', reject);
+    });
+    assert.ok([200, 401].includes(status), `port ${String(port)} answered ${String(status)}`);
+  }
   const coordination = testCluster().kc.makeApiClient(k8s.CoordinationV1Api);
   for (const name of names) {
     const lease = await coordination.readNamespacedLease({ name, namespace: 'kube-node-lease' });
