@@ -3,7 +3,6 @@
 // client without a rate limit, a serving certificate for the agents; all of it stopped and
 // removed at the end however the scenario ends (the directory is kept when a run failed, for its
 // logs).
-import { KubeConfig } from '@kubernetes/client-node';
 import { setMaxListeners } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -14,7 +13,7 @@ import { DevClusterError } from '../src/devcluster/errors.js';
 import { issueCert } from '../src/devcluster/pki.js';
 import { isAlive } from '../src/devcluster/process.js';
 import { ETCD_VERSION, KUBERNETES_VERSION } from '../src/devcluster/versions.js';
-import { KubeClient } from '../src/kube/client.js';
+import { KubeClient, loadKubeConfig } from '../src/kube/client.js';
 import { NotBuiltError } from './peers.js';
 import {
   type BenchContext,
@@ -139,8 +138,7 @@ export async function withHarness<T>(
       },
     });
     const info: ClusterInfo = await cluster.start(stop.signal);
-    const kc = new KubeConfig();
-    kc.loadFromFile(info.adminKubeconfig);
+    const kc = loadKubeConfig(info.adminKubeconfig);
     const client = await KubeClient.create(kc, {
       qps: 1e6,
       burst: 1e6,

@@ -12,7 +12,6 @@
 // Run as its own process (so its CPU and memory are measured like every other agent's):
 //   node --import tsx bench/limit-agent.ts --kubeconfig FILE --nodename NAME [--concurrency 64]
 //   node --import tsx bench/limit-agent.ts --kubeconfig FILE --nodes FILE
-import { KubeConfig } from '@kubernetes/client-node';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
@@ -22,6 +21,7 @@ import {
   isConflict,
   isNotFound,
   KubeClient,
+  loadKubeConfig,
   type WatchEvent,
 } from '../src/kube/client.js';
 
@@ -393,8 +393,7 @@ async function main(): Promise<void> {
     );
     process.exit(2);
   }
-  const kc = new KubeConfig();
-  kc.loadFromFile(values.kubeconfig);
+  const kc = loadKubeConfig(values.kubeconfig);
   const concurrency = Number(values.concurrency);
   const client = await KubeClient.create(kc, {
     qps: 1e6,

@@ -65,6 +65,14 @@ export type {
 } from './pods/volumes.js';
 export { KubeClient, ApiError, loadKubeConfig } from './kube/client.js';
 export type { KubeClientOptions } from './kube/client.js';
+export { KubeConfig } from './kube/kubeconfig.js';
+export type {
+  KubeConfigSource,
+  KubeConfigOptions,
+  KubeCluster,
+  KubeUser,
+  KubeContext,
+} from './kube/kubeconfig.js';
 export { Informer } from './kube/informer.js';
 export { SharedInformer } from './kube/shared-informer.js';
 export type { ObjectCache, SharedInformerOptions } from './kube/shared-informer.js';

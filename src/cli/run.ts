@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { networkInterfaces } from 'node:os';
 import { pino } from 'pino';
 import { VirtualKubeletError, errorMessage } from '../errors.js';
-import { loadYaml, type KubeConfig } from '@kubernetes/client-node';
+import { parse as loadYaml } from 'yaml';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { allowAll, WebhookAuthorizer } from '../api/auth.js';
@@ -16,6 +16,7 @@ import {
   type ServingNames,
 } from '../api/certs.js';
 import { KubeClient, loadKubeConfig } from '../kube/client.js';
+import type { KubeConfig } from '../kube/kubeconfig.js';
 import type { Logger } from '../log.js';
 import { VirtualNode, type VirtualNodeOptions } from '../virtual-node.js';
 import { NodeGroup } from '../node-group.js';

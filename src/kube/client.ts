@@ -1,9 +1,12 @@
-import { KubeConfig } from '@kubernetes/client-node';
 import { Agent, request, type RequestOptions } from 'node:https';
 import { request as httpRequest, Agent as HttpAgent } from 'node:http';
 import { createInterface } from 'node:readline';
 import type { IncomingMessage } from 'node:http';
 import { VirtualKubeletError } from '../errors.js';
+import type { KubeConfigSource } from './kubeconfig.js';
+
+export { loadKubeConfig } from './kubeconfig.js';
+export type { KubeConfigSource } from './kubeconfig.js';
 
 /** A failed API request, with the apiserver's status code and reason (`NotFound`, `Conflict`...). */
 export class ApiError extends Error {
@@ -72,12 +75,13 @@ export interface WatchEvent<T> {
 
 /**
  * A small JSON client for the Kubernetes API: one keep-alive connection pool, client-side rate
- * limiting, typed errors, streaming watches. Authentication comes from a kubeconfig through
- * `@kubernetes/client-node` (client certificates, tokens, exec plugins, in-cluster).
+ * limiting, typed errors, streaming watches. Authentication comes from a kubeconfig
+ * ({@link KubeConfigSource}: ours from `./kubeconfig.js`, or `@kubernetes/client-node`'s):
+ * client certificates, tokens, exec plugins, in-cluster.
  */
 export class KubeClient {
   readonly server: URL;
-  readonly #kc: KubeConfig;
+  readonly #kc: KubeConfigSource;
   readonly #agent: Agent | HttpAgent;
   readonly #userAgent: string;
   #headers: Record<string, string> = {};
@@ -86,7 +90,7 @@ export class KubeClient {
   readonly #timeoutMs: number;
   readonly #observers: ((method: string, code: number, seconds: number) => void)[] = [];
 
-  private constructor(kc: KubeConfig, tls: RequestOptions, options: KubeClientOptions) {
+  private constructor(kc: KubeConfigSource, tls: RequestOptions, options: KubeClientOptions) {
     const cluster = kc.getCurrentCluster();
     if (!cluster)
       throw new VirtualKubeletError('InvalidInput', 'the kubeconfig has no current cluster');
@@ -112,7 +116,7 @@ export class KubeClient {
   }
 
   /** A client for the current context of `kc`. */
-  static async create(kc: KubeConfig, options: KubeClientOptions = {}): Promise<KubeClient> {
+  static async create(kc: KubeConfigSource, options: KubeClientOptions = {}): Promise<KubeClient> {
     const opts: RequestOptions = {};
     await kc.applyToHTTPSOptions(opts);
     const tls: RequestOptions = {
@@ -129,7 +133,7 @@ export class KubeClient {
   }
 
   /** The kubeconfig this client authenticates with. */
-  get kubeConfig(): KubeConfig {
+  get kubeConfig(): KubeConfigSource {
     return this.#kc;
   }
 
@@ -394,29 +398,4 @@ export class TokenBucket {
       this.#schedule();
     }, wait);
   }
-}
-
-/**
- * Loads a kubeconfig the way kubectl users expect: the given path, else `$KUBECONFIG`, else
- * `~/.kube/config`, else the in-cluster service account. Throws InvalidInput with one readable
- * line when none is usable.
- */
-export function loadKubeConfig(path?: string): KubeConfig {
-  const kc = new KubeConfig();
-  try {
-    if (path) kc.loadFromFile(path);
-    else kc.loadFromDefault();
-  } catch (err) {
-    throw new VirtualKubeletError(
-      'InvalidInput',
-      `cannot load the kubeconfig ${path ?? process.env.KUBECONFIG ?? '~/.kube/config'}: ${(err as Error).message}`,
-      { cause: err },
-    );
-  }
-  if (!kc.getCurrentCluster())
-    throw new VirtualKubeletError(
-      'InvalidInput',
-      `no cluster configured: pass --kubeconfig, set KUBECONFIG, or run inside a cluster`,
-    );
-  return kc;
 }
