@@ -145,7 +145,13 @@ export class KubeConfig implements KubeConfigSource {
       const present = files.filter((f) => existsSync(f));
       if (present.length === 0 && files.length > 0 && !this.#inClusterPossible())
         throw invalid(`none of the KUBECONFIG files exists (${files.join(', ')})`);
-      for (const f of present) this.#merge(readConfigFile(f));
+      for (const f of present) {
+        try {
+          this.#merge(readConfigFile(f));
+        } catch (err) {
+          throw invalid(`${f}: ${firstLine(err)}`, err);
+        }
+      }
       if (this.getCurrentCluster() || !this.#inClusterPossible()) return;
     } else {
       const home = join(this.#homeDir ?? this.#env.HOME ?? homedir(), '.kube', 'config');
@@ -340,18 +346,16 @@ function readConfigFile(path: string): Parsed {
     const code = (err as NodeJS.ErrnoException).code;
     throw invalid(
       code === 'ENOENT'
-        ? `${path}: no such file`
+        ? 'no such file'
         : code === 'EACCES'
-          ? `${path}: permission denied`
-          : `${path}: ${firstLine(err)}`,
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'it is a directory'
+            : firstLine(err),
       err,
     );
   }
-  try {
-    return parseConfig(text, dirname(resolve(path)));
-  } catch (err) {
-    throw invalid(`${path}: ${firstLine(err)}`, err);
-  }
+  return parseConfig(text, dirname(resolve(path)));
 }
 
 type Obj = Record<string, unknown>;
@@ -537,7 +541,10 @@ async function runExecPlugin(
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT')
           ko(
-            fail(`command not found${exec.installHint ? `: ${exec.installHint.trim()}` : ''}`, err),
+            fail(
+              `command not found${exec.installHint ? `: ${exec.installHint.trim().replace(/\s*\n\s*/g, ' ')}` : ''}`,
+              err,
+            ),
           );
         else {
           const last = errOut.trim().split('\n').pop() ?? '';
