@@ -479,6 +479,14 @@ export async function rollout(argv: string[]): Promise<number> {
       .filter(([, r]) => r.runs.some((x) => !x.ok))
       .map(([name]) => name);
     say(`not every pod got Running (or was deleted) for: ${names.join(', ')}`);
+    // The smoke guards this project's code: ours and the limit agent. A peer that fails on its
+    // own (the Go virtual-kubelet's mock provider has a data race that can kill it with
+    // "concurrent map read and map write") is reported above but does not fail it.
+    const ownFailed = names.some((n) => n === 'ours' || n === 'limit');
+    if (values.smoke && !ownFailed) {
+      say('smoke: only peers failed; ours and the limit agent completed');
+      return 0;
+    }
     return 1;
   }
   return 0;
