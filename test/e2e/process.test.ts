@@ -12,6 +12,7 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { primaryAddress } from '../../src/cli/run.js';
 import { HELLO_OVERRIDES } from '../../src/cli/start.js';
 import { freePorts } from '../../src/devcluster/cluster.js';
 import { ProcessProvider, type ProcessConfig } from '../../src/providers/process/index.js';
@@ -49,13 +50,18 @@ interface Fixture {
   readonly provider: ProcessProvider;
 }
 
-async function fixture(t: TestContext, config: ProcessConfig = {}): Promise<Fixture> {
+async function fixture(
+  t: TestContext,
+  config: ProcessConfig = {},
+  nodeIP?: string,
+): Promise<Fixture> {
   const ns = await testNamespace(t);
   const nodeName = uniqueNodeName('proc');
   const dir = stateDir();
   const provider = new ProcessProvider({
     nodeName,
     config: { stateDir: dir, monitorIntervalMs: 200, ...config },
+    ...(nodeIP ? { nodeIP } : {}),
   });
   const forget = onOrphaned(() => {
     reap(dir, nodeName);
@@ -69,6 +75,7 @@ async function fixture(t: TestContext, config: ProcessConfig = {}): Promise<Fixt
     nodeName,
     api: true,
     provider,
+    ...(nodeIP ? { nodeIP } : {}),
     // Config map changes reach mounted volumes within a second or two here (a minute by default).
     tuning: { pods: { volumeRefreshPeriodMs: 1_000 } },
   });
@@ -569,6 +576,65 @@ test('an agent killed with SIGKILL and started again adopts its running pods', a
       }
     });
   assert.equal(copies.length, 1, `processes running the command: ${copies.join(', ')}`);
+});
+
+test("a readiness probe that starts failing drops the pod from its Service's EndpointSlice", async (t) => {
+  // The API server keeps loopback addresses out of EndpointSlices: the node gets the host's.
+  const f = await fixture(t, {}, primaryAddress());
+  // The probe checks a host file (the pod sees the host's filesystem, except its private /tmp).
+  const flag = `/var/tmp/vk-ready-${randomBytes(4).toString('hex')}`;
+  writeFileSync(flag, '');
+  t.after(() => {
+    rmSync(flag, { force: true });
+  });
+  await core().createNamespacedService({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'web' },
+      spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 }] },
+    },
+  });
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'web', labels: { app: 'web' } },
+      spec: {
+        ...onNode(f.nodeName),
+        terminationGracePeriodSeconds: 2,
+        containers: [
+          {
+            name: 'app',
+            image: 'busybox',
+            command: ['sleep', '3600'],
+            readinessProbe: { exec: { command: ['test', '-f', flag] }, periodSeconds: 1 },
+          },
+        ],
+      },
+    },
+  });
+  const discovery = testCluster().kc.makeApiClient(k8s.DiscoveryV1Api);
+  const endpoint = async (): Promise<k8s.V1Endpoint | undefined> => {
+    const slices = await discovery.listNamespacedEndpointSlice({
+      namespace: f.ns,
+      labelSelector: 'kubernetes.io/service-name=web',
+    });
+    return slices.items
+      .flatMap((s) => (s.endpoints as k8s.V1Endpoint[] | null) ?? [])
+      .find((e) => e.targetRef?.name === 'web');
+  };
+  await waitFor(async () => (await endpoint())?.conditions?.ready === true || undefined, {
+    what: 'the pod ready in the EndpointSlice',
+  });
+  rmSync(flag);
+  await waitPod(
+    f,
+    'web',
+    'NotReady',
+    (p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'False') === true,
+  );
+  await waitFor(async () => (await endpoint())?.conditions?.ready !== true || undefined, {
+    what: 'the pod no longer ready in the EndpointSlice',
+  });
 });
 
 test('probes: readiness gates the Ready condition, a failing liveness probe restarts', async (t) => {
