@@ -19,6 +19,7 @@ import type { V1Container, V1EnvVar } from '@kubernetes/client-node';
 import { accessSync, constants, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { DEFAULT_IMAGES, type ImageEntrypoint } from './config.js';
+import { expandEnvValue } from '../../pods/env-expansion.js';
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -61,10 +62,7 @@ export function lookupImage(
  * does: `$$` escapes, unknown names stay as written.
  */
 export function expandReferences(text: string, env: ReadonlyMap<string, string>): string {
-  return text.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g, (match, name?: string) => {
-    if (match === '$$') return '$';
-    return name !== undefined && env.has(name) ? (env.get(name) ?? '') : match;
-  });
+  return expandEnvValue(text, (name) => env.get(name));
 }
 
 /** The container's environment as the process gets it: env from the spec over defaults. */

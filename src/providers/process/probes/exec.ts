@@ -1,4 +1,5 @@
 import { MAX_OUTPUT_BYTES, deadline, failure, success, type ProbeResult } from './common.js';
+import { expandEnvValue } from '../../../pods/env-expansion.js';
 
 /** What an exec probe's command did. */
 export interface ExecResult {
@@ -79,33 +80,5 @@ export function expandCommand(
 ): string[] {
   const values = new Map<string, string>();
   for (const e of env ?? []) if (e.valueFrom === undefined) values.set(e.name, e.value ?? '');
-  return command.map((arg) => expand(arg, (name) => values.get(name) ?? `$(${name})`));
-}
-
-function expand(input: string, lookup: (name: string) => string): string {
-  let out = '';
-  let checkpoint = 0;
-  for (let cursor = 0; cursor < input.length; cursor++) {
-    if (input[cursor] !== '$' || cursor + 1 >= input.length) continue;
-    out += input.slice(checkpoint, cursor);
-    const next = input[cursor + 1];
-    if (next === '$') {
-      out += '$';
-      cursor += 1;
-    } else if (next === '(') {
-      const close = input.indexOf(')', cursor + 2);
-      if (close === -1) {
-        out += '$(';
-        cursor += 1;
-      } else {
-        out += lookup(input.slice(cursor + 2, close));
-        cursor = close;
-      }
-    } else {
-      out += `$${next ?? ''}`;
-      cursor += 1;
-    }
-    checkpoint = cursor + 1;
-  }
-  return out + input.slice(checkpoint);
+  return command.map((arg) => expandEnvValue(arg, (name) => values.get(name)));
 }
