@@ -199,11 +199,29 @@ async function resolveVolume(ctx: Context, volume: V1Volume): Promise<VolumeFile
   if (volume.configMap !== undefined) {
     const s = volume.configMap;
     const mode = s.defaultMode ?? DEFAULT_VOLUME_FILE_MODE;
-    await configMapFiles(ctx, name, s.name ?? '', s.items, mode, s.optional === true, payload);
+    await keyedObjectFiles(
+      CONFIG_MAP,
+      ctx,
+      name,
+      s.name ?? '',
+      s.items,
+      mode,
+      s.optional === true,
+      payload,
+    );
   } else if (volume.secret !== undefined) {
     const s = volume.secret;
     const mode = s.defaultMode ?? DEFAULT_VOLUME_FILE_MODE;
-    await secretFiles(ctx, name, s.secretName ?? '', s.items, mode, s.optional === true, payload);
+    await keyedObjectFiles(
+      SECRET,
+      ctx,
+      name,
+      s.secretName ?? '',
+      s.items,
+      mode,
+      s.optional === true,
+      payload,
+    );
   } else if (volume.downwardAPI !== undefined) {
     const s = volume.downwardAPI;
     downwardAPIFiles(ctx, name, s.items, s.defaultMode ?? DEFAULT_VOLUME_FILE_MODE, payload);
@@ -240,10 +258,28 @@ async function projectionFiles(
 ): Promise<void> {
   if (p.configMap !== undefined) {
     const s = p.configMap;
-    await configMapFiles(ctx, volume, s.name ?? '', s.items, mode, s.optional === true, payload);
+    await keyedObjectFiles(
+      CONFIG_MAP,
+      ctx,
+      volume,
+      s.name ?? '',
+      s.items,
+      mode,
+      s.optional === true,
+      payload,
+    );
   } else if (p.secret !== undefined) {
     const s = p.secret;
-    await secretFiles(ctx, volume, s.name ?? '', s.items, mode, s.optional === true, payload);
+    await keyedObjectFiles(
+      SECRET,
+      ctx,
+      volume,
+      s.name ?? '',
+      s.items,
+      mode,
+      s.optional === true,
+      payload,
+    );
   } else if (p.downwardAPI !== undefined) {
     downwardAPIFiles(ctx, volume, p.downwardAPI.items, mode, payload);
   } else if (p.serviceAccountToken !== undefined) {
@@ -298,71 +334,75 @@ async function projectionFiles(
   }
 }
 
-async function configMapFiles(
-  ctx: Context,
-  volume: string,
-  name: string,
-  items: readonly V1KeyToPath[] | undefined,
-  mode: number,
-  optional: boolean,
-  payload: Payload,
-): Promise<void> {
-  let pending = ctx.configMaps.get(name);
-  if (pending === undefined) {
-    pending = ctx.source.getConfigMap(ctx.namespace, name);
-    ctx.configMaps.set(name, pending);
-  }
-  const cm = await read(pending, volume, 'configmap', name);
-  if (cm === undefined) {
-    if (optional) return;
-    throw new VolumeResolutionError(
-      'ObjectNotFound',
-      volume,
-      `configmap ${JSON.stringify(name)} not found`,
-    );
-  }
-  const value = (key: string): Uint8Array | undefined => {
+/** How the files of a config map or a secret come out of it. */
+interface KeyedObject<T> {
+  readonly kind: 'configmap' | 'secret';
+  /** The word `keyedFiles` uses in its messages. */
+  readonly label: 'config' | 'secret';
+  /** Reads of this kind in the current resolution, shared by the pod's volumes. */
+  readonly reads: (ctx: Context) => Map<string, Promise<T | undefined>>;
+  readonly get: (ctx: Context, name: string) => Promise<T | undefined>;
+  readonly keys: (obj: T) => string[];
+  readonly value: (obj: T, key: string) => Uint8Array | undefined;
+}
+
+const CONFIG_MAP: KeyedObject<V1ConfigMap> = {
+  kind: 'configmap',
+  label: 'config',
+  reads: (ctx) => ctx.configMaps,
+  get: (ctx, name) => ctx.source.getConfigMap(ctx.namespace, name),
+  keys: (cm) => [...Object.keys(cm.data ?? {}), ...Object.keys(cm.binaryData ?? {})],
+  value: (cm, key) => {
     const text = cm.data?.[key];
     if (text !== undefined) return Buffer.from(text, 'utf8');
     const binary = cm.binaryData?.[key];
     return binary === undefined ? undefined : Buffer.from(binary, 'base64');
-  };
-  const keys = [...Object.keys(cm.data ?? {}), ...Object.keys(cm.binaryData ?? {})];
-  keyedFiles(volume, keys, value, items, mode, optional, payload, 'configmap', 'config');
-}
+  },
+};
 
-async function secretFiles(
-  ctx: Context,
-  volume: string,
-  name: string,
-  items: readonly V1KeyToPath[] | undefined,
-  mode: number,
-  optional: boolean,
-  payload: Payload,
-): Promise<void> {
-  let pending = ctx.secrets.get(name);
-  if (pending === undefined) {
-    pending = ctx.source.getSecret(ctx.namespace, name);
-    ctx.secrets.set(name, pending);
-  }
-  const secret = await read(pending, volume, 'secret', name);
-  if (secret === undefined) {
-    if (optional) return;
-    throw new VolumeResolutionError(
-      'ObjectNotFound',
-      volume,
-      `secret ${JSON.stringify(name)} not found`,
-    );
-  }
-  const value = (key: string): Uint8Array | undefined => {
+const SECRET: KeyedObject<V1Secret> = {
+  kind: 'secret',
+  label: 'secret',
+  reads: (ctx) => ctx.secrets,
+  get: (ctx, name) => ctx.source.getSecret(ctx.namespace, name),
+  keys: (secret) => [...Object.keys(secret.data ?? {}), ...Object.keys(secret.stringData ?? {})],
+  value: (secret, key) => {
     // stringData is merged into data by the API server on write; honour it if present.
     const text = secret.stringData?.[key];
     if (text !== undefined) return Buffer.from(text, 'utf8');
     const encoded = secret.data?.[key];
     return encoded === undefined ? undefined : Buffer.from(encoded, 'base64');
-  };
-  const keys = [...Object.keys(secret.data ?? {}), ...Object.keys(secret.stringData ?? {})];
-  keyedFiles(volume, keys, value, items, mode, optional, payload, 'secret', 'secret');
+  },
+};
+
+/** The files of config map or secret `name` (read once per resolution) for `volume`. */
+async function keyedObjectFiles<T>(
+  of: KeyedObject<T>,
+  ctx: Context,
+  volume: string,
+  name: string,
+  items: readonly V1KeyToPath[] | undefined,
+  mode: number,
+  optional: boolean,
+  payload: Payload,
+): Promise<void> {
+  const reads = of.reads(ctx);
+  let pending = reads.get(name);
+  if (pending === undefined) {
+    pending = of.get(ctx, name);
+    reads.set(name, pending);
+  }
+  const obj = await read(pending, volume, of.kind, name);
+  if (obj === undefined) {
+    if (optional) return;
+    throw new VolumeResolutionError(
+      'ObjectNotFound',
+      volume,
+      `${of.kind} ${JSON.stringify(name)} not found`,
+    );
+  }
+  const value = (key: string): Uint8Array | undefined => of.value(obj, key);
+  keyedFiles(volume, of.keys(obj), value, items, mode, optional, payload, of.kind, of.label);
 }
 
 async function read<T>(
