@@ -1,36 +1,20 @@
-import { KubeConfig } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
 import { test, type TestContext } from 'node:test';
-import { KubeClient } from '../../../src/kube/client.js';
+import type { KubeClient } from '../../../src/kube/client.js';
 import { EventRecorder } from '../../../src/kube/events.js';
+import { localApi } from '../../helpers/local-api.js';
 import { waitFor } from '../../helpers/wait.js';
 
 /** An API server that accepts every Event and remembers when each arrived. */
 async function eventSink(t: TestContext): Promise<{ client: KubeClient; arrivals: number[] }> {
   const arrivals: number[] = [];
-  const server = createServer((req, res) => {
+  const { client } = await localApi(t, (req, res) => {
     req.resume();
     req.on('end', () => {
       arrivals.push(performance.now());
       res.writeHead(201, { 'content-type': 'application/json' }).end('{}');
     });
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.after(() => server.close());
-  const address = server.address();
-  assert.ok(address && typeof address === 'object');
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [
-      { name: 'c', server: `http://127.0.0.1:${String(address.port)}`, skipTLSVerify: true },
-    ],
-    users: [{ name: 'u' }],
-    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
-    currentContext: 'x',
-  });
-  const client = await KubeClient.create(kc);
-  t.after(() => client.close());
   return { client, arrivals };
 }
 

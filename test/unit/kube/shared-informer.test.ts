@@ -1,9 +1,8 @@
-import { KubeConfig } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { createServer, type ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import { test } from 'node:test';
-import { KubeClient } from '../../../src/kube/client.js';
 import { SharedInformer } from '../../../src/kube/shared-informer.js';
+import { localApi } from '../../helpers/local-api.js';
 import { waitFor } from '../../helpers/wait.js';
 
 interface Pod {
@@ -18,7 +17,7 @@ const pod = (name: string, node: string, rv: string): Pod => ({
 test('a shared informer hands each view only its own objects, and caches no others', async (t) => {
   const open: ServerResponse[] = [];
   let query = '';
-  const server = createServer((req, res) => {
+  const { client } = await localApi(t, (req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.searchParams.get('watch') === 'true') {
       res.writeHead(200, { 'content-type': 'application/json' });
@@ -40,24 +39,9 @@ test('a shared informer hands each view only its own objects, and caches no othe
       }),
     );
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.after(() => {
     for (const r of open) r.end();
-    server.close();
   });
-  const address = server.address();
-  assert.ok(address && typeof address === 'object');
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [
-      { name: 'c', server: `http://127.0.0.1:${String(address.port)}`, skipTLSVerify: true },
-    ],
-    users: [{ name: 'u' }],
-    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
-    currentContext: 'x',
-  });
-  const client = await KubeClient.create(kc);
-  t.after(() => client.close());
 
   const shared = new SharedInformer<Pod>({
     client,
