@@ -45,10 +45,10 @@ export {
 export type { ErrorCode } from './errors.js';
 export type { Logger } from './log.js';
 export { silentLogger } from './log.js';
-export { VirtualNode } from './virtual-node.js';
-export { NodeGroup } from './node-group.js';
-export type { NodeGroupOptions } from './node-group.js';
-export type { VirtualNodeOptions } from './virtual-node.js';
+export { VirtualNode } from './agent/virtual-node.js';
+export { NodeGroup } from './agent/node-group.js';
+export type { NodeGroupOptions } from './agent/node-group.js';
+export type { VirtualNodeOptions } from './agent/virtual-node.js';
 export { NodeController } from './node/node-controller.js';
 export type { NodeControllerOptions } from './node/node-controller.js';
 export { PodController } from './pods/pod-controller.js';

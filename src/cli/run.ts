@@ -18,8 +18,8 @@ import {
 import { KubeClient, loadKubeConfig } from '../kube/client.js';
 import type { KubeConfig } from '../kube/kubeconfig.js';
 import type { Logger } from '../log.js';
-import { VirtualNode, type VirtualNodeOptions } from '../virtual-node.js';
-import { NodeGroup } from '../node-group.js';
+import { VirtualNode, type VirtualNodeOptions } from '../agent/virtual-node.js';
+import { NodeGroup } from '../agent/node-group.js';
 import type { KubeletServer } from '../api/server.js';
 import { KUBERNETES_VERSION } from '../devcluster/versions.js';
 import { createProvider, providerNames, type ProviderInstance } from './registry.js';

@@ -27,7 +27,7 @@ import type {
 } from '@kubernetes/client-node';
 import { fieldRefValue, resourceFieldRefValue, type PodAddresses } from './env-downward-api.js';
 import { EnvResolutionError } from './env-error.js';
-import { expandEnvValue } from './env-expansion.js';
+import { expandEnvValue } from '../kubelet/env-expansion.js';
 import { isServiceIPSet, serviceLinkEnvVars } from './env-service-links.js';
 
 export { EnvResolutionError, type EnvResolutionReason } from './env-error.js';

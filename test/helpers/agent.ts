@@ -10,7 +10,7 @@ import { KubeClient } from '../../src/kube/client.js';
 import type { Provider } from '../../src/provider.js';
 import { MockProvider } from '../../src/providers/mock/index.js';
 import type { MockConfig } from '../../src/providers/mock/config.js';
-import { VirtualNode, type VirtualNodeOptions } from '../../src/virtual-node.js';
+import { VirtualNode, type VirtualNodeOptions } from '../../src/agent/virtual-node.js';
 import { testCluster } from './cluster.js';
 import { onOrphaned } from './orphan-watchdog.js';
 import { waitFor } from './wait.js';

@@ -19,7 +19,7 @@ import type { V1Container, V1EnvVar } from '@kubernetes/client-node';
 import { accessSync, constants, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { DEFAULT_IMAGES, type ImageEntrypoint } from './config.js';
-import { expandEnvValue } from '../../pods/env-expansion.js';
+import { expandEnvValue } from '../../kubelet/env-expansion.js';
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 

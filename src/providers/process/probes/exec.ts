@@ -1,5 +1,5 @@
 import { MAX_OUTPUT_BYTES, deadline, failure, success, type ProbeResult } from './common.js';
-import { expandEnvValue } from '../../../pods/env-expansion.js';
+import { expandEnvValue } from '../../../kubelet/env-expansion.js';
 
 /** What an exec probe's command did. */
 export interface ExecResult {

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { Provider } from './provider.js';
+import type { Provider } from '../provider.js';
 
 /** The agent's own Prometheus metrics, served on the kubelet API's `/metrics`. */
 export class AgentMetrics {

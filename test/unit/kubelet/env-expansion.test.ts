@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { expandEnvValue } from '../../../src/pods/env-expansion.js';
+import { expandEnvValue } from '../../../src/kubelet/env-expansion.js';
 
 // The cases of k8s.io/kubernetes third_party/forked/golang/expansion/expand_test.go.
 const vars: Record<string, string> = {

@@ -1,10 +1,10 @@
 import type { V1Node, V1Pod } from '@kubernetes/client-node';
 import { setMaxListeners } from 'node:events';
-import type { KubeClient } from './kube/client.js';
-import { SharedInformer } from './kube/shared-informer.js';
-import type { Logger } from './log.js';
-import { silentLogger } from './log.js';
-import { ServiceIndex } from './pods/services.js';
+import type { KubeClient } from '../kube/client.js';
+import { SharedInformer } from '../kube/shared-informer.js';
+import type { Logger } from '../log.js';
+import { silentLogger } from '../log.js';
+import { ServiceIndex } from '../pods/services.js';
 import { VirtualNode, type VirtualNodeOptions } from './virtual-node.js';
 
 export interface NodeGroupOptions {

@@ -1,19 +1,19 @@
 import type { V1Node, V1Taint } from '@kubernetes/client-node';
 import { setMaxListeners } from 'node:events';
-import type { KubeClient } from './kube/client.js';
-import { EventRecorder, type EventRecorderOptions } from './kube/events.js';
-import type { Logger } from './log.js';
-import { silentLogger } from './log.js';
-import { NodeController, type NodeControllerOptions } from './node/node-controller.js';
+import type { KubeClient } from '../kube/client.js';
+import { EventRecorder, type EventRecorderOptions } from '../kube/events.js';
+import type { Logger } from '../log.js';
+import { silentLogger } from '../log.js';
+import { NodeController, type NodeControllerOptions } from '../node/node-controller.js';
 import {
   PodController,
   type PodControllerOptions,
   type SharedPodSources,
-} from './pods/pod-controller.js';
-import type { SharedInformer } from './kube/shared-informer.js';
-import type { Provider } from './provider.js';
+} from '../pods/pod-controller.js';
+import type { SharedInformer } from '../kube/shared-informer.js';
+import type { Provider } from '../provider.js';
 import { Registry } from 'prom-client';
-import { KubeletServer, type KubeletServerOptions } from './api/server.js';
+import { KubeletServer, type KubeletServerOptions } from '../api/server.js';
 import { AgentMetrics, instrumentProvider } from './metrics.js';
 
 export interface VirtualNodeOptions {
