@@ -4,6 +4,8 @@
 //
 //   node --import tsx scripts/test.ts [--unit | --e2e] [file...]
 //
+// --unit runs the unit, component and conformance tests (no control plane); --e2e only the e2e.
+//
 // VK_SKIP_E2E=1 skips the e2e suite on a developer machine; under CI=true it is ignored.
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -56,6 +58,7 @@ const files =
     ? explicit
     : [
         ...(only === 'e2e' ? [] : await testFiles('test/unit')),
+        ...(only === 'e2e' ? [] : await testFiles('test/component')),
         ...(only === 'e2e' ? [] : await testFiles('test/conformance')),
         ...(only === 'unit' ? [] : await testFiles('test/e2e')),
       ];
