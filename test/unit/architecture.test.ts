@@ -86,7 +86,7 @@ test('a provider never imports another provider, kube/ or the package entry poin
   }
 });
 
-test('the contract may import wire types from kube/, not its values', async () => {
+test('the contract may import types from kube/, not its values; providers the wire types', async () => {
   assert.deepEqual(
     await importErrors('src/provider.ts', "export type { KubeClient } from './kube/client.js';\n"),
     [],
@@ -97,6 +97,11 @@ test('the contract may import wire types from kube/, not its values', async () =
   );
   assert.equal(errors.length, 1);
   assert.match(errors[0] ?? '', /src\/provider\.ts may not import values from src\/kube\//);
+  // The wire types are types only; a provider reads them like the contract does.
+  assert.deepEqual(
+    await importErrors('src/providers/mock/ok.ts', "export type { V1Pod } from '../../wire.js';\n"),
+    [],
+  );
 });
 
 test('leaves import nothing of ours; the core controllers do not import each other', async () => {
