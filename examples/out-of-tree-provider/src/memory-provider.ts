@@ -14,18 +14,16 @@ import {
 } from 'virtual-kubelet/provider';
 
 export interface MemoryProviderOptions {
-  /** The node's name, written into every pod status the provider reports. */
+  /** The node this provider runs pods for; `createPod` refuses a pod bound to another. */
   readonly nodeName: string;
   /** The pod IP reported for every pod. Default: `10.0.0.1`. */
   readonly podIP?: string;
 }
 
-const keyOf = (namespace: string, name: string): string => `${namespace}/${name}`;
-
 /**
  * Pods live in a map keyed by namespace/name. `createPod` marks the pod Running, `deletePod`
- * marks it Succeeded (the core then deletes it from the API server and the provider forgets it
- * on the next delete). Status changes are pushed to the callback given to `notifyPods`.
+ * marks it Succeeded, and a second `deletePod` forgets it. Status changes are pushed to the
+ * callback given to `notifyPods`.
  */
 export class MemoryProvider implements Provider, PodNotifier {
   readonly #options: MemoryProviderOptions;
@@ -42,9 +40,12 @@ export class MemoryProvider implements Provider, PodNotifier {
     this.#notify = callback;
   }
 
-  createPod(pod: V1Pod, _signal: AbortSignal): Promise<void> {
+  async createPod(pod: V1Pod, _signal: AbortSignal): Promise<void> {
     const key = this.#key(pod);
-    if (this.#pods.has(key)) return Promise.reject(alreadyExists(`pod ${key} exists`));
+    if (this.#pods.has(key)) throw alreadyExists(`pod ${key} exists`);
+    if (pod.spec?.nodeName !== this.#options.nodeName) {
+      throw invalidInput(`pod ${key} is bound to ${pod.spec?.nodeName ?? 'no node'}`);
+    }
     const now = new Date();
     const running: V1Pod = structuredClone(pod);
     running.status = {
@@ -69,22 +70,23 @@ export class MemoryProvider implements Provider, PodNotifier {
     };
     this.#pods.set(key, running);
     this.#report(running);
-    return Promise.resolve();
   }
 
-  updatePod(pod: V1Pod, _signal: AbortSignal): Promise<void> {
-    const known = this.#pods.get(this.#key(pod));
-    if (known) {
-      // Keep the status the provider reports; take everything else from the new pod.
-      this.#pods.set(this.#key(pod), { ...structuredClone(pod), status: known.status });
-    }
-    return Promise.resolve();
-  }
-
-  deletePod(pod: V1Pod, _signal: AbortSignal): Promise<void> {
+  async updatePod(pod: V1Pod, _signal: AbortSignal): Promise<void> {
     const key = this.#key(pod);
     const known = this.#pods.get(key);
-    if (!known) return Promise.resolve();
+    // Keep the status the provider reports; take everything else from the new pod.
+    if (known) this.#pods.set(key, { ...structuredClone(pod), status: known.status });
+  }
+
+  async deletePod(pod: V1Pod, _signal: AbortSignal): Promise<void> {
+    const key = this.#key(pod);
+    const known = this.#pods.get(key);
+    if (!known) return;
+    if (known.status?.phase === 'Succeeded') {
+      this.#pods.delete(key);
+      return;
+    }
     const now = new Date();
     const done: V1Pod = structuredClone(known);
     const status: V1PodStatus = done.status ?? {};
@@ -103,37 +105,44 @@ export class MemoryProvider implements Provider, PodNotifier {
     done.status = status;
     this.#pods.set(key, done);
     this.#report(done);
-    return Promise.resolve();
   }
 
-  getPod(namespace: string, name: string, _signal: AbortSignal): Promise<V1Pod | undefined> {
-    const pod = this.#pods.get(keyOf(namespace, name));
-    return Promise.resolve(pod && structuredClone(pod));
+  async getPod(namespace: string, name: string, _signal: AbortSignal): Promise<V1Pod | undefined> {
+    const pod = this.#pods.get(this.#keyOf(namespace, name));
+    return pod && structuredClone(pod);
   }
 
-  getPodStatus(
+  async getPodStatus(
     namespace: string,
     name: string,
     _signal: AbortSignal,
   ): Promise<V1PodStatus | undefined> {
-    const status = this.#pods.get(keyOf(namespace, name))?.status;
-    return Promise.resolve(status && structuredClone(status));
+    const status = this.#pods.get(this.#keyOf(namespace, name))?.status;
+    return status && structuredClone(status);
   }
 
-  getPods(_signal: AbortSignal): Promise<V1Pod[]> {
-    return Promise.resolve([...this.#pods.values()].map((p) => structuredClone(p)));
+  async getPods(_signal: AbortSignal): Promise<V1Pod[]> {
+    this.#checkOpen();
+    return [...this.#pods.values()].map((p) => structuredClone(p));
   }
 
-  /** Forgets every pod; calls after this one fail with `Unavailable`. */
-  close(): Promise<void> {
+  /** Forgets every pod; every call after this one fails with `Unavailable`. */
+  async close(): Promise<void> {
     this.#closed = true;
     this.#pods.clear();
-    return Promise.resolve();
   }
 
   #key(pod: V1Pod): string {
+    return this.#keyOf(pod.metadata?.namespace ?? '', pod.metadata?.name ?? '');
+  }
+
+  #keyOf(namespace: string, name: string): string {
+    this.#checkOpen();
+    return `${namespace}/${name}`;
+  }
+
+  #checkOpen(): void {
     if (this.#closed) throw unavailable('the provider is closed');
-    return keyOf(pod.metadata?.namespace ?? '', pod.metadata?.name ?? '');
   }
 
   #report(pod: V1Pod): void {
