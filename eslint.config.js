@@ -23,7 +23,7 @@ function roomRules(root) {
     try {
       return readdirSync(`${root}/${dir}`, { withFileTypes: true });
     } catch {
-      return []; // a room not made yet: its rules still apply to the files that name it
+      return []; // a room whose folder does not exist yet
     }
   };
   const subfolders = (dir) =>
