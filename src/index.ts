@@ -63,6 +63,25 @@ export type {
   VolumeResolutionReason,
   VolumeSource,
 } from './pods/volumes.js';
+// The kubelet API, for `VirtualNodeOptions.api` or a server of one's own: who may call it, and
+// the serving certificate it presents.
+export { KubeletServer } from './api/server.js';
+export type { KubeletServerOptions, PodSource } from './api/server.js';
+export type { StreamTimeouts } from './api/streams/types.js';
+export { WebhookAuthorizer, allowAll, userFromCertificate } from './api/auth.js';
+export type {
+  Authorizer,
+  RequestAttributes,
+  RequestUser,
+  WebhookAuthorizerOptions,
+} from './api/auth.js';
+export {
+  certificateFromCsr,
+  certificateFromFiles,
+  rotateCertificate,
+  selfSignedCertificate,
+} from './api/certs.js';
+export type { CsrOptions, ServingCertificate, ServingNames } from './api/certs.js';
 export { KubeClient, ApiError, loadKubeConfig } from './kube/client.js';
 export type { KubeClientOptions } from './kube/client.js';
 export { KubeConfig } from './kube/kubeconfig.js';

@@ -1,5 +1,5 @@
 import { MockProvider } from '../../src/providers/mock/index.js';
-import { providerContractSuite } from './provider-contract.js';
+import { providerContractSuite } from '../../src/testing/index.js';
 
 for (const notify of [true, false]) {
   providerContractSuite(`mock provider (${notify ? 'push' : 'polled'})`, () => {

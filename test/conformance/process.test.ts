@@ -1,6 +1,6 @@
 import { ProcessProvider } from '../../src/providers/process/index.js';
 import { processStateDir, reap } from '../helpers/process-pods.js';
-import { providerContractSuite } from './provider-contract.js';
+import { providerContractSuite } from '../../src/testing/index.js';
 
 let n = 0;
 providerContractSuite('process provider', () => {

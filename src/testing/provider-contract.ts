@@ -1,6 +1,7 @@
 /**
- * The provider contract (src/provider.ts) as tests. Every built-in provider runs this suite; a
- * provider's own test file calls `providerContractSuite` with a factory.
+ * The provider contract (`provider.ts`) as tests, published as `virtual-kubelet/testing`. Every
+ * built-in provider runs this suite, and so can a provider outside this repository: its own test
+ * file, run with `node --test`, calls `providerContractSuite` with a factory.
  *
  * The pods used here have one container, image `busybox:1.36`, command `sleep 3600`, and a
  * termination grace period of 1 s, so a provider that really runs something can run them.
@@ -9,10 +10,9 @@ import type { V1Pod } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { errorCode } from '../../src/errors.js';
-import { PollNotifier } from '../../src/pods/poll-notifier.js';
-import { isPodNotifier, type Provider } from '../../src/provider.js';
-import { waitFor } from '../helpers/wait.js';
+import { errorCode } from '../errors.js';
+import { isPodNotifier, type Provider } from '../provider.js';
+import { waitFor } from './wait.js';
 
 export interface ProviderUnderTest {
   readonly provider: Provider;
@@ -202,13 +202,13 @@ export function providerContractSuite(name: string, make: () => Promise<Provider
             intervalMs: 20,
           });
         } else {
-          // The core wraps a provider without notifyPods in the poll adapter; so do we.
-          const poller = new PollNotifier({ provider, listPods: () => [pod] });
-          poller.notifyPods((p) => pushed.push(p));
+          // The core wraps a provider without notifyPods in its poll adapter, which reads
+          // getPodStatus of every pod it knows; so do we.
+          const { namespace = '', name = '' } = pod.metadata ?? {};
           seen = await waitFor(
             async () => {
-              await poller.pollNow(signal);
-              return find();
+              const status = await provider.getPodStatus(namespace, name, signal);
+              return status && { ...pod, status };
             },
             { what: 'a polled status for the pod', timeoutMs: 15_000, intervalMs: 20 },
           );
