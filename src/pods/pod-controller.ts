@@ -123,6 +123,12 @@ const HANDED_OVER: ReadonlySet<PodRecordPhase> = new Set(['created', 'adopted'])
 /** The phases a deletion goes through after `deleting`, or that end it. */
 const AFTER_DELETING: ReadonlySet<PodRecordPhase> = new Set(['finalizing', 'removed', 'gone']);
 
+/**
+ * The phase as it is now. The informer's handlers change it while a provider call awaits, which
+ * the compiler's narrowing of `record.phase` cannot know.
+ */
+const phaseOf = (record: PodRecord): PodRecordPhase => record.phase;
+
 /** The record id of a pod: its UID (a provider may report a pod without one: then its key). */
 const idOf = (pod: V1Pod): string => pod.metadata?.uid ?? `key:${podKey(pod)}`;
 
@@ -489,13 +495,13 @@ export class PodController {
       await provider.createPod(resolved, signal);
     } catch (err) {
       if (errorCode(err) !== 'AlreadyExists') {
-        if (record.phase === 'creating') record.phase = 'new';
+        if (phaseOf(record) === 'creating') record.phase = 'new';
         await this.#createFailed(record, pod, err, signal);
         return;
       }
     }
     record.fingerprint = mutableFingerprint(pod);
-    if (record.phase !== 'creating') {
+    if (phaseOf(record) !== 'creating') {
       // Deleted (or replaced) while the provider was creating it: the informer marked the
       // record gone, and the next pass of its key takes it back out of the provider.
       this.#sync.add(record.key);

@@ -1,4 +1,13 @@
-import { KubeConfig } from '@kubernetes/client-node';
+import {
+  KubeConfig,
+  type CoreV1Event,
+  type V1ConfigMap,
+  type V1Lease,
+  type V1Node,
+  type V1Pod,
+  type V1Secret,
+  type V1Service,
+} from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -62,8 +71,20 @@ interface Watcher {
   readonly res: ServerResponse;
 }
 
+/** The resources served, by their name in a path, with their objects' types. */
+export interface Resources {
+  pods: V1Pod;
+  services: V1Service;
+  configmaps: V1ConfigMap;
+  secrets: V1Secret;
+  events: CoreV1Event;
+  leases: V1Lease;
+  nodes: V1Node;
+}
+export type Resource = keyof Resources;
+
 /** The resources served, and whether they live in a namespace. */
-const RESOURCES: Readonly<Record<string, { namespaced: boolean; kind: string }>> = {
+const RESOURCES: Readonly<Record<string, { namespaced: boolean; kind: string } | undefined>> = {
   pods: { namespaced: true, kind: 'Pod' },
   services: { namespaced: true, kind: 'Service' },
   configmaps: { namespaced: true, kind: 'ConfigMap' },
@@ -88,7 +109,7 @@ function applyPatch(target: unknown, patch: unknown, strategic: boolean): unknow
   const out: Record<string, unknown> = isObject(target) ? { ...target } : {};
   for (const [field, value] of Object.entries(patch)) {
     const key = MERGE_KEYS[field];
-    if (value === null) delete out[field];
+    if (value === null) Reflect.deleteProperty(out, field);
     else if (strategic && key && Array.isArray(value) && Array.isArray(out[field])) {
       const merged = [...(out[field] as unknown[])];
       for (const item of value) {
@@ -133,9 +154,9 @@ export class FakeApi {
   }
 
   static async start(t: TestContext): Promise<FakeApi> {
-    let api: FakeApi | undefined;
+    const self: { api?: FakeApi } = {};
     const server = createServer((req, res) => {
-      api?.handle(req, res).catch((err: unknown) => {
+      self.api?.handle(req, res).catch((err: unknown) => {
         res.writeHead(500).end(String(err));
       });
     });
@@ -151,11 +172,11 @@ export class FakeApi {
       contexts: [{ name: 'fake', cluster: 'fake', user: 'u' }],
       currentContext: 'fake',
     });
-    api = new FakeApi(await KubeClient.create(kc));
-    const self = api;
+    const api = new FakeApi(await KubeClient.create(kc));
+    self.api = api;
     t.after(async () => {
-      self.client.close();
-      for (const w of self.#watchers) w.res.end();
+      api.client.close();
+      for (const w of api.#watchers) w.res.end();
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
     });
@@ -173,34 +194,36 @@ export class FakeApi {
     return this.requests.filter((r) => r.method === method && path.test(r.path)).length;
   }
 
-  /** A copy of the object, or undefined. `namespace` is ignored for cluster-scoped resources. */
-  get<T = StoredObject>(resource: string, namespace: string, name: string): T | undefined {
+  /** A copy of the object (the stand-in keeps JSON, as sent), or undefined. `namespace` is ignored for cluster-scoped resources. */
+  get<R extends Resource>(resource: R, namespace: string, name: string): Resources[R] | undefined {
     const obj = this.#objects.get(this.#key(resource, namespace, name));
-    return obj === undefined ? undefined : (structuredClone(obj) as T);
+    return obj === undefined ? undefined : (structuredClone(obj) as unknown as Resources[R]);
   }
 
   /** Copies of every object of `resource` (in `namespace`, if given). */
-  list<T = StoredObject>(resource: string, namespace?: string): T[] {
-    return this.#select(resource, namespace, []).map((o) => structuredClone(o) as T);
+  list<R extends Resource>(resource: R, namespace?: string): Resources[R][] {
+    return this.#select(resource, namespace, []).map(
+      (o) => structuredClone(o) as unknown as Resources[R],
+    );
   }
 
   /** Creates an object, as `POST` does (a uid, a resource version, a creation time). */
-  create<T extends object>(resource: string, obj: T): T {
-    return this.#create(resource, obj as StoredObject) as T;
+  create<R extends Resource>(resource: R, obj: Resources[R]): Resources[R] {
+    return this.#create(resource, obj as StoredObject) as unknown as Resources[R];
   }
 
   /** Changes an object in place, as an `Update` by a user or a controller would. */
-  update<T = StoredObject>(
-    resource: string,
+  update<R extends Resource>(
+    resource: R,
     namespace: string,
     name: string,
-    change: (obj: T) => void,
-  ): T {
+    change: (obj: Resources[R]) => void,
+  ): Resources[R] {
     const obj = this.#objects.get(this.#key(resource, namespace, name));
     assert.ok(obj, `${resource} ${namespace}/${name} exists`);
     const next = structuredClone(obj);
-    change(next as T);
-    return this.#store(resource, next) as T;
+    change(next as unknown as Resources[R]);
+    return this.#store(resource, next) as unknown as Resources[R];
   }
 
   /**
@@ -216,7 +239,7 @@ export class FakeApi {
   }
 
   /** Removes an object at once (for a Node, as `kubectl delete node` does). */
-  remove(resource: string, namespace: string, name: string): void {
+  remove(resource: Resource, namespace: string, name: string): void {
     const obj = this.#objects.get(this.#key(resource, namespace, name));
     assert.ok(obj, `${resource} ${namespace}/${name} exists`);
     this.#remove(resource, obj);

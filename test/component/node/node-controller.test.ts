@@ -53,8 +53,8 @@ async function setup(
   return { api, provider, controller };
 }
 
-const node = (api: FakeApi): V1Node | undefined => api.get<V1Node>('nodes', '', NODE);
-const lease = (api: FakeApi): V1Lease | undefined => api.get<V1Lease>('leases', LEASE_NS, NODE);
+const node = (api: FakeApi): V1Node | undefined => api.get('nodes', '', NODE);
+const lease = (api: FakeApi): V1Lease | undefined => api.get('leases', LEASE_NS, NODE);
 const condition = (n: V1Node | undefined, type: string): V1NodeCondition | undefined =>
   n?.status?.conditions?.find((c) => c.type === type);
 
@@ -85,7 +85,7 @@ test('registers the Node (retrying an API error) with its labels, taint and a Le
 test('adopts an existing virtual Node of the same name: adds missing labels, creates nothing', async (t) => {
   let uid = '';
   const { api } = await setup(t, {}, (a) => {
-    const existing = a.create<V1Node>('nodes', {
+    const existing = a.create('nodes', {
       metadata: { name: NODE, labels: { type: 'virtual-kubelet', keep: 'me' } },
       status: {
         conditions: [{ type: 'Ready', status: 'Unknown', reason: 'NodeStatusUnknown' }],
@@ -103,10 +103,19 @@ test('adopts an existing virtual Node of the same name: adds missing labels, cre
 
 test('refuses a Node that a real kubelet registered', async (t) => {
   const api = await FakeApi.start(t);
-  api.create('nodes', {
-    metadata: { name: NODE },
-    status: { nodeInfo: { kubeletVersion: 'v1.37.2' } },
-  });
+  const nodeInfo = {
+    kubeletVersion: 'v1.37.2',
+    architecture: 'amd64',
+    operatingSystem: 'linux',
+    bootID: '',
+    containerRuntimeVersion: '',
+    kernelVersion: '',
+    kubeProxyVersion: '',
+    machineID: '',
+    osImage: '',
+    systemUUID: '',
+  };
+  api.create('nodes', { metadata: { name: NODE }, status: { nodeInfo } });
   const provider = new MockProvider({ nodeName: NODE });
   t.after(() => provider.close());
   const controller = new NodeController({ client: api.client, nodeName: NODE, provider });
@@ -131,7 +140,7 @@ test('renews the Lease, and takes a conflicting write in its stride', async (t) 
 
 test('status writes keep the conditions others own; provider conditions are merged in', async (t) => {
   const { api, provider } = await setup(t);
-  api.update<V1Node>('nodes', '', NODE, (n) => {
+  api.update('nodes', '', NODE, (n) => {
     n.status?.conditions?.push({ type: 'DiskCorrupted', status: 'False', reason: 'Checked' });
   });
   provider.setNodeCondition({

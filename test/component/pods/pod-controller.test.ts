@@ -105,7 +105,7 @@ function pod(name: string, spec: Partial<V1PodSpec> = {}): V1Pod {
   };
 }
 
-const apiPod = (api: FakeApi, name: string): V1Pod | undefined => api.get<V1Pod>('pods', NS, name);
+const apiPod = (api: FakeApi, name: string): V1Pod | undefined => api.get('pods', NS, name);
 
 function waitPhase(api: FakeApi, name: string, phase: string): Promise<V1Pod> {
   return waitFor(() => (apiPod(api, name)?.status?.phase === phase ? apiPod(api, name) : false), {
@@ -119,9 +119,7 @@ function waitGone(api: FakeApi, name: string): Promise<boolean> {
 }
 
 const eventsOf = (api: FakeApi, name: string, reason: string): CoreV1Event[] =>
-  api
-    .list<CoreV1Event>('events', NS)
-    .filter((e) => e.involvedObject.name === name && e.reason === reason);
+  api.list('events', NS).filter((e) => e.involvedObject.name === name && e.reason === reason);
 
 /** The pod-status PATCHes and DELETEs the controller sent for `name`, in order. */
 const writesOf = (api: FakeApi, name: string): { method: string; body: unknown }[] =>
@@ -154,7 +152,7 @@ for (const notify of [true, false]) {
         assert.equal((w.body as V1Pod).metadata?.uid, created.metadata?.uid, 'UID in the patch');
       // The status is remembered as written: the cache's echo of it does not write it again.
       const before = writes.length;
-      api.update<V1Pod>('pods', NS, 'web', (p) => {
+      api.update('pods', NS, 'web', (p) => {
         p.metadata = { ...p.metadata, annotations: { note: 'x' } };
       });
       await waitFor(
@@ -168,7 +166,7 @@ for (const notify of [true, false]) {
       const { api, provider } = await setup(t, notify);
       api.create('pods', pod('web'));
       await waitPhase(api, 'web', 'Running');
-      api.update<V1Pod>('pods', NS, 'web', (p) => {
+      api.update('pods', NS, 'web', (p) => {
         const c = p.spec?.containers[0];
         if (c) c.image = 'busybox:2';
       });
@@ -278,7 +276,7 @@ for (const notify of [true, false]) {
       assert.match(failed.status?.message ?? '', /the image is forbidden/);
       await waitFor(() => eventsOf(api, 'doomed', 'ProviderCreateFailed').length === 1, WAIT);
       // Whatever happens next (poll rounds, cache echoes) never retries nor rewrites it.
-      api.update<V1Pod>('pods', NS, 'doomed', (p) => {
+      api.update('pods', NS, 'doomed', (p) => {
         p.metadata = { ...p.metadata, labels: { touched: 'yes' } };
       });
       api.create('pods', pod('marker'));
@@ -318,7 +316,7 @@ for (const notify of [true, false]) {
         ],
       );
       // A change after the restart is an update of the adopted pod, never a second create.
-      api.update<V1Pod>('pods', NS, 'a', (p) => {
+      api.update('pods', NS, 'a', (p) => {
         const c = p.spec?.containers[0];
         if (c) c.image = 'busybox:2';
       });
