@@ -77,24 +77,60 @@ export interface SharedPodSources {
   readonly services: ServiceIndex;
 }
 
-interface Tracked {
-  /** Fingerprint of the mutable fields last handed to the provider; set once it has the pod. */
+/**
+ * Where one pod stands between the API and the provider:
+ * - `new`: known from the API, not handed to the provider (waiting for a config map or volume,
+ *   or its create failed and is retried);
+ * - `creating`: `createPod` (and `setPodVolumes`) in flight;
+ * - `created`: handed to the provider by this agent;
+ * - `adopted`: found in the provider at start, with the API's UID (never created again);
+ * - `deleting`: `deletePod` called; waiting for the containers to stop or the grace period;
+ * - `finalizing`: stopped; the status queue writes its final status and removes the API object;
+ * - `removed`: the API object's final DELETE was sent; waiting for the informer to drop it;
+ * - `gone`: the API object is gone (deleted, or replaced by a pod of the same name and another
+ *   UID); the provider must drop it too, then the record is forgotten.
+ */
+type PodRecordPhase =
+  'new' | 'creating' | 'created' | 'adopted' | 'deleting' | 'finalizing' | 'removed' | 'gone';
+
+/** Everything the controller knows about one pod (one UID). */
+interface PodRecord {
+  readonly uid: string;
+  /** `namespace/name`: the key of both queues. */
+  readonly key: string;
+  phase: PodRecordPhase;
+  /** The pod as last seen; kept only once it left the API (`gone`), when no cache holds it. */
+  lastSeen?: V1Pod;
+  /** Fingerprint of the mutable fields the provider has (see `mutableFingerprint`). */
   fingerprint?: string;
-  /** Grace period (s) of the last deletePod call, once deletion started. */
-  deleteGrace?: number;
+  /** Grace period (s) of the last `deletePod` call. */
+  deleteGraceSeconds?: number;
+  /** When this agent first saw the pod's deletion (ms since the epoch): its grace period's start. */
+  deletionSeenAtMs?: number;
   /**
    * Fingerprint of the status this agent last wrote. The informer cache lags behind our own
    * writes; comparing with it alone would send the same status again and again under load.
    */
   written?: string;
-  /** The API object's final DELETE was sent. */
-  removed?: boolean;
-  /**
-   * Set once the provider stopped a pod being deleted (or its grace period ran out): the status
-   * queue then writes this final status and removes the API object.
-   */
-  finalize?: { status: V1PodStatus | undefined };
+  /** The provider's latest status report (only the status: a whole pod would double memory). */
+  reported?: V1PodStatus;
+  /** `finalizing`: the status to write before the API object is removed. */
+  finalStatus?: V1PodStatus;
 }
+
+/** The phases in which the provider has the pod (as far as the controller knows). */
+const HANDED_OVER: ReadonlySet<PodRecordPhase> = new Set(['created', 'adopted']);
+/** The phases a deletion goes through after `deleting`, or that end it. */
+const AFTER_DELETING: ReadonlySet<PodRecordPhase> = new Set(['finalizing', 'removed', 'gone']);
+
+/**
+ * The phase as it is now. The informer's handlers change it while a provider call awaits, which
+ * the compiler's narrowing of `record.phase` cannot know.
+ */
+const phaseOf = (record: PodRecord): PodRecordPhase => record.phase;
+
+/** The record id of a pod: its UID (a provider may report a pod without one: then its key). */
+const idOf = (pod: V1Pod): string => pod.metadata?.uid ?? `key:${podKey(pod)}`;
 
 /**
  * Keeps the provider in step with the pods bound to the node, and the API in step with the
@@ -102,7 +138,8 @@ interface Tracked {
  * - sync: API -> provider (create, update, graceful deletion, and removal from the provider
  *   once the API object is gone). One queue, so work on one pod name never runs twice at once.
  * - status: provider -> API (status writes through the `pods/status` subresource).
- * Handlers re-read the informer cache by key, so a burst of changes costs one pass.
+ * Handlers re-read the informer cache by key, so a burst of changes costs one pass. What the
+ * controller knows of each pod is one record, by UID, whose phase says where the pod stands.
  */
 export class PodController {
   readonly #o: PodControllerOptions;
@@ -113,13 +150,13 @@ export class PodController {
   readonly #ownsServices: boolean;
   readonly #sync: WorkQueue;
   readonly #status: WorkQueue;
-  readonly #tracked = new Map<string, Tracked>();
-  /** Latest status the provider reported, by pod key (only the UID and status are kept). */
-  readonly #reported = new Map<string, V1Pod>();
-  /** Pods deleted from the API (or replaced by a new UID), kept until the provider dropped them. */
-  readonly #deleted = new Map<string, V1Pod>();
-  /** When this agent first saw each pod's deletion, by UID. */
-  readonly #deletionSeen = new Map<string, number>();
+  /** One record per pod, by UID. */
+  readonly #records = new Map<string, PodRecord>();
+  /**
+   * The UIDs of the records of each `namespace/name`. A name has more than one while a pod that
+   * left the API (or was replaced) is still being removed from the provider.
+   */
+  readonly #byKey = new Map<string, Set<string>>();
   readonly #poller: PollNotifier | undefined;
   /** Volume content for providers with `setPodVolumes`; undefined for the others (no cost). */
   readonly #volumes: PodVolumeManager | undefined;
@@ -172,21 +209,25 @@ export class PodController {
     );
     const handlers: InformerHandlers<V1Pod> = {
       onAdd: (pod) => {
+        // A pod seen leaving (a relist that missed it) and back under the same UID never left.
+        const record = this.#records.get(idOf(pod));
+        if (record?.phase === 'gone') {
+          record.phase = 'new';
+          delete record.lastSeen;
+        }
         this.#sync.add(podKey(pod));
       },
       onUpdate: (oldPod, newPod) => {
         const key = podKey(newPod);
         const replaced = oldPod.metadata?.uid !== newPod.metadata?.uid;
-        if (replaced) this.#deleted.set(key, oldPod);
+        if (replaced) this.#markGone(oldPod);
         if (replaced || needsSync(oldPod, newPod)) this.#sync.add(key);
         // A status we did not write (or wrote from an older report) may need correcting.
-        if (this.#reported.has(key)) this.#status.add(key);
+        if (this.#records.get(idOf(newPod))?.reported) this.#status.add(key);
       },
       onDelete: (pod) => {
-        const key = podKey(pod);
-        this.#deleted.set(key, pod);
-        this.#reported.delete(key);
-        this.#sync.add(key);
+        this.#markGone(pod);
+        this.#sync.add(podKey(pod));
       },
     };
     this.#pods = options.shared
@@ -221,7 +262,7 @@ export class PodController {
         listPods: () => this.#pods.list(),
         intervalMs: options.pollIntervalMs ?? 5_000,
         logger: this.#log,
-        handedOver: (pod) => this.#tracked.get(pod.metadata?.uid ?? '')?.fingerprint !== undefined,
+        handedOver: (pod) => HANDED_OVER.has(this.#records.get(idOf(pod))?.phase ?? 'new'),
       });
     }
   }
@@ -253,8 +294,8 @@ export class PodController {
     const onReport = (pod: V1Pod): void => {
       const key = podKey(pod);
       // Reports about pods the API no longer has are of no use (and would pile up).
-      if (!this.#pods.get(key)) return;
-      this.#noteReport(key, pod);
+      const api = this.#pods.get(key);
+      if (api) this.#noteReport(api, pod);
     };
     const provider = this.#o.provider;
     if (hasPodEvents(provider))
@@ -289,21 +330,54 @@ export class PodController {
     ]);
   }
 
+  /** The record of `pod`, made (phase `new`) if it has none. */
+  #recordOf(pod: V1Pod): PodRecord {
+    const uid = idOf(pod);
+    let record = this.#records.get(uid);
+    if (!record) {
+      record = { uid, key: podKey(pod), phase: 'new' };
+      this.#records.set(uid, record);
+      let uids = this.#byKey.get(record.key);
+      if (!uids) this.#byKey.set(record.key, (uids = new Set()));
+      uids.add(uid);
+    }
+    return record;
+  }
+
+  #forget(record: PodRecord): void {
+    if (this.#records.get(record.uid) !== record) return;
+    this.#records.delete(record.uid);
+    const uids = this.#byKey.get(record.key);
+    uids?.delete(record.uid);
+    if (uids?.size === 0) this.#byKey.delete(record.key);
+  }
+
+  /** `pod` left the API (or was replaced): the next sync of its key takes it out of the provider. */
+  #markGone(pod: V1Pod): void {
+    const record = this.#recordOf(pod);
+    record.phase = 'gone';
+    record.lastSeen = pod;
+    delete record.reported;
+    delete record.finalStatus;
+  }
+
+  /**
+   * Keeps the provider's latest report about the API pod `api` and queues its status write. A
+   * report about an older pod of the same name goes to that pod's record, where nothing reads it.
+   */
+  #noteReport(api: V1Pod, pod: V1Pod): void {
+    const uid = pod.metadata?.uid;
+    const record =
+      uid === undefined || uid === api.metadata?.uid ? this.#recordOf(api) : this.#records.get(uid);
+    if (!record || record.phase === 'gone') return;
+    if (pod.status) record.reported = pod.status;
+    this.#status.add(record.key);
+  }
+
   /**
    * After a restart: pods the provider already runs are adopted (never created twice); those
    * the API no longer has are removed from the provider. Retried until the provider answers.
    */
-  /** Keeps the provider's latest report of `key` and queues its status write. */
-  #noteReport(key: string, pod: V1Pod): void {
-    // A provider may report the whole pod; holding its spec for every pod would double memory.
-    const uid = pod.metadata?.uid;
-    this.#reported.set(key, {
-      metadata: uid === undefined ? {} : { uid },
-      ...(pod.status ? { status: pod.status } : {}),
-    });
-    this.#status.add(key);
-  }
-
   async #adoptProviderPods(signal: AbortSignal): Promise<void> {
     for (let attempt = 1; !aborted(signal); attempt++) {
       let pods: V1Pod[];
@@ -322,15 +396,17 @@ export class PodController {
         const key = podKey(pod);
         const api = this.#pods.get(key);
         if (api && api.metadata?.uid === pod.metadata?.uid) {
-          this.#tracked.set(api.metadata?.uid ?? key, { fingerprint: mutableFingerprint(pod) });
+          const record = this.#recordOf(api);
+          if (record.phase === 'new') record.phase = 'adopted';
+          record.fingerprint = mutableFingerprint(pod);
           this.#volumes?.adopt(api);
           // What changed while the agent was away (a container that ended, say) may have been
           // reported before the pod cache was filled, when such reports are dropped.
-          if (pod.status) this.#noteReport(key, pod);
+          if (pod.status) this.#noteReport(api, pod);
           continue;
         }
         if (!api) {
-          this.#deleted.set(key, pod);
+          this.#markGone(pod);
           this.#sync.add(key);
         }
       }
@@ -347,37 +423,33 @@ export class PodController {
     }
   }
 
-  #trackedOf(pod: V1Pod): Tracked {
-    const uid = pod.metadata?.uid ?? podKey(pod);
-    let t = this.#tracked.get(uid);
-    if (!t) this.#tracked.set(uid, (t = {}));
-    return t;
-  }
-
   async #syncPod(key: string, signal: AbortSignal): Promise<void> {
     const pod = this.#pods.get(key);
-    const gone = this.#deleted.get(key);
-    if (gone && gone.metadata?.uid !== pod?.metadata?.uid)
-      await this.#removeFromProvider(key, gone, signal);
+    for (const uid of [...(this.#byKey.get(key) ?? [])]) {
+      const record = this.#records.get(uid);
+      if (record?.phase === 'gone' && record.uid !== pod?.metadata?.uid)
+        await this.#removeFromProvider(record, signal);
+    }
     if (!pod) return;
+    const record = this.#recordOf(pod);
     if (pod.metadata?.deletionTimestamp) {
-      await this.#deletePod(key, pod, signal);
+      await this.#deletePod(record, pod, signal);
       return;
     }
     if (isTerminal(pod.status)) return;
     const [namespace, name] = [pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''];
     const provider = this.#o.provider;
-    const tracked = this.#trackedOf(pod);
     const running = await provider.getPod(namespace, name, signal);
     if (running?.metadata?.uid && running.metadata.uid !== pod.metadata?.uid) {
       // A pod of the same name from before: remove it first, then create this one.
       await provider.deletePod(running, signal).catch(ignoreNotFound);
       throw new Error('an older pod of the same name is still being removed from the provider');
     }
+    if (record.phase === 'gone') return; // deleted meanwhile: the next pass removes it
     if (!running) {
-      if (tracked.fingerprint !== undefined || pod.status?.phase === 'Running') {
+      if (HANDED_OVER.has(record.phase) || pod.status?.phase === 'Running') {
         // It ran, and the provider no longer has it: never create a pod twice.
-        await this.#putStatus(pod, lostPodStatus(pod, new Date()), signal);
+        await this.#putStatus(record, pod, lostPodStatus(pod, new Date()), signal);
         this.#o.events.record(
           podSubject(pod),
           'Warning',
@@ -386,39 +458,17 @@ export class PodController {
         );
         return;
       }
-      const resolved = await this.#resolve(pod, signal, true);
-      const volumes = await this.#resolveVolumes(pod, signal);
-      try {
-        // Volumes first: the provider may need their content to start the containers.
-        if (volumes) await provider.setPodVolumes?.(resolved, volumes, signal);
-        await provider.createPod(resolved, signal);
-      } catch (err) {
-        if (errorCode(err) !== 'AlreadyExists') {
-          await this.#createFailed(pod, err, signal);
-          return;
-        }
-      }
-      tracked.fingerprint = mutableFingerprint(pod);
-      const now = this.#pods.get(key);
-      if (now?.metadata?.uid !== pod.metadata?.uid) {
-        // Deleted (or replaced) while the provider was creating it: take it back out.
-        this.#deleted.set(key, pod);
-        this.#sync.add(key);
-        return;
-      }
-      if (volumes) this.#volumes?.track(pod, volumes);
-      this.#o.events.record(
-        podSubject(pod),
-        'Normal',
-        'ProviderCreateSuccess',
-        `pod handed to the provider on node ${this.#o.nodeName}`,
-      );
+      await this.#createPod(record, pod, signal);
       return;
     }
+    if (record.phase === 'new') {
+      // The provider has it already (a create that went through although it failed to answer).
+      record.phase = 'created';
+      record.fingerprint = mutableFingerprint(running);
+    }
     const fingerprint = mutableFingerprint(pod);
-    tracked.fingerprint ??= mutableFingerprint(running);
-    if (fingerprint === tracked.fingerprint) return;
-    const resolved = await this.#resolve(pod, signal, false);
+    if (fingerprint === record.fingerprint) return;
+    const resolved = await this.#resolve(record, pod, signal, false);
     try {
       await provider.updatePod(resolved, signal);
     } catch (err) {
@@ -427,16 +477,56 @@ export class PodController {
       if (isRetryable(err)) throw err;
       return;
     }
-    tracked.fingerprint = fingerprint;
+    record.fingerprint = fingerprint;
     // Labels and annotations may feed downward API volumes.
     this.#volumes?.refreshSoon(key);
+  }
+
+  /** Hands a pod the provider does not have to it: `new` -> `creating` -> `created`. */
+  async #createPod(record: PodRecord, pod: V1Pod, signal: AbortSignal): Promise<void> {
+    const provider = this.#o.provider;
+    const resolved = await this.#resolve(record, pod, signal, true);
+    const volumes = await this.#resolveVolumes(record, pod, signal);
+    if (record.phase === 'gone') return; // deleted meanwhile: the next pass removes it
+    record.phase = 'creating';
+    try {
+      // Volumes first: the provider may need their content to start the containers.
+      if (volumes) await provider.setPodVolumes?.(resolved, volumes, signal);
+      await provider.createPod(resolved, signal);
+    } catch (err) {
+      if (errorCode(err) !== 'AlreadyExists') {
+        if (phaseOf(record) === 'creating') record.phase = 'new';
+        await this.#createFailed(record, pod, err, signal);
+        return;
+      }
+    }
+    record.fingerprint = mutableFingerprint(pod);
+    if (phaseOf(record) !== 'creating') {
+      // Deleted (or replaced) while the provider was creating it: the informer marked the
+      // record gone, and the next pass of its key takes it back out of the provider.
+      this.#sync.add(record.key);
+      return;
+    }
+    record.phase = 'created';
+    if (volumes) this.#volumes?.track(pod, volumes);
+    this.#o.events.record(
+      podSubject(pod),
+      'Normal',
+      'ProviderCreateSuccess',
+      `pod handed to the provider on node ${this.#o.nodeName}`,
+    );
   }
 
   /**
    * The pod with its environment resolved. When that fails for a pod not yet created, its
    * status says why (CreateContainerConfigError); a running pod's status is left alone.
    */
-  async #resolve(pod: V1Pod, signal: AbortSignal, creating: boolean): Promise<V1Pod> {
+  async #resolve(
+    record: PodRecord,
+    pod: V1Pod,
+    signal: AbortSignal,
+    creating: boolean,
+  ): Promise<V1Pod> {
     try {
       const { pod: resolved, events } = await resolvePodEnv(pod, this.#envSource(signal), {
         hostIP: this.#nodeIP,
@@ -452,7 +542,7 @@ export class PodController {
           const status = err.retryable
             ? configErrorStatus(pod, err.message)
             : providerFailedStatus(pod, err.message, true);
-          await this.#putStatus(pod, status, signal).catch(ignoreStale);
+          await this.#putStatus(record, pod, status, signal).catch(ignoreStale);
         }
       }
       throw err;
@@ -465,7 +555,11 @@ export class PodController {
    * created: a FailedMount Event says why, as a kubelet's does, and the pod stays Pending while
    * the sync queue retries with backoff; a volume that can never be resolved fails the pod.
    */
-  async #resolveVolumes(pod: V1Pod, signal: AbortSignal): Promise<ResolvedVolume[] | undefined> {
+  async #resolveVolumes(
+    record: PodRecord,
+    pod: V1Pod,
+    signal: AbortSignal,
+  ): Promise<ResolvedVolume[] | undefined> {
     if (!this.#volumes || !PodVolumeManager.needed(pod)) return undefined;
     try {
       return await this.#volumes.resolve(pod, signal);
@@ -473,9 +567,12 @@ export class PodController {
       if (err instanceof VolumeResolutionError) {
         this.#o.events.record(podSubject(pod), 'Warning', 'FailedMount', err.message);
         if (!err.retryable)
-          await this.#putStatus(pod, providerFailedStatus(pod, err.message, true), signal).catch(
-            ignoreStale,
-          );
+          await this.#putStatus(
+            record,
+            pod,
+            providerFailedStatus(pod, err.message, true),
+            signal,
+          ).catch(ignoreStale);
       }
       throw err;
     }
@@ -492,28 +589,35 @@ export class PodController {
     };
   }
 
-  async #createFailed(pod: V1Pod, err: unknown, signal: AbortSignal): Promise<void> {
+  async #createFailed(
+    record: PodRecord,
+    pod: V1Pod,
+    err: unknown,
+    signal: AbortSignal,
+  ): Promise<void> {
     const retry = isRetryable(err) && pod.spec?.restartPolicy !== 'Never';
     const message = `the provider could not create the pod: ${errorMessage(err)}`;
     this.#o.events.record(podSubject(pod), 'Warning', 'ProviderCreateFailed', message);
-    await this.#putStatus(pod, providerFailedStatus(pod, message, !retry), signal).catch(
+    await this.#putStatus(record, pod, providerFailedStatus(pod, message, !retry), signal).catch(
       ignoreStale,
     );
     if (retry) throw err;
   }
 
   /**
-   * Graceful deletion: ask the provider to stop the pod, then, once it stopped or the grace
-   * period is over, write its final status and remove the API object (grace 0, UID
-   * precondition). A shorter grace period given later is passed on.
+   * Graceful deletion: ask the provider to stop the pod (`deleting`), then, once it stopped or
+   * the grace period is over, hand the final status write and the removal of the API object
+   * (grace 0, UID precondition) to the status queue (`finalizing`). A shorter grace period
+   * given later is passed on.
    */
-  async #deletePod(key: string, pod: V1Pod, signal: AbortSignal): Promise<void> {
-    const tracked = this.#trackedOf(pod);
+  async #deletePod(record: PodRecord, pod: V1Pod, signal: AbortSignal): Promise<void> {
     const provider = this.#o.provider;
     const [namespace, name] = [pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''];
     const grace =
       pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
-    if (tracked.deleteGrace === undefined || grace < tracked.deleteGrace) {
+    // The deadline counts from when this agent saw the deletion, not the API server's clock.
+    record.deletionSeenAtMs ??= Date.now();
+    if (record.deleteGraceSeconds === undefined || grace < record.deleteGraceSeconds) {
       try {
         await provider.deletePod(pod, signal);
       } catch (err) {
@@ -527,7 +631,8 @@ export class PodController {
             errorMessage(err),
           );
       }
-      tracked.deleteGrace = grace;
+      record.deleteGraceSeconds = grace;
+      if (!AFTER_DELETING.has(record.phase)) record.phase = 'deleting';
     }
     let status: V1PodStatus | undefined;
     let done = false;
@@ -538,31 +643,32 @@ export class PodController {
       if (errorCode(err) === 'NotFound') done = true;
       else
         this.#log.warn(
-          { pod: key, err: errorMessage(err) },
+          { pod: record.key, err: errorMessage(err) },
           'could not read the status of a pod being deleted',
         );
     }
-    // The deadline counts from when this agent saw the deletion, not the API server's clock.
-    const deadline = this.#deadline(pod, grace);
+    const deadline = record.deletionSeenAtMs + grace * 1000;
     if (!done && Date.now() < deadline) {
       // Looked at again when the provider reports the end, or at the deadline at the latest.
-      this.#sync.addAfter(key, Math.max(0, deadline - Date.now()) + 50);
+      this.#sync.addAfter(record.key, Math.max(0, deadline - Date.now()) + 50);
       return;
     }
-    if (tracked.removed) return;
+    if (record.phase === 'removed' || record.phase === 'gone') return;
     // The final status and the removal are API writes: the status queue, with more workers,
     // does them, so a mass deletion is not held to the sync workers' round trips.
-    tracked.finalize = { status: status ?? this.#reported.get(key)?.status };
-    this.#status.add(key);
+    record.phase = 'finalizing';
+    const final = status ?? record.reported;
+    if (final) record.finalStatus = final;
+    else delete record.finalStatus;
+    this.#status.add(record.key);
   }
 
-  /** Writes the final status of a stopped, deleted pod and removes its API object. */
-  async #finalize(pod: V1Pod, tracked: Tracked, signal: AbortSignal): Promise<void> {
-    if (tracked.removed || !tracked.finalize) return;
+  /** Writes the final status of a stopped, deleted pod and removes its API object: `removed`. */
+  async #finalize(record: PodRecord, pod: V1Pod, signal: AbortSignal): Promise<void> {
     const [namespace, name] = [pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''];
-    const final = tracked.finalize.status;
+    const final = record.finalStatus;
     const last = final && isTerminal(final) ? final : deletedPodStatus(pod, new Date());
-    await this.#putStatus(pod, last, signal).catch(ignoreStale);
+    await this.#putStatus(record, pod, last, signal).catch(ignoreStale);
     try {
       await this.#o.client.delete(
         `/api/v1/namespaces/${namespace}/pods/${name}`,
@@ -577,24 +683,18 @@ export class PodController {
     } catch (err) {
       if (!isNotFound(err) && !isConflict(err)) throw err;
     }
-    tracked.removed = true;
+    if (record.phase === 'finalizing') record.phase = 'removed';
   }
 
-  #deadline(pod: V1Pod, grace: number): number {
-    const uid = pod.metadata?.uid ?? podKey(pod);
-    let seen = this.#deletionSeen.get(uid);
-    if (seen === undefined) this.#deletionSeen.set(uid, (seen = Date.now()));
-    return seen + grace * 1000;
-  }
-
-  /** The API object `pod` is gone: make sure the provider has dropped it too. */
-  async #removeFromProvider(key: string, pod: V1Pod, signal: AbortSignal): Promise<void> {
-    const uid = pod.metadata?.uid;
+  /** The API object of `record` is gone: make sure the provider has dropped it too. */
+  async #removeFromProvider(record: PodRecord, signal: AbortSignal): Promise<void> {
+    const pod = record.lastSeen ?? { metadata: { uid: record.uid } };
     const running = await this.#o.provider.getPod(
       pod.metadata?.namespace ?? '',
       pod.metadata?.name ?? '',
       signal,
     );
+    const uid = pod.metadata?.uid;
     const same = running && (!running.metadata?.uid || running.metadata.uid === uid);
     if (same && !isTerminal(running.status)) {
       try {
@@ -603,53 +703,50 @@ export class PodController {
         if (errorCode(err) !== 'NotFound') throw err;
       }
     }
-    if (this.#deleted.get(key) === pod) this.#deleted.delete(key);
-    this.#volumes?.forget(key, uid);
-    if (uid) {
-      this.#tracked.delete(uid);
-      this.#deletionSeen.delete(uid);
-    }
+    this.#volumes?.forget(record.key, uid);
+    // Back in the API meanwhile (see onAdd): the record lives on.
+    if (record.phase === 'gone') this.#forget(record);
   }
 
   /** Writes the provider's latest report for `key` through the status subresource. */
   async #writeStatus(key: string, signal: AbortSignal): Promise<void> {
-    const reported = this.#reported.get(key);
     const pod = this.#pods.get(key);
-    if (!pod) {
-      this.#reported.delete(key);
+    if (!pod) return;
+    const record = this.#records.get(idOf(pod));
+    // Once the final DELETE is sent, the status the deletion wrote is the last one.
+    if (!record || record.phase === 'removed') return;
+    if (record.phase === 'finalizing' && pod.metadata?.deletionTimestamp) {
+      await this.#finalize(record, pod, signal);
       return;
     }
-    const tracked = this.#tracked.get(pod.metadata?.uid ?? '');
-    if (tracked?.finalize && pod.metadata?.deletionTimestamp) {
-      await this.#finalize(pod, tracked, signal);
-      return;
-    }
+    const reported = record.reported;
     if (!reported) return;
-    if (reported.metadata?.uid && reported.metadata.uid !== pod.metadata?.uid) return;
     if (
       pod.metadata?.deletionTimestamp &&
-      reported.status &&
-      (isTerminal(reported.status) || allContainersStopped(reported.status))
+      (isTerminal(reported) || allContainersStopped(reported))
     ) {
       // The deletion writes this final status itself, just before removing the object.
       this.#sync.add(key);
       return;
     }
     if (isTerminal(pod.status)) return; // a terminal status is final
-    if (!reported.status) return;
-    await this.#putStatus(pod, reported.status, signal).catch(ignoreStale);
+    await this.#putStatus(record, pod, reported, signal).catch(ignoreStale);
   }
 
   /**
    * Patches the pod's status. The patch carries the pod's UID, so it can never land on a newer
    * pod of the same name (the API server refuses it); fields the new status drops are cleared.
    */
-  async #putStatus(pod: V1Pod, reported: V1PodStatus, signal: AbortSignal): Promise<void> {
+  async #putStatus(
+    record: PodRecord,
+    pod: V1Pod,
+    reported: V1PodStatus,
+    signal: AbortSignal,
+  ): Promise<void> {
     const status = mergeStatus(pod, reported, { nodeIP: this.#nodeIP });
     if (sameStatus(status, pod.status)) return;
-    const tracked = this.#trackedOf(pod);
     const fingerprint = statusFingerprint(status);
-    if (tracked.written === fingerprint) return;
+    if (record.written === fingerprint) return;
     const [namespace, name] = [pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''];
     const body: Record<string, unknown> = { ...status };
     for (const field of ['reason', 'message'] as const) {
@@ -662,7 +759,7 @@ export class PodController {
         { metadata: { uid: pod.metadata?.uid }, status: body },
         signal,
       );
-      tracked.written = fingerprint;
+      record.written = fingerprint;
     } catch (err) {
       if (isNotFound(err)) return;
       throw err;
