@@ -1,7 +1,7 @@
 import type { V1ConfigMap, V1Pod, V1PodStatus, V1Secret } from '@kubernetes/client-node';
 import { abortOf, aborted, sleep } from '../abort.js';
-import { errorCode, errorMessage, isRetryable } from '../errors.js';
-import { ApiError, isConflict, isNotFound, type KubeClient } from '../kube/client.js';
+import { errorCode, errorMessage, invalidInput, isRetryable } from '../errors.js';
+import type { KubeClient } from '../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
 import { Informer, type InformerHandlers } from '../kube/informer.js';
 import type { ObjectCache, SharedInformer } from '../kube/shared-informer.js';
@@ -575,7 +575,7 @@ export class PodController {
         signal,
       );
     } catch (err) {
-      if (!isNotFound(err) && !isConflict(err)) throw err;
+      if (errorCode(err) !== 'NotFound' && errorCode(err) !== 'Conflict') throw err;
     }
     tracked.removed = true;
   }
@@ -664,7 +664,7 @@ export class PodController {
       );
       tracked.written = fingerprint;
     } catch (err) {
-      if (isNotFound(err)) return;
+      if (errorCode(err) === 'NotFound') return;
       throw err;
     }
   }
@@ -683,8 +683,12 @@ function ignoreNotFound(err: unknown): void {
   if (errorCode(err) !== 'NotFound') throw err;
 }
 
-/** A write aimed at a pod that changed or was replaced meanwhile: the next sync redoes it. */
+/**
+ * A status write aimed at a pod that changed or was replaced meanwhile (Conflict), or that the
+ * pod's state now refuses (InvalidInput: a terminal pod's phase cannot change): the next sync
+ * redoes it from the state it reads then.
+ */
 function ignoreStale(err: unknown): void {
-  if (isConflict(err) || (err instanceof ApiError && err.status === 422)) return;
+  if (errorCode(err) === 'Conflict' || errorCode(err) === 'InvalidInput') return;
   throw err;
 }
