@@ -80,8 +80,10 @@ export class NodeController {
   constructor(options: NodeControllerOptions) {
     const d = options.leaseDurationSeconds ?? 40;
     if (!Number.isInteger(d) || d < 1)
-      throw new RangeError('leaseDurationSeconds must be a positive integer');
-    if (!options.nodeName) throw new TypeError('nodeName is required');
+      throw invalidInput(
+        `NodeController: leaseDurationSeconds must be an integer >= 1, got ${String(d)}`,
+      );
+    if (!options.nodeName) throw invalidInput('NodeController: nodeName must not be empty');
     for (const [name, value] of Object.entries({
       leaseRenewIntervalMs: options.leaseRenewIntervalMs,
       statusUpdateIntervalMs: options.statusUpdateIntervalMs,
@@ -89,7 +91,7 @@ export class NodeController {
       pingTimeoutMs: options.pingTimeoutMs,
     })) {
       if (value !== undefined && !(value > 0))
-        throw new RangeError(`${name} must be greater than 0`);
+        throw invalidInput(`NodeController: ${name} must be greater than 0, got ${String(value)}`);
     }
     this.#o = options;
     this.#log = (options.logger ?? silentLogger).child({ node: options.nodeName });

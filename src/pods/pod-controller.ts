@@ -133,9 +133,11 @@ export class PodController {
     this.#nodeIP = options.nodeIP ?? '127.0.0.1';
     const workers = options.workers ?? 10;
     if (!Number.isInteger(workers) || workers < 1)
-      throw new RangeError('workers must be a positive integer');
+      throw invalidInput(`PodController: workers must be an integer >= 1, got ${String(workers)}`);
     if (options.fullResyncPeriodMs !== undefined && options.fullResyncPeriodMs < 0)
-      throw new RangeError('fullResyncPeriodMs must be 0 (off) or more');
+      throw invalidInput(
+        `PodController: fullResyncPeriodMs must be 0 (off) or more, got ${String(options.fullResyncPeriodMs)}`,
+      );
     const queue = (
       name: string,
       handler: (key: string, signal: AbortSignal) => Promise<void>,
