@@ -16,14 +16,8 @@ import { readFile } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import {
-  isAlreadyExists,
-  isConflict,
-  isNotFound,
-  KubeClient,
-  loadKubeConfig,
-  type WatchEvent,
-} from '../src/kube/client.js';
+import { errorCode } from '../src/errors.js';
+import { KubeClient, loadKubeConfig, type WatchEvent } from '../src/kube/client.js';
 
 export interface LimitAgentOptions {
   readonly client: KubeClient;
@@ -175,7 +169,7 @@ export class LimitAgent {
         status,
       });
     } catch (err) {
-      if (!isAlreadyExists(err)) throw err;
+      if (errorCode(err) !== 'AlreadyExists') throw err;
     }
     // Status on create is kept for nodes, but an adopted Node needs it written.
     await this.#client.patch(`/api/v1/nodes/${this.#nodeName}/status`, 'merge', { status });
@@ -199,7 +193,7 @@ export class LimitAgent {
     try {
       await this.#client.patch(path, 'merge', { spec }, undefined, true);
     } catch (err) {
-      if (!isNotFound(err)) throw err;
+      if (errorCode(err) !== 'NotFound') throw err;
       await this.#client.create(
         '/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases',
         { metadata: { name: this.#nodeName }, spec },
@@ -268,7 +262,8 @@ export class LimitAgent {
             preconditions: { uid },
           });
         } catch (err) {
-          if (!isNotFound(err) && !isConflict(err)) this.#deleting.delete(uid);
+          if (errorCode(err) !== 'NotFound' && errorCode(err) !== 'Conflict')
+            this.#deleting.delete(uid);
         }
       });
       return;
@@ -313,7 +308,7 @@ export class LimitAgent {
         });
       } catch (err) {
         // Gone pods need nothing; anything else is retried on the pod's next event.
-        if (!isNotFound(err)) this.#started.delete(uid);
+        if (errorCode(err) !== 'NotFound') this.#started.delete(uid);
       }
     });
   }

@@ -19,7 +19,8 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { spawnOwned } from '../src/devcluster/process.js';
-import { isAlreadyExists, type KubeClient, type WatchEvent } from '../src/kube/client.js';
+import { errorCode } from '../src/errors.js';
+import type { KubeClient, WatchEvent } from '../src/kube/client.js';
 import { gitCommit, isAborted, writeJson } from './common.js';
 import { controlPlane, controlPlaneLine, machine, withHarness } from './harness.js';
 import { cachedPeer, ensurePeer, kwokStagesConfig, NotBuiltError, type Peer } from './peers.js';
@@ -213,7 +214,7 @@ class KwokFleet implements FleetSystem {
             status: { capacity, allocatable: capacity },
           });
         } catch (err) {
-          if (!isAlreadyExists(err)) throw err;
+          if (errorCode(err) !== 'AlreadyExists') throw err;
         }
       });
     } catch (err) {

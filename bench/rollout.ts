@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { cacheRoot } from '../src/devcluster/paths.js';
-import { isNotFound } from '../src/kube/client.js';
+import { errorCode } from '../src/errors.js';
 import {
   diffCounts,
   gitCommit,
@@ -205,7 +205,7 @@ async function oneRun(
           signal,
         );
       } catch (err) {
-        if (!isNotFound(err)) throw err;
+        if (errorCode(err) !== 'NotFound') throw err;
       }
     });
     try {

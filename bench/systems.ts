@@ -14,7 +14,8 @@ import { promisify } from 'node:util';
 import type { ClusterInfo } from '../src/devcluster/cluster.js';
 import { freePorts } from '../src/devcluster/cluster.js';
 import { spawnOwned, stopProcess } from '../src/devcluster/process.js';
-import { isAlreadyExists, type KubeClient } from '../src/kube/client.js';
+import { errorCode } from '../src/errors.js';
+import type { KubeClient } from '../src/kube/client.js';
 import { cachedPeer, ensurePeer, kwokStagesConfig, type Peer } from './peers.js';
 
 export const SYSTEM_NAMES = ['ours', 'go-vk', 'go-vk-tuned', 'kwok', 'limit'] as const;
@@ -295,7 +296,7 @@ class Kwok implements BenchSystem {
         status: { capacity, allocatable: capacity },
       });
     } catch (err) {
-      if (!isAlreadyExists(err)) {
+      if (errorCode(err) !== 'AlreadyExists') {
         await agent.stop();
         throw err;
       }

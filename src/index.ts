@@ -34,15 +34,17 @@ export {
 export {
   VirtualKubeletError,
   alreadyExists,
+  conflict,
   errorCode,
   invalidInput,
   isRetryable,
+  isVirtualKubeletError,
   notFound,
   notImplemented,
   permanent,
   unavailable,
 } from './errors.js';
-export type { ErrorCode } from './errors.js';
+export type { CodedError, ErrorCode } from './errors.js';
 export type { Logger } from './log.js';
 export { silentLogger } from './log.js';
 export { VirtualNode } from './agent/virtual-node.js';
@@ -83,7 +85,7 @@ export {
 } from './api/certs.js';
 export type { CsrOptions, ServingCertificate, ServingNames } from './api/certs.js';
 export { KubeClient, ApiError, loadKubeConfig } from './kube/client.js';
-export type { KubeClientOptions } from './kube/client.js';
+export type { ApiErrorOptions, KubeClientOptions } from './kube/client.js';
 export { KubeConfig } from './kube/kubeconfig.js';
 export type {
   KubeConfigSource,

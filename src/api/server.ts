@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { Writable, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Counter, Registry } from 'prom-client';
-import { errorCode, errorMessage } from '../errors.js';
+import { errorMessage, httpStatusOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import {
@@ -232,7 +232,7 @@ export class KubeletServer {
       await this.#authorize(req, path);
       await this.#route(req, res, url, abort.signal);
     } catch (err) {
-      const status = err instanceof HttpError ? err.status : statusOf(err);
+      const status = err instanceof HttpError ? err.status : httpStatusOf(err);
       if (!(err instanceof HttpError))
         this.#log.warn({ path, err: errorMessage(err) }, 'request failed');
       if (res.headersSent) res.destroy();
@@ -502,7 +502,7 @@ export class KubeletServer {
       }
       throw new HttpError(404, `${url.pathname} not found`);
     } catch (err) {
-      code = err instanceof HttpError ? err.status : statusOf(err);
+      code = err instanceof HttpError ? err.status : httpStatusOf(err);
       writeRaw(socket, code, errorMessage(err));
     } finally {
       this.#requests.inc({ path: route, method: req.method ?? '', code: String(code) });
@@ -644,24 +644,6 @@ function hasTraversal(target: string): boolean {
     );
 }
 
-/** The HTTP status for a provider error. */
-function statusOf(err: unknown): number {
-  switch (errorCode(err)) {
-    case 'NotFound':
-      return 404;
-    case 'InvalidInput':
-      return 400;
-    case 'NotImplemented':
-      return 501;
-    case 'Unavailable':
-      return 503;
-    case 'AlreadyExists':
-      return 409;
-    default:
-      return 500;
-  }
-}
-
 /** A bounded label for metrics: the first path segment. */
 function routeName(path: string): string {
   const first = path.split('/')[1] ?? '';
@@ -687,6 +669,7 @@ const STATUS_TEXT: Record<number, string> = {
   401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
+  409: 'Conflict',
   500: 'Internal Server Error',
   501: 'Not Implemented',
   503: 'Service Unavailable',

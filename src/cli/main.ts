@@ -1,6 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { DevClusterError, KUBERNETES_VERSION } from '../devcluster/index.js';
-import { VirtualKubeletError } from '../errors.js';
+import { isVirtualKubeletError } from '../errors.js';
 import { devClusterCommand } from './dev-cluster.js';
 import { runCommand } from './run.js';
 import { startCommand } from './start.js';
@@ -55,7 +55,7 @@ export async function main(argv: readonly string[], io?: Partial<Io>): Promise<n
     return ctx.exitCode;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    if (err instanceof DevClusterError || err instanceof VirtualKubeletError) {
+    if (err instanceof DevClusterError || isVirtualKubeletError(err)) {
       ctx.err(`virtual-kubelet: ${err.message}`);
       return 1;
     }

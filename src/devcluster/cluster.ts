@@ -81,7 +81,10 @@ export class DevCluster {
     if (options.apiserverPort !== undefined) {
       const p = options.apiserverPort;
       if (!Number.isInteger(p) || p < 1 || p > 65535)
-        throw new RangeError(`apiserverPort must be an integer port, got ${String(p)}`);
+        throw new DevClusterError(
+          'InvalidInput',
+          `DevCluster: apiserverPort must be an integer port (1-65535), got ${String(p)}`,
+        );
     }
     this.#options = options;
   }

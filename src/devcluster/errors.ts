@@ -1,5 +1,6 @@
 /** Reasons a dev-cluster operation can fail; each message says what to do about it. */
 export type DevClusterErrorCode =
+  | 'InvalidInput'
   | 'GoMissing'
   | 'BuildFailed'
   | 'OpensslFailed'

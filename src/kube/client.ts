@@ -2,30 +2,55 @@ import { Agent, request, type RequestOptions } from 'node:https';
 import { request as httpRequest, Agent as HttpAgent } from 'node:http';
 import { createInterface } from 'node:readline';
 import type { IncomingMessage } from 'node:http';
-import { VirtualKubeletError } from '../errors.js';
+import type { V1Status } from '@kubernetes/client-node';
+import { VirtualKubeletError, errorCode, invalidInput, type ErrorCode } from '../errors.js';
 import type { KubeConfigSource } from './kubeconfig.js';
 
 export { loadKubeConfig } from './kubeconfig.js';
 export type { KubeConfigSource } from './kubeconfig.js';
 
-/** A failed API request, with the apiserver's status code and reason (`NotFound`, `Conflict`...). */
-export class ApiError extends Error {
-  readonly status: number;
-  readonly reason: string;
+/** What {@link ApiError} keeps of a failed answer besides its HTTP status. */
+export interface ApiErrorOptions {
+  /** The Status body's `reason`. Default: `body.reason`, else ''. */
+  readonly reason?: string;
+  /** The API server's Status object, when the answer was one. */
+  readonly body?: V1Status;
+  readonly cause?: unknown;
+}
 
-  constructor(status: number, reason: string, message: string) {
-    super(message);
+/**
+ * A failed API request. Its `code` (see `errors.ts`) comes from the HTTP status: 404 NotFound;
+ * 409 AlreadyExists when the reason says so (a create), Conflict otherwise (a stale
+ * resourceVersion or a failed precondition); 400 and 422 InvalidInput; 429 and 5xx Unavailable;
+ * anything else (401, 403, 410...) Internal. 401 and 403 stay retried: credentials rotate, and the
+ * Node authorizer lets a node read a pod's objects only once it has seen the pod bound there.
+ */
+export class ApiError extends VirtualKubeletError {
+  /** The HTTP status of the answer. */
+  readonly status: number;
+  /** The Status body's `reason` (`NotFound`, `AlreadyExists`, `Conflict`, `Invalid`...), or ''. */
+  readonly reason: string;
+  /** The API server's Status object, when the answer was one. */
+  readonly body: V1Status | undefined;
+
+  constructor(status: number, message: string, options: ApiErrorOptions = {}) {
+    const reason = options.reason ?? options.body?.reason ?? '';
+    super(codeOfStatus(status, reason), message, { cause: options.cause });
     this.name = 'ApiError';
     this.status = status;
     this.reason = reason;
+    this.body = options.body;
   }
 }
 
-export const isNotFound = (err: unknown): boolean => err instanceof ApiError && err.status === 404;
-export const isConflict = (err: unknown): boolean => err instanceof ApiError && err.status === 409;
-export const isGone = (err: unknown): boolean => err instanceof ApiError && err.status === 410;
-export const isAlreadyExists = (err: unknown): boolean =>
-  err instanceof ApiError && err.status === 409 && err.reason === 'AlreadyExists';
+/** The mapping described on {@link ApiError}. */
+function codeOfStatus(status: number, reason: string): ErrorCode {
+  if (status === 404) return 'NotFound';
+  if (status === 409) return reason === 'AlreadyExists' ? 'AlreadyExists' : 'Conflict';
+  if (status === 400 || status === 422) return 'InvalidInput';
+  if (status === 429 || (status >= 500 && status <= 599)) return 'Unavailable';
+  return 'Internal';
+}
 
 export type PatchType = 'merge' | 'strategic' | 'json';
 const PATCH_CONTENT_TYPE: Record<PatchType, string> = {
@@ -92,8 +117,7 @@ export class KubeClient {
 
   private constructor(kc: KubeConfigSource, tls: RequestOptions, options: KubeClientOptions) {
     const cluster = kc.getCurrentCluster();
-    if (!cluster)
-      throw new VirtualKubeletError('InvalidInput', 'the kubeconfig has no current cluster');
+    if (!cluster) throw invalidInput('the kubeconfig has no current cluster');
     this.server = new URL(cluster.server);
     this.#kc = kc;
     const maxSockets = options.maxSockets ?? 64;
@@ -228,7 +252,7 @@ export class KubeClient {
     try {
       return await this.request<T>('GET', path, { signal, unthrottled });
     } catch (err) {
-      if (isNotFound(err)) return undefined;
+      if (errorCode(err) === 'NotFound') return undefined;
       throw err;
     }
   }
@@ -315,19 +339,19 @@ async function readAll(res: IncomingMessage): Promise<string> {
 }
 
 function apiError(status: number, text: string, method: string, path: string): ApiError {
+  const body = parseStatus(text);
+  return body
+    ? new ApiError(status, body.message ?? `${method} ${path}: HTTP ${String(status)}`, { body })
+    : new ApiError(status, `${method} ${path}: HTTP ${String(status)} ${text.slice(0, 200)}`);
+}
+
+/** The Status object of an error answer; undefined when the body is not JSON or not an object. */
+function parseStatus(text: string): V1Status | undefined {
   try {
-    const s = JSON.parse(text) as { reason?: string; message?: string };
-    return new ApiError(
-      status,
-      s.reason ?? '',
-      s.message ?? `${method} ${path}: HTTP ${String(status)}`,
-    );
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? value : undefined;
   } catch {
-    return new ApiError(
-      status,
-      '',
-      `${method} ${path}: HTTP ${String(status)} ${text.slice(0, 200)}`,
-    );
+    return undefined;
   }
 }
 
@@ -346,7 +370,10 @@ export class TokenBucket {
   #timer: NodeJS.Timeout | undefined;
 
   constructor(qps: number, burst: number) {
-    if (!(qps > 0) || !(burst >= 1)) throw new RangeError('qps must be > 0 and burst >= 1');
+    if (!(qps > 0))
+      throw invalidInput(`TokenBucket: qps must be a positive number, got ${String(qps)}`);
+    if (!(burst >= 1))
+      throw invalidInput(`TokenBucket: burst must be a number >= 1, got ${String(burst)}`);
     this.#qps = qps;
     this.#burst = burst;
     this.#tokens = burst;

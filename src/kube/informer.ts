@@ -1,7 +1,8 @@
 import { aborted, sleep } from '../abort.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { isGone, type KubeClient } from './client.js';
+import type { V1Status } from '@kubernetes/client-node';
+import { ApiError, type KubeClient } from './client.js';
 
 /** The part of every Kubernetes object an informer needs. */
 export interface KubeObject {
@@ -119,7 +120,7 @@ export class Informer<T extends KubeObject> {
         if (Date.now() - started < 1_000) await sleep(1_000, signal);
       } catch (err) {
         if (aborted(signal)) break;
-        if (isGone(err)) {
+        if (expired(err)) {
           this.#log.debug({ path: this.#o.path }, 'watch expired (410 Gone): relisting');
           this.#resourceVersion = '';
           continue;
@@ -194,11 +195,12 @@ export class Informer<T extends KubeObject> {
       (event) => {
         if (failure !== undefined) return;
         if (event.type === 'ERROR') {
-          const status = event.object as { code?: number; message?: string };
-          failure =
-            status.code === 410
-              ? Object.assign(new Error(status.message ?? 'Gone'), { status: 410 })
-              : new Error(`watch error: ${status.message ?? JSON.stringify(status)}`);
+          const status = event.object as V1Status;
+          failure = new ApiError(
+            status.code ?? 0,
+            `watch error: ${status.message ?? JSON.stringify(status)}`,
+            { body: status },
+          );
           return;
         }
         const rv = event.object.metadata?.resourceVersion;
@@ -221,11 +223,16 @@ export class Informer<T extends KubeObject> {
       signal,
     );
     if (failure !== undefined) {
-      if ((failure as Error & { status?: number }).status === 410) {
+      if (expired(failure)) {
         this.#resourceVersion = '';
         return;
       }
       throw failure;
     }
   }
+}
+
+/** 410 Gone: the resourceVersion a watch starts from is older than the server keeps; list again. */
+function expired(err: unknown): boolean {
+  return err instanceof ApiError && err.status === 410;
 }

@@ -1,8 +1,8 @@
 import type { V1Lease, V1Node, V1NodeCondition, V1Taint } from '@kubernetes/client-node';
 import { setTimeout as delay } from 'node:timers/promises';
 import { aborted, sleep } from '../abort.js';
-import { errorMessage, VirtualKubeletError } from '../errors.js';
-import { ApiError, isConflict, isNotFound, type KubeClient } from '../kube/client.js';
+import { errorCode, errorMessage, invalidInput, permanent } from '../errors.js';
+import type { KubeClient } from '../kube/client.js';
 import { Informer, type InformerHandlers } from '../kube/informer.js';
 import type { ObjectCache, SharedInformer } from '../kube/shared-informer.js';
 import type { Logger } from '../log.js';
@@ -80,8 +80,10 @@ export class NodeController {
   constructor(options: NodeControllerOptions) {
     const d = options.leaseDurationSeconds ?? 40;
     if (!Number.isInteger(d) || d < 1)
-      throw new RangeError('leaseDurationSeconds must be a positive integer');
-    if (!options.nodeName) throw new TypeError('nodeName is required');
+      throw invalidInput(
+        `NodeController: leaseDurationSeconds must be an integer >= 1, got ${String(d)}`,
+      );
+    if (!options.nodeName) throw invalidInput('NodeController: nodeName must not be empty');
     for (const [name, value] of Object.entries({
       leaseRenewIntervalMs: options.leaseRenewIntervalMs,
       statusUpdateIntervalMs: options.statusUpdateIntervalMs,
@@ -89,7 +91,7 @@ export class NodeController {
       pingTimeoutMs: options.pingTimeoutMs,
     })) {
       if (value !== undefined && !(value > 0))
-        throw new RangeError(`${name} must be greater than 0`);
+        throw invalidInput(`NodeController: ${name} must be greater than 0, got ${String(value)}`);
     }
     this.#o = options;
     this.#log = (options.logger ?? silentLogger).child({ node: options.nodeName });
@@ -133,7 +135,8 @@ export class NodeController {
 
   /**
    * Registers the node and keeps it alive until `signal` aborts. Rejects only for errors a
-   * person must fix (the name belongs to a real kubelet); API errors are retried.
+   * person must fix (code `Permanent`: the name belongs to a real kubelet); API errors, whatever
+   * their code, are retried.
    */
   async run(signal: AbortSignal): Promise<void> {
     const p = this.#o.provider;
@@ -259,7 +262,7 @@ export class NodeController {
         this.#uid = created.metadata?.uid ?? '';
         return;
       } catch (err) {
-        if (!(err instanceof ApiError && err.status === 409)) throw err;
+        if (errorCode(err) !== 'AlreadyExists') throw err;
         // Someone created it between our get and create: adopt it.
         await this.#register(signal);
         return;
@@ -314,10 +317,10 @@ export class NodeController {
         } else await this.#writeStatus(signal);
       } catch (err) {
         if (aborted(signal)) return;
-        if (isNotFound(err)) {
+        if (errorCode(err) === 'NotFound') {
           this.#uid = '';
           this.#wakeStatus.fire();
-        } else if (err instanceof VirtualKubeletError) {
+        } else if (errorCode(err) === 'Permanent') {
           throw err;
         }
         this.#log.warn({ err: errorMessage(err) }, 'node status update failed');
@@ -360,7 +363,7 @@ export class NodeController {
       this.#lease = await client.replace<V1Lease>(path, next, signal, true);
     } catch (err) {
       this.#lease = undefined;
-      if (isConflict(err) || isNotFound(err)) {
+      if (errorCode(err) === 'Conflict' || errorCode(err) === 'NotFound') {
         await this.#renewLease(signal);
         return;
       }
@@ -413,7 +416,7 @@ export class NodeController {
         await fn();
         return;
       } catch (err) {
-        if (err instanceof VirtualKubeletError || aborted(signal)) throw err;
+        if (errorCode(err) === 'Permanent' || aborted(signal)) throw err;
         const wait = Math.min(7_000, 200 * 2 ** (attempt - 1));
         this.#log.warn({ err: errorMessage(err), retryInMs: wait }, `could not ${what}`);
         await delay(wait, undefined, { signal });
@@ -427,8 +430,7 @@ function assertVirtual(node: V1Node): void {
   const version = node.status?.nodeInfo?.kubeletVersion ?? '';
   const isVirtual = node.metadata?.labels?.type === 'virtual-kubelet' || version.includes('-vk-');
   if (!isVirtual && version !== '') {
-    throw new VirtualKubeletError(
-      'InvalidInput',
+    throw permanent(
       `node ${node.metadata?.name ?? '?'} is registered by a real kubelet (${version}): choose another --nodename`,
     );
   }

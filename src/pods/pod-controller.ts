@@ -1,7 +1,7 @@
 import type { V1ConfigMap, V1Pod, V1PodStatus, V1Secret } from '@kubernetes/client-node';
 import { abortOf, aborted, sleep } from '../abort.js';
-import { errorCode, errorMessage, isRetryable } from '../errors.js';
-import { ApiError, isConflict, isNotFound, type KubeClient } from '../kube/client.js';
+import { errorCode, errorMessage, invalidInput, isRetryable } from '../errors.js';
+import type { KubeClient } from '../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
 import { Informer, type InformerHandlers } from '../kube/informer.js';
 import type { ObjectCache, SharedInformer } from '../kube/shared-informer.js';
@@ -170,9 +170,11 @@ export class PodController {
     this.#nodeIP = options.nodeIP ?? '127.0.0.1';
     const workers = options.workers ?? 10;
     if (!Number.isInteger(workers) || workers < 1)
-      throw new RangeError('workers must be a positive integer');
+      throw invalidInput(`PodController: workers must be an integer >= 1, got ${String(workers)}`);
     if (options.fullResyncPeriodMs !== undefined && options.fullResyncPeriodMs < 0)
-      throw new RangeError('fullResyncPeriodMs must be 0 (off) or more');
+      throw invalidInput(
+        `PodController: fullResyncPeriodMs must be 0 (off) or more, got ${String(options.fullResyncPeriodMs)}`,
+      );
     const queue = (
       name: string,
       handler: (key: string, signal: AbortSignal) => Promise<void>,
@@ -681,7 +683,7 @@ export class PodController {
         signal,
       );
     } catch (err) {
-      if (!isNotFound(err) && !isConflict(err)) throw err;
+      if (errorCode(err) !== 'NotFound' && errorCode(err) !== 'Conflict') throw err;
     }
     if (record.phase === 'finalizing') record.phase = 'removed';
   }
@@ -761,7 +763,7 @@ export class PodController {
       );
       record.written = fingerprint;
     } catch (err) {
-      if (isNotFound(err)) return;
+      if (errorCode(err) === 'NotFound') return;
       throw err;
     }
   }
@@ -780,8 +782,12 @@ function ignoreNotFound(err: unknown): void {
   if (errorCode(err) !== 'NotFound') throw err;
 }
 
-/** A write aimed at a pod that changed or was replaced meanwhile: the next sync redoes it. */
+/**
+ * A status write aimed at a pod that changed or was replaced meanwhile (Conflict), or that the
+ * pod's state now refuses (InvalidInput: a terminal pod's phase cannot change): the next sync
+ * redoes it from the state it reads then.
+ */
 function ignoreStale(err: unknown): void {
-  if (isConflict(err) || (err instanceof ApiError && err.status === 422)) return;
+  if (errorCode(err) === 'Conflict' || errorCode(err) === 'InvalidInput') return;
   throw err;
 }

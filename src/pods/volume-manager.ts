@@ -1,6 +1,6 @@
 import type { V1ConfigMap, V1Pod, V1Secret } from '@kubernetes/client-node';
 import { aborted } from '../abort.js';
-import { errorCode, errorMessage } from '../errors.js';
+import { errorCode, errorMessage, invalidInput } from '../errors.js';
 import type { KubeClient } from '../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -101,12 +101,17 @@ export class PodVolumeManager {
     this.#o = options;
     this.#log = options.logger ?? silentLogger;
     this.#periodMs = options.refreshPeriodMs ?? 40_000;
-    if (!(this.#periodMs > 0)) throw new RangeError('refreshPeriodMs must be positive');
+    if (!(this.#periodMs > 0))
+      throw invalidInput(
+        `PodVolumeManager: refreshPeriodMs must be a positive number, got ${String(this.#periodMs)}`,
+      );
     // Short enough that a change still reaches the provider within a period and a bit.
     this.#cacheMs = Math.min(10_000, this.#periodMs / 4);
     const workers = options.workers ?? 4;
     if (!Number.isInteger(workers) || workers < 1)
-      throw new RangeError('volume workers must be a positive integer');
+      throw invalidInput(
+        `PodVolumeManager: workers must be an integer >= 1, got ${String(workers)}`,
+      );
     const onHandled = options.onHandled;
     this.#queue = new WorkQueue({
       name: 'volumes',

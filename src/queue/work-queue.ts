@@ -1,4 +1,4 @@
-import { isRetryable } from '../errors.js';
+import { invalidInput, isRetryable } from '../errors.js';
 import { Fifo } from './fifo.js';
 
 /**
@@ -144,31 +144,31 @@ export class WorkQueue {
   constructor(options: WorkQueueOptions) {
     const name: unknown = options.name;
     if (typeof name !== 'string' || name === '') {
-      throw new TypeError(`WorkQueue: name must be a non-empty string, got ${describe(name)}`);
+      throw invalidInput(`WorkQueue: name must be a non-empty string, got ${describe(name)}`);
     }
-    const where = `work queue "${name}"`;
+    const where = `WorkQueue "${name}"`;
     this.#name = name;
     this.#handler = requireFunction(options.handler, `${where}: handler`);
     this.#workers = options.workers ?? 10;
     if (!Number.isSafeInteger(this.#workers) || this.#workers < 1) {
-      throw new RangeError(
+      throw invalidInput(
         `${where}: workers must be a positive integer, got ${describe(this.#workers)}`,
       );
     }
     this.#baseBackoffMs = options.baseBackoffMs ?? 100;
     this.#maxBackoffMs = options.maxBackoffMs ?? 300_000;
     if (!isDelayMs(this.#maxBackoffMs) || this.#maxBackoffMs <= 0) {
-      throw new RangeError(
+      throw invalidInput(
         `${where}: maxBackoffMs must be a positive number of at most ${String(MAX_TIMER_DELAY_MS)}, got ${describe(this.#maxBackoffMs)}`,
       );
     }
     if (!isDelayMs(this.#baseBackoffMs) || this.#baseBackoffMs <= 0) {
-      throw new RangeError(
+      throw invalidInput(
         `${where}: baseBackoffMs must be a positive number, got ${describe(this.#baseBackoffMs)}`,
       );
     }
     if (this.#baseBackoffMs > this.#maxBackoffMs) {
-      throw new RangeError(
+      throw invalidInput(
         `${where}: baseBackoffMs (${String(this.#baseBackoffMs)}) must not exceed maxBackoffMs (${String(this.#maxBackoffMs)})`,
       );
     }
@@ -177,7 +177,7 @@ export class WorkQueue {
       !(Number.isSafeInteger(this.#maxAttempts) && this.#maxAttempts >= 1) &&
       this.#maxAttempts !== Infinity
     ) {
-      throw new RangeError(
+      throw invalidInput(
         `${where}: maxAttempts must be a positive integer or Infinity, got ${describe(this.#maxAttempts)}`,
       );
     }
@@ -220,9 +220,7 @@ export class WorkQueue {
    */
   addAfter(key: string, delayMs: number): void {
     if (Number.isNaN(delayMs)) {
-      throw new RangeError(
-        `work queue "${this.#name}": addAfter delayMs must be a number, got NaN`,
-      );
+      throw new RangeError(`WorkQueue "${this.#name}": addAfter delayMs must be a number, got NaN`);
     }
     if (this.#closed) return;
     if (delayMs <= 0) {
@@ -271,7 +269,7 @@ export class WorkQueue {
    */
   async run(signal: AbortSignal): Promise<void> {
     if (this.#state !== 'new') {
-      throw new Error(`work queue "${this.#name}": run() may be called only once`);
+      throw new Error(`WorkQueue "${this.#name}": run() may be called only once`);
     }
     this.#state = 'running';
     this.#signal = signal;
@@ -457,7 +455,7 @@ function isDelayMs(value: unknown): value is number {
 
 function requireFunction<F>(value: F, what: string): F {
   if (typeof value !== 'function') {
-    throw new TypeError(`${what} must be a function, got ${describe(value)}`);
+    throw invalidInput(`${what} must be a function, got ${describe(value)}`);
   }
   return value;
 }
