@@ -198,7 +198,7 @@ export function wireNode(options: VirtualNodeOptions): NodeParts {
       }
       nodeController.setKubeletPort(server.port);
     }
-    let failure: unknown;
+    let stopped = false;
     try {
       await runTogether(signal, (own) => {
         const node = nodeController.run(own);
@@ -208,14 +208,13 @@ export function wireNode(options: VirtualNodeOptions): NodeParts {
           .then(() => (own.aborted ? undefined : podController.run(own)));
         return [node, pods, ...(server ? [server.run(own)] : [])];
       });
-    } catch (err) {
-      failure = err ?? new Error('a part of the node failed');
+      stopped = true;
+    } finally {
+      // Events still queued get a moment to be written; then the recorder stops either way.
+      if (stopped) await events.flush();
+      events.close();
+      await closeProvider();
     }
-    // Events still queued get a moment to be written; then the recorder stops either way.
-    if (failure === undefined) await events.flush();
-    events.close();
-    await closeProvider();
-    if (failure !== undefined) throw failure;
   };
 
   return { nodeController, podController, events, server, run };
