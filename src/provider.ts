@@ -158,9 +158,144 @@ export interface PortForwarder {
   ): Promise<void>;
 }
 
-/** Optional: `/stats/summary` (the kubelet Summary API, `stats.k8s.io/v1alpha1`) as plain JSON. */
+/** CPU usage at `time` (RFC 3339), as `stats.k8s.io/v1alpha1` writes it. */
+export interface CPUStats {
+  readonly time: string;
+  /** Average over a short window, in billionths of a core. */
+  readonly usageNanoCores?: number;
+  /** Cumulative, across all cores, since the object started. */
+  readonly usageCoreNanoSeconds?: number;
+}
+
+/** Memory usage at `time` (RFC 3339). */
+export interface MemoryStats {
+  readonly time: string;
+  readonly availableBytes?: number;
+  readonly usageBytes?: number;
+  /** What metrics-server and eviction read: usage minus inactive file pages. */
+  readonly workingSetBytes?: number;
+  readonly rssBytes?: number;
+  readonly pageFaults?: number;
+  readonly majorPageFaults?: number;
+}
+
+/** Traffic of one network interface. */
+export interface InterfaceStats {
+  readonly name: string;
+  readonly rxBytes?: number;
+  readonly rxErrors?: number;
+  readonly txBytes?: number;
+  readonly txErrors?: number;
+}
+
+/** Network usage at `time` (RFC 3339): the default interface's figures, and every interface. */
+export interface NetworkStats extends Partial<InterfaceStats> {
+  readonly time: string;
+  readonly interfaces?: InterfaceStats[];
+}
+
+/** A filesystem's usage at `time` (RFC 3339). */
+export interface FsStats {
+  readonly time: string;
+  readonly availableBytes?: number;
+  readonly capacityBytes?: number;
+  readonly usedBytes?: number;
+  readonly inodesFree?: number;
+  readonly inodes?: number;
+  readonly inodesUsed?: number;
+}
+
+/** A pod volume's filesystem usage. */
+export interface VolumeStats extends FsStats {
+  /** `spec.volumes[].name`. */
+  readonly name: string;
+  readonly pvcRef?: { readonly name: string; readonly namespace: string };
+}
+
+/** The filesystems the runtime keeps images and containers on. */
+export interface RuntimeStats {
+  readonly imageFs?: FsStats;
+  readonly containerFs?: FsStats;
+}
+
+/** Process limits of the node at `time` (RFC 3339). */
+export interface RlimitStats {
+  readonly time: string;
+  readonly maxpid?: number;
+  readonly curproc?: number;
+}
+
+/** Swap usage at `time` (RFC 3339). */
+export interface SwapStats {
+  readonly time: string;
+  readonly swapAvailableBytes?: number;
+  readonly swapUsageBytes?: number;
+}
+
+/** One container of a pod. */
+export interface ContainerStats {
+  readonly name: string;
+  /** RFC 3339: when this run of the container started. */
+  readonly startTime: string;
+  readonly cpu?: CPUStats;
+  readonly memory?: MemoryStats;
+  readonly swap?: SwapStats;
+  readonly rootfs?: FsStats;
+  readonly logs?: FsStats;
+}
+
+/** One pod: its containers and its own totals. */
+export interface PodStats {
+  readonly podRef: { readonly name: string; readonly namespace: string; readonly uid: string };
+  /** RFC 3339: when the provider started the pod. */
+  readonly startTime: string;
+  readonly containers: ContainerStats[];
+  readonly cpu?: CPUStats;
+  readonly memory?: MemoryStats;
+  readonly swap?: SwapStats;
+  readonly network?: NetworkStats;
+  readonly volume?: VolumeStats[];
+  readonly 'ephemeral-storage'?: FsStats;
+  readonly process_stats?: { readonly process_count?: number };
+}
+
+/** The node as a whole. */
+export interface NodeStats {
+  readonly nodeName: string;
+  /** RFC 3339: when the node (or the machine it stands for) started. */
+  readonly startTime: string;
+  readonly systemContainers?: ContainerStats[];
+  readonly cpu?: CPUStats;
+  readonly memory?: MemoryStats;
+  readonly swap?: SwapStats;
+  readonly network?: NetworkStats;
+  readonly fs?: FsStats;
+  readonly runtime?: RuntimeStats;
+  readonly rlimit?: RlimitStats;
+}
+
+/**
+ * The kubelet Summary API (`/stats/summary`, `stats.k8s.io/v1alpha1`), with the fields providers
+ * fill. Every figure is optional: a provider reports what its backend measures.
+ */
+export interface Summary {
+  readonly node: NodeStats;
+  readonly pods: PodStats[];
+}
+
+/** Optional: `/stats/summary`, what `kubectl top` and the Summary API clients read. */
 export interface StatsProvider {
-  getStatsSummary(signal: AbortSignal): Promise<Record<string, unknown>>;
+  getStatsSummary(signal: AbortSignal): Promise<Summary>;
+}
+
+/** Optional: `/metrics/resource`, what metrics-server reads. */
+export interface ResourceMetricsProvider {
+  /**
+   * The Prometheus text exposition (version 0.0.4) the kubelet writes there: node, pod and
+   * container CPU counters and working sets with millisecond timestamps, container start times
+   * and `resource_scrape_error`.
+   */
+  getMetricsResource(signal: AbortSignal): Promise<string>;
 }
 
 /** One file of a volume whose content the core resolved. */
@@ -215,6 +350,15 @@ export interface PodEventNotifier {
   notifyPodEvents(callback: (pod: V1Pod, event: PodEvent) => void): void;
 }
 
+/**
+ * Optional: releases what the provider holds (timers, sessions, connections) when the agent
+ * stops, after every node that uses it has stopped. Pods it runs keep running unless the
+ * provider says otherwise. `signal` aborts when shutdown must not wait any longer.
+ */
+export interface Closable {
+  close(signal: AbortSignal): Promise<void>;
+}
+
 /** A provider: the pod lifecycle, plus any of the optional parts, detected at run time. */
 export type Provider = PodLifecycleHandler &
   Partial<
@@ -226,26 +370,111 @@ export type Provider = PodLifecycleHandler &
       ContainerAttach &
       PortForwarder &
       StatsProvider &
+      ResourceMetricsProvider &
       PodVolumes &
-      PodEventNotifier
+      PodEventNotifier &
+      Closable
   >;
 
-const has = (p: object, ...keys: string[]): boolean =>
-  keys.every((k) => typeof (p as Record<string, unknown>)[k] === 'function');
+/** The methods every provider has. */
+export const LIFECYCLE_METHODS = [
+  'createPod',
+  'updatePod',
+  'deletePod',
+  'getPod',
+  'getPodStatus',
+  'getPods',
+] as const satisfies readonly (keyof PodLifecycleHandler)[];
 
-export const isPodNotifier = (p: Provider): p is Provider & PodNotifier => has(p, 'notifyPods');
+/** Each optional capability by name, with the part of the contract it stands for. */
+export interface CapabilityInterfaces {
+  readonly podNotifier: PodNotifier;
+  readonly nodeProvider: NodeProvider;
+  readonly nodeConfigurer: NodeConfigurer;
+  readonly logs: ContainerLogs;
+  readonly exec: ContainerExec;
+  readonly attach: ContainerAttach;
+  readonly portForward: PortForwarder;
+  readonly stats: StatsProvider;
+  readonly metricsResource: ResourceMetricsProvider;
+  readonly volumes: PodVolumes;
+  readonly events: PodEventNotifier;
+  readonly close: Closable;
+}
+
+/**
+ * The optional capabilities, each with the methods a provider must have for it (all of them)
+ * and how messages name it. The type guards below, the agent's provider metrics and the
+ * kubelet API's 501 answers all read this one list.
+ */
+export const CAPABILITIES = {
+  podNotifier: { title: 'pod status notifications', methods: ['notifyPods'] },
+  nodeProvider: { title: 'node status', methods: ['ping', 'notifyNodeStatus'] },
+  nodeConfigurer: { title: 'node configuration', methods: ['configureNode'] },
+  logs: { title: 'container logs', methods: ['getContainerLogs'] },
+  exec: { title: 'exec', methods: ['runInContainer'] },
+  attach: { title: 'attach', methods: ['attachToContainer'] },
+  portForward: { title: 'port-forward', methods: ['portForward'] },
+  stats: { title: 'stats', methods: ['getStatsSummary'] },
+  metricsResource: { title: 'resource metrics', methods: ['getMetricsResource'] },
+  volumes: { title: 'volumes', methods: ['setPodVolumes'] },
+  events: { title: 'pod events', methods: ['notifyPodEvents'] },
+  close: { title: 'close', methods: ['close'] },
+} as const satisfies {
+  readonly [C in keyof CapabilityInterfaces]: {
+    readonly title: string;
+    readonly methods: readonly (keyof CapabilityInterfaces[C])[];
+  };
+};
+
+/** The name of an optional capability: a key of {@link CAPABILITIES}. */
+export type Capability = keyof typeof CAPABILITIES;
+
+/** Every capability name, in the order of {@link CAPABILITIES}. */
+export const CAPABILITY_NAMES = Object.keys(CAPABILITIES) as readonly Capability[];
+
+/** Every method of the contract: the lifecycle's and every capability's. */
+export const CONTRACT_METHODS: readonly (keyof Provider)[] = [
+  ...LIFECYCLE_METHODS,
+  ...CAPABILITY_NAMES.flatMap((c): readonly (keyof Provider)[] => CAPABILITIES[c].methods),
+];
+
+/** Whether `provider` has every method `capability` needs. */
+export function hasCapability<C extends Capability>(
+  provider: Provider,
+  capability: C,
+): provider is Provider & CapabilityInterfaces[C] {
+  const methods: readonly string[] = CAPABILITIES[capability].methods;
+  return methods.every(
+    (m) => typeof (provider as unknown as Record<string, unknown>)[m] === 'function',
+  );
+}
+
+/** What the kubelet API answers (501) when a request needs a capability the provider lacks. */
+export function notImplementedMessage(capability: Capability): string {
+  const { title, methods } = CAPABILITIES[capability];
+  return `the provider does not implement ${title} (${methods.join(', ')})`;
+}
+
+export const isPodNotifier = (p: Provider): p is Provider & PodNotifier =>
+  hasCapability(p, 'podNotifier');
 export const isNodeProvider = (p: Provider): p is Provider & NodeProvider =>
-  has(p, 'ping', 'notifyNodeStatus');
+  hasCapability(p, 'nodeProvider');
 export const isNodeConfigurer = (p: Provider): p is Provider & NodeConfigurer =>
-  has(p, 'configureNode');
+  hasCapability(p, 'nodeConfigurer');
 export const hasContainerLogs = (p: Provider): p is Provider & ContainerLogs =>
-  has(p, 'getContainerLogs');
+  hasCapability(p, 'logs');
 export const hasContainerExec = (p: Provider): p is Provider & ContainerExec =>
-  has(p, 'runInContainer');
+  hasCapability(p, 'exec');
 export const hasContainerAttach = (p: Provider): p is Provider & ContainerAttach =>
-  has(p, 'attachToContainer');
-export const hasPortForward = (p: Provider): p is Provider & PortForwarder => has(p, 'portForward');
-export const hasStats = (p: Provider): p is Provider & StatsProvider => has(p, 'getStatsSummary');
-export const hasPodVolumes = (p: Provider): p is Provider & PodVolumes => has(p, 'setPodVolumes');
+  hasCapability(p, 'attach');
+export const hasPortForward = (p: Provider): p is Provider & PortForwarder =>
+  hasCapability(p, 'portForward');
+export const hasStats = (p: Provider): p is Provider & StatsProvider => hasCapability(p, 'stats');
+export const hasResourceMetrics = (p: Provider): p is Provider & ResourceMetricsProvider =>
+  hasCapability(p, 'metricsResource');
+export const hasPodVolumes = (p: Provider): p is Provider & PodVolumes =>
+  hasCapability(p, 'volumes');
 export const hasPodEvents = (p: Provider): p is Provider & PodEventNotifier =>
-  has(p, 'notifyPodEvents');
+  hasCapability(p, 'events');
+export const isClosable = (p: Provider): p is Provider & Closable => hasCapability(p, 'close');

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { Provider } from '../provider.js';
+import { CONTRACT_METHODS, type Provider } from '../provider.js';
 
 /** The agent's own Prometheus metrics, served on the kubelet API's `/metrics`. */
 export class AgentMetrics {
@@ -82,22 +82,8 @@ export class AgentMetrics {
   }
 }
 
-const TIMED = new Set([
-  'createPod',
-  'updatePod',
-  'deletePod',
-  'getPod',
-  'getPodStatus',
-  'getPods',
-  'ping',
-  'getContainerLogs',
-  'runInContainer',
-  'attachToContainer',
-  'portForward',
-  'getStatsSummary',
-  'getMetricsResource',
-  'setPodVolumes',
-]);
+/** Every method of the contract is timed; any other function of the provider is only bound. */
+const TIMED: ReadonlySet<string> = new Set(CONTRACT_METHODS);
 
 /**
  * The provider with every contract method timed into `histogram`. Optional methods stay

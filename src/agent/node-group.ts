@@ -1,11 +1,8 @@
-import type { V1Node, V1Pod } from '@kubernetes/client-node';
-import { setMaxListeners } from 'node:events';
 import type { KubeClient } from '../kube/client.js';
-import { SharedInformer } from '../kube/shared-informer.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { ServiceIndex } from '../pods/services.js';
 import { VirtualNode, type VirtualNodeOptions } from './virtual-node.js';
+import { runTogether, sharedSources } from './wiring.js';
 
 export interface NodeGroupOptions {
   readonly client: KubeClient;
@@ -24,9 +21,7 @@ export interface NodeGroupOptions {
  */
 export class NodeGroup {
   readonly nodes: readonly VirtualNode[];
-  readonly #pods: SharedInformer<V1Pod>;
-  readonly #nodeWatch: SharedInformer<V1Node>;
-  readonly #services: ServiceIndex;
+  readonly #shared: ReturnType<typeof sharedSources>;
 
   constructor(options: NodeGroupOptions) {
     const names = new Set<string>();
@@ -36,28 +31,15 @@ export class NodeGroup {
     }
     const logger = options.logger ?? silentLogger;
     const { client } = options;
-    this.#pods = new SharedInformer<V1Pod>({
-      client,
-      path: '/api/v1/pods',
-      fieldSelector: 'spec.nodeName!=',
-      partition: (pod) => pod.spec?.nodeName,
-      logger,
-    });
-    this.#nodeWatch = new SharedInformer<V1Node>({
-      client,
-      path: '/api/v1/nodes',
-      partition: (node) => node.metadata?.name,
-      logger,
-    });
-    this.#services = new ServiceIndex(client, logger);
-    const shared = { pods: this.#pods, nodes: this.#nodeWatch, services: this.#services };
+    this.#shared = sharedSources(client, logger);
+    const { pods, nodes, services } = this.#shared;
     this.nodes = options.nodes.map(
       (n, i) =>
         new VirtualNode({
           ...n,
           client,
           logger,
-          shared,
+          shared: { pods, nodes, services },
           // One shared client: its requests are counted once, in the first node's metrics.
           observeClient: i === 0,
         }),
@@ -73,30 +55,16 @@ export class NodeGroup {
    * Runs the shared watches and every node until `signal` aborts. One node failing (its port
    * taken, say) stops the group and rejects with that node's error.
    */
-  async run(signal: AbortSignal): Promise<void> {
-    const inner = new AbortController();
-    setMaxListeners(0, inner.signal);
-    const stopAll = (): void => {
-      inner.abort();
-    };
-    if (signal.aborted) stopAll();
-    else signal.addEventListener('abort', stopAll, { once: true });
-    const own = inner.signal;
-    const fail = (name: string) => (err: unknown) => {
-      stopAll();
+  run(signal: AbortSignal): Promise<void> {
+    const named = (name: string) => (err: unknown) => {
       // The node's name leads the message: the process stops with it, so it must say which.
       if (!(err instanceof Error)) throw new Error(`node ${name}: ${String(err)}`);
       if (!err.message.includes(name)) err.message = `node ${name}: ${err.message}`;
       throw err;
     };
-    const results = await Promise.allSettled([
-      this.#pods.run(own),
-      this.#nodeWatch.run(own),
-      this.#services.run(own),
-      ...this.nodes.map((n) => n.run(own).catch(fail(n.nodeName))),
+    return runTogether(signal, (own) => [
+      this.#shared.run(own),
+      ...this.nodes.map((n) => n.run(own).catch(named(n.nodeName))),
     ]);
-    signal.removeEventListener('abort', stopAll);
-    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failure) throw failure.reason;
   }
 }

@@ -42,19 +42,6 @@ export function verbOf(method: string | undefined): string {
   }
 }
 
-/** The node subresources a kubelet checks for a path, in order. */
-export function subresourcesOf(path: string): string[] {
-  const under = (prefix: string): boolean => path === prefix || path.startsWith(`${prefix}/`);
-  if (under('/stats')) return ['stats'];
-  if (under('/metrics')) return ['metrics'];
-  if (under('/logs')) return ['log'];
-  if (under('/checkpoint')) return ['checkpoint'];
-  if (under('/pods') || under('/runningpods')) return ['pods', 'proxy'];
-  if (under('/healthz')) return ['healthz', 'proxy'];
-  if (under('/configz')) return ['configz', 'proxy'];
-  return ['proxy'];
-}
-
 /** Lets everyone do everything. Only for development: the CLI warns when it is used. */
 export const allowAll: Authorizer = {
   authenticate: () =>

@@ -13,36 +13,32 @@ export interface ProviderContext {
   readonly logger: Logger;
 }
 
-/** A provider and how to release what it holds. */
-export interface ProviderInstance {
-  readonly provider: Provider;
-  close(): Promise<void>;
-}
-
-type Factory = (ctx: ProviderContext) => Promise<ProviderInstance>;
+/**
+ * Makes a provider. What it holds is released through the contract's optional
+ * `close(signal)`, which the node calls once it has stopped.
+ */
+type Factory = (ctx: ProviderContext) => Promise<Provider>;
 
 const mock =
   (notify: boolean): Factory =>
   async (ctx) => {
     const config = ctx.configPath ? await loadMockConfig(ctx.configPath) : {};
-    const provider = new MockProvider({
+    return new MockProvider({
       nodeName: ctx.nodeName,
       config: { podIP: ctx.nodeIP, hostIP: ctx.nodeIP, ...config },
       logger: ctx.logger,
       notify,
     });
-    return { provider, close: () => provider.close() };
   };
 
 const processProvider: Factory = async (ctx) => {
   const config = ctx.configPath ? await loadProcessConfig(ctx.configPath) : {};
-  const provider = new ProcessProvider({
+  return new ProcessProvider({
     nodeName: ctx.nodeName,
     nodeIP: ctx.nodeIP,
     config,
     logger: ctx.logger,
   });
-  return { provider, close: () => provider.close() };
 };
 
 /** The only place that names the built-in providers. */
@@ -60,10 +56,7 @@ const PROVIDERS: Readonly<Record<string, { description: string; create: Factory 
 
 export const providerNames = (): string[] => Object.keys(PROVIDERS);
 
-export async function createProvider(
-  name: string,
-  ctx: ProviderContext,
-): Promise<ProviderInstance> {
+export async function createProvider(name: string, ctx: ProviderContext): Promise<Provider> {
   const entry = PROVIDERS[name];
   if (!entry)
     throw new VirtualKubeletError(

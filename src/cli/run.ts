@@ -22,7 +22,8 @@ import { VirtualNode, type VirtualNodeOptions } from '../agent/virtual-node.js';
 import { NodeGroup } from '../agent/node-group.js';
 import type { KubeletServer } from '../api/server.js';
 import { KUBERNETES_VERSION } from '../devcluster/versions.js';
-import { createProvider, providerNames, type ProviderInstance } from './registry.js';
+import { createProvider, providerNames } from './registry.js';
+import { isClosable, type Provider } from '../provider.js';
 import { parsePort, shutdownSignal, type Io } from './util.js';
 import { VERSION } from './version.js';
 
@@ -322,9 +323,12 @@ export async function runNode(
           ...(opts.providerConfig ? { providerConfig: opts.providerConfig } : {}),
         },
       ];
-  const instances: ProviderInstance[] = [];
+  const providers: Provider[] = [];
+  // Once running, each node closes its own provider when it stops.
   const closeProviders = async (): Promise<void> => {
-    await Promise.allSettled(instances.map((i) => i.close()));
+    await Promise.allSettled(
+      providers.filter(isClosable).map((p) => p.close(AbortSignal.timeout(10_000))),
+    );
   };
   const nodes: NodeSetup[] = [];
   let group: VirtualNode | NodeGroup;
@@ -335,7 +339,7 @@ export async function runNode(
         ? await servingCertificate(opts, client, logger, signal)
         : undefined;
     for (const spec of specs) {
-      const instance = await createProvider(spec.provider, {
+      const provider = await createProvider(spec.provider, {
         nodeName: spec.name,
         nodeIP: opts.nodeIp,
         logger: logger.child({
@@ -344,13 +348,13 @@ export async function runNode(
         }),
         ...(spec.providerConfig ? { configPath: spec.providerConfig } : {}),
       });
-      instances.push(instance);
+      providers.push(provider);
       const names = { ...opts, nodename: spec.name };
       const serving = sharedSelfSigned ?? (await servingCertificate(names, client, logger, signal));
       nodes.push({
         spec,
         serving,
-        options: nodeOptions(opts, spec, instance, serving, client, kc),
+        options: nodeOptions(opts, spec, provider, serving, client, kc),
       });
     }
     group =
@@ -428,7 +432,6 @@ export async function runNode(
     if (signal.aborted) return;
     throw err;
   } finally {
-    await closeProviders();
     client.close();
   }
 }
@@ -507,14 +510,15 @@ export async function readNodesFile(path: string, opts: RunOptions): Promise<Nod
 function nodeOptions(
   opts: RunOptions,
   spec: NodeSpec,
-  instance: ProviderInstance,
+  provider: Provider,
   serving: ServingCertificate,
   client: KubeClient,
   kc: KubeConfig,
 ): Omit<VirtualNodeOptions, 'client'> {
   return {
     nodeName: spec.name,
-    provider: instance.provider,
+    provider,
+    closeProvider: true,
     nodeIP: opts.nodeIp,
     labels: opts.labels,
     taints: opts.disableTaint ? [] : [taintFromEnv(spec.provider)],

@@ -34,6 +34,7 @@ import type {
   PortForwarder,
   Provider,
   StatsProvider,
+  Summary,
 } from '../../provider.js';
 import { attach } from './attach.js';
 import { ContainerRun } from './container-run.js';
@@ -534,7 +535,7 @@ export class MockProvider
    * non-zero figures per running container (see stats.ts) of every pod that is not terminal.
    * Times come from the `clock` option.
    */
-  getStatsSummary(signal: AbortSignal): Promise<Record<string, unknown>> {
+  getStatsSummary(signal: AbortSignal): Promise<Summary> {
     return attempt(() => {
       signal.throwIfAborted();
       return statsSummary(this.#snapshot());

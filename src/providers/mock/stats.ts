@@ -7,6 +7,7 @@
  * from a hash of `namespace/pod/container`, so figures are stable per container and non-zero from
  * the start: metrics-server drops a pod if any of its containers reports zero CPU or memory.
  */
+import type { CPUStats, MemoryStats, Summary } from '../../provider.js';
 
 const MIB = 1024 * 1024;
 /** CPU a container uses while it starts, so its counter is non-zero at once. */
@@ -194,7 +195,7 @@ export function takeSnapshot(input: SnapshotInput): Snapshot {
 /** RFC 3339 to the second, as a `metav1.Time` is written in JSON. */
 const rfc3339 = (time: Date): string => time.toISOString().replace(/\.\d+Z$/, 'Z');
 
-function cpu(usage: Usage, time: string): Record<string, unknown> {
+function cpu(usage: Usage, time: string): CPUStats {
   return {
     time,
     usageNanoCores: usage.usageNanoCores,
@@ -202,7 +203,7 @@ function cpu(usage: Usage, time: string): Record<string, unknown> {
   };
 }
 
-function memory(usage: Usage, time: string): Record<string, unknown> {
+function memory(usage: Usage, time: string): MemoryStats {
   return {
     time,
     usageBytes: usage.usageBytes,
@@ -214,7 +215,7 @@ function memory(usage: Usage, time: string): Record<string, unknown> {
 }
 
 /** The Summary (`stats.k8s.io/v1alpha1`) with node, pods, containers, CPU and memory. */
-export function statsSummary(snapshot: Snapshot): Record<string, unknown> {
+export function statsSummary(snapshot: Snapshot): Summary {
   const time = rfc3339(snapshot.time);
   const node = snapshot.node;
   return {

@@ -28,6 +28,7 @@ import type {
   Provider,
   ResolvedVolume,
   StatsProvider,
+  Summary,
 } from '../../provider.js';
 import { Cgroups } from './cgroups.js';
 import {
@@ -700,7 +701,7 @@ export class ProcessProvider
   }
 
   /** The Summary API from cgroups (or /proc) and the node's /proc figures. */
-  getStatsSummary(signal: AbortSignal): Promise<Record<string, unknown>> {
+  getStatsSummary(signal: AbortSignal): Promise<Summary> {
     signal.throwIfAborted();
     return Promise.resolve(
       statsSummary(

@@ -5,6 +5,7 @@
  * metrics-server reads. CPU rates (nanocores) are taken over the window since the last sample.
  */
 import { readFileSync } from 'node:fs';
+import type { CPUStats, MemoryStats, Summary } from '../../provider.js';
 import type { Cgroups } from './cgroups.js';
 import type { PodRunner } from './pod.js';
 import { CLOCK_TICKS, descendants, processUsage } from './proc.js';
@@ -179,11 +180,11 @@ export function snapshot(
   return { time, nodeName, nodeStartTime, node, pods: out };
 }
 
-function cpu(cpuNs: number, nanoCores: number, time: string): Record<string, unknown> {
+function cpu(cpuNs: number, nanoCores: number, time: string): CPUStats {
   return { time, usageNanoCores: nanoCores, usageCoreNanoSeconds: Math.round(cpuNs) };
 }
 
-function memory(u: Usage, time: string): Record<string, unknown> {
+function memory(u: Usage, time: string): MemoryStats {
   return {
     time,
     usageBytes: u.usageBytes,
@@ -193,7 +194,7 @@ function memory(u: Usage, time: string): Record<string, unknown> {
 }
 
 /** The Summary (`stats.k8s.io/v1alpha1`). */
-export function statsSummary(s: Snapshot): Record<string, unknown> {
+export function statsSummary(s: Snapshot): Summary {
   const time = rfc3339(s.time);
   return {
     node: {
