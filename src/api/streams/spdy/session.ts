@@ -629,9 +629,10 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
     const err = new Error(
       `the client does not read: ${String(this.#pendingControlBytes)} bytes of control frames wait for it`,
     );
+    const reported = this.#ending(); // a failure already on its way out was reported once
     this.#closeReason ??= err;
     this.destroy();
-    if (this.listenerCount('error') > 0) this.emit('error', err);
+    if (!reported && this.listenerCount('error') > 0) this.emit('error', err);
   }
 
   /** Writes if the socket still takes writes; returns `false` when the caller should wait for 'drain'. */
