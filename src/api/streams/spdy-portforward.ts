@@ -17,13 +17,20 @@ import type { PortForwardHandler, StreamTimeouts } from './types.js';
 export const PORTFORWARD_SPDY_PROTOCOLS: readonly string[] = ['portforward.k8s.io'];
 
 /**
+ * Most streams one port-forward connection may have open: two per forwarded connection, so 128
+ * forwarded connections at once. Past it a SYN_STREAM is answered RST_STREAM REFUSED_STREAM.
+ */
+export const PORTFORWARD_MAX_STREAMS = 256;
+
+/**
  * Completes a SPDY port-forward upgrade and serves the connection until it closes: every pair
  * of streams becomes one call of `handler`. Returns `false` when the handshake failed (the
  * client got a raw HTTP 400/403 and the socket is closed), `true` otherwise.
  *
  * Streams without a valid `port` (1-65535) or with a `streamtype` other than `error`/`data` are
  * refused with RST_STREAM. A pair not complete within `streamCreationTimeoutMs` is answered
- * "timed out waiting for streams" on its error stream and closed. When the `data` stream closes
+ * "timed out waiting for streams" on its error stream and both its streams are released. At most
+ * `PORTFORWARD_MAX_STREAMS` streams are open at once. When the `data` stream closes
  * (both directions done, or reset by either side) the error stream is closed, which tells the
  * client the forwarded connection is over.
  *
@@ -40,6 +47,7 @@ export function acceptSpdyPortForward(
   const pairs = new PairTable(handler, streamCreationTimeoutMs);
   const upgraded = upgradeSpdy(req, socket, head, PORTFORWARD_SPDY_PROTOCOLS, {
     idleTimeoutMs: streamIdleTimeoutMs,
+    maxStreams: PORTFORWARD_MAX_STREAMS,
     onStream: (stream) => pairs.add(stream),
   });
   if (upgraded === undefined) return false;
@@ -59,14 +67,22 @@ class StreamPair {
     this.requestId = requestId;
   }
 
-  /** Reports `message` on the error stream (if there is one) and closes both streams. */
-  fail(message: string): void {
+  /**
+   * Reports `message` on the error stream (if there is one) and closes both streams. With
+   * `release`, the error stream is also destroyed once the message is written, rather than
+   * waiting for a FIN the client may never send.
+   */
+  fail(message: string, release = false): void {
     if (this.#failed) return;
     this.#failed = true;
     clearTimeout(this.timer);
     const error = this.error;
     if (error !== undefined && !error.destroyed && !error.writableEnded) {
-      error.end(Buffer.from(message, 'utf8'));
+      error.end(Buffer.from(message, 'utf8'), () => {
+        if (release) error.destroy();
+      });
+    } else if (release) {
+      error?.destroy();
     }
     this.data?.destroy();
   }
@@ -107,7 +123,7 @@ class PairTable {
       const created = new StreamPair(requestId);
       created.timer = setTimeout(() => {
         this.#pending.delete(requestId);
-        created.fail(`(request=${requestId}) timed out waiting for streams`);
+        created.fail(`(request=${requestId}) timed out waiting for streams`, true);
       }, this.#creationTimeoutMs);
       this.#pending.set(requestId, created);
       pair = created;

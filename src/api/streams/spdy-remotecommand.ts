@@ -38,6 +38,12 @@ export const REMOTECOMMAND_SPDY_PROTOCOLS: readonly string[] = [
  */
 export const FINISH_GRACE_MS = 5_000;
 
+/**
+ * Most streams one exec/attach connection may have open: one per stream type (error, stdin,
+ * stdout, stderr, resize). Past it a SYN_STREAM is answered RST_STREAM REFUSED_STREAM.
+ */
+export const REMOTECOMMAND_MAX_STREAMS = 5;
+
 type StreamType = 'error' | 'stdin' | 'stdout' | 'stderr' | 'resize';
 
 const STREAM_TYPES: ReadonlySet<string> = new Set<StreamType>([
@@ -51,8 +57,9 @@ const STREAM_TYPES: ReadonlySet<string> = new Set<StreamType>([
 /**
  * Completes a SPDY exec/attach upgrade and waits until the client has opened every stream the
  * request asked for (`options`, with `resize` only for a TTY on v3 and later), replying to each
- * at once. Streams of an unknown or unrequested type, duplicates and late extras are replied to
- * and then ignored, as the kubelet does.
+ * at once. Streams of an unknown or unrequested type, duplicates and late extras are refused with
+ * RST_STREAM CANCEL (the kubelet replies to them and keeps them, which lets a client pile up
+ * streams); at most `REMOTECOMMAND_MAX_STREAMS` are open at once.
  *
  * Resolves to `undefined` when there is no session to run: the handshake failed (the client got
  * a raw HTTP 400/403 and the socket is closed), or the client did not open its streams within
@@ -75,15 +82,15 @@ export async function acceptSpdyRemoteCommand(
 
   const upgraded = upgradeSpdy(req, socket, head, REMOTECOMMAND_SPDY_PROTOCOLS, {
     idleTimeoutMs: streamIdleTimeoutMs,
+    maxStreams: REMOTECOMMAND_MAX_STREAMS,
     onStream: (stream) => {
       stream.on('error', ignore);
       const type = stream.header('streamtype') ?? '';
-      if (!established && isStreamType(type) && expected.has(type) && !collected.has(type)) {
-        collected.set(type, stream);
-        if (collected.size === expected.size) onComplete?.();
-      } else {
-        ignoreStream(stream);
+      if (established || !isStreamType(type) || !expected.has(type) || collected.has(type)) {
+        return false;
       }
+      collected.set(type, stream);
+      if (collected.size === expected.size) onComplete?.();
       return true;
     },
   });
@@ -257,12 +264,6 @@ function protocolVersion(protocol: string): number {
 
 function isStreamType(type: string): type is StreamType {
   return STREAM_TYPES.has(type);
-}
-
-/** A stream the session does not use: drop what the client sends, close our side. */
-function ignoreStream(stream: SpdyStream): void {
-  stream.resume();
-  stream.end();
 }
 
 /** Ends `stream`'s writable side and waits until everything was handed to the socket. */

@@ -20,6 +20,16 @@ export const CLOSE_GRACE_MS = 5_000;
 export const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 4 * 60 * 60 * 1000;
 /** Larger writes are split into messages of at most this many payload bytes. */
 export const MAX_MESSAGE_PAYLOAD_BYTES = 64 * 1024;
+/**
+ * Largest message a client may send (`ws`'s `maxPayload`, whose default is 100 MiB); a larger
+ * one closes the connection with 1009 (message too big). Clients send stdin and port-forward data
+ * in chunks of at most 32 KiB, base64 included.
+ */
+export const WEBSOCKET_MAX_PAYLOAD_BYTES = 1024 * 1024;
+/** Highest channel binary framing can carry: the channel is one byte. */
+export const MAX_BINARY_CHANNEL = 0xff;
+/** Highest channel base64 framing can carry: `'0' + channel` must stay one byte. */
+export const MAX_BASE64_CHANNEL = 0xff - 0x30;
 
 /** Node timers overflow above 2^31-1 ms and then fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -121,6 +131,7 @@ export function upgradeToWebSocket(
     noServer: true,
     clientTracking: false,
     perMessageDeflate: false,
+    maxPayload: WEBSOCKET_MAX_PAYLOAD_BYTES,
     // The client's order wins, as in the kubelet (`wsstream.handshake`).
     handleProtocols: (protocols) => chooseProtocol([...protocols], supported) || false,
   });
@@ -209,11 +220,22 @@ export class ChannelConnection {
     ws.on('pong', () => this.#idle.refresh());
   }
 
+  /** Highest channel the negotiated framing can carry. */
+  get maxChannel(): number {
+    return this.#options.base64 ? MAX_BASE64_CHANNEL : MAX_BINARY_CHANNEL;
+  }
+
   /**
    * Sends `payload` as one message on `channel`. Resolves `true` once the message is handed to
    * the socket, `false` when the connection is closed or closing (the payload is dropped).
+   * Throws `InvalidInput` for a channel the framing cannot carry (0 to `maxChannel`).
    */
   send(channel: number, payload: Uint8Array): Promise<boolean> {
+    if (!Number.isInteger(channel) || channel < 0 || channel > this.maxChannel) {
+      throw invalidInput(
+        `channel ${String(channel)} is outside 0-${String(this.maxChannel)} for this framing`,
+      );
+    }
     if (this.#ws.readyState !== this.#ws.OPEN) return Promise.resolve(false);
     this.#idle.refresh();
     const base64 = this.#options.base64;

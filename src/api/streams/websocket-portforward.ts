@@ -13,6 +13,9 @@ import type { PortForwardHandler, PortForwardStream, StreamTimeouts } from './ty
 import {
   CLOSE_GRACE_MS,
   ChannelConnection,
+  MAX_BASE64_CHANNEL,
+  chooseProtocol,
+  offeredProtocols,
   resolveIdleTimeoutMs,
   isWebSocketUpgrade,
   rejectUpgrade,
@@ -32,16 +35,30 @@ export const PORTFORWARD_WEBSOCKET_PROTOCOLS: readonly string[] = [
 const DATA_HIGH_WATER_MARK_BYTES = 256 * 1024;
 
 /**
- * The ports of a WebSocket port-forward request: every `port` query value, each a
- * comma-separated list of ports 1-65535. Returns an error message instead when the list is
- * missing or invalid.
+ * Most ports one WebSocket port-forward request may name: each takes two channels, and binary
+ * framing carries channels 0-255. A request past it is answered 400.
  */
-export function parsePortQuery(url: string | undefined): number[] | string {
+export const MAX_PORTFORWARD_PORTS = 128;
+/** Most ports under base64 framing, whose channels stop at `MAX_BASE64_CHANNEL` (207). */
+export const MAX_BASE64_PORTFORWARD_PORTS = Math.floor((MAX_BASE64_CHANNEL + 1) / 2);
+
+/**
+ * The ports of a WebSocket port-forward request: every `port` query value, each a
+ * comma-separated list of ports 1-65535, at most `maxPorts` (default `MAX_PORTFORWARD_PORTS`)
+ * in all. Returns an error message instead when the list is missing, invalid or too long.
+ */
+export function parsePortQuery(
+  url: string | undefined,
+  maxPorts: number = MAX_PORTFORWARD_PORTS,
+): number[] | string {
   const values = new URL(url ?? '/', 'http://localhost').searchParams.getAll('port');
   if (values.length === 0) return 'query parameter "port" is required';
   const ports: number[] = [];
   for (const value of values) {
     for (const text of value.split(',')) {
+      if (ports.length === maxPorts) {
+        return `too many ports: at most ${String(maxPorts)} per port-forward request`;
+      }
       const trimmed = text.trim();
       const port = /^\d{1,5}$/.test(trimmed) ? Number(trimmed) : NaN;
       if (!(port >= 1 && port <= 65535)) {
@@ -58,7 +75,8 @@ export function parsePortQuery(url: string | undefined): number[] | string {
  * query order, right after the port headers are queued.
  *
  * Returns `false` when the request was refused; the client has then been answered with a raw HTTP
- * error (400 without WebSocket upgrade headers or with a missing or invalid `port` query, 403 when
+ * error (400 without WebSocket upgrade headers, or with a missing or invalid `port` query or more
+ * than `MAX_PORTFORWARD_PORTS` ports (`MAX_BASE64_PORTFORWARD_PORTS` under base64), 403 when
  * none of the offered subprotocols is supported) and the socket is closed. Returns `true` once the
  * connection is upgraded. `streamCreationTimeoutMs` does not apply to WebSocket.
  *
@@ -76,7 +94,14 @@ export function acceptWebSocketPortForward(
     rejectUpgrade(socket, 400, 'unable to upgrade: missing upgrade headers in request');
     return false;
   }
-  const ports = parsePortQuery(req.url);
+  // The framing bounds the channels, so the count: the protocol the upgrade will pick decides.
+  const base64 =
+    chooseProtocol(offeredProtocols(req), PORTFORWARD_WEBSOCKET_PROTOCOLS)?.includes('base64') ===
+    true;
+  const ports = parsePortQuery(
+    req.url,
+    base64 ? MAX_BASE64_PORTFORWARD_PORTS : MAX_PORTFORWARD_PORTS,
+  );
   if (typeof ports === 'string') {
     rejectUpgrade(socket, 400, ports);
     return false;

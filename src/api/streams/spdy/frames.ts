@@ -149,23 +149,36 @@ export interface FrameParserOptions {
    * error. Default: every stream id is accepted.
    */
   readonly acceptDataStream?: (streamId: number) => boolean;
+  /**
+   * When set, a DATA frame's payload is returned in parts of at most this many bytes as they
+   * arrive (FIN only on the last part) instead of once it is complete, so a large frame is never
+   * buffered whole. Default: whole frames.
+   */
+  readonly dataPartBytes?: number;
 }
 
 /**
  * Accumulates socket bytes and cuts them into complete frames. `push` throws `SpdyProtocolError`
  * for malformed input; the parser is then failed and every later `push` throws again. Memory is
- * bounded by one frame plus one socket chunk.
+ * bounded by one frame plus one socket chunk (one control frame plus one socket chunk with
+ * `dataPartBytes`).
  */
 export class FrameParser {
   readonly #maxDataBytes: number;
   readonly #maxControlBytes: number;
   readonly #acceptDataStream: ((streamId: number) => boolean) | undefined;
+  readonly #dataPartBytes: number | undefined;
   readonly #chunks: Buffer[] = [];
   /** Bytes of `#chunks[0]` already consumed. */
   #offset = 0;
   #buffered = 0;
   /** Payload length of the frame whose header has been checked, or -1. */
   #checkedLength = -1;
+  /** Payload bytes still to come of the DATA frame being returned in parts, or -1. */
+  #dataRemaining = -1;
+  /** Stream and flags of that frame. */
+  #dataStreamId = 0;
+  #dataFin = false;
   #failure: SpdyProtocolError | undefined;
 
   constructor(options: FrameParserOptions = {}) {
@@ -178,6 +191,11 @@ export class FrameParser {
       MAX_FRAME_PAYLOAD_BYTES,
     );
     this.#acceptDataStream = options.acceptDataStream;
+    const part = options.dataPartBytes;
+    if (part !== undefined && !(Number.isInteger(part) && part > 0)) {
+      throw new RangeError(`dataPartBytes must be a positive integer, got ${String(part)}`);
+    }
+    this.#dataPartBytes = part;
   }
 
   /** Bytes received but not yet part of a complete frame. */
@@ -212,6 +230,7 @@ export class FrameParser {
   }
 
   #next(): SpdyFrame | undefined {
+    if (this.#dataRemaining >= 0) return this.#nextDataPart();
     if (this.#buffered < FRAME_HEADER_BYTES) return undefined;
     const header = this.#peek(FRAME_HEADER_BYTES);
     const word = header.readUInt32BE(0);
@@ -239,6 +258,14 @@ export class FrameParser {
       }
       this.#checkedLength = length;
     }
+    if (!control && this.#dataPartBytes !== undefined && length > 0) {
+      this.#take(FRAME_HEADER_BYTES);
+      this.#checkedLength = -1;
+      this.#dataRemaining = length;
+      this.#dataStreamId = word & MAX_STREAM_ID;
+      this.#dataFin = (flags & FLAG_FIN) !== 0;
+      return this.#nextDataPart();
+    }
     if (this.#buffered < FRAME_HEADER_BYTES + length) return undefined;
     this.#take(FRAME_HEADER_BYTES);
     const payload = this.#take(length);
@@ -252,6 +279,22 @@ export class FrameParser {
       };
     }
     return parseControl(word & 0xffff, flags, payload);
+  }
+
+  /** The next part of a DATA frame whose header is consumed, once at least a byte of it is in. */
+  #nextDataPart(): SpdyFrame | undefined {
+    const partBytes = this.#dataPartBytes ?? this.#dataRemaining;
+    const n = Math.min(this.#dataRemaining, this.#buffered, partBytes);
+    if (n === 0) return undefined;
+    this.#dataRemaining -= n;
+    const last = this.#dataRemaining === 0;
+    if (last) this.#dataRemaining = -1;
+    return {
+      kind: 'data',
+      streamId: this.#dataStreamId,
+      fin: last && this.#dataFin,
+      data: this.#take(n),
+    };
   }
 
   /** The first `n` buffered bytes without consuming them (`n` ≤ buffered). */

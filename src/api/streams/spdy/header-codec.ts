@@ -16,15 +16,20 @@ const WINDOW_BYTES = 32 * 1024;
 /** The largest stored (uncompressed) deflate block. */
 const MAX_STORED_BLOCK_BYTES = 0xffff;
 
+/** Most bytes one header block may decompress to (the session closes with GOAWAY past it). */
+export const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
+/**
+ * Most name/value pairs in one header block, counting every NUL-separated value: a block of
+ * NUL bytes would otherwise become one string per byte.
+ */
+export const MAX_HEADER_VALUES = 1000;
+
 export interface HeaderLimits {
-  /** Most headers in one block. Default: 1000. */
-  readonly maxHeaders?: number;
-  /** Most bytes of one decompressed header block. Default: 1 MiB (the kubelet's header limit). */
+  /** Most name/value pairs in one block, each NUL-separated value counted. Default: `MAX_HEADER_VALUES` (1 000). */
+  readonly maxValues?: number;
+  /** Most bytes of one decompressed header block. Default: `MAX_HEADER_BLOCK_BYTES` (64 KiB). */
   readonly maxBlockBytes?: number;
 }
-
-const DEFAULT_MAX_HEADERS = 1000;
-const DEFAULT_MAX_BLOCK_BYTES = 1024 * 1024;
 
 /**
  * Lays out a header block (before compression). Names are lower-cased; several values for one
@@ -52,11 +57,16 @@ export function encodeHeaderBlock(
 
 /**
  * Reads an uncompressed header block. Throws `SpdyProtocolError` when it is truncated, has
- * trailing bytes, an empty name, or exceeds the limits. Upper-case names are lower-cased and
+ * trailing bytes, an empty name, or exceeds the limits (bytes, and name/value pairs with every
+ * NUL-separated value counted). Upper-case names are lower-cased and
  * repeated names merged (spdystream rejects both; being lenient costs nothing here).
  */
 export function decodeHeaderBlock(block: Buffer, limits: HeaderLimits = {}): Map<string, string[]> {
-  const maxHeaders = limits.maxHeaders ?? DEFAULT_MAX_HEADERS;
+  const maxValues = limits.maxValues ?? MAX_HEADER_VALUES;
+  const maxBlockBytes = limits.maxBlockBytes ?? MAX_HEADER_BLOCK_BYTES;
+  if (block.length > maxBlockBytes) {
+    throw new SpdyProtocolError(`SPDY header block of ${String(block.length)} bytes is too large`);
+  }
   let offset = 0;
   const read = (): Buffer => {
     if (offset + 4 > block.length) throw new SpdyProtocolError('truncated SPDY header block');
@@ -67,20 +77,28 @@ export function decodeHeaderBlock(block: Buffer, limits: HeaderLimits = {}): Map
     offset += length;
     return bytes;
   };
+  const tooMany = (): SpdyProtocolError =>
+    new SpdyProtocolError(`SPDY header block with more than ${String(maxValues)} values`);
   if (block.length < 4) throw new SpdyProtocolError('truncated SPDY header block');
   const count = block.readUInt32BE(0);
   offset = 4;
-  if (count > maxHeaders) {
-    throw new SpdyProtocolError(`SPDY header block with ${String(count)} headers`);
-  }
+  if (count > maxValues) throw tooMany();
   const headers = new Map<string, string[]>();
+  let values = 0;
   for (let i = 0; i < count; i++) {
     const name = read().toString('utf8').toLowerCase();
     if (name.length === 0) throw new SpdyProtocolError('SPDY header with an empty name');
-    const values = read().toString('utf8').split('\0');
+    const raw = read();
+    // Counted before splitting, so a run of NUL bytes never becomes a million strings.
+    values++;
+    for (let at = raw.indexOf(0); at >= 0; at = raw.indexOf(0, at + 1)) {
+      if (++values > maxValues) throw tooMany();
+    }
+    if (values > maxValues) throw tooMany();
+    const split = raw.toString('utf8').split('\0');
     const existing = headers.get(name);
-    if (existing === undefined) headers.set(name, values);
-    else existing.push(...values);
+    if (existing === undefined) headers.set(name, split);
+    else existing.push(...split);
   }
   if (offset !== block.length) {
     throw new SpdyProtocolError('trailing bytes after the SPDY header block');
@@ -108,10 +126,13 @@ export class HeaderDecompressor {
   #window: Buffer | undefined;
 
   constructor(limits: HeaderLimits = {}) {
-    this.#maxBlockBytes = limits.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES;
+    this.#maxBlockBytes = limits.maxBlockBytes ?? MAX_HEADER_BLOCK_BYTES;
   }
 
-  /** Decompresses the next header block. Throws `SpdyProtocolError` for bad compression. */
+  /**
+   * Decompresses the next header block. Throws `SpdyProtocolError` for bad compression and for
+   * output past `maxBlockBytes` (inflation stops there: a bomb costs at most the limit).
+   */
   decompress(compressed: Buffer): Buffer {
     let input = compressed;
     let window = this.#window;

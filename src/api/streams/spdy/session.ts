@@ -8,11 +8,17 @@
  * after 64 KiB), priorities, server push. Back-pressure is TCP's: the socket is paused while a
  * stream's reader is behind, and a stream's writes wait for the socket to drain.
  *
+ * Every input is bounded: a DATA frame reaches its stream in parts as it arrives (never buffered
+ * whole), header blocks decompress to at most 64 KiB and 1 000 values, at most `maxStreams`
+ * streams are open at once, and a client that stops reading while it makes us answer (PING,
+ * SYN_STREAM) is disconnected once `maxPendingControlBytes` of answers wait for it.
+ *
  * The server never speaks first: a Go client reads the 101 response through a throw-away buffer,
  * so nothing (not even a GOAWAY) is written before the client's first bytes have arrived.
  */
 import { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
+import { invalidInput } from '../../../errors.js';
 import { SpdyProtocolError } from './errors.js';
 import {
   FrameParser,
@@ -37,6 +43,14 @@ import {
 
 /** Largest DATA frame the session writes; bigger writes are split. */
 export const DATA_FRAME_BYTES = 32 * 1024;
+/** Default `maxStreams`: streams open at once on one session. */
+export const DEFAULT_MAX_STREAMS = 256;
+/** Default `maxControlFrameBytes`: room for a 64 KiB header block even if it does not compress. */
+export const DEFAULT_MAX_CONTROL_FRAME_BYTES = 128 * 1024;
+/** Default `maxPendingControlBytes`. */
+export const DEFAULT_MAX_PENDING_CONTROL_BYTES = 1024 * 1024;
+/** Largest part of a client's DATA frame handed to its stream at once. */
+export const DATA_PART_BYTES = 64 * 1024;
 
 const EMPTY_HEADER_BLOCK = encodeHeaderBlock([]);
 /** setTimeout's limit; longer idle timeouts are clamped to it. */
@@ -56,12 +70,24 @@ export interface SpdySessionOptions {
   readonly idleTimeoutMs?: number;
   /** How long `close()` waits for the client to close its side before destroying. Default: 5 000 ms. */
   readonly closeTimeoutMs?: number;
-  /** Largest accepted control frame payload. Default: 1 MiB. */
+  /** Largest accepted control frame payload. Default: `DEFAULT_MAX_CONTROL_FRAME_BYTES` (128 KiB). */
   readonly maxControlFrameBytes?: number;
   /** Largest accepted DATA payload. Default: 16 MiB − 1 (the 24-bit maximum). */
   readonly maxDataFrameBytes?: number;
   /** Bytes buffered per stream for a slow reader before the socket is paused. Default: 256 KiB. */
   readonly streamHighWaterMarkBytes?: number;
+  /**
+   * Most streams open at once. A SYN_STREAM past it is answered RST_STREAM REFUSED_STREAM and
+   * not kept (`onStream` is not called). Default: `DEFAULT_MAX_STREAMS` (256).
+   */
+  readonly maxStreams?: number;
+  /**
+   * Most bytes of control frames (PING replies, SYN_REPLY, RST_STREAM, GOAWAY) written while the
+   * socket is backed up, since it last drained. Past it the client is taken not to read: the
+   * session is destroyed (`closeReason` says why). Default:
+   * `DEFAULT_MAX_PENDING_CONTROL_BYTES` (1 MiB).
+   */
+  readonly maxPendingControlBytes?: number;
 }
 
 export type SpdySessionEvents = {
@@ -71,7 +97,10 @@ export type SpdySessionEvents = {
   reset: [stream: SpdyStream, status: number];
   /** The idle timeout expired; the session resets its streams and closes. */
   timeout: [];
-  /** A protocol violation; the session answers GOAWAY and closes. Only emitted with a listener. */
+  /**
+   * A protocol violation (the session answers GOAWAY and closes) or a client that does not read
+   * its answers (the session is destroyed). Only emitted with a listener.
+   */
   error: [err: Error];
   /** The socket is closed and every stream destroyed. Emitted once. */
   close: [];
@@ -164,6 +193,8 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
   readonly #idleTimeoutMs: number;
   readonly #closeTimeoutMs: number;
   readonly #highWaterMark: number;
+  readonly #maxStreams: number;
+  readonly #maxPendingControlBytes: number;
   readonly #parser: FrameParser;
   readonly #decompressor = new HeaderDecompressor();
   readonly #compressor = new HeaderCompressor();
@@ -172,6 +203,8 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
   #drainWaiters: (() => void)[] = [];
   #lastStreamId = 0;
   #fullStreams = 0;
+  /** Control bytes written since the socket last drained, while it was backed up. */
+  #pendingControlBytes = 0;
   #peerSpoke = false;
   #goneAway = false;
   #closing = false;
@@ -187,9 +220,21 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
     this.#idleTimeoutMs = Math.min(options.idleTimeoutMs ?? 0, MAX_TIMER_MS);
     this.#closeTimeoutMs = Math.min(options.closeTimeoutMs ?? 5_000, MAX_TIMER_MS);
     this.#highWaterMark = options.streamHighWaterMarkBytes ?? 256 * 1024;
+    this.#maxStreams = options.maxStreams ?? DEFAULT_MAX_STREAMS;
+    this.#maxPendingControlBytes =
+      options.maxPendingControlBytes ?? DEFAULT_MAX_PENDING_CONTROL_BYTES;
+    for (const [name, value] of [
+      ['maxStreams', this.#maxStreams],
+      ['maxPendingControlBytes', this.#maxPendingControlBytes],
+    ] as const) {
+      if (!(Number.isInteger(value) && value > 0)) {
+        throw invalidInput(`${name} must be a positive integer, got ${String(value)}`);
+      }
+    }
     this.#parser = new FrameParser({
-      maxControlBytes: options.maxControlFrameBytes,
+      maxControlBytes: options.maxControlFrameBytes ?? DEFAULT_MAX_CONTROL_FRAME_BYTES,
       maxDataBytes: options.maxDataFrameBytes,
+      dataPartBytes: DATA_PART_BYTES,
       // The client can only send DATA on odd streams it has opened.
       acceptDataStream: (id) => id % 2 === 1 && id <= this.#lastStreamId,
     });
@@ -219,6 +264,7 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
       this.#shutdown(false);
     });
     socket.on('drain', () => {
+      this.#pendingControlBytes = 0;
       this.#flushDrainWaiters();
     });
     if (this.#idleTimeoutMs > 0) {
@@ -248,6 +294,17 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
   /** Streams not yet destroyed. */
   get streamCount(): number {
     return this.#streams.size;
+  }
+
+  /**
+   * Client bytes held in memory: the frame parser's buffer plus what the streams' readers have
+   * not consumed yet. Bounded by about one socket chunk plus `streamHighWaterMarkBytes` and one
+   * DATA part per stream.
+   */
+  get bufferedInputBytes(): number {
+    let total = this.#parser.bufferedBytes;
+    for (const state of this.#streams.values()) total += state.stream.readableLength;
+    return total;
   }
 
   /** Whether the socket is closed. */
@@ -286,7 +343,9 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
     if (this.#closing || this.#closed) return;
     this.#closing = true;
     this.#destroyStreams();
-    if (goAway && this.#peerSpoke) this.#write(encodeGoAway(this.#lastStreamId, GoAwayStatus.Ok));
+    if (goAway && this.#peerSpoke) {
+      this.#writeControl(encodeGoAway(this.#lastStreamId, GoAwayStatus.Ok));
+    }
     this.#endSocket();
   }
 
@@ -307,7 +366,9 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
     this.#closeReason ??= error;
     this.#closing = true;
     this.#destroyStreams();
-    if (this.#peerSpoke) this.#write(encodeGoAway(this.#lastStreamId, GoAwayStatus.ProtocolError));
+    if (this.#peerSpoke) {
+      this.#writeControl(encodeGoAway(this.#lastStreamId, GoAwayStatus.ProtocolError));
+    }
     this.#endSocket();
     if (this.listenerCount('error') > 0) this.emit('error', error);
   }
@@ -348,7 +409,7 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
         return;
       case 'ping':
         // Client pings are odd; an even id would answer a ping of ours, and we send none.
-        if (frame.id % 2 === 1) this.#write(encodePing(frame.id));
+        if (frame.id % 2 === 1) this.#writeControl(encodePing(frame.id));
         return;
       case 'goAway':
         this.#goneAway = true;
@@ -372,12 +433,12 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
     const id = frame.streamId;
     if (id % 2 === 0 || id <= this.#lastStreamId) {
       // spdystream's answer to an id that is not a new client id.
-      this.#write(encodeRstStream(id, RstStatus.ProtocolError));
+      this.#writeControl(encodeRstStream(id, RstStatus.ProtocolError));
       return;
     }
     this.#lastStreamId = id;
-    if (this.#goneAway) {
-      this.#write(encodeRstStream(id, RstStatus.RefusedStream));
+    if (this.#goneAway || this.#streams.size >= this.#maxStreams) {
+      this.#writeControl(encodeRstStream(id, RstStatus.RefusedStream));
       return;
     }
     const stream = new SpdyStream(this.#host, id, headers, this.#highWaterMark);
@@ -404,11 +465,12 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
     if (this.#streams.get(id) !== state) return; // destroyed (and reset) by the hook
     if (!accepted) {
       state.reset = true;
-      this.#write(encodeRstStream(id, RstStatus.Cancel));
+      this.#writeControl(encodeRstStream(id, RstStatus.Cancel));
       stream.destroy();
       return;
     }
-    this.#write(encodeSynReply(id, this.#compressor.compress(EMPTY_HEADER_BLOCK)));
+    this.#writeControl(encodeSynReply(id, this.#compressor.compress(EMPTY_HEADER_BLOCK)));
+    if (this.#ending()) return;
     state.replied = true;
     for (const write of state.pending.splice(0)) write();
     if (frame.unidirectional) stream.end();
@@ -506,7 +568,7 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
     this.#unfull(state);
     if (!state.reset && !(state.localFin && state.remoteFin) && !this.#closing && !this.#closed) {
       state.reset = true;
-      this.#write(encodeRstStream(id, RstStatus.Cancel));
+      this.#writeControl(encodeRstStream(id, RstStatus.Cancel));
     }
     if (this.#goneAway && this.#streams.size === 0) this.close();
   }
@@ -526,7 +588,7 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
       for (const [id, state] of this.#streams) {
         if (state.reset || (state.localFin && state.remoteFin)) continue;
         state.reset = true;
-        this.#write(encodeRstStream(id, RstStatus.Cancel));
+        this.#writeControl(encodeRstStream(id, RstStatus.Cancel));
       }
     }
     this.close();
@@ -552,6 +614,25 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
   /** Refreshes the idle timer: a frame was read or written. */
   #touch(): void {
     this.#idleTimer?.refresh();
+  }
+
+  /**
+   * Writes a control frame, counting it against `maxPendingControlBytes` while the socket is
+   * backed up; past the limit the session is destroyed.
+   */
+  #writeControl(bytes: Buffer): void {
+    const socket = this.#socket;
+    const backedUp = socket.writableNeedDrain;
+    if (this.#write(bytes) && !backedUp) return;
+    this.#pendingControlBytes += bytes.length;
+    if (this.#pendingControlBytes <= this.#maxPendingControlBytes || this.#closed) return;
+    const err = new Error(
+      `the client does not read: ${String(this.#pendingControlBytes)} bytes of control frames wait for it`,
+    );
+    const reported = this.#ending(); // a failure already on its way out was reported once
+    this.#closeReason ??= err;
+    this.destroy();
+    if (!reported && this.listenerCount('error') > 0) this.emit('error', err);
   }
 
   /** Writes if the socket still takes writes; returns `false` when the caller should wait for 'drain'. */

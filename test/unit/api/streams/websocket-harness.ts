@@ -169,3 +169,38 @@ export async function rawUpgrade(
     req.end();
   });
 }
+
+/**
+ * A WebSocket upgrade request the server is expected to refuse; resolves to the response status
+ * and body (the ws client reports only the status).
+ */
+export async function refusedUpgrade(
+  url: string,
+  protocolHeader: string,
+): Promise<{ status: number | undefined; body: string }> {
+  const target = new URL(url.replace(/^ws:/, 'http:'));
+  return new Promise((resolve, reject) => {
+    const req = request(target, {
+      headers: {
+        Connection: 'Upgrade',
+        Upgrade: 'websocket',
+        'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
+        'Sec-WebSocket-Protocol': protocolHeader,
+      },
+    });
+    req.on('upgrade', (_res, socket) => {
+      socket.destroy();
+      reject(new Error('the upgrade succeeded'));
+    });
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => {
+        resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() });
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}

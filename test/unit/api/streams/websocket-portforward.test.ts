@@ -1,12 +1,21 @@
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import type { PortForwardStream } from '../../../../src/api/streams/types.js';
+import { WEBSOCKET_MAX_PAYLOAD_BYTES } from '../../../../src/api/streams/websocket-channels.js';
 import {
+  MAX_BASE64_PORTFORWARD_PORTS,
+  MAX_PORTFORWARD_PORTS,
   acceptWebSocketPortForward,
   parsePortQuery,
 } from '../../../../src/api/streams/websocket-portforward.js';
 import { waitFor } from '../../../helpers/wait.js';
-import { connect, connectError, nonWebSocketUpgrade, startServer } from './websocket-harness.js';
+import {
+  connect,
+  connectError,
+  nonWebSocketUpgrade,
+  refusedUpgrade,
+  startServer,
+} from './websocket-harness.js';
 
 interface ForwardServer {
   readonly url: string;
@@ -139,4 +148,64 @@ test('parsePortQuery', () => {
   assert.equal(typeof parsePortQuery('/p'), 'string');
   assert.equal(typeof parsePortQuery('/p?port=1.5'), 'string');
   assert.equal(typeof parsePortQuery('/p?port=-1'), 'string');
+});
+
+const portList = (count: number): string =>
+  Array.from({ length: count }, (_, i) => String(1000 + i)).join(',');
+
+test('at most 128 ports per request: 129 is a 400 that says so', async (t) => {
+  assert.equal(MAX_PORTFORWARD_PORTS, 128);
+  const server = await forwardServer(t);
+  const refused = await refusedUpgrade(
+    `${server.url}?port=${portList(MAX_PORTFORWARD_PORTS + 1)}`,
+    'v4.channel.k8s.io',
+  );
+  assert.equal(refused.status, 400);
+  assert.match(refused.body, /too many ports: at most 128 per port-forward request/);
+  // base64 framing carries fewer channels, so fewer ports.
+  const base64 = await refusedUpgrade(
+    `${server.url}?port=${portList(MAX_BASE64_PORTFORWARD_PORTS + 1)}`,
+    'v4.base64.channel.k8s.io',
+  );
+  assert.equal(base64.status, 400);
+  assert.match(base64.body, /at most 104 per/);
+  assert.equal(server.streams.length, 0);
+  assert.equal(
+    (parsePortQuery(`/p?port=${portList(MAX_PORTFORWARD_PORTS)}`) as number[]).length,
+    128,
+  );
+  assert.equal(typeof parsePortQuery(`/p?port=1&port=${portList(128)}`), 'string');
+});
+
+test('128 ports: the last pair of channels (254, 255) is framed without error', async (t) => {
+  const server = await forwardServer(t, echo);
+  const client = await connect(`${server.url}?port=${portList(MAX_PORTFORWARD_PORTS)}`, [
+    'v4.channel.k8s.io',
+  ]);
+  await waitFor(() => client.messages.length >= 2 * MAX_PORTFORWARD_PORTS, {
+    what: 'every port header',
+  });
+  assert.deepEqual(client.received(255), portHeader(1127));
+  client.send(254, 'hi');
+  await waitFor(() => client.received(254).length > 2);
+  assert.equal(client.received(254).subarray(2).toString(), '1127:hi');
+  client.ws.close();
+});
+
+test('a client message over 1 MiB closes the connection with 1009', async (t) => {
+  assert.ok(WEBSOCKET_MAX_PAYLOAD_BYTES <= 1024 * 1024);
+  const received: number[] = [];
+  const server = await forwardServer(t, (stream) => {
+    stream.data.on('data', (chunk: Buffer) => received.push(chunk.length));
+  });
+  const client = await connect(`${server.url}?port=80`, ['v4.channel.k8s.io']);
+  await waitFor(() => server.streams.length === 1);
+  client.send(0, Buffer.alloc(WEBSOCKET_MAX_PAYLOAD_BYTES - 1));
+  await waitFor(() => received.reduce((a, b) => a + b, 0) === WEBSOCKET_MAX_PAYLOAD_BYTES - 1, {
+    what: 'a message at the limit',
+  });
+  client.send(0, Buffer.alloc(2 * 1024 * 1024));
+  await waitFor(() => client.closed, { what: 'the close' });
+  assert.equal(client.closed?.code, 1009);
+  await waitFor(() => server.streams[0]?.data.destroyed, { what: 'the stream to be destroyed' });
 });

@@ -231,7 +231,9 @@ test('unread stdin pauses the socket; destroying stdin resumes it', async (t) =>
   });
   const client = await connect(server.url, [V5]);
   const session = await waitFor(() => server.sessions[0]);
-  client.send(STDIN, randomBytes(1024 * 1024));
+  // Two messages: one of 1 MiB would pass the message limit.
+  client.send(STDIN, randomBytes(512 * 1024));
+  client.send(STDIN, randomBytes(512 * 1024));
   await waitFor(() => (session.stdin?.readableLength ?? 0) >= 256 * 1024, { what: 'stdin full' });
   client.send(RESIZE, '{"Width":1,"Height":2}');
   session.stdin?.destroy();

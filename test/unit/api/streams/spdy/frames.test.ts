@@ -168,8 +168,8 @@ describe('header blocks', () => {
       finishFlush: constants.Z_SYNC_FLUSH,
     });
     assert.deepEqual(all, Buffer.concat([empty, empty, big]));
-    // Our own decompressor reads our own stream as well.
-    const decompressor = new HeaderDecompressor();
+    // Our own decompressor reads our own stream as well (with room for the 70 kB block).
+    const decompressor = new HeaderDecompressor({ maxBlockBytes: 1024 * 1024 });
     assert.deepEqual(decompressor.decompress(first), empty);
     assert.deepEqual(decompressor.decompress(third), big);
   });
@@ -247,6 +247,32 @@ describe('FrameParser', () => {
     for (let i = 0; i < frame.length; i += 1000)
       frames.push(...parser.push(frame.subarray(i, i + 1000)));
     assert.deepEqual(frames, [{ kind: 'data', streamId: 5, fin: true, data: payload }]);
+  });
+
+  test('with dataPartBytes a DATA frame comes in parts as it arrives, FIN on the last', () => {
+    const payload = Buffer.alloc(200_000);
+    for (let i = 0; i < payload.length; i++) payload[i] = i % 253;
+    const wire = Buffer.concat([
+      encodeData(5, payload, true),
+      encodeData(5, Buffer.alloc(0), false),
+      encodePing(1),
+    ]);
+    const parser = new FrameParser({ dataPartBytes: 64 * 1024 });
+    const frames: SpdyFrame[] = [];
+    for (let i = 0; i < wire.length; i += 100_000) {
+      frames.push(...parser.push(wire.subarray(i, i + 100_000)));
+      assert.ok(parser.bufferedBytes <= 100_000, 'nothing waits for the whole frame');
+    }
+    const parts = frames.filter((f) => f.kind === 'data');
+    assert.ok(parts.length > 3);
+    assert.ok(parts.every((f) => f.data.length <= 64 * 1024));
+    assert.deepEqual(
+      parts.map((f) => f.fin),
+      [...parts.slice(0, -2).map(() => false), true, false],
+    );
+    assert.deepEqual(Buffer.concat(parts.map((f) => f.data)), payload);
+    assert.deepEqual(frames.at(-1), { kind: 'ping', id: 1 });
+    assert.throws(() => new FrameParser({ dataPartBytes: 0 }), RangeError);
   });
 
   test('malformed input is a protocol error, and the parser stays failed', () => {

@@ -252,19 +252,47 @@ describe('acceptSpdyRemoteCommand', () => {
     await e.client.closed;
   });
 
-  test('streams of unknown or unrequested types are replied to and ignored', async () => {
-    const e = await exec(s.server.port, 'command=exit0&output=1', [
-      'error',
-      'bogus',
-      'stdin',
-      'stdout',
-    ]);
-    await stream(e, 'stdout').finished();
-    assert.equal(stream(e, 'stdout').text, 'out\n');
-    await stream(e, 'bogus').finished();
-    assert.equal(stream(e, 'bogus').received.length, 0);
-    e.client.close();
-    await e.client.closed;
+  test('streams of unknown or unrequested types, duplicates and late extras are refused', async () => {
+    const response = await requestUpgrade(s.server.port, {
+      path: '/exec/ns/pod/c?command=exit0&input=1&output=1',
+      protocols: REMOTECOMMAND_SPDY_PROTOCOLS,
+    });
+    const client = response.client;
+    assert.ok(client);
+    await client.openStream({ streamType: 'error' });
+    await assert.rejects(client.openStream({ streamType: 'bogus' }), /reset with status 5/);
+    await assert.rejects(client.openStream({ streamType: 'stderr' }), /reset with status 5/);
+    await assert.rejects(client.openStream({ streamType: 'error' }), /reset with status 5/);
+    const stdin = await client.openStream({ streamType: 'stdin' });
+    const stdout = await client.openStream({ streamType: 'stdout' });
+    await stdout.finished();
+    assert.equal(stdout.text, 'out\n');
+    await assert.rejects(client.openStream({ streamType: 'stdout' }), /reset with status 5/);
+    assert.equal(stdin.resetStatus, undefined);
+    client.close();
+    await client.closed;
+  });
+
+  test('a flood of extra streams is refused and none is kept', async () => {
+    const response = await requestUpgrade(s.server.port, {
+      path: '/exec/ns/pod/c?command=wait&output=1',
+      protocols: REMOTECOMMAND_SPDY_PROTOCOLS,
+    });
+    const client = response.client;
+    assert.ok(client);
+    await client.openStream({ streamType: 'error' });
+    await client.openStream({ streamType: 'stdout' });
+    const extras = Array.from({ length: 1000 }, () =>
+      client.openStreamNoWait({ streamType: 'stdin' }),
+    );
+    await waitFor(() => extras.every((extra) => extra.resetStatus !== undefined), {
+      what: 'every extra stream to be reset',
+    });
+    // Only the two requested streams were ever replied to.
+    assert.equal(client.frames.filter((f) => f.control && f.type === 2).length, 2);
+    await client.ping();
+    client.close();
+    await client.closed;
   });
 
   test('PING is echoed during a session', async () => {
