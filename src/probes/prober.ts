@@ -98,6 +98,7 @@ const LABEL: Readonly<Record<ProbeKind, string>> = {
 const MAX_ATTEMPTS = 3;
 /** The longest delay `setTimeout` honours; longer ones fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The kubelet's defaults applied; zero means the default, as after API defaulting. */
 function timingOf(probe: V1Probe, kind: ProbeKind, msPerSecond: number): Timing {
   const or = (value: number | undefined, fallback: number): number =>
