@@ -1,24 +1,11 @@
+import { expandEnvValue } from '../kubelet/env-expansion.js';
 import { MAX_OUTPUT_BYTES, deadline, failure, success, type ProbeResult } from './common.js';
-import { expandEnvValue } from '../../../kubelet/env-expansion.js';
+import type { ExecOptions, ExecResult } from './runtime.js';
 
-/** What an exec probe's command did. */
-export interface ExecResult {
-  readonly exitCode: number;
-  /** Combined stdout and stderr; only the first 10 KiB are kept. */
-  readonly output?: string;
-}
-
-/**
- * Runs `command` in the container (its namespaces, environment and user) and resolves to its
- * exit code and output. The provider supplies it. When `signal` fires (the probe's timeout
- * elapsed or probing stopped) it must kill the command and settle soon; `timeoutMs` is given for
- * information only, the prober enforces it. A rejection means the command could not be run at
- * all (not that it failed): the kubelet discards such an attempt instead of counting it.
- */
-export type ProbeExec = (
+/** Runs a command in the probed container: {@link ProbeRuntime.exec} bound to one container. */
+export type ContainerExec = (
   command: readonly string[],
-  signal: AbortSignal,
-  timeoutMs: number,
+  options: ExecOptions,
 ) => Promise<ExecResult>;
 
 /**
@@ -27,14 +14,14 @@ export type ProbeExec = (
  * behaviour since ExecProbeTimeout went GA).
  */
 export async function execCheck(
-  exec: ProbeExec,
+  exec: ContainerExec,
   command: readonly string[],
   timeoutMs: number,
   signal: AbortSignal,
 ): Promise<ProbeResult> {
   const limit = deadline(signal, timeoutMs);
   try {
-    const running = exec(command, limit.signal, timeoutMs);
+    const running = exec(command, { timeoutMs, signal: limit.signal });
     // The command may still settle after the deadline; its late rejection is of no interest.
     running.catch(() => undefined);
     const expired = new Promise<undefined>((resolve) => {

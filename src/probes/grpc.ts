@@ -3,7 +3,7 @@ import {
   deadline,
   dialError,
   failure,
-  goDuration,
+  goDurationMs,
   joinHostPort,
   success,
   type ProbeResult,
@@ -148,11 +148,11 @@ export function grpcCheck(
       else if (!connected) {
         finish(
           failure(
-            `timeout: failed to connect service ${JSON.stringify(address)} within ${goDuration(timeoutMs)}: context deadline exceeded`,
+            `timeout: failed to connect service ${JSON.stringify(address)} within ${goDurationMs(timeoutMs)}: context deadline exceeded`,
           ),
         );
       } else {
-        finish(failure(`timeout: health rpc did not complete within ${goDuration(timeoutMs)}`));
+        finish(failure(`timeout: health rpc did not complete within ${goDurationMs(timeoutMs)}`));
       }
     };
     limit.signal.addEventListener('abort', onAbort, { once: true });
@@ -245,7 +245,7 @@ function verdict(
   }
   const code = Number(grpcStatus);
   if (code === DEADLINE_EXCEEDED) {
-    return failure(`timeout: health rpc did not complete within ${goDuration(timeoutMs)}`);
+    return failure(`timeout: health rpc did not complete within ${goDurationMs(timeoutMs)}`);
   }
   if (code !== 0) return rpcFailed(code, grpcMessage);
   if (payload.length < 5) return rpcFailed(INTERNAL, 'no response message');

@@ -1,8 +1,9 @@
 /**
  * Container probes (startup, readiness, liveness) run the way the kubelet's prober runs them,
- * independent of how the container's processes are run: the provider hands in the container,
- * its pod IP and a way to exec in it, and hears back when `started`/`ready` change, when the
- * container must be restarted, and which events the kubelet would record.
+ * independent of how the container's processes are run: the provider hands in the container and
+ * a {@link ProbeRuntime} (the pod's IP, a way to exec in the container), and hears back when
+ * `started`/`ready` change, when the container must be restarted, and which events the kubelet
+ * would record.
  *
  * Kubelet semantics kept (pkg/kubelet/prober/worker.go):
  * - One worker per probe, ticking every `periodSeconds` (fixed rate; a tick missed while a probe
@@ -22,17 +23,12 @@
  *   success with a warning a `Warning ProbeWarning` event, as the kubelet records them.
  */
 import type { V1Container, V1Probe } from '@kubernetes/client-node';
-import { invalidInput } from '../../errors.js';
-import { silentLogger, type Logger } from '../../log.js';
-import { runProbe, type ProbeTarget } from './probes/check.js';
-import type { ProbeResult } from './probes/common.js';
-import type { ProbeExec } from './probes/exec.js';
-
-export { runProbe, type ProbeTarget } from './probes/check.js';
-export type { ProbeOutcome, ProbeResult } from './probes/common.js';
-export type { ExecResult, ProbeExec } from './probes/exec.js';
-
-export type ProbeKind = 'startup' | 'readiness' | 'liveness';
+import { invalidInput } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { runProbe, type ProbeTarget } from './check.js';
+import type { ProbeResult } from './common.js';
+import type { ProbeRuntime } from './runtime.js';
+import { PROBE_FIELD, validateProbes, type ProbeKind } from './validate.js';
 
 /** What the probes say about a running container, as its status reports it. */
 export interface ProbeState {
@@ -51,10 +47,8 @@ export type ProbeEventReason = 'Unhealthy' | 'ProbeWarning';
 export interface ContainerProberOptions {
   /** The container as in the pod spec; its probes and its named ports are read. */
   readonly container: V1Container;
-  /** The pod's IP: the default host of httpGet and tcpSocket probes, the host of grpc probes. */
-  readonly podIP: string;
-  /** Runs exec probes inside the container. Required when the container has an exec probe. */
-  readonly exec?: ProbeExec;
+  /** The pod's address, and how to run exec probes (required when the container has one). */
+  readonly runtime: ProbeRuntime;
   /** Default: silent. A child logger with the container's name is made of it. */
   readonly logger?: Logger;
   /** Called with the new state each time `started` or `ready` changes; never for the initial one. */
@@ -95,11 +89,6 @@ interface Timing {
   readonly failureThreshold: number;
 }
 
-const FIELD: Readonly<Record<ProbeKind, 'startupProbe' | 'readinessProbe' | 'livenessProbe'>> = {
-  startup: 'startupProbe',
-  readiness: 'readinessProbe',
-  liveness: 'livenessProbe',
-};
 const LABEL: Readonly<Record<ProbeKind, string>> = {
   startup: 'Startup',
   readiness: 'Readiness',
@@ -109,134 +98,6 @@ const LABEL: Readonly<Record<ProbeKind, string>> = {
 const MAX_ATTEMPTS = 3;
 /** The longest delay `setTimeout` honours; longer ones fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const PORT_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
-
-/**
- * Why `probe` (the container's `kind` probe) cannot run, in the API server's words with the
- * field's path (`livenessProbe.successThreshold: Invalid value: 2: must be 1`), several reasons
- * joined by `; `; undefined when it can. `container` resolves named ports; without it a
- * well-formed port name is accepted. Zero and absent numbers mean the defaults, as the API
- * server's defaulting would have set them.
- */
-export function validateProbe(
-  probe: V1Probe,
-  kind: ProbeKind,
-  container?: V1Container,
-): string | undefined {
-  const f = FIELD[kind];
-  const errors: string[] = [];
-  const handlers = (['exec', 'httpGet', 'tcpSocket', 'grpc'] as const).filter(
-    (h) => probe[h] !== undefined,
-  );
-  if (handlers.length === 0) errors.push(`${f}: Required value: must specify a handler type`);
-  if (handlers.length > 1) errors.push(`${f}: Forbidden: may not specify more than 1 handler type`);
-
-  for (const field of [
-    'initialDelaySeconds',
-    'timeoutSeconds',
-    'periodSeconds',
-    'successThreshold',
-    'failureThreshold',
-  ] as const) {
-    const value = probe[field];
-    if (value === undefined) continue;
-    if (!Number.isInteger(value))
-      errors.push(`${f}.${field}: Invalid value: ${value}: must be an integer`);
-    else if (value < 0) {
-      errors.push(`${f}.${field}: Invalid value: ${value}: must be greater than or equal to 0`);
-    }
-  }
-  const st = probe.successThreshold;
-  if (kind !== 'readiness' && st !== undefined && st !== 0 && st !== 1) {
-    errors.push(`${f}.successThreshold: Invalid value: ${st}: must be 1`);
-  }
-  const grace = probe.terminationGracePeriodSeconds;
-  if (grace !== undefined) {
-    if (kind === 'readiness') {
-      errors.push(
-        `${f}.terminationGracePeriodSeconds: Invalid value: ${grace}: must not be set for readinessProbes`,
-      );
-    } else if (!Number.isInteger(grace) || grace <= 0) {
-      errors.push(
-        `${f}.terminationGracePeriodSeconds: Invalid value: ${grace}: must be greater than 0`,
-      );
-    }
-  }
-
-  if (probe.exec && (probe.exec.command ?? []).length === 0) {
-    errors.push(`${f}.exec.command: Required value`);
-  }
-  if (probe.httpGet) {
-    const h = probe.httpGet;
-    const port = portError(h.port, container);
-    if (port) errors.push(`${f}.httpGet.port: ${port}`);
-    const scheme = h.scheme ?? 'HTTP';
-    if (scheme !== 'HTTP' && scheme !== 'HTTPS') {
-      errors.push(
-        `${f}.httpGet.scheme: Unsupported value: ${JSON.stringify(scheme)}: supported values: "HTTP", "HTTPS"`,
-      );
-    }
-    for (const header of h.httpHeaders ?? []) {
-      if (!HEADER_NAME.test(header.name)) {
-        errors.push(
-          `${f}.httpGet.httpHeaders: Invalid value: ${JSON.stringify(header.name)}: a valid HTTP header must consist of alphanumeric characters or '-'`,
-        );
-      }
-      if (/[\r\n\0]/.test(header.value)) {
-        errors.push(
-          `${f}.httpGet.httpHeaders: Invalid value: ${JSON.stringify(header.value)}: a header value may not contain line breaks or NUL`,
-        );
-      }
-    }
-  }
-  if (probe.tcpSocket) {
-    const port = portError(probe.tcpSocket.port, container);
-    if (port) errors.push(`${f}.tcpSocket.port: ${port}`);
-  }
-  if (probe.grpc) {
-    const port = probe.grpc.port;
-    if (!Number.isInteger(port) || port < 1 || port > 65535) {
-      errors.push(`${f}.grpc.port: Invalid value: ${port}: must be between 1 and 65535, inclusive`);
-    }
-  }
-  return errors.length === 0 ? undefined : errors.join('; ');
-}
-
-/** Why `port` (a number or a named container port) does not resolve, or undefined. */
-function portError(port: number | string, container: V1Container | undefined): string | undefined {
-  if (typeof port === 'number') {
-    return Number.isInteger(port) && port >= 1 && port <= 65535
-      ? undefined
-      : `Invalid value: ${port}: must be between 1 and 65535, inclusive`;
-  }
-  if (/^\d+$/.test(port)) {
-    // Not valid in the API, but the kubelet falls back to reading a name as a number.
-    const n = Number(port);
-    return n >= 1 && n <= 65535
-      ? undefined
-      : `Invalid value: ${JSON.stringify(port)}: must be between 1 and 65535, inclusive`;
-  }
-  if (port.length > 15 || !PORT_NAME.test(port) || !/[a-z]/.test(port) || port.includes('--')) {
-    return `Invalid value: ${JSON.stringify(port)}: must be a valid port name (at most 15 lower-case letters, digits and '-')`;
-  }
-  if (container && !(container.ports ?? []).some((p) => p.name === port)) {
-    return `Invalid value: ${JSON.stringify(port)}: no port of container ${JSON.stringify(container.name)} is named so`;
-  }
-  return undefined;
-}
-
-/** Every probe error of `container` (see {@link validateProbe}), or undefined. */
-export function validateProbes(container: V1Container): string | undefined {
-  const errors: string[] = [];
-  for (const kind of ['startup', 'readiness', 'liveness'] as const) {
-    const probe = container[FIELD[kind]];
-    if (!probe) continue;
-    const error = validateProbe(probe, kind, container);
-    if (error) errors.push(error);
-  }
-  return errors.length === 0 ? undefined : errors.join('; ');
-}
 
 /** The kubelet's defaults applied; zero means the default, as after API defaulting. */
 function timingOf(probe: V1Probe, kind: ProbeKind, msPerSecond: number): Timing {
@@ -290,14 +151,14 @@ export class ContainerProber {
   #reported: ProbeState;
   #latestFailure: string | undefined;
 
-  /** Throws `InvalidInput` when a probe is invalid or an exec probe has no `exec`. */
+  /** Throws `InvalidInput` when a probe is invalid or an exec probe has a runtime without exec. */
   constructor(options: ContainerProberOptions) {
     const c = options.container;
     const invalid = validateProbes(c);
     if (invalid) throw invalidInput(`container ${c.name}: ${invalid}`);
     const usesExec = [c.startupProbe, c.readinessProbe, c.livenessProbe].some((p) => p?.exec);
-    if (usesExec && !options.exec) {
-      throw invalidInput(`container ${c.name}: an exec probe needs the exec option`);
+    if (usesExec && !options.runtime.exec) {
+      throw invalidInput(`container ${c.name}: an exec probe needs a runtime with exec`);
     }
     const msPerSecond = options.msPerSecond ?? 1000;
     if (!(msPerSecond > 0)) throw invalidInput('msPerSecond must be positive');
@@ -306,9 +167,8 @@ export class ContainerProber {
     this.#log = (options.logger ?? silentLogger).child({ container: c.name });
     this.#target = {
       container: structuredClone(c),
-      podIP: options.podIP,
+      runtime: options.runtime,
       userAgent: options.userAgent ?? 'kube-probe/1.37',
-      ...(options.exec ? { exec: options.exec } : {}),
     };
     this.#startedAtMs = (options.startedAt ?? new Date()).getTime();
     this.#started = !c.startupProbe;
@@ -347,7 +207,7 @@ export class ContainerProber {
       );
     }
     for (const kind of ['startup', 'readiness', 'liveness'] as const) {
-      const probe = this.#target.container[FIELD[kind]];
+      const probe = this.#target.container[PROBE_FIELD[kind]];
       if (probe) this.#loops.push(this.#work(kind, probe));
     }
   }

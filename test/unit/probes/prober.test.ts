@@ -5,15 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { VirtualKubeletError } from '../../../../src/errors.js';
+import { VirtualKubeletError } from '../../../src/errors.js';
 import {
   ContainerProber,
   type ContainerProberOptions,
-  type ProbeExec,
   type ProbeState,
   type RestartReason,
-} from '../../../../src/providers/process/probes.js';
-import { waitFor } from '../../../helpers/wait.js';
+} from '../../../src/probes/index.js';
+import { waitFor } from '../../helpers/wait.js';
 import {
   HOST,
   alive,
@@ -23,7 +22,8 @@ import {
   httpFixture,
   tcpFixture,
   type HttpFixture,
-} from './probes-fixtures.js';
+  type ProbeExec,
+} from './fixtures.js';
 
 /** One probe "second" is this many milliseconds here, so periods of 1 s take 100 ms. */
 const MS = 100;
@@ -41,9 +41,15 @@ interface Recorder {
 const probers: ContainerProber[] = [];
 
 /** A started prober of `container` that records what it reports; stopped after each suite. */
+/** Options of the prober, and of its runtime (the pod IP is HOST unless given). */
+type Extra = Partial<Omit<ContainerProberOptions, 'runtime'>> & {
+  readonly podIP?: string;
+  readonly exec?: ProbeExec;
+};
+
 function record(
   container: V1Container,
-  options: Partial<ContainerProberOptions> = {},
+  { podIP = HOST, exec, ...options }: Extra = {},
   counted: () => number = () => 0,
 ): Recorder {
   const changes: Recorder['changes'] = [];
@@ -51,7 +57,7 @@ function record(
   const restarts: Recorder['restarts'] = [];
   const prober = new ContainerProber({
     container,
-    podIP: HOST,
+    runtime: { podIP, ...(exec ? { exec } : {}) },
     msPerSecond: MS,
     onChange: (s) => changes.push({ ...s, n: counted() }),
     onEvent: (type, reason, message) => {
@@ -460,7 +466,7 @@ describe('ContainerProber', () => {
     assert.equal(http.count('/dyn/signal'), count);
   });
 
-  test('the constructor rejects invalid probes and exec probes without exec', () => {
+  test('the constructor rejects invalid probes and exec probes without an exec', () => {
     assert.throws(
       () =>
         new ContainerProber({
@@ -468,7 +474,7 @@ describe('ContainerProber', () => {
             name: 'main',
             livenessProbe: { successThreshold: 2, tcpSocket: { port: 80 } },
           },
-          podIP: HOST,
+          runtime: { podIP: HOST },
         }),
       (err: unknown) =>
         err instanceof VirtualKubeletError &&
@@ -480,9 +486,9 @@ describe('ContainerProber', () => {
       () =>
         new ContainerProber({
           container: { name: 'main', readinessProbe: { exec: { command: ['true'] } } },
-          podIP: HOST,
+          runtime: { podIP: HOST },
         }),
-      /an exec probe needs the exec option/,
+      /an exec probe needs a runtime with exec/,
     );
   });
 });

@@ -19,7 +19,10 @@ import {
   type Server,
   type Socket,
 } from 'node:net';
-import type { ProbeExec } from '../../../../src/providers/process/probes.js';
+import type { ProbeRuntime } from '../../../src/probes/index.js';
+
+/** A runtime's exec. */
+export type ProbeExec = NonNullable<ProbeRuntime['exec']>;
 
 export const HOST = '127.0.0.1';
 
@@ -284,7 +287,7 @@ export interface ExecFixture {
 export function execFixture(): ExecFixture {
   const pids: number[] = [];
   let running = 0;
-  const exec: ProbeExec = (command, signal) =>
+  const exec: ProbeExec = (_container, command, { signal }) =>
     new Promise((resolve, reject) => {
       const [file, ...args] = command;
       if (file === undefined) {

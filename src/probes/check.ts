@@ -1,17 +1,16 @@
 import type { V1Container, V1Probe } from '@kubernetes/client-node';
 import { resolvePort, type ProbeResult } from './common.js';
-import { execCheck, expandCommand, type ProbeExec } from './exec.js';
+import { execCheck, expandCommand } from './exec.js';
 import { grpcCheck } from './grpc.js';
 import { httpCheck } from './http.js';
+import type { ProbeRuntime } from './runtime.js';
 import { tcpCheck } from './tcp.js';
 
 /** What a probe attempt needs to know about the container it probes. */
 export interface ProbeTarget {
   readonly container: V1Container;
-  /** The default host of httpGet and tcpSocket probes, and the host of grpc probes. */
-  readonly podIP: string;
-  /** Runs exec probes; an exec probe without it throws. */
-  readonly exec?: ProbeExec;
+  /** The pod's address, and the exec of exec probes (an exec probe without it throws). */
+  readonly runtime: ProbeRuntime;
   /** `User-Agent` of HTTP and gRPC probes. */
   readonly userAgent: string;
 }
@@ -30,13 +29,15 @@ export async function runProbe(
   signal: AbortSignal,
 ): Promise<ProbeResult> {
   if (probe.exec) {
-    if (!target.exec) throw new Error('exec probes are not supported here');
-    const command = expandCommand(probe.exec.command ?? [], target.container.env);
-    return execCheck(target.exec, command, timeoutMs, signal);
+    const { runtime, container } = target;
+    if (!runtime.exec) throw new Error('exec probes are not supported here');
+    const command = expandCommand(probe.exec.command ?? [], container.env);
+    const exec = runtime.exec.bind(runtime, container.name);
+    return execCheck(exec, command, timeoutMs, signal);
   }
   if (probe.httpGet) {
     const port = resolvePort(probe.httpGet.port, target.container);
-    const host = probe.httpGet.host || target.podIP;
+    const host = probe.httpGet.host || target.runtime.podIP;
     return httpCheck(
       { action: probe.httpGet, host, port, userAgent: target.userAgent },
       timeoutMs,
@@ -45,12 +46,12 @@ export async function runProbe(
   }
   if (probe.tcpSocket) {
     const port = resolvePort(probe.tcpSocket.port, target.container);
-    return tcpCheck(probe.tcpSocket.host || target.podIP, port, timeoutMs, signal);
+    return tcpCheck(probe.tcpSocket.host || target.runtime.podIP, port, timeoutMs, signal);
   }
   if (probe.grpc) {
     const port = resolvePort(probe.grpc.port, target.container);
     return grpcCheck(
-      target.podIP,
+      target.runtime.podIP,
       port,
       probe.grpc.service ?? '',
       target.userAgent,

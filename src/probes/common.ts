@@ -78,7 +78,7 @@ export function resolvePort(port: IntOrString, container: V1Container): number {
 }
 
 /** A duration as Go prints it (`1s`, `1.5s`, `200ms`), for the messages the kubelet writes. */
-export function goDuration(ms: number): string {
+export function goDurationMs(ms: number): string {
   if (ms >= 1000 || ms === 0) return `${String(ms / 1000)}s`;
   return `${String(ms)}ms`;
 }

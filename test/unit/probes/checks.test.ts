@@ -3,19 +3,16 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { selfSignedCertificate } from '../../../../src/api/certs.js';
+import { selfSignedCertificate } from '../../../src/api/certs.js';
+import { decodeHealthCheckResponse, encodeHealthCheckRequest } from '../../../src/probes/grpc.js';
 import {
   runProbe,
   validateProbe,
   validateProbes,
   type ProbeResult,
   type ProbeTarget,
-} from '../../../../src/providers/process/probes.js';
-import {
-  decodeHealthCheckResponse,
-  encodeHealthCheckRequest,
-} from '../../../../src/providers/process/probes/grpc.js';
-import { waitFor } from '../../../helpers/wait.js';
+} from '../../../src/probes/index.js';
+import { waitFor } from '../../helpers/wait.js';
 import {
   HOST,
   alive,
@@ -26,7 +23,8 @@ import {
   tcpFixture,
   type GrpcFixture,
   type HttpFixture,
-} from './probes-fixtures.js';
+  type ProbeExec,
+} from './fixtures.js';
 
 const never = new AbortController().signal;
 const container: V1Container = {
@@ -36,11 +34,15 @@ const container: V1Container = {
     { name: 'grpc', containerPort: 0 },
   ],
 };
-const target = (patch: Partial<ProbeTarget> = {}): ProbeTarget => ({
-  container,
-  podIP: HOST,
+interface TargetPatch {
+  readonly container?: V1Container;
+  readonly podIP?: string;
+  readonly exec?: ProbeExec;
+}
+const target = (patch: TargetPatch = {}): ProbeTarget => ({
+  container: patch.container ?? container,
+  runtime: { podIP: patch.podIP ?? HOST, ...(patch.exec ? { exec: patch.exec } : {}) },
   userAgent: 'kube-probe/1.37',
-  ...patch,
 });
 const probe = (p: V1Probe, timeoutMs = 10_000, t = target()): Promise<ProbeResult> =>
   runProbe(p, t, timeoutMs, never);
