@@ -163,7 +163,9 @@ export async function issueCertificate(
 
 /**
  * A self-signed leaf certificate (no basic constraints), for a server that has no CA to ask:
- * clients that verify refuse it unless told to trust this very certificate.
+ * clients that verify refuse it unless told to trust this very certificate. Its key usages
+ * include keyCertSign, since it signs itself: OpenSSL does not take a certificate as its own
+ * issuer without it.
  */
 export async function createSelfSignedCertificate(
   profile: CertificateProfile,
@@ -176,7 +178,13 @@ export async function createSelfSignedCertificate(
       serialNumber: serialNumber(),
       signingAlgorithm: signingAlgorithm(keys.algorithm),
       ...validity(profile.notBefore, profile.validityDays ?? 365),
-      extensions: await leafExtensions(profile, keys),
+      extensions: await leafExtensions(
+        {
+          ...profile,
+          keyUsages: [...new Set([...leafKeyUsages(profile), 'keyCertSign' as const])],
+        },
+        keys,
+      ),
     },
     crypto,
   );
@@ -278,14 +286,15 @@ async function leafExtensions(
   const san = altNamesExtension(profile.altNames);
   const ekus = profile.extendedKeyUsages ?? [];
   return [
-    new x509.KeyUsagesExtension(
-      usageFlags(profile.keyUsages ?? ['digitalSignature', 'keyEncipherment']),
-      true,
-    ),
+    new x509.KeyUsagesExtension(usageFlags(leafKeyUsages(profile)), true),
     ...(ekus.length > 0 ? [new x509.ExtendedKeyUsageExtension(ekus.map((u) => EKU[u]))] : []),
     ...(san ? [san] : []),
     await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, crypto),
   ];
+}
+
+function leafKeyUsages(profile: CertificateProfile): readonly KeyUsageName[] {
+  return profile.keyUsages ?? ['digitalSignature', 'keyEncipherment'];
 }
 
 function altNamesExtension(
