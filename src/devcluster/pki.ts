@@ -6,10 +6,10 @@ import {
   generateKeyPair,
   issueCertificate,
   keyPairFromPem,
+  privateKeyToPem,
   publicKeyToPem,
   writeCertifiedKeyPair,
   writePrivateKeyFile,
-  privateKeyToPem,
 } from '../pki/index.js';
 
 /** Names of the files a dev cluster's PKI holds (each `<name>.crt` + `<name>.key`). */
@@ -126,7 +126,7 @@ const files = (dir: string, name: string): { certFile: string; keyFile: string }
   keyFile: join(dir, `${name}.key`),
 });
 
-/** `IP:<address>` and `DNS:<name>` entries, as openssl's subjectAltName syntax writes them. */
+/** `CertRequest.sans`: `IP:<address>` and `DNS:<name>` entries. */
 function parseSans(sans: readonly string[]): AltNames {
   const dnsNames: string[] = [];
   const ipAddresses: string[] = [];
