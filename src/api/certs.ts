@@ -1,16 +1,17 @@
-import { execFile } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { readFile } from 'node:fs/promises';
 import { aborted, sleep } from '../abort.js';
 import { errorMessage, VirtualKubeletError } from '../errors.js';
 import type { KubeClient } from '../kube/client.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-
-const exec = promisify(execFile);
+import type { AltNames } from '../pki/index.js';
+import {
+  createCertificateRequest,
+  createSelfSignedCertificate,
+  generateKeyPair,
+  privateKeyToPem,
+  readCertificate,
+} from '../pki/index.js';
 
 /** A PEM key pair and when its certificate expires. */
 export interface ServingCertificate {
@@ -26,14 +27,13 @@ export interface ServingNames {
   readonly dnsNames?: readonly string[];
 }
 
-const sanOf = (n: ServingNames): string =>
-  [
-    ...n.ips.map((ip) => `IP:${ip}`),
-    ...[n.nodeName, ...(n.dnsNames ?? [])].map((d) => `DNS:${d}`),
-  ].join(',');
+const altNamesOf = (n: ServingNames): AltNames => ({
+  ipAddresses: n.ips,
+  dnsNames: [n.nodeName, ...(n.dnsNames ?? [])],
+});
 
 function notAfterOf(cert: string): Date {
-  return new Date(new X509Certificate(cert).validTo);
+  return readCertificate(cert).notAfter;
 }
 
 /** Reads a key pair from files (`--tls-cert-file`, `--tls-private-key-file`). */
@@ -53,56 +53,17 @@ export async function certificateFromFiles(
   }
 }
 
-async function openssl(args: string[], dir: string): Promise<void> {
-  try {
-    await exec('openssl', args, { cwd: dir });
-  } catch (err) {
-    throw new VirtualKubeletError(
-      'Unavailable',
-      (err as NodeJS.ErrnoException).code === 'ENOENT'
-        ? 'openssl was not found: install it, or pass --tls-cert-file and --tls-private-key-file'
-        : `openssl failed: ${errorMessage(err)}`,
-      { cause: err },
-    );
-  }
-}
-
 /** A self-signed certificate: the last resort, which clients that verify will refuse. */
 export async function selfSignedCertificate(names: ServingNames): Promise<ServingCertificate> {
-  const dir = await mkdtemp(join(tmpdir(), 'vk-cert-'));
-  try {
-    await openssl(
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '365',
-        '-keyout',
-        'key.pem',
-        '-out',
-        'cert.pem',
-        '-subj',
-        `/CN=system:node:${names.nodeName}`,
-        '-addext',
-        `subjectAltName=${sanOf(names)}`,
-        '-addext',
-        'extendedKeyUsage=serverAuth',
-      ],
-      dir,
-    );
-    const [cert, key] = await Promise.all([
-      readFile(join(dir, 'cert.pem'), 'utf8'),
-      readFile(join(dir, 'key.pem'), 'utf8'),
-    ]);
-    return { cert, key, notAfter: notAfterOf(cert) };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const pair = await createSelfSignedCertificate({
+    subject: { commonName: `system:node:${names.nodeName}` },
+    altNames: altNamesOf(names),
+    keyUsages: ['digitalSignature'],
+    extendedKeyUsages: ['serverAuth'],
+    validityDays: 365,
+  });
+  const cert = pair.certificate;
+  return { cert, key: await privateKeyToPem(pair.keys), notAfter: notAfterOf(cert) };
 }
 
 export interface CsrOptions {
@@ -135,38 +96,14 @@ export async function certificateFromCsr(
 ): Promise<ServingCertificate> {
   const { client, names } = options;
   const log = options.logger ?? silentLogger;
-  const dir = await mkdtemp(join(tmpdir(), 'vk-csr-'));
-  let key: string;
-  let request: string;
-  try {
-    await writeFile(join(dir, 'ext.cnf'), '');
-    await openssl(
-      [
-        'req',
-        '-new',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        'key.pem',
-        '-out',
-        'csr.pem',
-        '-subj',
-        `/O=system:nodes/CN=system:node:${names.nodeName}`,
-        '-addext',
-        `subjectAltName=${sanOf(names)}`,
-      ],
-      dir,
-    );
-    [key, request] = await Promise.all([
-      readFile(join(dir, 'key.pem'), 'utf8'),
-      readFile(join(dir, 'csr.pem'), 'utf8'),
-    ]);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  // The subject and names the kubernetes.io/kubelet-serving signer insists on.
+  const keys = await generateKeyPair();
+  const request = await createCertificateRequest({
+    subject: { commonName: `system:node:${names.nodeName}`, organizations: ['system:nodes'] },
+    altNames: altNamesOf(names),
+    keys,
+  });
+  const key = await privateKeyToPem(keys);
   const created = await client.create<Csr>(
     '/apis/certificates.k8s.io/v1/certificatesigningrequests',
     {

@@ -1,11 +1,16 @@
-import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { DevClusterError } from './errors.js';
-
-const exec = promisify(execFile);
+import type { AltNames } from '../pki/index.js';
+import {
+  createCertificateAuthority,
+  generateKeyPair,
+  issueCertificate,
+  keyPairFromPem,
+  privateKeyToPem,
+  publicKeyToPem,
+  writeCertifiedKeyPair,
+  writePrivateKeyFile,
+} from '../pki/index.js';
 
 /** Names of the files a dev cluster's PKI holds (each `<name>.crt` + `<name>.key`). */
 export const PKI = {
@@ -81,42 +86,16 @@ export async function ensurePki(dir: string): Promise<void> {
     }),
   );
   if (!(await exists(join(dir, 'sa.pub')))) {
-    await openssl([
-      'genpkey',
-      '-algorithm',
-      'EC',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-out',
-      join(dir, 'sa.key'),
-    ]);
-    await openssl(['pkey', '-in', join(dir, 'sa.key'), '-pubout', '-out', join(dir, 'sa.pub')]);
+    const keys = await generateKeyPair();
+    await writePrivateKeyFile(join(dir, 'sa.key'), await privateKeyToPem(keys));
+    await writeFile(join(dir, 'sa.pub'), await publicKeyToPem(keys), { mode: 0o644 });
   }
 }
 
 async function ensureCa(dir: string, name: string, cn: string): Promise<void> {
   if (await exists(join(dir, `${name}.crt`))) return;
-  await openssl([
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-days',
-    '3650',
-    '-keyout',
-    join(dir, `${name}.key`),
-    '-out',
-    join(dir, `${name}.crt`),
-    '-subj',
-    `/CN=${cn}`,
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
-  ]);
+  const ca = await createCertificateAuthority({ subject: { commonName: cn }, validityDays: 3650 });
+  await writeCertifiedKeyPair(ca, files(dir, name));
 }
 
 /**
@@ -124,78 +103,43 @@ async function ensureCa(dir: string, name: string, cn: string): Promise<void> {
  * Overwrites an existing pair of that name.
  */
 export async function issueCert(dir: string, req: CertRequest): Promise<void> {
-  const ca = req.ca ?? PKI.ca;
-  const base = join(dir, req.name);
-  const subject =
-    (req.organizations ?? []).map((o) => `/O=${escapeRdn(o)}`).join('') +
-    `/CN=${escapeRdn(req.cn)}`;
-  const ext = [
-    'basicConstraints=CA:FALSE',
-    'keyUsage=critical,digitalSignature,keyEncipherment',
-    `extendedKeyUsage=${req.usage === 'server' ? 'serverAuth' : 'clientAuth'}`,
-    ...(req.sans && req.sans.length > 0 ? [`subjectAltName=${req.sans.join(',')}`] : []),
-  ].join('\n');
-  const tag = randomBytes(4).toString('hex');
-  const csr = `${base}.${tag}.csr`;
-  const extFile = `${base}.${tag}.ext`;
-  try {
-    await writeFile(extFile, ext + '\n');
-    await openssl([
-      'req',
-      '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      `${base}.key`,
-      '-out',
-      csr,
-      '-subj',
-      subject,
-    ]);
-    await openssl([
-      'x509',
-      '-req',
-      '-in',
-      csr,
-      '-CA',
-      join(dir, `${ca}.crt`),
-      '-CAkey',
-      join(dir, `${ca}.key`),
-      '-set_serial',
-      `0x${randomBytes(16).toString('hex')}`,
-      '-days',
-      String(req.days ?? 825),
-      '-extfile',
-      extFile,
-      '-out',
-      `${base}.crt`,
-    ]);
-  } finally {
-    await Promise.all([rm(csr, { force: true }), rm(extFile, { force: true })]);
-  }
+  const caFiles = files(dir, req.ca ?? PKI.ca);
+  const [certificate, caKey] = await Promise.all([
+    readFile(caFiles.certFile, 'utf8'),
+    readFile(caFiles.keyFile),
+  ]);
+  const leaf = await issueCertificate(
+    { certificate, keys: await keyPairFromPem(caKey) },
+    {
+      subject: { commonName: req.cn, organizations: req.organizations ?? [] },
+      altNames: parseSans(req.sans ?? []),
+      keyUsages: ['digitalSignature', 'keyEncipherment'],
+      extendedKeyUsages: [req.usage === 'server' ? 'serverAuth' : 'clientAuth'],
+      validityDays: req.days ?? 825,
+    },
+  );
+  await writeCertifiedKeyPair(leaf, files(dir, req.name));
 }
 
-function escapeRdn(value: string): string {
-  return value.replace(/[/\\]/g, (c) => `\\${c}`);
-}
+const files = (dir: string, name: string): { certFile: string; keyFile: string } => ({
+  certFile: join(dir, `${name}.crt`),
+  keyFile: join(dir, `${name}.key`),
+});
 
-async function openssl(args: string[]): Promise<void> {
-  try {
-    await exec('openssl', args);
-  } catch (err) {
-    const stderr = (err as { stderr?: string }).stderr ?? '';
-    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-    throw new DevClusterError(
-      'OpensslFailed',
-      missing
-        ? 'openssl was not found: install it (apt-get install openssl); it makes the dev cluster certificates'
-        : `openssl ${args[0] ?? ''} failed: ${stderr.trim().split('\n').slice(-1)[0] ?? ''}`,
-      { cause: err },
-    );
+/** `CertRequest.sans`: `IP:<address>` and `DNS:<name>` entries. */
+function parseSans(sans: readonly string[]): AltNames {
+  const dnsNames: string[] = [];
+  const ipAddresses: string[] = [];
+  for (const san of sans) {
+    const colon = san.indexOf(':');
+    const kind = san.slice(0, colon).toUpperCase();
+    const value = san.slice(colon + 1);
+    if (kind === 'DNS' && value) dnsNames.push(value);
+    else if (kind === 'IP' && value) ipAddresses.push(value);
+    else
+      throw new TypeError(`subject alternative name ${san}: IP:<address> or DNS:<name> expected`);
   }
+  return { dnsNames, ipAddresses };
 }
 
 async function exists(path: string): Promise<boolean> {

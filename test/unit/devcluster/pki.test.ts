@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ensurePki, issueCert, renderKubeconfig } from '../../../src/devcluster/pki.js';
+import { keyPairFromPem, publicKeyToPem, readCertificate } from '../../../src/pki/index.js';
 
 async function withPki(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'vk-unit-pki-'));
@@ -46,6 +47,37 @@ test('ensurePki makes a CA and leaf certificates it signed, with the identities 
     assert.ok((await cert(dir, 'front-proxy-client')).verify(fpCa.publicKey));
     assert.ok(!(await cert(dir, 'front-proxy-client')).verify(ca.publicKey));
     assert.match(await readFile(join(dir, 'sa.pub'), 'utf8'), /BEGIN PUBLIC KEY/);
+  });
+});
+
+test('ensurePki writes what kube-apiserver and etcd check: constraints, usages, key ids, serials, key modes', async () => {
+  await withPki(async (dir) => {
+    const names = [
+      'ca',
+      'front-proxy-ca',
+      'apiserver',
+      'admin',
+      'kube-scheduler',
+      'front-proxy-client',
+    ];
+    const infos = await Promise.all(
+      names.map(async (n) => readCertificate(await readFile(join(dir, `${n}.crt`)))),
+    );
+    const [ca, fpCa, apiserver, admin] = infos;
+    assert.ok(ca?.isCa && fpCa?.isCa);
+    assert.deepEqual(ca.keyUsages, ['digitalSignature', 'keyCertSign', 'cRLSign']);
+    assert.equal(apiserver?.isCa, false);
+    assert.deepEqual(apiserver.extendedKeyUsages, ['serverAuth']);
+    assert.deepEqual(apiserver.altNames.ipAddresses, ['127.0.0.1', '10.96.0.1']);
+    assert.deepEqual(admin?.extendedKeyUsages, ['clientAuth']);
+    assert.equal(apiserver.authorityKeyId, ca.subjectKeyId);
+    assert.equal(infos[5]?.authorityKeyId, fpCa.subjectKeyId);
+    assert.equal(new Set(infos.map((i) => i.serialNumber)).size, infos.length);
+    for (const i of infos) assert.match(i.serialNumber, /^[4-7]/); // positive
+    for (const key of [...names, 'sa'])
+      assert.equal((await stat(join(dir, `${key}.key`))).mode & 0o777, 0o600, key);
+    const sa = await keyPairFromPem(await readFile(join(dir, 'sa.key')));
+    assert.equal(await publicKeyToPem(sa), await readFile(join(dir, 'sa.pub'), 'utf8'));
   });
 });
 
