@@ -1,6 +1,6 @@
 /**
- * Container environment resolution: what a kubelet does before it starts a container, done by
- * the core before it hands a pod to a provider, so that providers never talk to the API server.
+ * Container environment resolution: what a kubelet does before it starts a container, computed
+ * from API objects already read, so that providers never talk to the API server.
  *
  * For every init, regular and ephemeral container, in the kubelet's order
  * (pkg/kubelet/kubelet_pods.go `makeEnvironmentVariables`):
@@ -10,7 +10,7 @@
  *    is `$(VAR)`-expanded against the variables defined so far and the service-link
  *    variables; a `valueFrom` is read from a ConfigMap key, a Secret key, a `fieldRef` or a
  *    `resourceFieldRef` (never expanded);
- * 3. service-link variables (docker-link style, see env-service-links.ts) for the names the
+ * 3. service-link variables (docker-link style, see service-links.ts) for the names the
  *    container did not define.
  *
  * The result has the service-link variables first, then the container's variables in the
@@ -25,25 +25,22 @@ import type {
   V1Secret,
   V1Service,
 } from '@kubernetes/client-node';
-import { fieldRefValue, resourceFieldRefValue, type PodAddresses } from './env-downward-api.js';
+import { fieldRefValue, resourceFieldRefValue, type PodAddresses } from './downward-api.js';
 import { EnvResolutionError } from './env-error.js';
-import { expandEnvValue } from '../kubelet/env-expansion.js';
-import { isServiceIPSet, serviceLinkEnvVars } from './env-service-links.js';
-
-export { EnvResolutionError, type EnvResolutionReason } from './env-error.js';
+import { expandEnvValue } from './env-expansion.js';
+import { isServiceIPSet, serviceLinkEnvVars } from './service-links.js';
+import { podVolumeObjects } from './volume-projection.js';
 
 /**
- * Where the resolver reads API objects, all in the pod's namespace except the master service.
- * Implementations usually read an informer cache. Calls are made at most once per object (or
- * per namespace for services) during one {@link resolvePodEnv} call.
+ * The API objects a pod's environment reads, already fetched. ConfigMaps and Secrets are in the
+ * pod's namespace; `undefined` means the object does not exist. A lookup may throw (the read
+ * failed); the error propagates unchanged from {@link resolvePodEnvFrom}.
  */
-export interface EnvSource {
-  /** The ConfigMap, or undefined when it does not exist (404). Other failures throw. */
-  getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined>;
-  /** The Secret, or undefined when it does not exist (404). Other failures throw. */
-  getSecret(namespace: string, name: string): Promise<V1Secret | undefined>;
-  /** The Services of `namespace`. Failures throw. */
-  listServices(namespace: string): Promise<V1Service[]>;
+export interface EnvObjects {
+  configMap(name: string): V1ConfigMap | undefined;
+  secret(name: string): V1Secret | undefined;
+  /** The Services of `namespace`, one of {@link envServiceNamespaces}. */
+  services(namespace: string): readonly V1Service[];
 }
 
 /** An Event the caller should record on the pod. */
@@ -104,28 +101,27 @@ type EnvContainer = Pick<V1Container, 'name' | 'env' | 'envFrom' | 'resources'>;
 interface Context {
   readonly pod: V1Pod;
   readonly namespace: string;
-  readonly source: EnvSource;
+  readonly objects: EnvObjects;
   readonly options: ResolveEnvOptions;
   readonly addresses: PodAddresses;
   readonly events: EnvEvent[];
-  readonly configMaps: Map<string, Promise<V1ConfigMap | undefined>>;
-  readonly secrets: Map<string, Promise<V1Secret | undefined>>;
 }
 
 /**
- * Resolves the environment of every container of `pod`. The input is never mutated.
+ * Resolves the environment of every container of `pod` from `objects`. The input is never
+ * mutated.
  *
  * Throws {@link EnvResolutionError} when a mandatory ConfigMap, Secret or key is missing
  * (retryable) or a field reference cannot be resolved (not retryable); errors thrown by
- * `source` propagate unchanged. Optional sources that are missing are skipped with a Warning
+ * `objects` propagate unchanged. Optional sources that are missing are skipped with a Warning
  * event (`OptionalConfigMapNotFound`, `OptionalConfigMapKeyNotFound` and the Secret
  * equivalents), as are invalid `envFrom` keys (`InvalidEnvironmentVariableNames`).
  */
-export async function resolvePodEnv(
+export function resolvePodEnvFrom(
   pod: V1Pod,
-  source: EnvSource,
+  objects: EnvObjects,
   options: ResolveEnvOptions = {},
-): Promise<ResolvedPodEnv> {
+): ResolvedPodEnv {
   const copy = structuredClone(pod);
   const events: EnvEvent[] = [];
   const spec = copy.spec;
@@ -134,22 +130,15 @@ export async function resolvePodEnv(
   const ctx: Context = {
     pod,
     namespace: pod.metadata?.namespace ?? 'default',
-    source,
+    objects,
     options,
     addresses: addressesOf(pod, options),
     events,
-    configMaps: new Map(),
-    secrets: new Map(),
   };
-  const serviceEnv = await serviceLinkEnv(ctx);
+  const serviceEnv = serviceLinkEnv(ctx);
 
-  const all: EnvContainer[] = [
-    ...(spec.initContainers ?? []),
-    ...spec.containers,
-    ...(spec.ephemeralContainers ?? []),
-  ];
-  for (const container of all) {
-    container.env = await containerEnv(ctx, container, serviceEnv);
+  for (const container of containersOf(copy)) {
+    container.env = containerEnv(ctx, container, serviceEnv);
     delete container.envFrom;
   }
   return { pod: copy, events };
@@ -201,18 +190,17 @@ function firstList(
  * ClusterIP count. Services are taken in name order so the output is stable (the kubelet
  * iterates a Go map).
  */
-async function serviceLinkEnv(ctx: Context): Promise<ReadonlyMap<string, string>> {
-  const masterNamespace = ctx.options.masterServiceNamespace ?? 'default';
-  const enableServiceLinks = ctx.pod.spec?.enableServiceLinks ?? true;
+function serviceLinkEnv(ctx: Context): ReadonlyMap<string, string> {
+  const [masterNamespace, localNamespace] = envServiceNamespaces(ctx.pod, ctx.options);
   const byName = new Map<string, V1Service>();
 
-  const masterList = await ctx.source.listServices(masterNamespace);
+  const masterList = ctx.objects.services(masterNamespace);
   const master = masterList.find((s) => s.metadata?.name === 'kubernetes' && isServiceIPSet(s));
   if (master !== undefined) byName.set('kubernetes', master);
 
-  if (enableServiceLinks) {
+  if (localNamespace !== undefined) {
     const local =
-      ctx.namespace === masterNamespace ? masterList : await ctx.source.listServices(ctx.namespace);
+      localNamespace === masterNamespace ? masterList : ctx.objects.services(localNamespace);
     for (const service of local) {
       const name = service.metadata?.name;
       if (name !== undefined && isServiceIPSet(service)) byName.set(name, service);
@@ -227,11 +215,11 @@ async function serviceLinkEnv(ctx: Context): Promise<ReadonlyMap<string, string>
   return env;
 }
 
-async function containerEnv(
+function containerEnv(
   ctx: Context,
   container: EnvContainer,
   serviceEnv: ReadonlyMap<string, string>,
-): Promise<V1EnvVar[]> {
+): V1EnvVar[] {
   // Insertion order is first definition; a later set() replaces the value in place.
   const vars = new Map<string, string>();
 
@@ -243,25 +231,13 @@ async function containerEnv(
     if (from.configMapRef !== undefined) {
       what = 'configMap';
       name = from.configMapRef.name ?? '';
-      const cm = await getConfigMap(
-        ctx,
-        container,
-        name,
-        from.configMapRef.optional === true,
-        'envFrom',
-      );
+      const cm = lookup(ctx, CONFIG_MAP, container, name, from.configMapRef.optional, 'envFrom');
       if (cm === undefined) continue;
       data = cm.data ?? {};
     } else if (from.secretRef !== undefined) {
       what = 'secret';
       name = from.secretRef.name ?? '';
-      const secret = await getSecret(
-        ctx,
-        container,
-        name,
-        from.secretRef.optional === true,
-        'envFrom',
-      );
+      const secret = lookup(ctx, SECRET, container, name, from.secretRef.optional, 'envFrom');
       if (secret === undefined) continue;
       data = secretData(secret);
     } else {
@@ -287,9 +263,9 @@ async function containerEnv(
     }
   }
 
-  const lookup = (name: string): string | undefined => vars.get(name) ?? serviceEnv.get(name);
+  const defined = (name: string): string | undefined => vars.get(name) ?? serviceEnv.get(name);
   for (const env of container.env ?? []) {
-    const value = await envVarValue(ctx, container, env, lookup);
+    const value = envVarValue(ctx, container, env, defined);
     if (value !== undefined) vars.set(env.name, value);
   }
 
@@ -302,49 +278,21 @@ async function containerEnv(
 }
 
 /** The value of one `env` entry, or undefined when an optional source is missing. */
-async function envVarValue(
+function envVarValue(
   ctx: Context,
   container: EnvContainer,
   env: V1EnvVar,
-  lookup: (name: string) => string | undefined,
-): Promise<string | undefined> {
+  defined: (name: string) => string | undefined,
+): string | undefined {
   // As in the kubelet, a non-empty value wins over valueFrom (the API forbids both).
-  if (env.value !== undefined && env.value !== '') return expandEnvValue(env.value, lookup);
+  if (env.value !== undefined && env.value !== '') return expandEnvValue(env.value, defined);
   const from = env.valueFrom;
   if (from === undefined) return '';
   if (from.configMapKeyRef !== undefined) {
-    const ref = from.configMapKeyRef;
-    const name = ref.name ?? '';
-    const optional = ref.optional === true;
-    const cm = await getConfigMap(
-      ctx,
-      container,
-      name,
-      optional,
-      `env ${JSON.stringify(env.name)}`,
-    );
-    if (cm === undefined) return undefined;
-    const value = cm.data?.[ref.key];
-    if (value !== undefined) return value;
-    missingKey(ctx, container, env.name, 'configmap', name, ref.key, optional);
-    return undefined;
+    return keyValue(ctx, CONFIG_MAP, container, env.name, from.configMapKeyRef);
   }
   if (from.secretKeyRef !== undefined) {
-    const ref = from.secretKeyRef;
-    const name = ref.name ?? '';
-    const optional = ref.optional === true;
-    const secret = await getSecret(
-      ctx,
-      container,
-      name,
-      optional,
-      `env ${JSON.stringify(env.name)}`,
-    );
-    if (secret === undefined) return undefined;
-    const value = secretData(secret)[ref.key];
-    if (value !== undefined) return value;
-    missingKey(ctx, container, env.name, 'secret', name, ref.key, optional);
-    return undefined;
+    return keyValue(ctx, SECRET, container, env.name, from.secretKeyRef);
   }
   try {
     if (from.fieldRef !== undefined) return fieldRefValue(ctx.pod, from.fieldRef, ctx.addresses);
@@ -378,89 +326,82 @@ async function envVarValue(
   return '';
 }
 
-function missingKey(
+/** How a ConfigMap or a Secret is read and named in messages. */
+interface KeyedKind<T> {
+  readonly what: 'configmap' | 'secret';
+  readonly kind: 'ConfigMap' | 'Secret';
+  readonly get: (objects: EnvObjects, name: string) => T | undefined;
+  readonly data: (obj: T) => Readonly<Record<string, string>>;
+}
+
+const CONFIG_MAP: KeyedKind<V1ConfigMap> = {
+  what: 'configmap',
+  kind: 'ConfigMap',
+  get: (objects, name) => objects.configMap(name),
+  data: (cm) => cm.data ?? {},
+};
+
+const SECRET: KeyedKind<V1Secret> = {
+  what: 'secret',
+  kind: 'Secret',
+  get: (objects, name) => objects.secret(name),
+  data: (secret) => secretData(secret),
+};
+
+/** The value of a `configMapKeyRef` or `secretKeyRef`, or undefined when optional and missing. */
+function keyValue<T>(
   ctx: Context,
+  of: KeyedKind<T>,
   container: EnvContainer,
   envName: string,
-  what: 'configmap' | 'secret',
-  name: string,
-  key: string,
-  optional: boolean,
-): void {
-  const kind = what === 'configmap' ? 'ConfigMap' : 'Secret';
-  if (optional) {
+  ref: { readonly name?: string; readonly key: string; readonly optional?: boolean },
+): string | undefined {
+  const name = ref.name ?? '';
+  const obj = lookup(ctx, of, container, name, ref.optional, `env ${JSON.stringify(envName)}`);
+  if (obj === undefined) return undefined;
+  const value = of.data(obj)[ref.key];
+  if (value !== undefined) return value;
+  if (ref.optional === true) {
     warn(
       ctx,
-      `Optional${kind}KeyNotFound`,
-      `skipping optional envvar ${JSON.stringify(envName)} of container ${JSON.stringify(container.name)}: key ${JSON.stringify(key)} does not exist in ${what} ${JSON.stringify(name)}`,
+      `Optional${of.kind}KeyNotFound`,
+      `skipping optional envvar ${JSON.stringify(envName)} of container ${JSON.stringify(container.name)}: key ${JSON.stringify(ref.key)} does not exist in ${of.what} ${JSON.stringify(name)}`,
     );
-    return;
+    return undefined;
   }
   throw new EnvResolutionError(
-    what === 'configmap' ? 'MandatoryConfigMapKeyNotFound' : 'MandatorySecretKeyNotFound',
-    `container ${JSON.stringify(container.name)}: env ${JSON.stringify(envName)}: key ${JSON.stringify(key)} does not exist in ${what} ${ctx.namespace}/${name}`,
+    `Mandatory${of.kind}KeyNotFound`,
+    `container ${JSON.stringify(container.name)}: env ${JSON.stringify(envName)}: key ${JSON.stringify(ref.key)} does not exist in ${of.what} ${ctx.namespace}/${name}`,
     { container: container.name },
   );
 }
 
-async function getConfigMap(
+/**
+ * The object, or undefined after recording the Warning for a missing optional one; throws for a
+ * missing mandatory one.
+ */
+function lookup<T>(
   ctx: Context,
+  of: KeyedKind<T>,
   container: EnvContainer,
   name: string,
-  optional: boolean,
+  optional: boolean | undefined,
   use: string,
-): Promise<V1ConfigMap | undefined> {
-  let pending = ctx.configMaps.get(name);
-  if (pending === undefined) {
-    pending = ctx.source.getConfigMap(ctx.namespace, name);
-    ctx.configMaps.set(name, pending);
-  }
-  const cm = await pending;
-  if (cm !== undefined) return cm;
-  missingObject(ctx, container, 'configmap', name, optional, use);
-  return undefined;
-}
-
-async function getSecret(
-  ctx: Context,
-  container: EnvContainer,
-  name: string,
-  optional: boolean,
-  use: string,
-): Promise<V1Secret | undefined> {
-  let pending = ctx.secrets.get(name);
-  if (pending === undefined) {
-    pending = ctx.source.getSecret(ctx.namespace, name);
-    ctx.secrets.set(name, pending);
-  }
-  const secret = await pending;
-  if (secret !== undefined) return secret;
-  missingObject(ctx, container, 'secret', name, optional, use);
-  return undefined;
-}
-
-/** Records the Warning for an optional object, or throws for a mandatory one. */
-function missingObject(
-  ctx: Context,
-  container: EnvContainer,
-  what: 'configmap' | 'secret',
-  name: string,
-  optional: boolean,
-  use: string,
-): void {
-  const kind = what === 'configmap' ? 'ConfigMap' : 'Secret';
+): T | undefined {
+  const obj = of.get(ctx.objects, name);
+  if (obj !== undefined) return obj;
   const where = `${use} of container ${JSON.stringify(container.name)}`;
-  if (optional) {
+  if (optional === true) {
     warn(
       ctx,
-      `Optional${kind}NotFound`,
-      `skipping optional ${where}: ${what} ${JSON.stringify(name)} not found`,
+      `Optional${of.kind}NotFound`,
+      `skipping optional ${where}: ${of.what} ${JSON.stringify(name)} not found`,
     );
-    return;
+    return undefined;
   }
   throw new EnvResolutionError(
-    what === 'configmap' ? 'MandatoryConfigMapNotFound' : 'MandatorySecretNotFound',
-    `${where}: ${what} ${ctx.namespace}/${name} not found`,
+    `Mandatory${of.kind}NotFound`,
+    `${where}: ${of.what} ${ctx.namespace}/${name} not found`,
     { container: container.name },
   );
 }
@@ -513,18 +454,38 @@ export interface PodObjectRefs {
  * re-sync the pod when they change.
  */
 export function podNeedsObjects(pod: V1Pod): PodObjectRefs {
+  const env = podEnvObjects(pod);
+  const volumes = podVolumeObjects(pod);
+  const pullSecrets = (pod.spec?.imagePullSecrets ?? []).map((ref) => ref.name ?? '');
+  const union = (...lists: string[][]): string[] =>
+    [...new Set(lists.flat().filter((name) => name !== ''))].sort();
+  return {
+    configMaps: union(env.configMaps, volumes.configMaps),
+    secrets: union(env.secrets, volumes.secrets, pullSecrets),
+  };
+}
+
+/**
+ * The namespaces whose Services the pod's service-link variables come from: the master
+ * service's namespace, then the pod's own when `enableServiceLinks` (default true) is set.
+ */
+export function envServiceNamespaces(
+  pod: V1Pod,
+  options: Pick<ResolveEnvOptions, 'masterServiceNamespace'> = {},
+): [master: string, local?: string] {
+  const master = options.masterServiceNamespace ?? 'default';
+  if (pod.spec?.enableServiceLinks === false) return [master];
+  return [master, pod.metadata?.namespace ?? 'default'];
+}
+
+/** The ConfigMaps and Secrets the pod's environment (`env`, `envFrom`) refers to. */
+export function podEnvObjects(pod: V1Pod): PodObjectRefs {
   const configMaps = new Set<string>();
   const secrets = new Set<string>();
   const add = (set: Set<string>, name: string | undefined): void => {
     if (name !== undefined && name !== '') set.add(name);
   };
-  const spec = pod.spec;
-  const containers: EnvContainer[] = [
-    ...(spec?.initContainers ?? []),
-    ...(spec?.containers ?? []),
-    ...(spec?.ephemeralContainers ?? []),
-  ];
-  for (const c of containers) {
+  for (const c of containersOf(pod)) {
     for (const from of c.envFrom ?? []) {
       add(configMaps, from.configMapRef?.name);
       add(secrets, from.secretRef?.name);
@@ -534,14 +495,14 @@ export function podNeedsObjects(pod: V1Pod): PodObjectRefs {
       add(secrets, env.valueFrom?.secretKeyRef?.name);
     }
   }
-  for (const volume of spec?.volumes ?? []) {
-    add(configMaps, volume.configMap?.name);
-    add(secrets, volume.secret?.secretName);
-    for (const projection of volume.projected?.sources ?? []) {
-      add(configMaps, projection.configMap?.name);
-      add(secrets, projection.secret?.name);
-    }
-  }
-  for (const ref of spec?.imagePullSecrets ?? []) add(secrets, ref.name);
   return { configMaps: [...configMaps].sort(), secrets: [...secrets].sort() };
+}
+
+function containersOf(pod: V1Pod): EnvContainer[] {
+  const spec = pod.spec;
+  return [
+    ...(spec?.initContainers ?? []),
+    ...(spec?.containers ?? []),
+    ...(spec?.ephemeralContainers ?? []),
+  ];
 }

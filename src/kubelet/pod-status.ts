@@ -1,57 +1,26 @@
+/**
+ * Pod phases and statuses as the kubelet writes them: the standard conditions, terminal phases,
+ * and the statuses of pods that could not be started.
+ */
 import type {
   V1ContainerStatus,
   V1Pod,
   V1PodCondition,
   V1PodStatus,
 } from '@kubernetes/client-node';
+import { formatRfc3339 } from './time.js';
 
-const TERMINAL = new Set(['Succeeded', 'Failed']);
+/** Whether `phase` is final: `Succeeded` or `Failed`. A pod never leaves a terminal phase. */
+export function isTerminalPhase(phase: string | undefined): boolean {
+  return phase === 'Succeeded' || phase === 'Failed';
+}
 
-export const isTerminal = (status: V1PodStatus | undefined): boolean =>
-  TERMINAL.has(status?.phase ?? '');
+/** Whether the status has a terminal phase (see {@link isTerminalPhase}). */
+export function isTerminal(status: V1PodStatus | undefined): boolean {
+  return isTerminalPhase(status?.phase);
+}
 
-export const podKey = (pod: V1Pod): string =>
-  `${pod.metadata?.namespace ?? ''}/${pod.metadata?.name ?? ''}`;
-
-const rfc3339 = (d: Date): string => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 const asTime = (s: string): Date => s as unknown as Date;
-
-/**
- * The parts of a pod Kubernetes lets change after creation and a provider may act on
- * (containers' images, activeDeadlineSeconds, tolerations, labels, annotations), as one string.
- * Two pods with the same fingerprint need no `updatePod`.
- */
-export function mutableFingerprint(pod: V1Pod): string {
-  const images = (cs: { name: string; image?: string }[] | undefined): [string, string][] =>
-    (cs ?? []).map((c) => [c.name, c.image ?? '']);
-  return JSON.stringify([
-    images(pod.spec?.containers),
-    images(pod.spec?.initContainers),
-    (pod.spec?.ephemeralContainers ?? []).map((c) => c.name),
-    pod.spec?.activeDeadlineSeconds ?? null,
-    pod.spec?.tolerations ?? [],
-    sorted(pod.metadata?.labels),
-    sorted(pod.metadata?.annotations),
-  ]);
-}
-
-function sorted(m: Record<string, string> | undefined): [string, string][] {
-  return Object.entries(m ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
-/**
- * Whether an informer update needs the pod synced into the provider: a change of a mutable
- * field, or the start of its deletion. Status-only changes (our own writes) do not.
- */
-export function needsSync(oldPod: V1Pod, newPod: V1Pod): boolean {
-  const o = oldPod.metadata;
-  const n = newPod.metadata;
-  return (
-    o?.deletionTimestamp !== n?.deletionTimestamp ||
-    o?.deletionGracePeriodSeconds !== n?.deletionGracePeriodSeconds ||
-    mutableFingerprint(oldPod) !== mutableFingerprint(newPod)
-  );
-}
 
 export interface MergeOptions {
   /** The node's address, used as hostIP when the provider gives none. */
@@ -71,7 +40,7 @@ export function mergeStatus(
   reported: V1PodStatus,
   options: MergeOptions,
 ): V1PodStatus {
-  const now = rfc3339(options.now ?? new Date());
+  const now = formatRfc3339(options.now ?? new Date());
   const api = apiPod.status ?? {};
   const out: V1PodStatus = { ...api, ...structuredClone(reported) };
   // A report with a phase describes the pod as it is now: an old reason (ProviderFailed after a

@@ -1,6 +1,6 @@
 /**
- * Volume content resolution: what a kubelet writes into a pod's `configMap`, `secret`,
- * `downwardAPI` and `projected` volumes, computed by the core so that a provider with the
+ * Volume projection: what a kubelet writes into a pod's `configMap`, `secret`, `downwardAPI`
+ * and `projected` volumes, computed from API objects already read, so that a provider with the
  * `PodVolumes` capability receives files, never API objects.
  *
  * Behaviour follows the kubelet's volume plugins (pkg/volume/configmap, secret, downwardapi,
@@ -15,7 +15,8 @@
  *   both are errors (retryable: the object may appear later);
  * - downward API: `metadata.name`, `namespace`, `uid`, `labels`, `annotations` (and their
  *   `['key']` subscripts) through `fieldRef`, container resources through `resourceFieldRef`;
- * - service-account tokens through a TokenRequest bound to the pod (see `VolumeSource`).
+ * - service-account tokens as requested through a TokenRequest bound to the pod (see
+ *   {@link podTokenRequests}).
  */
 import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
@@ -25,13 +26,15 @@ import type {
   V1KeyToPath,
   V1Pod,
   V1Secret,
+  V1ServiceAccountTokenProjection,
   V1Volume,
   V1VolumeProjection,
 } from '@kubernetes/client-node';
 import { VirtualKubeletError, errorMessage } from '../errors.js';
 import type { ResolvedVolume, VolumeFile } from '../provider.js';
-import { fieldRefValue, resourceFieldRefValue, type ResourceDefaults } from './env-downward-api.js';
+import { fieldRefValue, resourceFieldRefValue, type ResourceDefaults } from './downward-api.js';
 import { EnvResolutionError } from './env-error.js';
+import type { PodObjectRefs } from './container-env.js';
 
 /** The mode of a volume file when neither the item nor the volume sets one (`0644`). */
 export const DEFAULT_VOLUME_FILE_MODE = 0o644;
@@ -49,19 +52,15 @@ export interface TokenRequestSpec {
 }
 
 /**
- * Where the resolver reads API objects (in the pod's namespace) and gets tokens. Calls are made
- * at most once per object and per token spec during one {@link resolvePodVolumes} call.
+ * The API objects and tokens a pod's volumes read, already fetched. ConfigMaps and Secrets are in
+ * the pod's namespace; `undefined` means the object does not exist. A lookup may throw (the read
+ * or the TokenRequest failed): the volume then fails with reason `SourceFailed`.
  */
-export interface VolumeSource {
-  /** The ConfigMap, or undefined when it does not exist (404). Other failures throw. */
-  getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined>;
-  /** The Secret, or undefined when it does not exist (404). Other failures throw. */
-  getSecret(namespace: string, name: string): Promise<V1Secret | undefined>;
-  /**
-   * A token of the pod's service account bound to `pod` (TokenRequest API). Implementations
-   * cache tokens and return the same one until it is due for refresh. Failures throw.
-   */
-  getServiceAccountToken(pod: V1Pod, spec: TokenRequestSpec): Promise<string>;
+export interface VolumeObjects {
+  configMap(name: string): V1ConfigMap | undefined;
+  secret(name: string): V1Secret | undefined;
+  /** The token for `spec`, one of {@link podTokenRequests}. */
+  token(spec: TokenRequestSpec): string;
 }
 
 /**
@@ -152,84 +151,108 @@ interface Context {
   readonly fsGroup: boolean;
   /** The one `runAsUser` all (init) containers share, if any: tokens are then 0600. */
   readonly fsUser: number | undefined;
-  readonly namespace: string;
-  readonly source: VolumeSource;
+  readonly objects: VolumeObjects;
   readonly options: ResolveVolumesOptions;
-  readonly configMaps: Map<string, Promise<V1ConfigMap | undefined>>;
-  readonly secrets: Map<string, Promise<V1Secret | undefined>>;
-  readonly tokens: Map<string, Promise<string>>;
 }
 
 /**
  * The content of every configMap, secret, downwardAPI and projected volume of `pod`, in spec
- * order, files sorted by path. Other volume types are left out. The input is never mutated.
+ * order, files sorted by path, from `objects`. Other volume types are left out. The input is
+ * never mutated.
  *
  * Throws {@link VolumeResolutionError} for the first volume that cannot be resolved.
  */
-export async function resolvePodVolumes(
+export function projectPodVolumes(
   pod: V1Pod,
-  source: VolumeSource,
+  objects: VolumeObjects,
   options: ResolveVolumesOptions = {},
-): Promise<ResolvedVolume[]> {
+): ResolvedVolume[] {
   const ctx: Context = {
     pod,
     fsGroup: pod.spec?.securityContext?.fsGroup !== undefined,
     fsUser: fsUserOf(pod),
-    namespace: pod.metadata?.namespace ?? 'default',
-    source,
+    objects,
     options,
-    configMaps: new Map(),
-    secrets: new Map(),
-    tokens: new Map(),
   };
   const out: ResolvedVolume[] = [];
   for (const volume of pod.spec?.volumes ?? []) {
     if (!isResolvedVolume(volume)) continue;
-    out.push({ name: volume.name, files: await resolveVolume(ctx, volume) });
+    out.push({ name: volume.name, files: projectVolume(ctx, volume) });
   }
   return out;
+}
+
+/** The ConfigMaps and Secrets `pod`'s volumes refer to, by name, sorted and without duplicates. */
+export function podVolumeObjects(pod: V1Pod): PodObjectRefs {
+  const configMaps = new Set<string>();
+  const secrets = new Set<string>();
+  const add = (set: Set<string>, name: string | undefined): void => {
+    if (name !== undefined && name !== '') set.add(name);
+  };
+  for (const volume of pod.spec?.volumes ?? []) {
+    add(configMaps, volume.configMap?.name);
+    add(secrets, volume.secret?.secretName);
+    for (const projection of volume.projected?.sources ?? []) {
+      add(configMaps, projection.configMap?.name);
+      add(secrets, projection.secret?.name);
+    }
+  }
+  return { configMaps: [...configMaps].sort(), secrets: [...secrets].sort() };
+}
+
+/**
+ * The service-account tokens `pod`'s projected volumes need, one per distinct spec (see
+ * {@link tokenRequestKey}), in spec order. Projections with a lifetime under the minimum are
+ * left out: they fail with `InvalidSpec` without a token.
+ */
+export function podTokenRequests(pod: V1Pod): TokenRequestSpec[] {
+  const specs = new Map<string, TokenRequestSpec>();
+  for (const volume of pod.spec?.volumes ?? []) {
+    for (const p of volume.projected?.sources ?? []) {
+      const s = p.serviceAccountToken;
+      if (s === undefined) continue;
+      const spec = tokenRequestOf(pod, s);
+      if (spec.expirationSeconds >= MIN_TOKEN_EXPIRATION_SECONDS) {
+        specs.set(tokenRequestKey(spec), spec);
+      }
+    }
+  }
+  return [...specs.values()];
+}
+
+/** A string equal for two token specs exactly when they ask for the same token. */
+export function tokenRequestKey(spec: TokenRequestSpec): string {
+  return `${spec.serviceAccountName}\u0000${spec.audience ?? ''}\u0000${String(spec.expirationSeconds)}`;
+}
+
+function tokenRequestOf(pod: V1Pod, s: V1ServiceAccountTokenProjection): TokenRequestSpec {
+  return {
+    serviceAccountName: nonEmpty(pod.spec?.serviceAccountName) ?? 'default',
+    audience: nonEmpty(s.audience),
+    expirationSeconds: s.expirationSeconds ?? DEFAULT_TOKEN_EXPIRATION_SECONDS,
+  };
 }
 
 /** Files by path; a later file of the same path replaces an earlier one (as in the kubelet). */
 type Payload = Map<string, { data: Uint8Array; mode: number }>;
 
-async function resolveVolume(ctx: Context, volume: V1Volume): Promise<VolumeFile[]> {
+function projectVolume(ctx: Context, volume: V1Volume): VolumeFile[] {
   const payload: Payload = new Map();
   const name = volume.name;
-  if (volume.configMap !== undefined) {
-    const s = volume.configMap;
-    const mode = s.defaultMode ?? DEFAULT_VOLUME_FILE_MODE;
-    await keyedObjectFiles(
-      CONFIG_MAP,
-      ctx,
-      name,
-      s.name ?? '',
-      s.items,
-      mode,
-      s.optional === true,
-      payload,
-    );
-  } else if (volume.secret !== undefined) {
-    const s = volume.secret;
-    const mode = s.defaultMode ?? DEFAULT_VOLUME_FILE_MODE;
-    await keyedObjectFiles(
-      SECRET,
-      ctx,
-      name,
-      s.secretName ?? '',
-      s.items,
-      mode,
-      s.optional === true,
-      payload,
-    );
-  } else if (volume.downwardAPI !== undefined) {
+  if (volume.downwardAPI !== undefined) {
     const s = volume.downwardAPI;
     downwardAPIFiles(ctx, name, s.items, s.defaultMode ?? DEFAULT_VOLUME_FILE_MODE, payload);
   } else if (volume.projected !== undefined) {
     const mode = volume.projected.defaultMode ?? DEFAULT_VOLUME_FILE_MODE;
     for (const projection of volume.projected.sources ?? []) {
-      await projectionFiles(ctx, name, projection, mode, payload);
+      projectionFiles(ctx, name, projection, mode, payload);
     }
+  } else {
+    // A configMap or secret volume: the same as the projection of one, with its own mode.
+    const mode =
+      volume.configMap?.defaultMode ?? volume.secret?.defaultMode ?? DEFAULT_VOLUME_FILE_MODE;
+    const secret = volume.secret && { ...volume.secret, name: volume.secret.secretName };
+    projectionFiles(ctx, name, { configMap: volume.configMap, secret }, mode, payload);
   }
   return filesOf(name, payload, ctx.fsGroup);
 }
@@ -249,63 +272,32 @@ function fsUserOf(pod: V1Pod): number | undefined {
   return user;
 }
 
-async function projectionFiles(
+function projectionFiles(
   ctx: Context,
   volume: string,
   p: V1VolumeProjection,
   mode: number,
   payload: Payload,
-): Promise<void> {
+): void {
   if (p.configMap !== undefined) {
-    const s = p.configMap;
-    await keyedObjectFiles(
-      CONFIG_MAP,
-      ctx,
-      volume,
-      s.name ?? '',
-      s.items,
-      mode,
-      s.optional === true,
-      payload,
-    );
+    keyedObjectFiles(CONFIG_MAP, ctx, volume, p.configMap, mode, payload);
   } else if (p.secret !== undefined) {
-    const s = p.secret;
-    await keyedObjectFiles(
-      SECRET,
-      ctx,
-      volume,
-      s.name ?? '',
-      s.items,
-      mode,
-      s.optional === true,
-      payload,
-    );
+    keyedObjectFiles(SECRET, ctx, volume, p.secret, mode, payload);
   } else if (p.downwardAPI !== undefined) {
     downwardAPIFiles(ctx, volume, p.downwardAPI.items, mode, payload);
   } else if (p.serviceAccountToken !== undefined) {
     const s = p.serviceAccountToken;
-    const expirationSeconds = s.expirationSeconds ?? DEFAULT_TOKEN_EXPIRATION_SECONDS;
-    if (expirationSeconds < MIN_TOKEN_EXPIRATION_SECONDS) {
+    const spec = tokenRequestOf(ctx.pod, s);
+    if (spec.expirationSeconds < MIN_TOKEN_EXPIRATION_SECONDS) {
       throw new VolumeResolutionError(
         'InvalidSpec',
         volume,
-        `serviceAccountToken expirationSeconds ${String(expirationSeconds)} is below the minimum of ${String(MIN_TOKEN_EXPIRATION_SECONDS)}`,
+        `serviceAccountToken expirationSeconds ${String(spec.expirationSeconds)} is below the minimum of ${String(MIN_TOKEN_EXPIRATION_SECONDS)}`,
       );
-    }
-    const spec: TokenRequestSpec = {
-      serviceAccountName: nonEmpty(ctx.pod.spec?.serviceAccountName) ?? 'default',
-      audience: nonEmpty(s.audience),
-      expirationSeconds,
-    };
-    const key = `${spec.serviceAccountName}\u0000${spec.audience ?? ''}\u0000${String(expirationSeconds)}`;
-    let pending = ctx.tokens.get(key);
-    if (pending === undefined) {
-      pending = ctx.source.getServiceAccountToken(ctx.pod, spec);
-      ctx.tokens.set(key, pending);
     }
     let token: string;
     try {
-      token = await pending;
+      token = ctx.objects.token(spec);
     } catch (err) {
       throw new VolumeResolutionError(
         'SourceFailed',
@@ -339,9 +331,7 @@ interface KeyedObject<T> {
   readonly kind: 'configmap' | 'secret';
   /** The word `keyedFiles` uses in its messages. */
   readonly label: 'config' | 'secret';
-  /** Reads of this kind in the current resolution, shared by the pod's volumes. */
-  readonly reads: (ctx: Context) => Map<string, Promise<T | undefined>>;
-  readonly get: (ctx: Context, name: string) => Promise<T | undefined>;
+  readonly get: (objects: VolumeObjects, name: string) => T | undefined;
   readonly keys: (obj: T) => string[];
   readonly value: (obj: T, key: string) => Uint8Array | undefined;
 }
@@ -349,8 +339,7 @@ interface KeyedObject<T> {
 const CONFIG_MAP: KeyedObject<V1ConfigMap> = {
   kind: 'configmap',
   label: 'config',
-  reads: (ctx) => ctx.configMaps,
-  get: (ctx, name) => ctx.source.getConfigMap(ctx.namespace, name),
+  get: (objects, name) => objects.configMap(name),
   keys: (cm) => [...Object.keys(cm.data ?? {}), ...Object.keys(cm.binaryData ?? {})],
   value: (cm, key) => {
     const text = cm.data?.[key];
@@ -363,8 +352,7 @@ const CONFIG_MAP: KeyedObject<V1ConfigMap> = {
 const SECRET: KeyedObject<V1Secret> = {
   kind: 'secret',
   label: 'secret',
-  reads: (ctx) => ctx.secrets,
-  get: (ctx, name) => ctx.source.getSecret(ctx.namespace, name),
+  get: (objects, name) => objects.secret(name),
   keys: (secret) => [...Object.keys(secret.data ?? {}), ...Object.keys(secret.stringData ?? {})],
   value: (secret, key) => {
     // stringData is merged into data by the API server on write; honour it if present.
@@ -375,24 +363,35 @@ const SECRET: KeyedObject<V1Secret> = {
   },
 };
 
-/** The files of config map or secret `name` (read once per resolution) for `volume`. */
-async function keyedObjectFiles<T>(
+/** A config map or secret source, of a volume or of a projection. */
+interface KeyedSource {
+  readonly name?: string;
+  readonly items?: V1KeyToPath[];
+  readonly optional?: boolean;
+}
+
+/** The files of config map or secret `source.name` for `volume`. */
+function keyedObjectFiles<T>(
   of: KeyedObject<T>,
   ctx: Context,
   volume: string,
-  name: string,
-  items: readonly V1KeyToPath[] | undefined,
+  source: KeyedSource,
   mode: number,
-  optional: boolean,
   payload: Payload,
-): Promise<void> {
-  const reads = of.reads(ctx);
-  let pending = reads.get(name);
-  if (pending === undefined) {
-    pending = of.get(ctx, name);
-    reads.set(name, pending);
+): void {
+  const name = source.name ?? '';
+  let obj: T | undefined;
+  try {
+    obj = of.get(ctx.objects, name);
+  } catch (err) {
+    throw new VolumeResolutionError(
+      'SourceFailed',
+      volume,
+      `cannot read ${of.kind} ${JSON.stringify(name)}: ${errorMessage(err)}`,
+      { cause: err },
+    );
   }
-  const obj = await read(pending, volume, of.kind, name);
+  const optional = source.optional === true;
   if (obj === undefined) {
     if (optional) return;
     throw new VolumeResolutionError(
@@ -402,25 +401,7 @@ async function keyedObjectFiles<T>(
     );
   }
   const value = (key: string): Uint8Array | undefined => of.value(obj, key);
-  keyedFiles(volume, of.keys(obj), value, items, mode, optional, payload, of.kind, of.label);
-}
-
-async function read<T>(
-  pending: Promise<T | undefined>,
-  volume: string,
-  what: string,
-  name: string,
-): Promise<T | undefined> {
-  try {
-    return await pending;
-  } catch (err) {
-    throw new VolumeResolutionError(
-      'SourceFailed',
-      volume,
-      `cannot read ${what} ${JSON.stringify(name)}: ${errorMessage(err)}`,
-      { cause: err },
-    );
-  }
+  keyedFiles(volume, of.keys(obj), value, source.items, mode, optional, payload, of.kind, of.label);
 }
 
 /** Files of a config map or secret: every key, or the listed items. */
