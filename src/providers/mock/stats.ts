@@ -7,6 +7,7 @@
  * from a hash of `namespace/pod/container`, so figures are stable per container and non-zero from
  * the start: metrics-server drops a pod if any of its containers reports zero CPU or memory.
  */
+import { formatRfc3339 } from '../../kubelet/time.js';
 
 const MIB = 1024 * 1024;
 /** CPU a container uses while it starts, so its counter is non-zero at once. */
@@ -191,9 +192,6 @@ export function takeSnapshot(input: SnapshotInput): Snapshot {
   };
 }
 
-/** RFC 3339 to the second, as a `metav1.Time` is written in JSON. */
-const rfc3339 = (time: Date): string => time.toISOString().replace(/\.\d+Z$/, 'Z');
-
 function cpu(usage: Usage, time: string): Record<string, unknown> {
   return {
     time,
@@ -215,21 +213,21 @@ function memory(usage: Usage, time: string): Record<string, unknown> {
 
 /** The Summary (`stats.k8s.io/v1alpha1`) with node, pods, containers, CPU and memory. */
 export function statsSummary(snapshot: Snapshot): Record<string, unknown> {
-  const time = rfc3339(snapshot.time);
+  const time = formatRfc3339(snapshot.time);
   const node = snapshot.node;
   return {
     node: {
       nodeName: node.name,
-      startTime: rfc3339(node.startTime),
+      startTime: formatRfc3339(node.startTime),
       cpu: cpu(node.usage, time),
       memory: { ...memory(node.usage, time), availableBytes: node.availableBytes },
     },
     pods: snapshot.pods.map((pod) => ({
       podRef: { name: pod.name, namespace: pod.namespace, uid: pod.uid },
-      startTime: rfc3339(pod.startTime),
+      startTime: formatRfc3339(pod.startTime),
       containers: pod.containers.map((c) => ({
         name: c.name,
-        startTime: rfc3339(c.startTime),
+        startTime: formatRfc3339(c.startTime),
         cpu: cpu(c.usage, time),
         memory: memory(c.usage, time),
       })),

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import type { Cgroups } from './cgroups.js';
 import type { PodRunner } from './pod.js';
 import { CLOCK_TICKS, descendants, processUsage } from './proc.js';
+import { formatRfc3339 } from '../../kubelet/time.js';
 
 export interface Usage {
   /** Cumulative CPU, in core-nanoseconds. */
@@ -130,8 +131,6 @@ export function nodeUsage(): {
   };
 }
 
-const rfc3339 = (time: Date): string => time.toISOString().replace(/\.\d+Z$/, 'Z');
-
 export interface Snapshot {
   readonly time: Date;
   readonly nodeName: string;
@@ -194,20 +193,20 @@ function memory(u: Usage, time: string): Record<string, unknown> {
 
 /** The Summary (`stats.k8s.io/v1alpha1`). */
 export function statsSummary(s: Snapshot): Record<string, unknown> {
-  const time = rfc3339(s.time);
+  const time = formatRfc3339(s.time);
   return {
     node: {
       nodeName: s.nodeName,
-      startTime: rfc3339(s.nodeStartTime),
+      startTime: formatRfc3339(s.nodeStartTime),
       cpu: cpu(s.node.cpuNs, s.node.nanoCores, time),
       memory: { ...memory(s.node, time), availableBytes: s.node.availableBytes },
     },
     pods: s.pods.map((p) => ({
       podRef: { name: p.name, namespace: p.namespace, uid: p.uid },
-      startTime: rfc3339(p.startTime),
+      startTime: formatRfc3339(p.startTime),
       containers: p.containers.map((c, i) => ({
         name: c.name,
-        startTime: rfc3339(c.startedAt),
+        startTime: formatRfc3339(c.startedAt),
         cpu: cpu(c.usage.cpuNs, p.containerNanoCores[i] ?? 0, time),
         memory: memory(c.usage, time),
       })),
