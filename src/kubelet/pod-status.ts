@@ -20,6 +20,13 @@ export function isTerminal(status: V1PodStatus | undefined): boolean {
   return isTerminalPhase(status?.phase);
 }
 
+/** A deep copy of `pod` without its status: the spec and metadata a provider keeps. */
+export function withoutStatus(pod: V1Pod): V1Pod {
+  const copy = structuredClone(pod);
+  delete copy.status;
+  return copy;
+}
+
 const asTime = (s: string): Date => s as unknown as Date;
 
 export interface MergeOptions {

@@ -336,32 +336,45 @@ interface KeyedObject<T> {
   readonly value: (obj: T, key: string) => Uint8Array | undefined;
 }
 
-const CONFIG_MAP: KeyedObject<V1ConfigMap> = {
-  kind: 'configmap',
-  label: 'config',
-  get: (objects, name) => objects.configMap(name),
-  keys: (cm) => [...Object.keys(cm.data ?? {}), ...Object.keys(cm.binaryData ?? {})],
-  value: (cm, key) => {
-    const text = cm.data?.[key];
-    if (text !== undefined) return Buffer.from(text, 'utf8');
-    const binary = cm.binaryData?.[key];
-    return binary === undefined ? undefined : Buffer.from(binary, 'base64');
-  },
-};
+/**
+ * A kind whose values are text in one field and base64 in another; a key in both is the text
+ * (the API server merges a Secret's `stringData` into `data` on write, so it rarely appears).
+ */
+function keyedObject<T>(
+  kind: 'configmap' | 'secret',
+  get: (objects: VolumeObjects, name: string) => T | undefined,
+  text: (obj: T) => Readonly<Record<string, string>> | undefined,
+  base64: (obj: T) => Readonly<Record<string, string>> | undefined,
+): KeyedObject<T> {
+  return {
+    kind,
+    label: kind === 'configmap' ? 'config' : 'secret',
+    get,
+    keys: (obj) => [
+      ...new Set([...Object.keys(text(obj) ?? {}), ...Object.keys(base64(obj) ?? {})]),
+    ],
+    value: (obj, key) => {
+      const plain = text(obj)?.[key];
+      if (plain !== undefined) return Buffer.from(plain, 'utf8');
+      const encoded = base64(obj)?.[key];
+      return encoded === undefined ? undefined : Buffer.from(encoded, 'base64');
+    },
+  };
+}
 
-const SECRET: KeyedObject<V1Secret> = {
-  kind: 'secret',
-  label: 'secret',
-  get: (objects, name) => objects.secret(name),
-  keys: (secret) => [...Object.keys(secret.data ?? {}), ...Object.keys(secret.stringData ?? {})],
-  value: (secret, key) => {
-    // stringData is merged into data by the API server on write; honour it if present.
-    const text = secret.stringData?.[key];
-    if (text !== undefined) return Buffer.from(text, 'utf8');
-    const encoded = secret.data?.[key];
-    return encoded === undefined ? undefined : Buffer.from(encoded, 'base64');
-  },
-};
+const CONFIG_MAP = keyedObject<V1ConfigMap>(
+  'configmap',
+  (objects, name) => objects.configMap(name),
+  (cm) => cm.data,
+  (cm) => cm.binaryData,
+);
+
+const SECRET = keyedObject<V1Secret>(
+  'secret',
+  (objects, name) => objects.secret(name),
+  (secret) => secret.stringData,
+  (secret) => secret.data,
+);
 
 /** A config map or secret source, of a volume or of a projection. */
 interface KeyedSource {

@@ -13,16 +13,20 @@ import {
   type ResolvedPodEnv,
 } from '../kubelet/container-env.js';
 
-/**
- * Where the resolver reads API objects, all in the pod's namespace except the master service.
- * Implementations usually read an informer cache. Calls are made at most once per object (or
- * per namespace for services) during one {@link resolvePodEnv} call.
- */
-export interface EnvSource {
+/** Where ConfigMaps and Secrets are read; implementations usually read an informer cache. */
+export interface ObjectSource {
   /** The ConfigMap, or undefined when it does not exist (404). Other failures throw. */
   getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined>;
   /** The Secret, or undefined when it does not exist (404). Other failures throw. */
   getSecret(namespace: string, name: string): Promise<V1Secret | undefined>;
+}
+
+/**
+ * Where the resolver reads API objects, all in the pod's namespace except the master service.
+ * Calls are made at most once per object (or per namespace for services) during one
+ * {@link resolvePodEnv} call.
+ */
+export interface EnvSource extends ObjectSource {
   /** The Services of `namespace`. Failures throw. */
   listServices(namespace: string): Promise<V1Service[]>;
 }

@@ -3,7 +3,7 @@
  * refer to and requests their service-account tokens, then projects them into files with the
  * kubelet's rules (kubelet/volume-projection.ts).
  */
-import type { V1ConfigMap, V1Pod, V1Secret } from '@kubernetes/client-node';
+import type { V1Pod } from '@kubernetes/client-node';
 import type { ResolvedVolume } from '../provider.js';
 import {
   podTokenRequests,
@@ -13,17 +13,13 @@ import {
   type ResolveVolumesOptions,
   type TokenRequestSpec,
 } from '../kubelet/volume-projection.js';
-import { readAll, settled } from './env.js';
+import { readAll, settled, type ObjectSource } from './env.js';
 
 /**
  * Where the resolver reads API objects (in the pod's namespace) and gets tokens. Calls are made
  * at most once per object and per token spec during one {@link resolvePodVolumes} call.
  */
-export interface VolumeSource {
-  /** The ConfigMap, or undefined when it does not exist (404). Other failures throw. */
-  getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined>;
-  /** The Secret, or undefined when it does not exist (404). Other failures throw. */
-  getSecret(namespace: string, name: string): Promise<V1Secret | undefined>;
+export interface VolumeSource extends ObjectSource {
   /**
    * A token of the pod's service account bound to `pod` (TokenRequest API). Implementations
    * cache tokens and return the same one until it is due for refresh. Failures throw.

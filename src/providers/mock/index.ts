@@ -64,7 +64,7 @@ import {
 } from './status.js';
 import { goArch } from '../../kubelet/go-arch.js';
 import { namespacedKey } from '../../kubelet/pod-key.js';
-import { isTerminalPhase } from '../../kubelet/pod-status.js';
+import { isTerminalPhase, withoutStatus } from '../../kubelet/pod-status.js';
 
 export { MAX_LOG_LINES } from './logs.js';
 export {
@@ -151,12 +151,6 @@ const attempt = <T>(fn: () => T): Promise<T> =>
   new Promise((resolve) => {
     resolve(fn());
   });
-
-const withoutStatus = (pod: V1Pod): V1Pod => {
-  const copy = structuredClone(pod);
-  delete copy.status;
-  return copy;
-};
 
 /**
  * Runs pods in memory. Every method copies what it keeps and what it returns, so callers may do

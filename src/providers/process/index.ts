@@ -65,6 +65,7 @@ import {
 } from './volumes.js';
 import { goArch } from '../../kubelet/go-arch.js';
 import { namespacedKey, podKey } from '../../kubelet/pod-key.js';
+import { withoutStatus } from '../../kubelet/pod-status.js';
 
 export {
   loadProcessConfig,
@@ -84,12 +85,6 @@ export interface ProcessProviderOptions {
   /** Default: `silentLogger`. */
   readonly logger?: Logger;
 }
-
-const withoutStatus = (pod: V1Pod): V1Pod => {
-  const copy = structuredClone(pod);
-  delete copy.status;
-  return copy;
-};
 
 /**
  * Runs pods as local processes. `close()` stops the agent's side (monitoring, sessions) and
