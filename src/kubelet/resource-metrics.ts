@@ -83,22 +83,29 @@ export function formatResourceMetrics(input: ResourceMetricsInput): string {
     pod,
   }));
   const seconds = (usage: ResourceUsage): number => usage.usageCoreNanoSeconds / 1e9;
+  // Usage samples carry the sampling time; start times and the scrape error do not.
+  const cpu = (usage: ResourceUsage, labels?: Record<string, string>): Sample => ({
+    ...(labels && { labels }),
+    value: seconds(usage),
+    timestampMs: at,
+  });
+  const workingSet = (usage: ResourceUsage, labels?: Record<string, string>): Sample => ({
+    ...(labels && { labels }),
+    value: usage.workingSetBytes,
+    timestampMs: at,
+  });
   const lines = [
     ...family(
       'container_cpu_usage_seconds_total',
       'counter',
       '[STABLE] Cumulative cpu time consumed by the container in core-seconds',
-      containers.map(({ labels, c }) => ({ labels, value: seconds(c.usage), timestampMs: at })),
+      containers.map(({ labels, c }) => cpu(c.usage, labels)),
     ),
     ...family(
       'container_memory_working_set_bytes',
       'gauge',
       '[STABLE] Current working set of the container in bytes',
-      containers.map(({ labels, c }) => ({
-        labels,
-        value: c.usage.workingSetBytes,
-        timestampMs: at,
-      })),
+      containers.map(({ labels, c }) => workingSet(c.usage, labels)),
     ),
     ...family(
       'container_start_time_seconds',
@@ -110,29 +117,25 @@ export function formatResourceMetrics(input: ResourceMetricsInput): string {
       'node_cpu_usage_seconds_total',
       'counter',
       '[STABLE] Cumulative cpu time consumed by the node in core-seconds',
-      [{ value: seconds(input.node), timestampMs: at }],
+      [cpu(input.node)],
     ),
     ...family(
       'node_memory_working_set_bytes',
       'gauge',
       '[STABLE] Current working set of the node in bytes',
-      [{ value: input.node.workingSetBytes, timestampMs: at }],
+      [workingSet(input.node)],
     ),
     ...family(
       'pod_cpu_usage_seconds_total',
       'counter',
       '[STABLE] Cumulative cpu time consumed by the pod in core-seconds',
-      pods.map(({ labels, pod }) => ({ labels, value: seconds(pod.usage), timestampMs: at })),
+      pods.map(({ labels, pod }) => cpu(pod.usage, labels)),
     ),
     ...family(
       'pod_memory_working_set_bytes',
       'gauge',
       '[STABLE] Current working set of the pod in bytes',
-      pods.map(({ labels, pod }) => ({
-        labels,
-        value: pod.usage.workingSetBytes,
-        timestampMs: at,
-      })),
+      pods.map(({ labels, pod }) => workingSet(pod.usage, labels)),
     ),
     ...family(
       'resource_scrape_error',
