@@ -78,15 +78,18 @@ export type { NodeControllerOptions } from './node/node-controller.js';
 export { PodController } from './pods/pod-controller.js';
 export type { PodControllerOptions } from './pods/pod-controller.js';
 export { PollNotifier } from './pods/poll-notifier.js';
-export { resolvePodEnv, EnvResolutionError } from './pods/env.js';
-export type { EnvSource, ResolveEnvOptions } from './pods/env.js';
-export { resolvePodVolumes, VolumeResolutionError } from './pods/volumes.js';
+export { resolvePodEnv } from './pods/env.js';
+export type { EnvSource } from './pods/env.js';
+export { EnvResolutionError } from './kubelet/env-error.js';
+export type { ResolveEnvOptions } from './kubelet/container-env.js';
+export { resolvePodVolumes } from './pods/volumes.js';
+export type { VolumeSource } from './pods/volumes.js';
+export { VolumeResolutionError } from './kubelet/volume-projection.js';
 export type {
   ResolveVolumesOptions,
   TokenRequestSpec,
   VolumeResolutionReason,
-  VolumeSource,
-} from './pods/volumes.js';
+} from './kubelet/volume-projection.js';
 // The kubelet API, for `VirtualNodeOptions.api` or a server of one's own: who may call it, and
 // the serving certificate it presents.
 export { KubeletServer } from './api/server.js';

@@ -9,6 +9,8 @@ import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { isNodeConfigurer, isNodeProvider, type Provider } from '../provider.js';
 import { Wakeup } from './wakeup.js';
+import { goArch } from '../kubelet/go-arch.js';
+import { formatMicroTime, formatRfc3339 } from '../kubelet/time.js';
 
 export interface NodeControllerOptions {
   readonly client: KubeClient;
@@ -45,18 +47,6 @@ export interface NodeControllerOptions {
 }
 
 const LEASE_NS = 'kube-node-lease';
-const GO_ARCH: Record<string, string> = {
-  x64: 'amd64',
-  arm64: 'arm64',
-  arm: 'arm',
-  ia32: '386',
-  s390x: 's390x',
-  ppc64: 'ppc64le',
-};
-
-/** Kubernetes' MicroTime: RFC 3339 with six fractional digits. */
-export const microTime = (d: Date): string => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
-const rfc3339 = (d: Date): string => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 /**
  * Makes the provider a Node: registers it (or adopts an existing virtual node of that name),
@@ -163,7 +153,7 @@ export class NodeController {
   #initialNode(): V1Node {
     const o = this.#o;
     const os = o.operatingSystem ?? 'linux';
-    const arch = GO_ARCH[process.arch] ?? process.arch;
+    const arch = goArch();
     const port = o.kubeletPort ?? 10250;
     return {
       apiVersion: 'v1',
@@ -205,7 +195,7 @@ export class NodeController {
   }
 
   #conditions(now: Date): V1NodeCondition[] {
-    const at = rfc3339(now);
+    const at = formatRfc3339(now);
     const ready: [string, string, string] = this.#pingError
       ? ['False', 'ProviderUnhealthy', `the provider failed its health check: ${this.#pingError}`]
       : ['True', 'KubeletReady', 'virtual-kubelet is ready'];
@@ -335,7 +325,7 @@ export class NodeController {
     const spec = {
       holderIdentity: nodeName,
       leaseDurationSeconds: this.#o.leaseDurationSeconds ?? 40,
-      renewTime: microTime(new Date()) as unknown as Date,
+      renewTime: formatMicroTime(new Date()) as unknown as Date,
     };
     const owner = this.#uid
       ? [{ apiVersion: 'v1', kind: 'Node', name: nodeName, uid: this.#uid }]

@@ -1,547 +1,99 @@
 /**
- * Container environment resolution: what a kubelet does before it starts a container, done by
- * the core before it hands a pod to a provider, so that providers never talk to the API server.
- *
- * For every init, regular and ephemeral container, in the kubelet's order
- * (pkg/kubelet/kubelet_pods.go `makeEnvironmentVariables`):
- *
- * 1. `envFrom` sources in order (ConfigMaps and Secrets, keys prefixed by `prefix`);
- * 2. `env` entries in order, each overriding an earlier variable of the same name: a `value`
- *    is `$(VAR)`-expanded against the variables defined so far and the service-link
- *    variables; a `valueFrom` is read from a ConfigMap key, a Secret key, a `fieldRef` or a
- *    `resourceFieldRef` (never expanded);
- * 3. service-link variables (docker-link style, see env-service-links.ts) for the names the
- *    container did not define.
- *
- * The result has the service-link variables first, then the container's variables in the
- * order they were first defined, every name once, values only; `envFrom` is removed.
+ * Container environment resolution against the API: reads what a pod's environment refers to,
+ * then applies the kubelet's rules (kubelet/container-env.ts), so that providers never talk to
+ * the API server.
  */
-import { Buffer } from 'node:buffer';
-import type {
-  V1ConfigMap,
-  V1Container,
-  V1EnvVar,
-  V1Pod,
-  V1Secret,
-  V1Service,
-} from '@kubernetes/client-node';
-import { fieldRefValue, resourceFieldRefValue, type PodAddresses } from './env-downward-api.js';
-import { EnvResolutionError } from './env-error.js';
-import { expandEnvValue } from '../kubelet/env-expansion.js';
-import { isServiceIPSet, serviceLinkEnvVars } from './env-service-links.js';
+import type { V1ConfigMap, V1Pod, V1Secret, V1Service } from '@kubernetes/client-node';
+import {
+  envServiceNamespaces,
+  podEnvObjects,
+  resolvePodEnvFrom,
+  type EnvObjects,
+  type ResolveEnvOptions,
+  type ResolvedPodEnv,
+} from '../kubelet/container-env.js';
 
-export { EnvResolutionError, type EnvResolutionReason } from './env-error.js';
-
-/**
- * Where the resolver reads API objects, all in the pod's namespace except the master service.
- * Implementations usually read an informer cache. Calls are made at most once per object (or
- * per namespace for services) during one {@link resolvePodEnv} call.
- */
-export interface EnvSource {
+/** Where ConfigMaps and Secrets are read; implementations usually read an informer cache. */
+export interface ObjectSource {
   /** The ConfigMap, or undefined when it does not exist (404). Other failures throw. */
   getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined>;
   /** The Secret, or undefined when it does not exist (404). Other failures throw. */
   getSecret(namespace: string, name: string): Promise<V1Secret | undefined>;
+}
+
+/**
+ * Where the resolver reads API objects, all in the pod's namespace except the master service.
+ * Calls are made at most once per object (or per namespace for services) during one
+ * {@link resolvePodEnv} call.
+ */
+export interface EnvSource extends ObjectSource {
   /** The Services of `namespace`. Failures throw. */
   listServices(namespace: string): Promise<V1Service[]>;
 }
 
-/** An Event the caller should record on the pod. */
-export interface EnvEvent {
-  readonly type: 'Normal' | 'Warning';
-  readonly reason: string;
-  readonly message: string;
-}
-
-export interface ResolveEnvOptions {
-  /**
-   * The node's IP for `status.hostIP`. Default: `hostIPs[0]`, else the pod status.
-   * `hostIPs[0]` wins over `hostIP` when both are given, as in the kubelet.
-   */
-  readonly hostIP?: string;
-  /** The node's IPs for `status.hostIPs`. Default: `[hostIP]`, else the pod status. */
-  readonly hostIPs?: readonly string[];
-  /**
-   * The pod's IP for `status.podIP`, as the provider reported it. Default: `podIPs[0]`, else
-   * the pod status, else `''` (resolve again once the provider knows the IP).
-   */
-  readonly podIP?: string;
-  /** The pod's IPs for `status.podIPs`. Default: `[podIP]`, else the pod status. */
-  readonly podIPs?: readonly string[];
-  /** For `spec.nodeName` when the pod has none. Default: `''`. */
-  readonly nodeName?: string;
-  /** Namespace of the `kubernetes` master service. Default: `'default'`. */
-  readonly masterServiceNamespace?: string;
-  /**
-   * What unset container limits fall back to in `resourceFieldRef` (the node's allocatable,
-   * after the pod-level limits). Default: none, an unset limit then resolves to "0".
-   */
-  readonly nodeAllocatable?: {
-    readonly cpu?: string;
-    readonly memory?: string;
-    readonly 'ephemeral-storage'?: string;
-  };
-  /**
-   * Which `envFrom` keys are valid variable names. Default `false`: Kubernetes' relaxed rule
-   * (GA since 1.34: printable ASCII other than `=`), under which every valid ConfigMap or
-   * Secret key passes. `true`: the older C-identifier-like rule
-   * (`[-._a-zA-Z][-._a-zA-Z0-9]*`, not starting with `..`) that the Go virtual-kubelet
-   * applies, for backends whose shells need it. Skipped keys are reported in an Event.
-   */
-  readonly strictEnvVarNames?: boolean;
-}
-
-export interface ResolvedPodEnv {
-  /** A deep copy of the input pod with every container's environment resolved. */
-  readonly pod: V1Pod;
-  /** Warnings about skipped optional sources and keys, in order, without duplicates. */
-  readonly events: EnvEvent[];
-}
-
-/** The fields that containers, init containers and ephemeral containers share. */
-type EnvContainer = Pick<V1Container, 'name' | 'env' | 'envFrom' | 'resources'>;
-
-interface Context {
-  readonly pod: V1Pod;
-  readonly namespace: string;
-  readonly source: EnvSource;
-  readonly options: ResolveEnvOptions;
-  readonly addresses: PodAddresses;
-  readonly events: EnvEvent[];
-  readonly configMaps: Map<string, Promise<V1ConfigMap | undefined>>;
-  readonly secrets: Map<string, Promise<V1Secret | undefined>>;
-}
-
 /**
- * Resolves the environment of every container of `pod`. The input is never mutated.
+ * Resolves the environment of every container of `pod`, reading every ConfigMap, Secret and
+ * Service it refers to from `source` first. The input is never mutated.
  *
- * Throws {@link EnvResolutionError} when a mandatory ConfigMap, Secret or key is missing
- * (retryable) or a field reference cannot be resolved (not retryable); errors thrown by
- * `source` propagate unchanged. Optional sources that are missing are skipped with a Warning
- * event (`OptionalConfigMapNotFound`, `OptionalConfigMapKeyNotFound` and the Secret
- * equivalents), as are invalid `envFrom` keys (`InvalidEnvironmentVariableNames`).
+ * Throws what {@link resolvePodEnvFrom} throws; errors thrown by `source` propagate unchanged,
+ * a failed Service list first, then a failed ConfigMap or Secret read where the resolution
+ * reaches it.
  */
 export async function resolvePodEnv(
   pod: V1Pod,
   source: EnvSource,
   options: ResolveEnvOptions = {},
 ): Promise<ResolvedPodEnv> {
-  const copy = structuredClone(pod);
-  const events: EnvEvent[] = [];
-  const spec = copy.spec;
-  if (spec === undefined) return { pod: copy, events };
-
-  const ctx: Context = {
+  if (pod.spec === undefined) return resolvePodEnvFrom(pod, NO_OBJECTS, options);
+  const namespace = pod.metadata?.namespace ?? 'default';
+  const services = new Map<string, V1Service[]>();
+  for (const ns of envServiceNamespaces(pod, options)) {
+    if (ns !== undefined && !services.has(ns)) services.set(ns, await source.listServices(ns));
+  }
+  const refs = podEnvObjects(pod);
+  const [configMaps, secrets] = await Promise.all([
+    readAll(refs.configMaps, (name) => source.getConfigMap(namespace, name)),
+    readAll(refs.secrets, (name) => source.getSecret(namespace, name)),
+  ]);
+  return resolvePodEnvFrom(
     pod,
-    namespace: pod.metadata?.namespace ?? 'default',
-    source,
+    {
+      configMap: (name) => settled(configMaps, name),
+      secret: (name) => settled(secrets, name),
+      services: (ns) => services.get(ns) ?? [],
+    },
     options,
-    addresses: addressesOf(pod, options),
-    events,
-    configMaps: new Map(),
-    secrets: new Map(),
-  };
-  const serviceEnv = await serviceLinkEnv(ctx);
-
-  const all: EnvContainer[] = [
-    ...(spec.initContainers ?? []),
-    ...spec.containers,
-    ...(spec.ephemeralContainers ?? []),
-  ];
-  for (const container of all) {
-    container.env = await containerEnv(ctx, container, serviceEnv);
-    delete container.envFrom;
-  }
-  return { pod: copy, events };
+  );
 }
 
-function addressesOf(pod: V1Pod, options: ResolveEnvOptions): PodAddresses {
-  const status = pod.status;
-  return {
-    podIPs: firstList(
-      options.podIPs,
-      options.podIP,
-      status?.podIPs?.map((p) => p.ip),
-      status?.podIP,
-    ),
-    hostIPs: firstList(
-      options.hostIPs,
-      options.hostIP,
-      status?.hostIPs?.map((h) => h.ip),
-      status?.hostIP,
-    ),
-    nodeName: options.nodeName,
-  };
+const NO_OBJECTS: EnvObjects = {
+  configMap: () => undefined,
+  secret: () => undefined,
+  services: () => [],
+};
+
+/** Every read's outcome by key, failures kept to be thrown where the resolver needs them. */
+export async function readAll<I, T>(
+  items: readonly I[],
+  read: (item: I) => Promise<T | undefined>,
+  keyOf: (item: I) => string = String,
+): Promise<Map<string, PromiseSettledResult<T | undefined>>> {
+  const results = await Promise.allSettled(items.map(read));
+  const byKey = new Map<string, PromiseSettledResult<T | undefined>>();
+  items.forEach((item, i) => {
+    const result = results[i];
+    if (result !== undefined) byKey.set(keyOf(item), result);
+  });
+  return byKey;
 }
 
-/** The first non-empty of: a list, a single value, a list, a single value. */
-function firstList(
-  list: readonly string[] | undefined,
-  one: string | undefined,
-  statusList: readonly string[] | undefined,
-  statusOne: string | undefined,
-): readonly string[] {
-  const lists = [
-    list,
-    one === undefined ? [] : [one],
-    statusList,
-    statusOne === undefined ? [] : [statusOne],
-  ];
-  for (const l of lists) {
-    const ips = (l ?? []).filter((ip) => ip !== '');
-    if (ips.length > 0) return ips;
-  }
-  return [];
-}
-
-/**
- * The service-link variables (kubelet `getServiceEnvVarMap`): the `kubernetes` service of the
- * master namespace always; with `enableServiceLinks` (default true) also every service of the
- * pod's namespace, which wins over the master service on a name clash. Only services with a
- * ClusterIP count. Services are taken in name order so the output is stable (the kubelet
- * iterates a Go map).
- */
-async function serviceLinkEnv(ctx: Context): Promise<ReadonlyMap<string, string>> {
-  const masterNamespace = ctx.options.masterServiceNamespace ?? 'default';
-  const enableServiceLinks = ctx.pod.spec?.enableServiceLinks ?? true;
-  const byName = new Map<string, V1Service>();
-
-  const masterList = await ctx.source.listServices(masterNamespace);
-  const master = masterList.find((s) => s.metadata?.name === 'kubernetes' && isServiceIPSet(s));
-  if (master !== undefined) byName.set('kubernetes', master);
-
-  if (enableServiceLinks) {
-    const local =
-      ctx.namespace === masterNamespace ? masterList : await ctx.source.listServices(ctx.namespace);
-    for (const service of local) {
-      const name = service.metadata?.name;
-      if (name !== undefined && isServiceIPSet(service)) byName.set(name, service);
-    }
-  }
-
-  const services = [...byName.entries()]
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([, s]) => s);
-  const env = new Map<string, string>();
-  for (const v of serviceLinkEnvVars(services)) env.set(v.name, v.value ?? '');
-  return env;
-}
-
-async function containerEnv(
-  ctx: Context,
-  container: EnvContainer,
-  serviceEnv: ReadonlyMap<string, string>,
-): Promise<V1EnvVar[]> {
-  // Insertion order is first definition; a later set() replaces the value in place.
-  const vars = new Map<string, string>();
-
-  for (const from of container.envFrom ?? []) {
-    const prefix = from.prefix ?? '';
-    let data: Readonly<Record<string, string>>;
-    let what: 'configMap' | 'secret';
-    let name: string;
-    if (from.configMapRef !== undefined) {
-      what = 'configMap';
-      name = from.configMapRef.name ?? '';
-      const cm = await getConfigMap(
-        ctx,
-        container,
-        name,
-        from.configMapRef.optional === true,
-        'envFrom',
-      );
-      if (cm === undefined) continue;
-      data = cm.data ?? {};
-    } else if (from.secretRef !== undefined) {
-      what = 'secret';
-      name = from.secretRef.name ?? '';
-      const secret = await getSecret(
-        ctx,
-        container,
-        name,
-        from.secretRef.optional === true,
-        'envFrom',
-      );
-      if (secret === undefined) continue;
-      data = secretData(secret);
-    } else {
-      continue;
-    }
-
-    const invalid: string[] = [];
-    for (const [key, value] of Object.entries(data)) {
-      const varName = prefix + key;
-      if (isValidEnvVarName(varName, ctx.options.strictEnvVarNames === true)) {
-        vars.set(varName, value);
-      } else {
-        invalid.push(varName);
-      }
-    }
-    if (invalid.length > 0) {
-      invalid.sort();
-      warn(
-        ctx,
-        'InvalidEnvironmentVariableNames',
-        `Keys [${invalid.join(', ')}] from the EnvFrom ${what} ${ctx.namespace}/${name} were skipped since they are considered invalid environment variable names.`,
-      );
-    }
-  }
-
-  const lookup = (name: string): string | undefined => vars.get(name) ?? serviceEnv.get(name);
-  for (const env of container.env ?? []) {
-    const value = await envVarValue(ctx, container, env, lookup);
-    if (value !== undefined) vars.set(env.name, value);
-  }
-
-  const result: V1EnvVar[] = [];
-  for (const [name, value] of serviceEnv) {
-    if (!vars.has(name)) result.push({ name, value });
-  }
-  for (const [name, value] of vars) result.push({ name, value });
-  return result;
-}
-
-/** The value of one `env` entry, or undefined when an optional source is missing. */
-async function envVarValue(
-  ctx: Context,
-  container: EnvContainer,
-  env: V1EnvVar,
-  lookup: (name: string) => string | undefined,
-): Promise<string | undefined> {
-  // As in the kubelet, a non-empty value wins over valueFrom (the API forbids both).
-  if (env.value !== undefined && env.value !== '') return expandEnvValue(env.value, lookup);
-  const from = env.valueFrom;
-  if (from === undefined) return '';
-  if (from.configMapKeyRef !== undefined) {
-    const ref = from.configMapKeyRef;
-    const name = ref.name ?? '';
-    const optional = ref.optional === true;
-    const cm = await getConfigMap(
-      ctx,
-      container,
-      name,
-      optional,
-      `env ${JSON.stringify(env.name)}`,
-    );
-    if (cm === undefined) return undefined;
-    const value = cm.data?.[ref.key];
-    if (value !== undefined) return value;
-    missingKey(ctx, container, env.name, 'configmap', name, ref.key, optional);
-    return undefined;
-  }
-  if (from.secretKeyRef !== undefined) {
-    const ref = from.secretKeyRef;
-    const name = ref.name ?? '';
-    const optional = ref.optional === true;
-    const secret = await getSecret(
-      ctx,
-      container,
-      name,
-      optional,
-      `env ${JSON.stringify(env.name)}`,
-    );
-    if (secret === undefined) return undefined;
-    const value = secretData(secret)[ref.key];
-    if (value !== undefined) return value;
-    missingKey(ctx, container, env.name, 'secret', name, ref.key, optional);
-    return undefined;
-  }
-  try {
-    if (from.fieldRef !== undefined) return fieldRefValue(ctx.pod, from.fieldRef, ctx.addresses);
-    if (from.resourceFieldRef !== undefined) {
-      return resourceFieldRefValue(
-        ctx.pod,
-        container,
-        from.resourceFieldRef,
-        ctx.options.nodeAllocatable,
-      );
-    }
-  } catch (err) {
-    // The downward-API helpers know nothing of containers; say which variable failed.
-    if (!(err instanceof EnvResolutionError)) throw err;
-    throw new EnvResolutionError(
-      err.reason,
-      `container ${JSON.stringify(container.name)}: env ${JSON.stringify(env.name)}: ${err.message}`,
-      { container: container.name, cause: err.cause },
-    );
-  }
-  if (from.fileKeyRef !== undefined) {
-    // EnvFiles: the kubelet reads the key from a file in a volume when the container starts;
-    // the core cannot, so fail loudly rather than drop the variable as the Go VK does.
-    throw new EnvResolutionError(
-      'UnsupportedEnvVarSource',
-      `container ${JSON.stringify(container.name)}: env ${JSON.stringify(env.name)}: valueFrom.fileKeyRef cannot be resolved before the container starts`,
-      { container: container.name },
-    );
-  }
-  // An empty valueFrom: the kubelet sets the variable to "".
-  return '';
-}
-
-function missingKey(
-  ctx: Context,
-  container: EnvContainer,
-  envName: string,
-  what: 'configmap' | 'secret',
-  name: string,
+/** The value read for `key`, or its failure thrown; undefined for a key never read. */
+export function settled<T>(
+  results: ReadonlyMap<string, PromiseSettledResult<T | undefined>>,
   key: string,
-  optional: boolean,
-): void {
-  const kind = what === 'configmap' ? 'ConfigMap' : 'Secret';
-  if (optional) {
-    warn(
-      ctx,
-      `Optional${kind}KeyNotFound`,
-      `skipping optional envvar ${JSON.stringify(envName)} of container ${JSON.stringify(container.name)}: key ${JSON.stringify(key)} does not exist in ${what} ${JSON.stringify(name)}`,
-    );
-    return;
-  }
-  throw new EnvResolutionError(
-    what === 'configmap' ? 'MandatoryConfigMapKeyNotFound' : 'MandatorySecretKeyNotFound',
-    `container ${JSON.stringify(container.name)}: env ${JSON.stringify(envName)}: key ${JSON.stringify(key)} does not exist in ${what} ${ctx.namespace}/${name}`,
-    { container: container.name },
-  );
-}
-
-async function getConfigMap(
-  ctx: Context,
-  container: EnvContainer,
-  name: string,
-  optional: boolean,
-  use: string,
-): Promise<V1ConfigMap | undefined> {
-  let pending = ctx.configMaps.get(name);
-  if (pending === undefined) {
-    pending = ctx.source.getConfigMap(ctx.namespace, name);
-    ctx.configMaps.set(name, pending);
-  }
-  const cm = await pending;
-  if (cm !== undefined) return cm;
-  missingObject(ctx, container, 'configmap', name, optional, use);
-  return undefined;
-}
-
-async function getSecret(
-  ctx: Context,
-  container: EnvContainer,
-  name: string,
-  optional: boolean,
-  use: string,
-): Promise<V1Secret | undefined> {
-  let pending = ctx.secrets.get(name);
-  if (pending === undefined) {
-    pending = ctx.source.getSecret(ctx.namespace, name);
-    ctx.secrets.set(name, pending);
-  }
-  const secret = await pending;
-  if (secret !== undefined) return secret;
-  missingObject(ctx, container, 'secret', name, optional, use);
-  return undefined;
-}
-
-/** Records the Warning for an optional object, or throws for a mandatory one. */
-function missingObject(
-  ctx: Context,
-  container: EnvContainer,
-  what: 'configmap' | 'secret',
-  name: string,
-  optional: boolean,
-  use: string,
-): void {
-  const kind = what === 'configmap' ? 'ConfigMap' : 'Secret';
-  const where = `${use} of container ${JSON.stringify(container.name)}`;
-  if (optional) {
-    warn(
-      ctx,
-      `Optional${kind}NotFound`,
-      `skipping optional ${where}: ${what} ${JSON.stringify(name)} not found`,
-    );
-    return;
-  }
-  throw new EnvResolutionError(
-    what === 'configmap' ? 'MandatoryConfigMapNotFound' : 'MandatorySecretNotFound',
-    `${where}: ${what} ${ctx.namespace}/${name} not found`,
-    { container: container.name },
-  );
-}
-
-/**
- * A Secret's values as text: `data` decoded from base64 (as UTF-8; invalid sequences become
- * U+FFFD, where Go would pass the raw bytes), overridden by `stringData`, which the API server
- * merges into `data` on write and so rarely appears on read.
- */
-function secretData(secret: V1Secret): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(secret.data ?? {})) {
-    out[key] = Buffer.from(value, 'base64').toString('utf8');
-  }
-  for (const [key, value] of Object.entries(secret.stringData ?? {})) out[key] = value;
-  return out;
-}
-
-const STRICT_ENV_VAR_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/;
-
-/**
- * apimachinery `IsRelaxedEnvVarName` (printable ASCII but `=`, not empty) or, when `strict`,
- * `IsEnvVarName` (a C-identifier-like name that is not `.` and does not start with `..`).
- */
-export function isValidEnvVarName(name: string, strict = false): boolean {
-  if (strict) return STRICT_ENV_VAR_NAME.test(name) && name !== '.' && !name.startsWith('..');
-  if (name === '') return false;
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i);
-    if (c < 0x20 || c > 0x7e || c === 0x3d) return false;
-  }
-  return true;
-}
-
-function warn(ctx: Context, reason: string, message: string): void {
-  const duplicate = ctx.events.some((e) => e.reason === reason && e.message === message);
-  if (!duplicate) ctx.events.push({ type: 'Warning', reason, message });
-}
-
-/** The ConfigMaps and Secrets a pod refers to, by name, sorted and without duplicates. */
-export interface PodObjectRefs {
-  readonly configMaps: string[];
-  readonly secrets: string[];
-}
-
-/**
- * Every ConfigMap and Secret in the pod's namespace that the pod refers to: from `env` and
- * `envFrom` of all containers, from `configMap`, `secret` and `projected` volumes, and from
- * `imagePullSecrets` (a provider may need them to pull). The core watches these objects to
- * re-sync the pod when they change.
- */
-export function podNeedsObjects(pod: V1Pod): PodObjectRefs {
-  const configMaps = new Set<string>();
-  const secrets = new Set<string>();
-  const add = (set: Set<string>, name: string | undefined): void => {
-    if (name !== undefined && name !== '') set.add(name);
-  };
-  const spec = pod.spec;
-  const containers: EnvContainer[] = [
-    ...(spec?.initContainers ?? []),
-    ...(spec?.containers ?? []),
-    ...(spec?.ephemeralContainers ?? []),
-  ];
-  for (const c of containers) {
-    for (const from of c.envFrom ?? []) {
-      add(configMaps, from.configMapRef?.name);
-      add(secrets, from.secretRef?.name);
-    }
-    for (const env of c.env ?? []) {
-      add(configMaps, env.valueFrom?.configMapKeyRef?.name);
-      add(secrets, env.valueFrom?.secretKeyRef?.name);
-    }
-  }
-  for (const volume of spec?.volumes ?? []) {
-    add(configMaps, volume.configMap?.name);
-    add(secrets, volume.secret?.secretName);
-    for (const projection of volume.projected?.sources ?? []) {
-      add(configMaps, projection.configMap?.name);
-      add(secrets, projection.secret?.name);
-    }
-  }
-  for (const ref of spec?.imagePullSecrets ?? []) add(secrets, ref.name);
-  return { configMaps: [...configMaps].sort(), secrets: [...secrets].sort() };
+): T | undefined {
+  const result = results.get(key);
+  if (result === undefined) return undefined;
+  if (result.status === 'rejected') throw result.reason;
+  return result.value;
 }

@@ -16,22 +16,21 @@ import {
   type ResolvedVolume,
 } from '../provider.js';
 import { WorkQueue } from '../queue/index.js';
-import { EnvResolutionError } from './env-error.js';
+import { EnvResolutionError } from '../kubelet/env-error.js';
 import { resolvePodEnv, type EnvSource } from './env.js';
 import { deletedPodStatus, lostPodStatus, PollNotifier } from './poll-notifier.js';
 import { PodVolumeManager } from './volume-manager.js';
-import { VolumeResolutionError } from './volumes.js';
+import { VolumeResolutionError } from '../kubelet/volume-projection.js';
+import { podKey } from '../kubelet/pod-key.js';
 import {
   configErrorStatus,
   isTerminal,
   mergeStatus,
-  mutableFingerprint,
-  needsSync,
-  podKey,
   providerFailedStatus,
   sameStatus,
   statusFingerprint,
-} from './status.js';
+} from '../kubelet/pod-status.js';
+import { mutableFingerprint, needsSync } from './status.js';
 
 export interface PodControllerOptions {
   readonly client: KubeClient;

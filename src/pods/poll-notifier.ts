@@ -8,6 +8,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { errorCode, invalidInput } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { PodLifecycleHandler, PodNotifier } from '../provider.js';
+import { podKey } from '../kubelet/pod-key.js';
+import { isTerminal } from '../kubelet/pod-status.js';
 
 export interface PollNotifierOptions {
   /** Asked for `getPodStatus` of every pod, and nothing else. */
@@ -50,12 +52,6 @@ const DELETED = {
   reason: 'Terminated',
   containerMessage: 'Container was terminated. The exit code may not reflect the real exit code',
 } as const;
-
-const isTerminal = (pod: V1Pod): boolean =>
-  pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed';
-
-const keyOf = (pod: V1Pod): string =>
-  `${pod.metadata?.namespace ?? ''}/${pod.metadata?.name ?? ''}`;
 
 /** Terminates the containers that were running, leaving the others as they were. */
 function terminateRunning(
@@ -217,12 +213,12 @@ export class PollNotifier implements PodNotifier {
     if (!callback || signal.aborted) return;
     let pods: V1Pod[];
     try {
-      pods = [...this.#listPods()].filter((pod) => !isTerminal(pod));
+      pods = [...this.#listPods()].filter((pod) => !isTerminal(pod.status));
     } catch (err) {
       this.#log.error({ err }, 'could not list pods; skipping this round');
       return;
     }
-    const current = new Set(pods.map((pod) => pod.metadata?.uid ?? keyOf(pod)));
+    const current = new Set(pods.map((pod) => pod.metadata?.uid ?? podKey(pod)));
     await eachLimited(pods, this.#concurrency, async (pod) => {
       if (!signal.aborted) await this.#pollPod(pod, callback, signal);
     });
@@ -231,7 +227,7 @@ export class PollNotifier implements PodNotifier {
   }
 
   async #pollPod(pod: V1Pod, callback: (pod: V1Pod) => void, signal: AbortSignal): Promise<void> {
-    const key = keyOf(pod);
+    const key = podKey(pod);
     let status: V1PodStatus | undefined;
     try {
       status = await this.#provider.getPodStatus(

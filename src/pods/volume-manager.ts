@@ -6,15 +6,15 @@ import type { EventRecorder } from '../kube/events.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { PodVolumes, Provider, ResolvedVolume } from '../provider.js';
 import { WorkQueue, type WorkQueueStats } from '../queue/index.js';
-import { isTerminal, podKey } from './status.js';
+import { podKey } from '../kubelet/pod-key.js';
+import { isTerminal } from '../kubelet/pod-status.js';
 import {
   podHasResolvedVolumes,
-  resolvePodVolumes,
   volumeDigest,
   VolumeResolutionError,
   type TokenRequestSpec,
-  type VolumeSource,
-} from './volumes.js';
+} from '../kubelet/volume-projection.js';
+import { resolvePodVolumes, type VolumeSource } from './volumes.js';
 
 export interface PodVolumeManagerOptions {
   readonly client: KubeClient;

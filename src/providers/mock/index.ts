@@ -63,8 +63,11 @@ import {
   terminatedState,
   type PodAddresses,
 } from './status.js';
+import { goArch } from '../../kubelet/go-arch.js';
+import { namespacedKey } from '../../kubelet/pod-key.js';
+import { isTerminalPhase, withoutStatus } from '../../kubelet/pod-status.js';
 
-export { formatLogTimestamp, MAX_LOG_LINES } from './logs.js';
+export { MAX_LOG_LINES } from './logs.js';
 export {
   FAULT_OPERATIONS,
   LOG_FILL_LINE_BYTES,
@@ -134,42 +137,21 @@ const FAULT_FACTORIES: Record<FaultError, (message: string) => VirtualKubeletErr
   invalidInput,
 };
 
-// Go's GOARCH names, which the kubelet reports as nodeInfo.architecture.
-const GO_ARCH: Readonly<Record<string, string>> = {
-  x64: 'amd64',
-  ia32: '386',
-  arm64: 'arm64',
-  arm: 'arm',
-  ppc64: 'ppc64le',
-  s390x: 's390x',
-  riscv64: 'riscv64',
-  loong64: 'loong64',
-  mipsel: 'mipsle',
-};
-
+/** The pod's key; a pod without a namespace or a name is refused. */
 function podKey(pod: V1Pod): string {
   const namespace = pod.metadata?.namespace;
   const name = pod.metadata?.name;
   if (!namespace || !name) throw invalidInput('the pod has no metadata.namespace or metadata.name');
-  return `${namespace}/${name}`;
+  return namespacedKey(namespace, name);
 }
 
 const view = (entry: Entry): V1Pod => structuredClone({ ...entry.pod, status: entry.status });
-
-const isTerminalPhase = (phase: string | undefined): boolean =>
-  phase === 'Succeeded' || phase === 'Failed';
 
 /** `fn()` as a promise: a throw becomes a rejection (`Promise.try`, which Node 20 lacks). */
 const attempt = <T>(fn: () => T): Promise<T> =>
   new Promise((resolve) => {
     resolve(fn());
   });
-
-const withoutStatus = (pod: V1Pod): V1Pod => {
-  const copy = structuredClone(pod);
-  delete copy.status;
-  return copy;
-};
 
 /**
  * Runs pods in memory. Every method copies what it keeps and what it returns, so callers may do
@@ -399,7 +381,7 @@ export class MockProvider
       systemUUID: '',
       ...node.status.nodeInfo,
       operatingSystem: 'linux',
-      architecture: GO_ARCH[process.arch] ?? process.arch,
+      architecture: goArch(),
     };
     if (c.providerID !== undefined) {
       node.spec ??= {};

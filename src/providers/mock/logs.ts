@@ -4,6 +4,7 @@
  */
 import { Readable } from 'node:stream';
 import type { ContainerLogOptions } from '../../provider.js';
+import { formatRfc3339NanoFixed } from '../../kubelet/time.js';
 
 /** How many lines a container's log keeps; older lines are dropped, as by log rotation. */
 export const MAX_LOG_LINES = 10_000;
@@ -98,14 +99,6 @@ export class ContainerLog {
   }
 }
 
-/**
- * RFC 3339 with exactly nine fractional digits (Go's `RFC3339NanoFixed`), as the kubelet prefixes
- * log lines: `2026-11-23T10:00:00.123000000Z`. A Date has milliseconds; the rest are zeros.
- */
-export function formatLogTimestamp(time: Date): string {
-  return `${time.toISOString().slice(0, -1)}000000Z`;
-}
-
 async function* render(
   log: ContainerLog,
   options: ContainerLogOptions,
@@ -135,7 +128,7 @@ async function* render(
     next += 1;
     if (line.time.getTime() < since) continue;
     const text = options.timestamps
-      ? `${formatLogTimestamp(line.time)} ${line.text}\n`
+      ? `${formatRfc3339NanoFixed(line.time)} ${line.text}\n`
       : `${line.text}\n`;
     let bytes = Buffer.from(text);
     // The byte limit counts the prefix and cuts the last line short.

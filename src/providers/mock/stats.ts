@@ -8,6 +8,12 @@
  * the start: metrics-server drops a pod if any of its containers reports zero CPU or memory.
  */
 import type { CPUStats, MemoryStats, Summary } from '../../provider.js';
+import {
+  formatResourceMetrics,
+  summaryCpuStats,
+  summaryMemoryStats,
+} from '../../kubelet/resource-metrics.js';
+import { formatRfc3339 } from '../../kubelet/time.js';
 
 const MIB = 1024 * 1024;
 /** CPU a container uses while it starts, so its counter is non-zero at once. */
@@ -192,45 +198,27 @@ export function takeSnapshot(input: SnapshotInput): Snapshot {
   };
 }
 
-/** RFC 3339 to the second, as a `metav1.Time` is written in JSON. */
-const rfc3339 = (time: Date): string => time.toISOString().replace(/\.\d+Z$/, 'Z');
-
-function cpu(usage: Usage, time: string): CPUStats {
-  return {
-    time,
-    usageNanoCores: usage.usageNanoCores,
-    usageCoreNanoSeconds: usage.usageCoreNanoSeconds,
-  };
-}
-
-function memory(usage: Usage, time: string): MemoryStats {
-  return {
-    time,
-    usageBytes: usage.usageBytes,
-    workingSetBytes: usage.workingSetBytes,
-    rssBytes: usage.rssBytes,
-    pageFaults: usage.pageFaults,
-    majorPageFaults: usage.majorPageFaults,
-  };
-}
+const cpu = (usage: Usage, time: string): CPUStats =>
+  summaryCpuStats(time, usage.usageNanoCores, usage.usageCoreNanoSeconds);
+const memory = (usage: Usage, time: string): MemoryStats => summaryMemoryStats(time, usage);
 
 /** The Summary (`stats.k8s.io/v1alpha1`) with node, pods, containers, CPU and memory. */
 export function statsSummary(snapshot: Snapshot): Summary {
-  const time = rfc3339(snapshot.time);
+  const time = formatRfc3339(snapshot.time);
   const node = snapshot.node;
   return {
     node: {
       nodeName: node.name,
-      startTime: rfc3339(node.startTime),
+      startTime: formatRfc3339(node.startTime),
       cpu: cpu(node.usage, time),
       memory: { ...memory(node.usage, time), availableBytes: node.availableBytes },
     },
     pods: snapshot.pods.map((pod) => ({
       podRef: { name: pod.name, namespace: pod.namespace, uid: pod.uid },
-      startTime: rfc3339(pod.startTime),
+      startTime: formatRfc3339(pod.startTime),
       containers: pod.containers.map((c) => ({
         name: c.name,
-        startTime: rfc3339(c.startTime),
+        startTime: formatRfc3339(c.startTime),
         cpu: cpu(c.usage, time),
         memory: memory(c.usage, time),
       })),
@@ -240,121 +228,20 @@ export function statsSummary(snapshot: Snapshot): Summary {
   };
 }
 
-/** A label value in the text exposition format: backslash, double quote and line feed escaped. */
-export function escapeLabelValue(value: string): string {
-  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-}
-
-interface Sample {
-  readonly labels?: Readonly<Record<string, string>>;
-  readonly value: number;
-  readonly timestampMs?: number;
-}
-
-function family(
-  name: string,
-  type: 'counter' | 'gauge',
-  help: string,
-  samples: readonly Sample[],
-): string[] {
-  // As the Go client does, a family without samples is left out.
-  if (samples.length === 0) return [];
-  const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`];
-  for (const sample of samples) {
-    const labels = Object.entries(sample.labels ?? {})
-      .map(([key, value]) => `${key}="${escapeLabelValue(value)}"`)
-      .join(',');
-    const series = labels === '' ? name : `${name}{${labels}}`;
-    const at = sample.timestampMs === undefined ? '' : ` ${String(sample.timestampMs)}`;
-    lines.push(`${series} ${String(sample.value)}${at}`);
-  }
-  return lines;
-}
-
-/**
- * `/metrics/resource` as the kubelet writes it (k8s: pkg/kubelet/metrics/collectors/
- * resource_metrics.go): HELP and TYPE lines, labels in the Go client's (sorted) order, and
- * millisecond timestamps on the usage samples, which metrics-server needs to compute rates.
- */
+/** `/metrics/resource` as the kubelet writes it (see kubelet/resource-metrics.ts). */
 export function metricsResource(snapshot: Snapshot): string {
-  const at = snapshot.time.getTime();
-  const node = snapshot.node.usage;
-  const containers = snapshot.pods.flatMap((pod) =>
-    pod.containers.map((c) => ({
-      labels: { container: c.name, namespace: pod.namespace, pod: pod.name },
-      c,
+  return formatResourceMetrics({
+    timeMs: snapshot.time.getTime(),
+    node: snapshot.node.usage,
+    pods: snapshot.pods.map((pod) => ({
+      namespace: pod.namespace,
+      name: pod.name,
+      usage: pod.usage,
+      containers: pod.containers.map((c) => ({
+        name: c.name,
+        startTimeMs: c.startTime.getTime(),
+        usage: c.usage,
+      })),
     })),
-  );
-  const pods = snapshot.pods.map((pod) => ({
-    labels: { namespace: pod.namespace, pod: pod.name },
-    pod,
-  }));
-  const seconds = (coreNanoSeconds: number): number => coreNanoSeconds / 1e9;
-  const lines = [
-    ...family(
-      'container_cpu_usage_seconds_total',
-      'counter',
-      '[STABLE] Cumulative cpu time consumed by the container in core-seconds',
-      containers.map(({ labels, c }) => ({
-        labels,
-        value: seconds(c.usage.usageCoreNanoSeconds),
-        timestampMs: at,
-      })),
-    ),
-    ...family(
-      'container_memory_working_set_bytes',
-      'gauge',
-      '[STABLE] Current working set of the container in bytes',
-      containers.map(({ labels, c }) => ({
-        labels,
-        value: c.usage.workingSetBytes,
-        timestampMs: at,
-      })),
-    ),
-    ...family(
-      'container_start_time_seconds',
-      'gauge',
-      '[STABLE] Start time of the container since unix epoch in seconds',
-      containers.map(({ labels, c }) => ({ labels, value: c.startTime.getTime() / 1000 })),
-    ),
-    ...family(
-      'node_cpu_usage_seconds_total',
-      'counter',
-      '[STABLE] Cumulative cpu time consumed by the node in core-seconds',
-      [{ value: seconds(node.usageCoreNanoSeconds), timestampMs: at }],
-    ),
-    ...family(
-      'node_memory_working_set_bytes',
-      'gauge',
-      '[STABLE] Current working set of the node in bytes',
-      [{ value: node.workingSetBytes, timestampMs: at }],
-    ),
-    ...family(
-      'pod_cpu_usage_seconds_total',
-      'counter',
-      '[STABLE] Cumulative cpu time consumed by the pod in core-seconds',
-      pods.map(({ labels, pod }) => ({
-        labels,
-        value: seconds(pod.usage.usageCoreNanoSeconds),
-        timestampMs: at,
-      })),
-    ),
-    ...family(
-      'pod_memory_working_set_bytes',
-      'gauge',
-      '[STABLE] Current working set of the pod in bytes',
-      pods.map(({ labels, pod }) => ({
-        labels,
-        value: pod.usage.workingSetBytes,
-        timestampMs: at,
-      })),
-    ),
-    ...family(
-      'resource_scrape_error',
-      'gauge',
-      '[STABLE] 1 if there was an error while getting container metrics, 0 otherwise',
-      [{ value: 0 }],
-    ),
-  ];
-  return `${lines.join('\n')}\n`;
+  });
 }

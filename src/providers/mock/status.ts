@@ -9,6 +9,7 @@ import type {
   V1Pod,
   V1PodStatus,
 } from '@kubernetes/client-node';
+import { isTerminalPhase } from '../../kubelet/pod-status.js';
 
 export interface PodAddresses {
   readonly podIP: string;
@@ -16,9 +17,6 @@ export interface PodAddresses {
 }
 
 type ConditionType = 'PodScheduled' | 'Initialized' | 'ContainersReady' | 'Ready';
-
-const isTerminalPhase = (phase: string | undefined): boolean =>
-  phase === 'Succeeded' || phase === 'Failed';
 
 /** `mock://<uid>/<container>`, the ID a container runtime would report. */
 export function containerID(pod: V1Pod, container: string): string {

@@ -64,6 +64,9 @@ import {
   volumeDir,
   writeVolume,
 } from './volumes.js';
+import { goArch } from '../../kubelet/go-arch.js';
+import { namespacedKey, podKey } from '../../kubelet/pod-key.js';
+import { withoutStatus } from '../../kubelet/pod-status.js';
 
 export {
   loadProcessConfig,
@@ -83,16 +86,6 @@ export interface ProcessProviderOptions {
   /** Default: `silentLogger`. */
   readonly logger?: Logger;
 }
-
-const GO_ARCH: Readonly<Record<string, string>> = { x64: 'amd64', arm64: 'arm64', arm: 'arm' };
-
-const key = (namespace: string, name: string): string => `${namespace}/${name}`;
-
-const withoutStatus = (pod: V1Pod): V1Pod => {
-  const copy = structuredClone(pod);
-  delete copy.status;
-  return copy;
-};
 
 /**
  * Runs pods as local processes. `close()` stops the agent's side (monitoring, sessions) and
@@ -258,7 +251,7 @@ export class ProcessProvider
   }
 
   #runner(namespace: string, name: string): PodRunner {
-    const r = this.#runners.get(key(namespace, name));
+    const r = this.#runners.get(namespacedKey(namespace, name));
     if (!r) throw notFound(`pod "${name}" does not exist`);
     return r;
   }
@@ -281,7 +274,7 @@ export class ProcessProvider
     const uid = pod.metadata?.uid ?? '';
     if (!namespace || !name || !pod.spec)
       throw invalidInput('the pod has no namespace, name or spec');
-    const k = key(namespace, name);
+    const k = namespacedKey(namespace, name);
     const existing = this.#runners.get(k);
     if (existing) {
       if (existing.record.pod.metadata?.uid === uid) return;
@@ -417,7 +410,7 @@ export class ProcessProvider
    */
   async deletePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
-    const runner = this.#runners.get(key(pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''));
+    const runner = this.#runners.get(podKey(pod));
     if (!runner) {
       // Volume content of a pod that was never created (createPod failed).
       if (pod.metadata?.uid !== undefined)
@@ -462,7 +455,7 @@ export class ProcessProvider
 
   getPod(namespace: string, name: string, signal: AbortSignal): Promise<V1Pod | undefined> {
     signal.throwIfAborted();
-    const r = this.#runners.get(key(namespace, name));
+    const r = this.#runners.get(namespacedKey(namespace, name));
     return Promise.resolve(r && this.#view(r));
   }
 
@@ -472,7 +465,7 @@ export class ProcessProvider
     signal: AbortSignal,
   ): Promise<V1PodStatus | undefined> {
     signal.throwIfAborted();
-    const r = this.#runners.get(key(namespace, name));
+    const r = this.#runners.get(namespacedKey(namespace, name));
     if (r) r.tick();
     return Promise.resolve(r?.status());
   }
@@ -501,7 +494,7 @@ export class ProcessProvider
     signal: AbortSignal,
   ): Promise<void> {
     signal.throwIfAborted();
-    const runner = this.#runners.get(key(pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''));
+    const runner = this.#runners.get(podKey(pod));
     const dir =
       runner && runner.record.pod.metadata?.uid === pod.metadata?.uid
         ? runner.record.dir
@@ -540,7 +533,7 @@ export class ProcessProvider
       kernelVersion: release(),
       osImage: osImage(),
       operatingSystem: 'linux',
-      architecture: GO_ARCH[process.arch] ?? process.arch,
+      architecture: goArch(),
     };
     node.metadata ??= {};
     node.metadata.annotations = {
@@ -756,12 +749,12 @@ export class ProcessProvider
 
   /** Test hook: the record of a pod (processes, runs), read-only. */
   podRecord(namespace: string, name: string): Readonly<PodRecord> | undefined {
-    return this.#runners.get(key(namespace, name))?.record;
+    return this.#runners.get(namespacedKey(namespace, name))?.record;
   }
 
   /** The main process of a running container, for tests and tools. */
   mainProcess(namespace: string, name: string, container: string): ProcessRef | undefined {
-    const r = this.#runners.get(key(namespace, name));
+    const r = this.#runners.get(namespacedKey(namespace, name));
     const c = r?.container(container);
     return r && c && r.isRunning(c) ? r.findMain(c) : undefined;
   }

@@ -30,6 +30,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { invalidInput } from '../../errors.js';
 import type { ContainerLogOptions } from '../../provider.js';
+import { formatRfc3339NanoFixed } from '../../kubelet/time.js';
 
 export const logPath = (podDir: string, container: string, run: number): string =>
   join(podDir, 'logs', container, `${String(run)}.log`);
@@ -150,11 +151,6 @@ function linesOf(path: string, from: number, fallbackMs: number): { lines: Line[
   return { lines, end: data.length };
 }
 
-/** RFC 3339 with nine fractional digits, as the kubelet prefixes log lines. */
-export function formatLogTimestamp(ms: number): string {
-  return `${new Date(ms).toISOString().slice(0, -1)}000000Z`;
-}
-
 export interface LogSource {
   /** The current file of the run. */
   readonly path: string;
@@ -203,7 +199,7 @@ async function* render(
   const emit = (line: Line): Buffer | undefined => {
     if (line.ms < since || budget <= 0) return undefined;
     let bytes = options.timestamps
-      ? Buffer.concat([Buffer.from(`${formatLogTimestamp(line.ms)} `), line.bytes])
+      ? Buffer.concat([Buffer.from(`${formatRfc3339NanoFixed(line.ms)} `), line.bytes])
       : line.bytes;
     if (bytes.length > budget) bytes = bytes.subarray(0, budget);
     budget -= bytes.length;

@@ -34,6 +34,9 @@ import { ensureLogDir, logPath, type LogStamper } from './logs.js';
 import { childrenOf, isAlive, processGroup, processRef, type ProcessRef } from './proc.js';
 import { killSandbox } from './sandbox.js';
 import { saveRecord, type ContainerRecord, type ContainerState, type PodRecord } from './state.js';
+import { podKey } from '../../kubelet/pod-key.js';
+import { isTerminalPhase } from '../../kubelet/pod-status.js';
+import { formatGoDuration } from '../../kubelet/time.js';
 
 /** What every pod runner shares with the provider. */
 export interface RunnerContext {
@@ -59,17 +62,7 @@ export interface RunnerContext {
   ) => { readonly started: boolean; readonly ready: boolean } | undefined;
 }
 
-const TERMINAL = new Set(['Succeeded', 'Failed']);
 const GRACE_DEFAULT_SECONDS = 30;
-
-/** Go's time.Duration String for whole seconds: 10s, 1m20s, 5m0s. */
-export function goDuration(seconds: number): string {
-  const s = Math.round(seconds);
-  if (s < 60) return `${String(s)}s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${String(m)}m${String(s % 60)}s`;
-  return `${String(Math.floor(m / 60))}h${String(m % 60)}m${String(s % 60)}s`;
-}
 
 /** The restart policy of a container (sidecar init containers restart Always). */
 function restartPolicy(pod: V1Pod, c: V1Container | undefined): string {
@@ -93,11 +86,11 @@ export class PodRunner {
   }
 
   get key(): string {
-    return `${this.record.pod.metadata?.namespace ?? ''}/${this.record.pod.metadata?.name ?? ''}`;
+    return podKey(this.record.pod);
   }
 
   get terminal(): boolean {
-    return TERMINAL.has(this.record.phase);
+    return isTerminalPhase(this.record.phase);
   }
 
   get stopping(): boolean {
@@ -208,7 +201,7 @@ export class PodRunner {
         c.state = {
           kind: 'waiting',
           reason: 'CrashLoopBackOff',
-          message: `back-off ${goDuration(c.waitSeconds ?? c.backoffSeconds)} restarting failed container=${c.name} pod=${meta?.name ?? ''}_${meta?.namespace ?? ''}(${meta?.uid ?? ''})`,
+          message: `back-off ${formatGoDuration(Math.round(c.waitSeconds ?? c.backoffSeconds) * 1000)} restarting failed container=${c.name} pod=${meta?.name ?? ''}_${meta?.namespace ?? ''}(${meta?.uid ?? ''})`,
         };
         this.#dirty = true;
         this.#event('Warning', 'BackOff', `Back-off restarting failed container ${c.name}`);
@@ -656,7 +649,7 @@ export class PodRunner {
     if (this.record.phase === phase) return;
     this.record.phase = phase;
     this.#dirty = true;
-    if (TERMINAL.has(phase)) {
+    if (isTerminalPhase(phase)) {
       // Nothing restarts any more: stop what is left (sidecars) and the sandbox.
       for (const c of this.record.containers)
         if (c.state.kind === 'running') this.signal(c, 'SIGKILL');

@@ -9,6 +9,13 @@ import type { CPUStats, MemoryStats, Summary } from '../../provider.js';
 import type { Cgroups } from './cgroups.js';
 import type { PodRunner } from './pod.js';
 import { CLOCK_TICKS, descendants, processUsage } from './proc.js';
+import {
+  formatResourceMetrics,
+  summaryCpuStats,
+  summaryMemoryStats,
+  type ResourceUsage,
+} from '../../kubelet/resource-metrics.js';
+import { formatRfc3339 } from '../../kubelet/time.js';
 
 export interface Usage {
   /** Cumulative CPU, in core-nanoseconds. */
@@ -131,8 +138,6 @@ export function nodeUsage(): {
   };
 }
 
-const rfc3339 = (time: Date): string => time.toISOString().replace(/\.\d+Z$/, 'Z');
-
 export interface Snapshot {
   readonly time: Date;
   readonly nodeName: string;
@@ -180,35 +185,26 @@ export function snapshot(
   return { time, nodeName, nodeStartTime, node, pods: out };
 }
 
-function cpu(cpuNs: number, nanoCores: number, time: string): CPUStats {
-  return { time, usageNanoCores: nanoCores, usageCoreNanoSeconds: Math.round(cpuNs) };
-}
-
-function memory(u: Usage, time: string): MemoryStats {
-  return {
-    time,
-    usageBytes: u.usageBytes,
-    workingSetBytes: u.workingSetBytes,
-    rssBytes: u.rssBytes,
-  };
-}
+const cpu = (cpuNs: number, nanoCores: number, time: string): CPUStats =>
+  summaryCpuStats(time, nanoCores, Math.round(cpuNs));
+const memory = (u: Usage, time: string): MemoryStats => summaryMemoryStats(time, u);
 
 /** The Summary (`stats.k8s.io/v1alpha1`). */
 export function statsSummary(s: Snapshot): Summary {
-  const time = rfc3339(s.time);
+  const time = formatRfc3339(s.time);
   return {
     node: {
       nodeName: s.nodeName,
-      startTime: rfc3339(s.nodeStartTime),
+      startTime: formatRfc3339(s.nodeStartTime),
       cpu: cpu(s.node.cpuNs, s.node.nanoCores, time),
       memory: { ...memory(s.node, time), availableBytes: s.node.availableBytes },
     },
     pods: s.pods.map((p) => ({
       podRef: { name: p.name, namespace: p.namespace, uid: p.uid },
-      startTime: rfc3339(p.startTime),
+      startTime: formatRfc3339(p.startTime),
       containers: p.containers.map((c, i) => ({
         name: c.name,
-        startTime: rfc3339(c.startedAt),
+        startTime: formatRfc3339(c.startedAt),
         cpu: cpu(c.usage.cpuNs, p.containerNanoCores[i] ?? 0, time),
         memory: memory(c.usage, time),
       })),
@@ -219,88 +215,24 @@ export function statsSummary(s: Snapshot): Summary {
   };
 }
 
-const escape = (v: string): string =>
-  v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-
-/** `/metrics/resource` in the Prometheus text format, as the kubelet writes it. */
+/** `/metrics/resource` as the kubelet writes it (see kubelet/resource-metrics.ts). */
 export function metricsResource(s: Snapshot): string {
-  const at = String(s.time.getTime());
-  const lines: string[] = [];
-  const family = (
-    name: string,
-    type: string,
-    help: string,
-    samples: { labels: Record<string, string>; value: number; stamped: boolean }[],
-  ): void => {
-    if (samples.length === 0) return;
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const x of samples) {
-      const labels = Object.entries(x.labels)
-        .map(([k, v]) => `${k}="${escape(v)}"`)
-        .join(',');
-      lines.push(
-        `${labels === '' ? name : `${name}{${labels}}`} ${String(x.value)}${x.stamped ? ` ${at}` : ''}`,
-      );
-    }
-  };
-  const containers = s.pods.flatMap((p) =>
-    p.containers.map((c) => ({
-      labels: { container: c.name, namespace: p.namespace, pod: p.name },
-      c,
+  const usage = (u: Usage): ResourceUsage => ({
+    usageCoreNanoSeconds: u.cpuNs,
+    workingSetBytes: u.workingSetBytes,
+  });
+  return formatResourceMetrics({
+    timeMs: s.time.getTime(),
+    node: usage(s.node),
+    pods: s.pods.map((p) => ({
+      namespace: p.namespace,
+      name: p.name,
+      usage: usage(p.usage),
+      containers: p.containers.map((c) => ({
+        name: c.name,
+        startTimeMs: c.startedAt.getTime(),
+        usage: usage(c.usage),
+      })),
     })),
-  );
-  family(
-    'container_cpu_usage_seconds_total',
-    'counter',
-    '[STABLE] Cumulative cpu time consumed by the container in core-seconds',
-    containers.map(({ labels, c }) => ({ labels, value: c.usage.cpuNs / 1e9, stamped: true })),
-  );
-  family(
-    'container_memory_working_set_bytes',
-    'gauge',
-    '[STABLE] Current working set of the container in bytes',
-    containers.map(({ labels, c }) => ({ labels, value: c.usage.workingSetBytes, stamped: true })),
-  );
-  family(
-    'container_start_time_seconds',
-    'gauge',
-    '[STABLE] Start time of the container since unix epoch in seconds',
-    containers.map(({ labels, c }) => ({
-      labels,
-      value: c.startedAt.getTime() / 1000,
-      stamped: false,
-    })),
-  );
-  family(
-    'node_cpu_usage_seconds_total',
-    'counter',
-    '[STABLE] Cumulative cpu time consumed by the node in core-seconds',
-    [{ labels: {}, value: s.node.cpuNs / 1e9, stamped: true }],
-  );
-  family(
-    'node_memory_working_set_bytes',
-    'gauge',
-    '[STABLE] Current working set of the node in bytes',
-    [{ labels: {}, value: s.node.workingSetBytes, stamped: true }],
-  );
-  const pods = s.pods.map((p) => ({ labels: { namespace: p.namespace, pod: p.name }, p }));
-  family(
-    'pod_cpu_usage_seconds_total',
-    'counter',
-    '[STABLE] Cumulative cpu time consumed by the pod in core-seconds',
-    pods.map(({ labels, p }) => ({ labels, value: p.usage.cpuNs / 1e9, stamped: true })),
-  );
-  family(
-    'pod_memory_working_set_bytes',
-    'gauge',
-    '[STABLE] Current working set of the pod in bytes',
-    pods.map(({ labels, p }) => ({ labels, value: p.usage.workingSetBytes, stamped: true })),
-  );
-  family(
-    'resource_scrape_error',
-    'gauge',
-    '[STABLE] 1 if there was an error while getting container metrics, 0 otherwise',
-    [{ labels: {}, value: 0, stamped: false }],
-  );
-  return `${lines.join('\n')}\n`;
+  });
 }

@@ -10,13 +10,12 @@ import type {
   V1Service,
 } from '@kubernetes/client-node';
 import {
-  EnvResolutionError,
   isValidEnvVarName,
   podNeedsObjects,
-  resolvePodEnv,
-  type EnvSource,
   type ResolveEnvOptions,
-} from '../../../src/pods/env.js';
+} from '../../../src/kubelet/container-env.js';
+import { EnvResolutionError } from '../../../src/kubelet/env-error.js';
+import { resolvePodEnv, type EnvSource } from '../../../src/pods/env.js';
 
 const NS = 'apps';
 

@@ -5,13 +5,12 @@ import type { V1ConfigMap, V1Pod, V1Secret, V1Volume } from '@kubernetes/client-
 import type { ResolvedVolume } from '../../../src/provider.js';
 import {
   podHasResolvedVolumes,
-  resolvePodVolumes,
   volumeDigest,
   volumePathError,
   VolumeResolutionError,
   type TokenRequestSpec,
-  type VolumeSource,
-} from '../../../src/pods/volumes.js';
+} from '../../../src/kubelet/volume-projection.js';
+import { resolvePodVolumes, type VolumeSource } from '../../../src/pods/volumes.js';
 
 const NS = 'apps';
 

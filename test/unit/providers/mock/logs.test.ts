@@ -4,7 +4,6 @@ import { VirtualKubeletError } from '../../../../src/errors.js';
 import type { ContainerLogOptions } from '../../../../src/provider.js';
 import { hasContainerLogs } from '../../../../src/provider.js';
 import {
-  formatLogTimestamp,
   LOG_FILL_LINE_BYTES,
   MAX_LOG_FILL_BYTES,
   parseMockConfig,
@@ -12,6 +11,7 @@ import {
 import { ContainerLog, readLog } from '../../../../src/providers/mock/logs.js';
 import { waitFor } from '../../../helpers/wait.js';
 import { collect, mock, pod, signal, text } from './helpers.js';
+import { formatRfc3339NanoFixed } from '../../../../src/kubelet/time.js';
 
 const PLAIN: ContainerLogOptions = { follow: false, previous: false, timestamps: false };
 const fast = { intervalMs: 10, timeoutMs: 5000 };
@@ -146,7 +146,7 @@ describe('MockProvider logs', () => {
       assert.match(line, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z \S/);
     }
     assert.equal(
-      formatLogTimestamp(new Date('2030-01-02T03:04:05Z')),
+      formatRfc3339NanoFixed(new Date('2030-01-02T03:04:05Z')),
       '2030-01-02T03:04:05.000000000Z',
     );
     await provider.close();

@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { hasStats } from '../../../../src/provider.js';
-import {
-  escapeLabelValue,
-  metricsResource,
-  takeSnapshot,
-} from '../../../../src/providers/mock/stats.js';
+import { escapeLabelValue } from '../../../../src/kubelet/resource-metrics.js';
+import { metricsResource, takeSnapshot } from '../../../../src/providers/mock/stats.js';
 import { waitFor } from '../../../helpers/wait.js';
 import { mock, pod, signal } from './helpers.js';
 

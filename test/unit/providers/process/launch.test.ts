@@ -8,7 +8,7 @@ import {
   resolveCommand,
   shellQuote,
 } from '../../../../src/providers/process/launch.js';
-import { goDuration } from '../../../../src/providers/process/pod.js';
+import { formatGoDuration } from '../../../../src/kubelet/time.js';
 
 test('images are found by name, by name without tag or registry, and by glob', () => {
   const table = { busybox: { cmd: ['sh'] }, 'registry.local/*': { cmd: ['run'] } };
@@ -62,7 +62,7 @@ test('config: unknown fields and bad values are refused; quantities parse', () =
 });
 
 test('back-off durations print as Go durations', () => {
-  assert.equal(goDuration(10), '10s');
-  assert.equal(goDuration(80), '1m20s');
-  assert.equal(goDuration(300), '5m0s');
+  assert.equal(formatGoDuration(10_000), '10s');
+  assert.equal(formatGoDuration(80_000), '1m20s');
+  assert.equal(formatGoDuration(300_000), '5m0s');
 });

@@ -7,7 +7,7 @@ import {
   parseQuantityExact,
   quantityMilliValue,
   quantityValue,
-} from '../../../src/pods/quantity.js';
+} from '../../../src/kubelet/quantity.js';
 
 test('plain and decimal numbers', () => {
   assert.equal(parseQuantity('1'), 1);
