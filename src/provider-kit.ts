@@ -4,7 +4,7 @@
 // functions (so a provider does what a kubelet does without copying it).
 
 // The contract, and the API objects it passes as the API server sends them.
-export type { V1Container, V1Node, V1Pod, V1PodStatus } from '@kubernetes/client-node';
+export type { V1Container, V1Node, V1Pod, V1PodStatus } from './wire.js';
 export type {
   AttachStreams,
   ContainerAttach,

@@ -12,7 +12,7 @@
  *   everything a pod refers to (env from config maps, secrets, the downward API, service links)
  *   before calling `createPod` or `updatePod`: `env` is complete and `envFrom` is empty.
  */
-import type { V1Node, V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import type { V1Node, V1Pod, V1PodStatus } from './wire.js';
 import type { Duplex, Readable, Writable } from 'node:stream';
 
 /** Runs pods. Required of every provider. */

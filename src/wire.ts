@@ -18,6 +18,9 @@ export type Wire<T> = T extends Date
       ? { [K in keyof T]: Wire<T[K]> }
       : T;
 
+/** An int-or-string field (ports, maxUnavailable): no times, so the same as client-node's. */
+export type IntOrString = k8s.IntOrString;
+
 export type CoreV1Event = Wire<k8s.CoreV1Event>;
 export type V1ConfigMap = Wire<k8s.V1ConfigMap>;
 export type V1Container = Wire<k8s.V1Container>;
@@ -48,6 +51,8 @@ export type V1Probe = Wire<k8s.V1Probe>;
 export type V1ResourceFieldSelector = Wire<k8s.V1ResourceFieldSelector>;
 export type V1Secret = Wire<k8s.V1Secret>;
 export type V1Service = Wire<k8s.V1Service>;
+export type V1ServiceAccountTokenProjection = Wire<k8s.V1ServiceAccountTokenProjection>;
+export type V1Status = Wire<k8s.V1Status>;
 export type V1Taint = Wire<k8s.V1Taint>;
 export type V1Volume = Wire<k8s.V1Volume>;
 export type V1VolumeProjection = Wire<k8s.V1VolumeProjection>;

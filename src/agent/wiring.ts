@@ -1,4 +1,4 @@
-import type { V1Node, V1Pod, V1Taint } from '@kubernetes/client-node';
+import type { V1Node, V1Pod, V1Taint } from '../wire.js';
 import { setMaxListeners } from 'node:events';
 import { Registry } from 'prom-client';
 import { KubeletServer, type KubeletServerOptions } from '../api/server.js';

@@ -1,4 +1,4 @@
-import type { V1Taint } from '@kubernetes/client-node';
+import type { V1Taint } from '../wire.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { networkInterfaces } from 'node:os';
 import { pino } from 'pino';

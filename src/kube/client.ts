@@ -2,7 +2,7 @@ import { Agent, request, type RequestOptions } from 'node:https';
 import { request as httpRequest, Agent as HttpAgent } from 'node:http';
 import { createInterface } from 'node:readline';
 import type { IncomingMessage } from 'node:http';
-import type { V1Status } from '@kubernetes/client-node';
+import type { V1Status } from '../wire.js';
 import { VirtualKubeletError, errorCode, invalidInput, type ErrorCode } from '../errors.js';
 import type { KubeConfigSource } from './kubeconfig.js';
 

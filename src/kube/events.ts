@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { CoreV1Event, V1ObjectReference } from '@kubernetes/client-node';
+import type { CoreV1Event, V1ObjectReference } from '../wire.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { TokenBucket, type KubeClient } from './client.js';
@@ -156,8 +156,8 @@ export class EventRecorder {
       reason,
       message,
       count: 1,
-      firstTimestamp: nowIso as unknown as Date,
-      lastTimestamp: nowIso as unknown as Date,
+      firstTimestamp: nowIso,
+      lastTimestamp: nowIso,
       source: { component, host: this.#o.host },
       reportingComponent: component,
       reportingInstance: this.#o.host,

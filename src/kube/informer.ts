@@ -1,7 +1,7 @@
 import { aborted, sleep } from '../abort.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import type { V1Status } from '@kubernetes/client-node';
+import type { V1Status } from '../wire.js';
 import { ApiError, type KubeClient } from './client.js';
 
 /** The part of every Kubernetes object an informer needs. */

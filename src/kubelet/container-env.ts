@@ -17,14 +17,7 @@
  * order they were first defined, every name once, values only; `envFrom` is removed.
  */
 import { Buffer } from 'node:buffer';
-import type {
-  V1ConfigMap,
-  V1Container,
-  V1EnvVar,
-  V1Pod,
-  V1Secret,
-  V1Service,
-} from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Container, V1EnvVar, V1Pod, V1Secret, V1Service } from '../wire.js';
 import { fieldRefValue, resourceFieldRefValue, type PodAddresses } from './downward-api.js';
 import { EnvResolutionError } from './env-error.js';
 import { expandEnvValue } from './env-expansion.js';

@@ -9,7 +9,7 @@ import type {
   V1ObjectFieldSelector,
   V1Pod,
   V1ResourceFieldSelector,
-} from '@kubernetes/client-node';
+} from '../wire.js';
 import { EnvResolutionError } from './env-error.js';
 import {
   ceilDiv,

@@ -2,7 +2,7 @@
  * Pod keys: `namespace/name`, how the kubelet, informers and work queues name a pod. A key is
  * not an identity across re-creation (the UID is); it names the pod the API serves now.
  */
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../wire.js';
 
 /** `namespace/name`. */
 export function namespacedKey(namespace: string, name: string): string {

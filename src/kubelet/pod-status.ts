@@ -2,12 +2,7 @@
  * Pod phases and statuses as the kubelet writes them: the standard conditions, terminal phases,
  * and the statuses of pods that could not be started.
  */
-import type {
-  V1ContainerStatus,
-  V1Pod,
-  V1PodCondition,
-  V1PodStatus,
-} from '@kubernetes/client-node';
+import type { V1ContainerStatus, V1Pod, V1PodCondition, V1PodStatus } from '../wire.js';
 import { formatRfc3339 } from './time.js';
 
 /** Whether `phase` is final: `Succeeded` or `Failed`. A pod never leaves a terminal phase. */
@@ -26,8 +21,6 @@ export function withoutStatus(pod: V1Pod): V1Pod {
   delete copy.status;
   return copy;
 }
-
-const asTime = (s: string): Date => s as unknown as Date;
 
 export interface MergeOptions {
   /** The node's address, used as hostIP when the provider gives none. */
@@ -61,7 +54,7 @@ export function mergeStatus(
   out.hostIPs = reported.hostIPs ?? (out.hostIP ? [{ ip: out.hostIP }] : undefined);
   if (out.podIP && !reported.podIPs) out.podIPs = [{ ip: out.podIP }];
   if (!out.startTime && (out.phase === 'Running' || isTerminal(out)))
-    out.startTime = api.startTime ?? asTime(now);
+    out.startTime = api.startTime ?? now;
 
   const containers = out.containerStatuses ?? [];
   const specCount = apiPod.spec?.containers.length ?? containers.length;
@@ -116,7 +109,7 @@ function withTransition(
   now: string,
 ): V1PodCondition {
   const at = prev && prev.status === c.status ? prev.lastTransitionTime : c.lastTransitionTime;
-  return { ...c, lastTransitionTime: at ?? asTime(now) };
+  return { ...c, lastTransitionTime: at ?? now };
 }
 
 /** Status equality on what a status write would change; times compared as written. */

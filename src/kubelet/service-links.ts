@@ -10,7 +10,7 @@
  *     MY_DB_PORT=tcp://10.0.0.7:5432           (first port)
  *     MY_DB_PORT_5432_TCP=tcp://10.0.0.7:5432  (and _PROTO, _PORT, _ADDR; for every port)
  */
-import type { V1EnvVar, V1Service } from '@kubernetes/client-node';
+import type { V1EnvVar, V1Service } from '../wire.js';
 
 /** Whether the service has a virtual IP (not headless, not `ExternalName`). */
 export function isServiceIPSet(service: V1Service): boolean {

@@ -29,7 +29,7 @@ import type {
   V1ServiceAccountTokenProjection,
   V1Volume,
   V1VolumeProjection,
-} from '@kubernetes/client-node';
+} from '../wire.js';
 import { VirtualKubeletError, errorMessage } from '../errors.js';
 import type { ResolvedVolume, VolumeFile } from '../provider.js';
 import { fieldRefValue, resourceFieldRefValue, type ResourceDefaults } from './downward-api.js';

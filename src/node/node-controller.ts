@@ -1,4 +1,4 @@
-import type { V1Lease, V1Node, V1NodeCondition, V1Taint } from '@kubernetes/client-node';
+import type { V1Lease, V1Node, V1NodeCondition, V1Taint } from '../wire.js';
 import { setTimeout as delay } from 'node:timers/promises';
 import { aborted, sleep } from '../abort.js';
 import { errorCode, errorMessage, invalidInput, permanent } from '../errors.js';
@@ -217,16 +217,15 @@ export class NodeController {
       const p = fromProvider.get(type);
       fromProvider.delete(type);
       return p && !(type === 'Ready' && this.#pingError)
-        ? { ...p, lastHeartbeatTime: at as unknown as Date }
-        : { type, status, reason, message, lastHeartbeatTime: at as unknown as Date };
+        ? { ...p, lastHeartbeatTime: at }
+        : { type, status, reason, message, lastHeartbeatTime: at };
     });
-    for (const c of fromProvider.values())
-      out.push({ ...c, lastHeartbeatTime: at as unknown as Date });
+    for (const c of fromProvider.values()) out.push({ ...c, lastHeartbeatTime: at });
     for (const c of out) {
       const prev = this.#transitions.get(c.type);
       if (!prev || prev.status !== c.status)
         this.#transitions.set(c.type, { status: c.status, at });
-      c.lastTransitionTime = (this.#transitions.get(c.type)?.at ?? at) as unknown as Date;
+      c.lastTransitionTime = this.#transitions.get(c.type)?.at ?? at;
     }
     return out;
   }
@@ -325,7 +324,7 @@ export class NodeController {
     const spec = {
       holderIdentity: nodeName,
       leaseDurationSeconds: this.#o.leaseDurationSeconds ?? 40,
-      renewTime: formatMicroTime(new Date()) as unknown as Date,
+      renewTime: formatMicroTime(new Date()),
     };
     const owner = this.#uid
       ? [{ apiVersion: 'v1', kind: 'Node', name: nodeName, uid: this.#uid }]

@@ -3,7 +3,7 @@
  * then applies the kubelet's rules (kubelet/container-env.ts), so that providers never talk to
  * the API server.
  */
-import type { V1ConfigMap, V1Pod, V1Secret, V1Service } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Pod, V1Secret, V1Service } from '../wire.js';
 import {
   envServiceNamespaces,
   podEnvObjects,

@@ -1,4 +1,4 @@
-import type { V1ConfigMap, V1Pod, V1PodStatus, V1Secret } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Pod, V1PodStatus, V1Secret } from '../wire.js';
 import { abortOf, aborted, sleep } from '../abort.js';
 import { errorCode, errorMessage, invalidInput, isRetryable } from '../errors.js';
 import type { KubeClient } from '../kube/client.js';

@@ -3,13 +3,14 @@
  * `syncProviderWrapper` (node/sync.go): every round it asks the provider for the status of each
  * pod the API server has on this node and reports the ones that changed.
  */
-import type { V1ContainerStatus, V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import type { V1ContainerStatus, V1Pod, V1PodStatus } from '../wire.js';
 import { setTimeout as delay } from 'node:timers/promises';
 import { errorCode, invalidInput } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { PodLifecycleHandler, PodNotifier } from '../provider.js';
 import { podKey } from '../kubelet/pod-key.js';
 import { isTerminal } from '../kubelet/pod-status.js';
+import { formatRfc3339 } from '../kubelet/time.js';
 
 export interface PollNotifierOptions {
   /** Asked for `getPodStatus` of every pod, and nothing else. */
@@ -71,7 +72,7 @@ function terminateRunning(
           exitCode: how.exitCode,
           reason: how.reason,
           message: how.message,
-          finishedAt: now,
+          finishedAt: formatRfc3339(now),
           ...(running.startedAt === undefined ? {} : { startedAt: running.startedAt }),
           ...(cs.containerID === undefined ? {} : { containerID: cs.containerID }),
         },

@@ -1,4 +1,4 @@
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../wire.js';
 
 /**
  * The parts of a pod Kubernetes lets change after creation and a provider may act on

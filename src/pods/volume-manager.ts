@@ -1,4 +1,4 @@
-import type { V1ConfigMap, V1Pod, V1Secret } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Pod, V1Secret } from '../wire.js';
 import { aborted } from '../abort.js';
 import { errorCode, errorMessage, invalidInput } from '../errors.js';
 import type { KubeClient } from '../kube/client.js';

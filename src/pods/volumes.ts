@@ -3,7 +3,7 @@
  * refer to and requests their service-account tokens, then projects them into files with the
  * kubelet's rules (kubelet/volume-projection.ts).
  */
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../wire.js';
 import type { ResolvedVolume } from '../provider.js';
 import {
   podTokenRequests,

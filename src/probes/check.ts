@@ -1,4 +1,4 @@
-import type { V1Container, V1Probe } from '@kubernetes/client-node';
+import type { V1Container, V1Probe } from '../wire.js';
 import { resolvePort, type ProbeResult } from './common.js';
 import { execCheck, expandCommand } from './exec.js';
 import { grpcCheck } from './grpc.js';

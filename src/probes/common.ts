@@ -2,7 +2,7 @@
  * What the single-shot probe checks share: their result shape, the per-attempt deadline, and the
  * kubelet's ways of naming addresses, ports, durations and network errors in probe messages.
  */
-import type { IntOrString, V1Container } from '@kubernetes/client-node';
+import type { IntOrString, V1Container } from '../wire.js';
 
 /**
  * The outcome of one probe attempt, as the kubelet's probers classify it. `warning` counts as a

@@ -1,4 +1,4 @@
-import type { V1HTTPGetAction } from '@kubernetes/client-node';
+import type { V1HTTPGetAction } from '../wire.js';
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';

@@ -4,7 +4,7 @@
  * container ID. The provider tells it which containers run ({@link ProbeManager.sync}), reads
  * their `started`/`ready` back ({@link ProbeManager.state}), and acts on the restarts it asks for.
  */
-import type { V1Container, V1Pod } from '@kubernetes/client-node';
+import type { V1Container, V1Pod } from '../wire.js';
 import { errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { PodEvent } from '../provider.js';

@@ -22,7 +22,7 @@
  * - Every failed attempt yields a `Warning Unhealthy` event (`Liveness probe failed: …`), every
  *   success with a warning a `Warning ProbeWarning` event, as the kubelet records them.
  */
-import type { V1Container, V1Probe } from '@kubernetes/client-node';
+import type { V1Container, V1Probe } from '../wire.js';
 import { invalidInput } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { runProbe, type ProbeTarget } from './check.js';

@@ -2,7 +2,7 @@
  * The API server's validation of container probes, in its words, for providers that accept
  * pods the API server did not validate (or validated against another version).
  */
-import type { V1Container, V1Probe } from '@kubernetes/client-node';
+import type { V1Container, V1Probe } from '../wire.js';
 
 export type ProbeKind = 'startup' | 'readiness' | 'liveness';
 

@@ -6,7 +6,7 @@
  * The pods used here have one container, image `busybox:1.36`, command `sleep 3600`, and a
  * termination grace period of 1 s, so a provider that really runs something can run them.
  */
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../wire.js';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
@@ -29,7 +29,7 @@ function testPod(name: string): V1Pod {
       namespace: NAMESPACE,
       name,
       uid: randomUUID(),
-      creationTimestamp: new Date(),
+      creationTimestamp: new Date().toISOString(),
       labels: { app: 'conformance' },
     },
     spec: {
@@ -47,7 +47,7 @@ function deleting(pod: V1Pod): V1Pod {
   const copy = structuredClone(pod);
   copy.metadata = {
     ...copy.metadata,
-    deletionTimestamp: new Date(),
+    deletionTimestamp: new Date().toISOString(),
     deletionGracePeriodSeconds: 1,
   };
   return copy;

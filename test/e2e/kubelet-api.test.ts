@@ -24,6 +24,7 @@ import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
 import { relayFromHost, testHost } from '../helpers/netns.js';
 import { onOrphaned } from '../helpers/orphan-watchdog.js';
 import { waitFor } from '../helpers/wait.js';
+import type { V1Pod } from '../../src/wire.js';
 
 const core = (): k8s.CoreV1Api => testCluster().kc.makeApiClient(k8s.CoreV1Api);
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -389,7 +390,7 @@ test('bad requests get 4xx and the server keeps serving', async (t) => {
 test('a capability the provider lacks answers 501, naming it', async (t) => {
   const ns = await testNamespace(t);
   const nodeName = uniqueNodeName('bare');
-  const pods = new Map<string, k8s.V1Pod>();
+  const pods = new Map<string, V1Pod>();
   const bare: PodLifecycleHandler = {
     createPod: (pod) => {
       pods.set(

@@ -6,6 +6,7 @@ import type { MockConfig } from '../../src/providers/mock/config.js';
 import { onNode, startNode, uniqueNodeName, type InProcessNode } from '../helpers/agent.js';
 import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
+import type { V1Pod } from '../../src/wire.js';
 
 const core = (): k8s.CoreV1Api => testCluster().kc.makeApiClient(k8s.CoreV1Api);
 const apps = (): k8s.AppsV1Api => testCluster().kc.makeApiClient(k8s.AppsV1Api);
@@ -14,7 +15,7 @@ const never = new AbortController().signal;
 /** The mock, counting the calls that must not repeat. */
 class CountingMock extends MockProvider {
   creates = 0;
-  override async createPod(pod: k8s.V1Pod, signal: AbortSignal): Promise<void> {
+  override async createPod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     this.creates++;
     await super.createPod(pod, signal);
   }

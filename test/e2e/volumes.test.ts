@@ -8,6 +8,7 @@ import { MockProvider } from '../../src/providers/mock/index.js';
 import { onNode, startNode, uniqueNodeName } from '../helpers/agent.js';
 import { testCluster, testNamespace } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
+import type { V1Pod } from '../../src/wire.js';
 
 const core = (): k8s.CoreV1Api => testCluster().kc.makeApiClient(k8s.CoreV1Api);
 const never = new AbortController().signal;
@@ -27,7 +28,7 @@ class VolumeRecordingMock extends MockProvider implements PodVolumes {
   failures = 0;
 
   setPodVolumes(
-    pod: k8s.V1Pod,
+    pod: V1Pod,
     volumes: readonly ResolvedVolume[],
     _signal: AbortSignal,
   ): Promise<void> {
@@ -42,7 +43,7 @@ class VolumeRecordingMock extends MockProvider implements PodVolumes {
     return Promise.resolve();
   }
 
-  override async createPod(pod: k8s.V1Pod, signal: AbortSignal): Promise<void> {
+  override async createPod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     this.log.push(`createPod ${pod.metadata?.namespace ?? ''}/${pod.metadata?.name ?? ''}`);
     await super.createPod(pod, signal);
   }

@@ -1,13 +1,13 @@
-import {
-  KubeConfig,
-  type CoreV1Event,
-  type V1ConfigMap,
-  type V1Lease,
-  type V1Node,
-  type V1Pod,
-  type V1Secret,
-  type V1Service,
-} from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
+import type {
+  CoreV1Event,
+  V1ConfigMap,
+  V1Lease,
+  V1Node,
+  V1Pod,
+  V1Secret,
+  V1Service,
+} from '../../src/wire.js';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -209,7 +209,7 @@ export class FakeApi {
 
   /** Creates an object, as `POST` does (a uid, a resource version, a creation time). */
   create<R extends Resource>(resource: R, obj: Resources[R]): Resources[R] {
-    return this.#create(resource, obj as StoredObject) as unknown as Resources[R];
+    return this.#create(resource, obj) as unknown as Resources[R];
   }
 
   /** Changes an object in place, as an `Update` by a user or a controller would. */

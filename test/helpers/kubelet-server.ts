@@ -1,4 +1,4 @@
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../../src/wire.js';
 import { request } from 'node:https';
 import type { TestContext } from 'node:test';
 import { connect } from 'node:tls';

@@ -1,4 +1,4 @@
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../../wire.js';
 import { Writable } from 'node:stream';
 import type { ContainerAttach, ContainerExec, Provider } from '../../provider.js';
 import { acceptSpdyRemoteCommand } from '../streams/spdy-remotecommand.js';

@@ -6,13 +6,7 @@
  * synthetic, non-zero usage. It is the provider the core's tests run against, in a push
  * (`notify: true`) and a polling (`notify: false`) variant.
  */
-import type {
-  V1Container,
-  V1Node,
-  V1NodeCondition,
-  V1Pod,
-  V1PodStatus,
-} from '@kubernetes/client-node';
+import type { V1Container, V1Node, V1NodeCondition, V1Pod, V1PodStatus } from '../../wire.js';
 import type { Duplex, Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
@@ -238,7 +232,7 @@ export class MockProvider
     const now = this.#clock();
     const entry: Entry = {
       pod: stored,
-      status: startedStatus(pod, now, this.#addresses),
+      status: startedStatus(pod, now.toISOString(), this.#addresses),
       timers: new Map(),
       runs: new Map(),
       retiredCpu: 0,
@@ -272,8 +266,8 @@ export class MockProvider
       cs.image = image;
       changed = true;
       if (cs.state?.running === undefined) continue;
-      cs.lastState = { terminated: terminatedState(cs, 0, now) };
-      cs.state = { running: { startedAt: now } };
+      cs.lastState = { terminated: terminatedState(cs, 0, now.toISOString()) };
+      cs.state = { running: { startedAt: now.toISOString() } };
       cs.restartCount += 1;
       this.#restartRun(key, entry, cs.name, now);
     }
@@ -309,9 +303,10 @@ export class MockProvider
     const stop = (): void => {
       this.#clearTimers(entry);
       const now = this.#clock();
-      for (const cs of entry.status.initContainerStatuses ?? []) stopContainer(cs, 0, now);
-      for (const cs of entry.status.containerStatuses ?? []) stopContainer(cs, 0, now);
-      settle(entry.status, now);
+      const at = now.toISOString();
+      for (const cs of entry.status.initContainerStatuses ?? []) stopContainer(cs, 0, at);
+      for (const cs of entry.status.containerStatuses ?? []) stopContainer(cs, 0, at);
+      settle(entry.status, at);
       this.#pods.delete(key);
       this.#dispose(key, entry, now);
       this.#log.debug({ pod: key, phase: entry.status.phase }, 'deletePod: stopped and forgotten');
@@ -610,19 +605,19 @@ export class MockProvider
     const exitCode = this.#config.containers?.[container]?.exitCode ?? 0;
     const now = this.#clock();
     const policy = entry.pod.spec?.restartPolicy ?? 'Always';
-    stopContainer(cs, exitCode, now);
+    stopContainer(cs, exitCode, now.toISOString());
     this.#stopRun(key, entry, container, now);
     if (policy === 'Always' || (policy === 'OnFailure' && exitCode !== 0)) {
       // Restart at once: the container is running again, with the exit as its last state.
       cs.lastState = cs.state;
-      cs.state = { running: { startedAt: now } };
+      cs.state = { running: { startedAt: now.toISOString() } };
       cs.ready = true;
       cs.started = true;
       cs.restartCount += 1;
       this.#restartRun(key, entry, container, now);
       this.#scheduleExit(key, entry, container, Math.max(afterMs, MIN_RERUN_MS));
     } else {
-      settle(entry.status, now);
+      settle(entry.status, now.toISOString());
     }
     this.#log.debug(
       { pod: key, container, exitCode, restartCount: cs.restartCount, phase: entry.status.phase },
@@ -762,7 +757,8 @@ export class MockProvider
         namespace: meta?.namespace ?? '',
         name: meta?.name ?? '',
         uid: meta?.uid ?? '',
-        startTime: entry.status.startTime ?? this.#startedAt,
+        startTime:
+          entry.status.startTime === undefined ? this.#startedAt : new Date(entry.status.startTime),
         retiredCoreNanoSeconds: entry.retiredCpu,
         containers,
       });

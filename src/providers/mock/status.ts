@@ -8,7 +8,7 @@ import type {
   V1ContainerStatus,
   V1Pod,
   V1PodStatus,
-} from '@kubernetes/client-node';
+} from '../../wire.js';
 import { isTerminalPhase } from '../../kubelet/pod-status.js';
 
 export interface PodAddresses {
@@ -24,7 +24,7 @@ export function containerID(pod: V1Pod, container: string): string {
   return `mock://${m?.uid ?? `${m?.namespace ?? ''}.${m?.name ?? ''}`}/${container}`;
 }
 
-function runningContainer(pod: V1Pod, c: V1Container, now: Date): V1ContainerStatus {
+function runningContainer(pod: V1Pod, c: V1Container, now: string): V1ContainerStatus {
   return {
     name: c.name,
     image: c.image ?? '',
@@ -42,7 +42,7 @@ function runningContainer(pod: V1Pod, c: V1Container, now: Date): V1ContainerSta
  * Completed (sidecars, init containers with `restartPolicy: Always`, running), every container
  * running and ready. `qosClass` is kept: the API server set it and it cannot change.
  */
-export function startedStatus(pod: V1Pod, now: Date, addresses: PodAddresses): V1PodStatus {
+export function startedStatus(pod: V1Pod, now: string, addresses: PodAddresses): V1PodStatus {
   const spec = pod.spec;
   const conditions: ConditionType[] = ['PodScheduled', 'Initialized', 'ContainersReady', 'Ready'];
   const status: V1PodStatus = {
@@ -88,7 +88,7 @@ export function startedStatus(pod: V1Pod, now: Date, addresses: PodAddresses): V
 export function terminatedState(
   cs: V1ContainerStatus,
   exitCode: number,
-  now: Date,
+  now: string,
 ): V1ContainerStateTerminated {
   const terminated: V1ContainerStateTerminated = {
     exitCode,
@@ -102,7 +102,7 @@ export function terminatedState(
 }
 
 /** Stops a running container with `exitCode`; returns whether it was running. */
-export function stopContainer(cs: V1ContainerStatus, exitCode: number, now: Date): boolean {
+export function stopContainer(cs: V1ContainerStatus, exitCode: number, now: string): boolean {
   if (cs.state?.running === undefined) return false;
   cs.state = { terminated: terminatedState(cs, exitCode, now) };
   cs.ready = false;
@@ -115,7 +115,7 @@ export function setCondition(
   status: V1PodStatus,
   type: ConditionType,
   value: 'True' | 'False',
-  now: Date,
+  now: string,
   reason?: string,
 ): void {
   status.conditions ??= [];
@@ -136,7 +136,7 @@ export function setCondition(
  * does: a pod whose containers have all terminated is Succeeded when every exit code is 0 and
  * Failed otherwise; a terminal phase never changes again.
  */
-export function settle(status: V1PodStatus, now: Date): void {
+export function settle(status: V1PodStatus, now: string): void {
   const containers = status.containerStatuses ?? [];
   if (!isTerminalPhase(status.phase) && containers.every((c) => c.state?.terminated)) {
     status.phase = containers.every((c) => c.state?.terminated?.exitCode === 0)

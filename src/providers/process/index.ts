@@ -6,7 +6,7 @@
  * host's network (pod IP = node IP). Processes outlive the agent: a restarted agent adopts them
  * from the state directory. See docs/provider-guide.md for the details and limits.
  */
-import type { V1Node, V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import type { V1Node, V1Pod, V1PodStatus } from '../../wire.js';
 import { mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';

@@ -15,7 +15,7 @@
  * Without namespaces the nsenter step is left out. Signals go to the command's process group,
  * which is neither the wrapper's nor nsenter's, so the wrapper survives to write the status.
  */
-import type { V1Container, V1EnvVar } from '@kubernetes/client-node';
+import type { V1Container, V1EnvVar } from '../../wire.js';
 import { accessSync, constants, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { DEFAULT_IMAGES, type ImageEntrypoint } from './config.js';

@@ -11,7 +11,7 @@ import type {
   V1Pod,
   V1PodCondition,
   V1PodStatus,
-} from '@kubernetes/client-node';
+} from '../../wire.js';
 import { spawn, spawnSync } from 'node:child_process';
 import {
   closeSync,
@@ -36,7 +36,7 @@ import { killSandbox } from './sandbox.js';
 import { saveRecord, type ContainerRecord, type ContainerState, type PodRecord } from './state.js';
 import { podKey } from '../../kubelet/pod-key.js';
 import { isTerminalPhase } from '../../kubelet/pod-status.js';
-import { formatGoDuration } from '../../kubelet/time.js';
+import { formatGoDuration, formatRfc3339 } from '../../kubelet/time.js';
 
 /** What every pod runner shares with the provider. */
 export interface RunnerContext {
@@ -77,7 +77,7 @@ export class PodRunner {
   #stopping: Promise<void> | undefined;
   #dirty = true;
   /** Condition type to [status, last transition], so a transition time moves only on change. */
-  readonly #conditions = new Map<string, [string, Date]>();
+  readonly #conditions = new Map<string, [string, string]>();
 
   constructor(record: PodRecord, ctx: RunnerContext) {
     this.record = record;
@@ -661,13 +661,13 @@ export class PodRunner {
   status(): V1PodStatus {
     const r = this.record;
     const pod = r.pod;
-    const date = (ms: number | undefined): Date | undefined =>
-      ms === undefined ? undefined : new Date(ms);
+    const date = (ms: number | undefined): string | undefined =>
+      ms === undefined ? undefined : formatRfc3339(ms);
     const render = (s: ContainerState | undefined): V1ContainerState | undefined => {
       if (!s) return undefined;
       if (s.kind === 'waiting')
         return { waiting: { reason: s.reason, ...(s.message ? { message: s.message } : {}) } };
-      if (s.kind === 'running') return { running: { startedAt: new Date(s.startedAt) } };
+      if (s.kind === 'running') return { running: { startedAt: formatRfc3339(s.startedAt) } };
       const startedAt = date(s.startedAt);
       return {
         terminated: {
@@ -675,7 +675,7 @@ export class PodRunner {
           reason: s.reason,
           ...(s.message ? { message: s.message } : {}),
           ...(startedAt ? { startedAt } : {}),
-          finishedAt: new Date(s.finishedAt),
+          finishedAt: formatRfc3339(s.finishedAt),
           ...(s.containerID ? { containerID: s.containerID } : {}),
         },
       };
@@ -706,7 +706,7 @@ export class PodRunner {
       const value = ok ? 'True' : 'False';
       let seen = this.#conditions.get(type);
       if (seen?.[0] !== value) {
-        seen = [value, new Date()];
+        seen = [value, formatRfc3339(Date.now())];
         this.#conditions.set(type, seen);
       }
       return {
@@ -729,7 +729,7 @@ export class PodRunner {
       hostIPs: [{ ip: this.#ctx.hostIP }],
       podIP: this.#ctx.podIP,
       podIPs: [{ ip: this.#ctx.podIP }],
-      startTime: new Date(r.startTime),
+      startTime: formatRfc3339(r.startTime),
       containerStatuses: apps.map(cs),
       ...(inits.length > 0 ? { initContainerStatuses: inits.map(cs) } : {}),
       ...(r.reason ? { reason: r.reason } : {}),

@@ -4,7 +4,7 @@
  * through the provider's exec, and a failed liveness or startup probe kills the container so its
  * restart policy applies.
  */
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../../wire.js';
 import { PassThrough } from 'node:stream';
 import type { Logger } from '../../log.js';
 import {

@@ -3,7 +3,7 @@
  * (`<stateDir>/pods/<namespace>_<name>_<uid>/state.json`), written atomically (temporary file
  * and rename) on every change, so a restarted agent can adopt the pod's processes.
  */
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../../wire.js';
 import {
   existsSync,
   mkdirSync,
@@ -124,12 +124,6 @@ export function loadRecords(
       const record = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as PodRecord;
       if (record.version !== STATE_VERSION)
         throw new Error(`unknown version ${String(record.version)}`);
-      const meta = record.pod.metadata;
-      // JSON has no dates: restore those the client types as Date.
-      if (meta?.creationTimestamp !== undefined)
-        meta.creationTimestamp = new Date(meta.creationTimestamp);
-      if (meta?.deletionTimestamp !== undefined)
-        meta.deletionTimestamp = new Date(meta.deletionTimestamp);
       out.push(record);
     } catch (err) {
       onError(dir, err);

@@ -8,7 +8,7 @@
  * container that has the volume directory bind-mounted sees either the old or the new content,
  * never a mix, and sees updates without a remount.
  */
-import type { V1Container, V1Pod, V1Volume } from '@kubernetes/client-node';
+import type { V1Container, V1Pod, V1Volume } from '../../wire.js';
 import {
   chmodSync,
   existsSync,

@@ -1,4 +1,4 @@
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { verbOf, WebhookAuthorizer } from '../../../src/api/auth.js';

@@ -1,4 +1,4 @@
-import type { CoreV1Event, V1Pod, V1PodSpec } from '@kubernetes/client-node';
+import type { CoreV1Event, V1Pod, V1PodSpec } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import { permanent, unavailable } from '../../../src/errors.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
 import { test } from 'node:test';
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../../../src/wire.js';
 import {
   podTokenRequests,
   podVolumeObjects,

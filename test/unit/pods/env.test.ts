@@ -8,7 +8,7 @@ import type {
   V1Pod,
   V1Secret,
   V1Service,
-} from '@kubernetes/client-node';
+} from '../../../src/wire.js';
 import {
   isValidEnvVarName,
   podNeedsObjects,

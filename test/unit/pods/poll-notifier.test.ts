@@ -1,4 +1,4 @@
-import type { V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import type { V1Pod, V1PodStatus } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { notFound, unavailable } from '../../../src/errors.js';
@@ -44,14 +44,14 @@ function apiPod(name: string, status: V1PodStatus, ageMs = 10 * 60_000): V1Pod {
       namespace: 'ns',
       name,
       uid: `uid-${name}`,
-      creationTimestamp: new Date(NOW.getTime() - ageMs),
+      creationTimestamp: new Date(NOW.getTime() - ageMs).toISOString(),
     },
     spec: { containers: [{ name: 'main', image: 'busybox' }] },
     status,
   };
 }
 
-const runningStatus = (startedAt = new Date('2030-01-01T00:00:00Z')): V1PodStatus => ({
+const runningStatus = (startedAt = '2030-01-01T00:00:00Z'): V1PodStatus => ({
   phase: 'Running',
   containerStatuses: [
     {
@@ -99,7 +99,7 @@ describe('PollNotifier', () => {
   });
 
   test('a Running pod the provider lost becomes Failed/NotFound with exit code 137', async () => {
-    const started = new Date('2030-01-01T00:00:00Z');
+    const started = '2030-01-01T00:00:00Z';
     const pod = apiPod('lost', runningStatus(started), 1000);
     const { provider, pushed, poller } = setup([pod]);
     await poller.pollNow();
@@ -145,7 +145,7 @@ describe('PollNotifier', () => {
 
   test('a pod being deleted that the provider forgot is reported terminated, not lost', async () => {
     const pod = apiPod('bye', runningStatus());
-    pod.metadata = { ...pod.metadata, deletionTimestamp: NOW };
+    pod.metadata = { ...pod.metadata, deletionTimestamp: NOW.toISOString() };
     const { pushed, poller } = setup([pod]);
     await poller.pollNow();
     await poller.pollNow();

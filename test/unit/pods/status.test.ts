@@ -1,4 +1,4 @@
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { mutableFingerprint, needsSync } from '../../../src/pods/status.js';
@@ -35,7 +35,7 @@ test('needsSync: status-only changes do not sync; mutable fields and deletion do
   });
   assert.equal(needsSync(a, labels), true);
   const deleting = edited((p) => {
-    p.metadata.deletionTimestamp = new Date();
+    p.metadata.deletionTimestamp = new Date().toISOString();
   });
   assert.equal(needsSync(a, deleting), true);
   const tolerations = edited((p) => {

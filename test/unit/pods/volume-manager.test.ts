@@ -1,4 +1,5 @@
-import { KubeConfig, type V1ConfigMap, type V1Pod } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Pod } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -194,7 +195,9 @@ test('a token is requested bound to the pod and refreshed after 80 % of its life
   const second = api.tokenRequests[1];
   assert.ok(second, 'a second token was requested');
   const age = second.at - first.at;
-  assert.ok(age >= 1_500 && age < 4_000, `refreshed after ${String(age)} ms`);
+  // Due at 1.6 s after the request was sent; `first.at` is when it arrived, which on a loaded
+  // machine can be a few hundred milliseconds later. Neither at once nor only at expiry.
+  assert.ok(age >= 1_000 && age < 4_000, `refreshed after ${String(age)} ms`);
   // Only the token's volume changed; the config map volume was not passed again.
   assert.deepEqual(
     provider.calls[0]?.volumes.map((v) => v.name),

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
 import { test } from 'node:test';
-import type { V1ConfigMap, V1Pod, V1Secret, V1Volume } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Pod, V1Secret, V1Volume } from '../../../src/wire.js';
 import type { ResolvedVolume } from '../../../src/provider.js';
 import {
   podHasResolvedVolumes,

@@ -2,7 +2,7 @@
  * The engine driven by a runtime that runs no process at all: what a provider must give the
  * probe engine (the pod IP, an exec in a container) is enough to probe, restart and report.
  */
-import type { V1Container, V1Pod, V1Probe } from '@kubernetes/client-node';
+import type { V1Container, V1Pod, V1Probe } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';

@@ -1,4 +1,4 @@
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '../../../../src/wire.js';
 import type { Readable } from 'node:stream';
 import { MockProvider, type MockProviderOptions } from '../../../../src/providers/mock/index.js';
 

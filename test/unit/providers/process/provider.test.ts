@@ -3,7 +3,7 @@
  * through kubectl (terminal resizes, attach, a second provider adopting the first's pods) and
  * the lifecycle details (init containers, deadlines, follow).
  */
-import type { V1Pod, V1PodSpec, V1PodStatus } from '@kubernetes/client-node';
+import type { V1Pod, V1PodSpec, V1PodStatus } from '../../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
