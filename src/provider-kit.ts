@@ -1,38 +1,102 @@
 // `virtual-kubelet/provider`: what a provider author needs, and nothing of the core. A provider
-// written against this entry point keeps working while the core changes: the contract, the error
-// family the core reads codes from, the Logger it is handed, and the kubelet's rules as pure
-// functions (so a provider does what a kubelet does without copying it).
+// written against this entry point keeps working while the core changes: the contract and its
+// capability list, the API objects as the API server sends them, the error family the core reads
+// codes from, the Logger it is handed, the kubelet's rules as pure functions (so a provider does
+// what a kubelet does without copying it) and the probe engine for providers that run containers
+// themselves.
 
-// The contract, and the API objects it passes as the API server sends them.
-export type { V1Container, V1Node, V1Pod, V1PodStatus } from './wire.js';
+// The API objects the contract passes, as they travel (every time an RFC 3339 string).
+export type {
+  CoreV1Event,
+  V1ConfigMap,
+  V1Container,
+  V1ContainerPort,
+  V1ContainerState,
+  V1ContainerStateRunning,
+  V1ContainerStateTerminated,
+  V1ContainerStateWaiting,
+  V1ContainerStatus,
+  V1DownwardAPIVolumeFile,
+  V1EnvFromSource,
+  V1EnvVar,
+  V1EphemeralContainer,
+  IntOrString,
+  V1HTTPGetAction,
+  V1KeyToPath,
+  V1Lease,
+  V1Node,
+  V1NodeCondition,
+  V1NodeStatus,
+  V1ObjectFieldSelector,
+  V1ObjectMeta,
+  V1ObjectReference,
+  V1Pod,
+  V1PodCondition,
+  V1PodSpec,
+  V1PodStatus,
+  V1Probe,
+  V1ResourceFieldSelector,
+  V1Secret,
+  V1Service,
+  V1ServiceAccountTokenProjection,
+  V1Status,
+  V1Taint,
+  V1Volume,
+  V1VolumeProjection,
+  Wire,
+} from './wire.js';
+
+// The contract: the lifecycle every provider has, the optional capabilities, the stats Summary.
 export type {
   AttachStreams,
+  Capability,
+  CapabilityInterfaces,
+  Closable,
   ContainerAttach,
   ContainerExec,
   ContainerLogOptions,
   ContainerLogs,
+  ContainerStats,
+  CPUStats,
+  FsStats,
+  InterfaceStats,
+  MemoryStats,
+  NetworkStats,
   NodeConfigurer,
   NodeProvider,
-  PodLifecycleHandler,
+  NodeStats,
   PodEvent,
   PodEventNotifier,
+  PodLifecycleHandler,
   PodNotifier,
+  PodStats,
   PodVolumes,
   PortForwarder,
   Provider,
   ResolvedVolume,
+  ResourceMetricsProvider,
+  RlimitStats,
+  RuntimeStats,
   StatsProvider,
+  Summary,
+  SwapStats,
   TerminalSize,
   VolumeFile,
+  VolumeStats,
 } from './provider.js';
 export {
+  CAPABILITIES,
+  CAPABILITY_NAMES,
+  hasCapability,
   hasContainerAttach,
   hasContainerExec,
   hasContainerLogs,
   hasPodEvents,
   hasPodVolumes,
   hasPortForward,
+  hasResourceMetrics,
   hasStats,
+  isClosable,
   isNodeConfigurer,
   isNodeProvider,
   isPodNotifier,
@@ -42,19 +106,113 @@ export {
 export {
   VirtualKubeletError,
   alreadyExists,
+  conflict,
   errorCode,
+  errorMessage,
+  httpStatusOf,
   invalidInput,
   isRetryable,
+  isVirtualKubeletError,
   notFound,
   notImplemented,
   permanent,
   unavailable,
 } from './errors.js';
-export type { ErrorCode } from './errors.js';
+export type { CodedError, ErrorCode } from './errors.js';
 
 // The logger a provider is handed (pino-compatible).
 export type { Logger } from './log.js';
 export { silentLogger } from './log.js';
 
-// The kubelet's rules, pure functions without I/O.
-export { expandEnvValue } from './kubelet/env-expansion.js';
+// The kubelet's rules, pure functions without I/O (src/kubelet/index.ts).
+export {
+  ceilDiv,
+  configErrorStatus,
+  DEFAULT_VOLUME_FILE_MODE,
+  EnvResolutionError,
+  envServiceNamespaces,
+  escapeLabelValue,
+  expandEnvValue,
+  fieldRefValue,
+  formatGoDuration,
+  formatMicroTime,
+  formatResourceMetrics,
+  formatRfc3339,
+  formatRfc3339NanoFixed,
+  goArch,
+  isResolvedVolume,
+  isTerminal,
+  isTerminalPhase,
+  isValidEnvVarName,
+  mergeStatus,
+  namespacedKey,
+  parseQuantity,
+  parseQuantityExact,
+  podKey,
+  podNeedsObjects,
+  podTokenRequests,
+  projectPodVolumes,
+  providerFailedStatus,
+  quantityMilliValue,
+  quantityValue,
+  resolvePodEnvFrom,
+  resourceFieldRefValue,
+  sameStatus,
+  serviceLinkEnvVars,
+  splitPodKey,
+  summaryCpuStats,
+  summaryMemoryStats,
+  tokenRequestKey,
+  volumeDigest,
+  volumePathError,
+  VolumeResolutionError,
+  withoutStatus,
+} from './kubelet/index.js';
+export type {
+  ContainerResourceUsage,
+  EnvEvent,
+  EnvObjects,
+  EnvResolutionReason,
+  ExactQuantity,
+  MemoryUsage,
+  MergeOptions,
+  PodAddresses,
+  PodObjectRefs,
+  PodResourceUsage,
+  ResolvedPodEnv,
+  ResolveEnvOptions,
+  ResolveVolumesOptions,
+  ResourceDefaults,
+  ResourceMetricsInput,
+  ResourceUsage,
+  TokenRequestSpec,
+  VolumeObjects,
+  VolumeResolutionReason,
+} from './kubelet/index.js';
+
+// The probe engine, for providers that run containers themselves: the provider implements
+// ProbeRuntime (the pod's IP, a command run in a container) and turns what the engine reports
+// into container state.
+export {
+  ContainerProber,
+  ProbeManager,
+  runProbe,
+  validateProbe,
+  validateProbes,
+} from './probes/index.js';
+export type {
+  ContainerProberOptions,
+  ContainerStart,
+  ExecOptions,
+  ExecResult,
+  ProbeEventReason,
+  ProbeKind,
+  ProbeManagerOptions,
+  ProbeOutcome,
+  ProbeRestart,
+  ProbeResult,
+  ProbeRuntime,
+  ProbeState,
+  ProbeTarget,
+  RestartReason,
+} from './probes/index.js';

@@ -244,15 +244,16 @@ export async function runTogether(
     signal.removeEventListener('abort', stopAll);
     throw err;
   }
-  const results = await Promise.allSettled(
+  // The first failure in time, not in the list: parts stopped by it may fail too, on the abort.
+  let failure: { readonly reason: unknown } | undefined;
+  await Promise.allSettled(
     parts.map((p) =>
       p.catch((err: unknown) => {
+        failure ??= { reason: err };
         stopAll();
-        throw err;
       }),
     ),
   );
   signal.removeEventListener('abort', stopAll);
-  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failure) throw failure.reason;
 }

@@ -5,6 +5,7 @@
  */
 import {
   alreadyExists,
+  formatRfc3339,
   invalidInput,
   unavailable,
   type PodNotifier,
@@ -46,7 +47,8 @@ export class MemoryProvider implements Provider, PodNotifier {
     if (pod.spec?.nodeName !== this.#options.nodeName) {
       throw invalidInput(`pod ${key} is bound to ${pod.spec?.nodeName ?? 'no node'}`);
     }
-    const now = new Date();
+    // Times travel as RFC 3339 strings, as the API server sends them.
+    const now = formatRfc3339(Date.now());
     const running: V1Pod = structuredClone(pod);
     running.status = {
       phase: 'Running',
@@ -87,7 +89,7 @@ export class MemoryProvider implements Provider, PodNotifier {
       this.#pods.delete(key);
       return;
     }
-    const now = new Date();
+    const now = formatRfc3339(Date.now());
     const done: V1Pod = structuredClone(known);
     const status: V1PodStatus = done.status ?? {};
     status.phase = 'Succeeded';
