@@ -1,4 +1,5 @@
-import './reflect-metadata.js';
+// @peculiar/x509's dependency container (tsyringe) needs the Reflect metadata API when it loads.
+import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { randomBytes, webcrypto } from 'node:crypto';
 import { chmod, writeFile } from 'node:fs/promises';
