@@ -2,9 +2,8 @@
  * The mock provider's configuration: a JSON document whose every field is optional. Parsing is
  * strict (unknown fields are errors), so a typo in a file fails at start instead of being ignored.
  */
-import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { errorMessage, invalidInput } from '../../errors.js';
+import { invalidInput } from '../../errors.js';
 import { MAX_LOG_LINES } from './logs.js';
 
 /** The provider methods a fault can be injected into. */
@@ -333,25 +332,4 @@ export function parseMockConfig(json: unknown): MockConfig {
     out.containers = containers;
   }
   return out;
-}
-
-/** Reads and validates a JSON configuration file. Throws `InvalidInput` naming the file. */
-export async function loadMockConfig(path: string): Promise<MockConfig> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw invalidInput(`${path}: cannot read the mock configuration: ${errorMessage(err)}`, err);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw invalidInput(`${path}: not valid JSON: ${errorMessage(err)}`, err);
-  }
-  try {
-    return parseMockConfig(json);
-  } catch (err) {
-    throw invalidInput(`${path}: ${errorMessage(err)}`, err);
-  }
 }

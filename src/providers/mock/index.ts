@@ -72,7 +72,6 @@ export {
   FAULT_OPERATIONS,
   LOG_FILL_LINE_BYTES,
   MAX_LOG_FILL_BYTES,
-  loadMockConfig,
   parseMockConfig,
   type FaultError,
   type FaultOperation,

@@ -2,10 +2,9 @@
  * The process provider's configuration: a JSON document whose every field is optional. Parsing
  * is strict (unknown fields are errors), so a typo fails at start instead of being ignored.
  */
-import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { errorMessage, invalidInput } from '../../errors.js';
+import { invalidInput } from '../../errors.js';
 
 /** What an image would run: its `ENTRYPOINT` and `CMD`. */
 export interface ImageEntrypoint {
@@ -144,29 +143,6 @@ export function parseProcessConfig(raw: unknown): ProcessConfig {
     }
   }
   return raw;
-}
-
-/** Reads and validates a JSON config file. */
-export async function loadProcessConfig(path: string): Promise<ProcessConfig> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw invalidInput(
-      `cannot read the process provider config ${path}: ${errorMessage(err)}`,
-      err,
-    );
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw invalidInput(
-      `the process provider config ${path} is not JSON: ${errorMessage(err)}`,
-      err,
-    );
-  }
-  return parseProcessConfig(raw);
 }
 
 /** The default state directory of `nodeName`. */

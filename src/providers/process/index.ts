@@ -68,12 +68,7 @@ import { goArch } from '../../kubelet/go-arch.js';
 import { namespacedKey, podKey } from '../../kubelet/pod-key.js';
 import { withoutStatus } from '../../kubelet/pod-status.js';
 
-export {
-  loadProcessConfig,
-  parseProcessConfig,
-  type ImageEntrypoint,
-  type ProcessConfig,
-} from './config.js';
+export { parseProcessConfig, type ImageEntrypoint, type ProcessConfig } from './config.js';
 
 export const ISOLATION_ANNOTATION = 'virtual-kubelet.io/process-isolation';
 
