@@ -4,18 +4,14 @@
  */
 import { isIP } from 'node:net';
 import { invalidInput } from '../../errors.js';
+import { LIFECYCLE_METHODS, type NodeProvider, type PodLifecycleHandler } from '../../provider.js';
 import { MAX_LOG_LINES } from './logs.js';
 
-/** The provider methods a fault can be injected into. */
+/** The provider methods a fault can be injected into: the contract's lifecycle, and `ping`. */
 export const FAULT_OPERATIONS = [
-  'createPod',
-  'updatePod',
-  'deletePod',
-  'getPod',
-  'getPodStatus',
-  'getPods',
+  ...LIFECYCLE_METHODS,
   'ping',
-] as const;
+] as const satisfies readonly (keyof (PodLifecycleHandler & NodeProvider))[];
 
 export type FaultOperation = (typeof FAULT_OPERATIONS)[number];
 
