@@ -51,7 +51,6 @@ import {
 } from './stats.js';
 import {
   parseMockConfig,
-  quantityValue,
   type FaultError,
   type FaultOperation,
   type MockConfig,
@@ -64,6 +63,7 @@ import {
   type PodAddresses,
 } from './status.js';
 import { goArch } from '../../kubelet/go-arch.js';
+import { parseQuantity } from '../../kubelet/quantity.js';
 import { namespacedKey } from '../../kubelet/pod-key.js';
 import { isTerminalPhase, withoutStatus } from '../../kubelet/pod-status.js';
 
@@ -770,7 +770,7 @@ export class MockProvider
       nodeName: this.#nodeName,
       nodeStartTime: this.#startedAt,
       now: this.#clock(),
-      memoryCapacityBytes: quantityValue(this.#config.memory ?? DEFAULTS.memory),
+      memoryCapacityBytes: parseQuantity(this.#config.memory ?? DEFAULTS.memory),
       retiredCoreNanoSeconds: this.#retiredCpu,
       pods,
     });

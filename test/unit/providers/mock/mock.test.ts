@@ -60,6 +60,15 @@ describe('parseMockConfig', () => {
     assert.deepEqual(parseMockConfig({}), {});
   });
 
+  test("quantities are the kubelet's: suffixes and exponents, never negative", () => {
+    for (const memory of ['500m', '1.5Gi', '2E', '1e3', '+4k']) {
+      assert.deepEqual(parseMockConfig({ memory }), { memory });
+    }
+    for (const memory of ['-1', '1 Gi', 'Gi', '1iB']) {
+      assertInvalid(() => parseMockConfig({ memory }), /^memory must be a non-negative/);
+    }
+  });
+
   test('names the bad field', () => {
     assertInvalid(
       () => parseMockConfig({ faults: { createPod: { errorRate: 2 } } }),
