@@ -136,8 +136,8 @@ const FAULT_FACTORIES: Record<FaultError, (message: string) => VirtualKubeletErr
   invalidInput,
 };
 
-/** The pod's key; a pod without a namespace or a name is refused. */
-function podKey(pod: V1Pod): string {
+/** The pod's key, as kubelet/pod-key makes it; a pod without a namespace or name is refused. */
+function requirePodKey(pod: V1Pod): string {
   const namespace = pod.metadata?.namespace;
   const name = pod.metadata?.name;
   if (!namespace || !name) throw invalidInput('the pod has no metadata.namespace or metadata.name');
@@ -219,7 +219,7 @@ export class MockProvider
   async createPod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     if (this.#closing.signal.aborted) throw unavailable('the mock provider is closed');
     await this.#fault('createPod', signal);
-    const key = podKey(pod);
+    const key = requirePodKey(pod);
     if (!pod.spec) throw invalidInput(`pod ${key} has no spec`);
     const existing = this.#pods.get(key);
     if (existing) {
@@ -259,7 +259,7 @@ export class MockProvider
    */
   async updatePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     await this.#fault('updatePod', signal);
-    const key = podKey(pod);
+    const key = requirePodKey(pod);
     const entry = this.#pods.get(key);
     if (!entry) throw notFound(`pod ${key} is not known to the mock provider`);
     entry.pod = withoutStatus(pod);
@@ -287,7 +287,7 @@ export class MockProvider
    */
   async deletePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     await this.#fault('deletePod', signal);
-    const key = podKey(pod);
+    const key = requirePodKey(pod);
     const entry = this.#pods.get(key);
     if (!entry) throw notFound(`pod ${key} is not known to the mock provider`);
     const uid = pod.metadata?.uid;
