@@ -1,8 +1,9 @@
-import { VirtualKubeletError } from '../errors.js';
+import { readFile } from 'node:fs/promises';
+import { errorMessage, invalidInput, VirtualKubeletError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Provider } from '../provider.js';
-import { loadMockConfig, MockProvider } from '../providers/mock/index.js';
-import { loadProcessConfig, ProcessProvider } from '../providers/process/index.js';
+import { MockProvider, parseMockConfig } from '../providers/mock/index.js';
+import { parseProcessConfig, ProcessProvider } from '../providers/process/index.js';
 
 /** What a provider factory gets from the command line. */
 export interface ProviderContext {
@@ -19,10 +20,34 @@ export interface ProviderContext {
  */
 type Factory = (ctx: ProviderContext) => Promise<Provider>;
 
+/**
+ * Reads `--provider-config` as JSON and validates it with the provider's `parse`. Every failure
+ * is an `InvalidInput` whose message is one line starting with the file's path.
+ */
+export async function readProviderConfig<T>(path: string, parse: (json: unknown) => T): Promise<T> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw invalidInput(`${path}: cannot read the provider config: ${errorMessage(err)}`, err);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw invalidInput(`${path}: not valid JSON: ${errorMessage(err)}`, err);
+  }
+  try {
+    return parse(json);
+  } catch (err) {
+    throw invalidInput(`${path}: ${errorMessage(err)}`, err);
+  }
+}
+
 const mock =
   (notify: boolean): Factory =>
   async (ctx) => {
-    const config = ctx.configPath ? await loadMockConfig(ctx.configPath) : {};
+    const config = ctx.configPath ? await readProviderConfig(ctx.configPath, parseMockConfig) : {};
     return new MockProvider({
       nodeName: ctx.nodeName,
       config: { podIP: ctx.nodeIP, hostIP: ctx.nodeIP, ...config },
@@ -32,7 +57,7 @@ const mock =
   };
 
 const processProvider: Factory = async (ctx) => {
-  const config = ctx.configPath ? await loadProcessConfig(ctx.configPath) : {};
+  const config = ctx.configPath ? await readProviderConfig(ctx.configPath, parseProcessConfig) : {};
   return new ProcessProvider({
     nodeName: ctx.nodeName,
     nodeIP: ctx.nodeIP,

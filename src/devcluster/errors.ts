@@ -3,7 +3,6 @@ export type DevClusterErrorCode =
   | 'InvalidInput'
   | 'GoMissing'
   | 'BuildFailed'
-  | 'OpensslFailed'
   | 'PortInUse'
   | 'StartFailed'
   | 'NotRunning'

@@ -77,12 +77,6 @@ export function resolvePort(port: IntOrString, container: V1Container): number {
   return n;
 }
 
-/** A duration as Go prints it (`1s`, `1.5s`, `200ms`), for the messages the kubelet writes. */
-export function goDurationMs(ms: number): string {
-  if (ms >= 1000 || ms === 0) return `${String(ms / 1000)}s`;
-  return `${String(ms)}ms`;
-}
-
 const ERRNO_TEXT: Readonly<Record<string, string>> = {
   ECONNREFUSED: 'connect: connection refused',
   EHOSTUNREACH: 'connect: no route to host',

@@ -1,13 +1,6 @@
 import { connect, constants } from 'node:http2';
-import {
-  deadline,
-  dialError,
-  failure,
-  goDurationMs,
-  joinHostPort,
-  success,
-  type ProbeResult,
-} from './common.js';
+import { formatGoDuration } from '../kubelet/time.js';
+import { deadline, dialError, failure, joinHostPort, success, type ProbeResult } from './common.js';
 
 /** `grpc.health.v1.HealthCheckResponse.ServingStatus` by number. */
 const SERVING_STATUS = ['UNKNOWN', 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN'] as const;
@@ -148,11 +141,13 @@ export function grpcCheck(
       else if (!connected) {
         finish(
           failure(
-            `timeout: failed to connect service ${JSON.stringify(address)} within ${goDurationMs(timeoutMs)}: context deadline exceeded`,
+            `timeout: failed to connect service ${JSON.stringify(address)} within ${formatGoDuration(timeoutMs)}: context deadline exceeded`,
           ),
         );
       } else {
-        finish(failure(`timeout: health rpc did not complete within ${goDurationMs(timeoutMs)}`));
+        finish(
+          failure(`timeout: health rpc did not complete within ${formatGoDuration(timeoutMs)}`),
+        );
       }
     };
     limit.signal.addEventListener('abort', onAbort, { once: true });
@@ -245,7 +240,7 @@ function verdict(
   }
   const code = Number(grpcStatus);
   if (code === DEADLINE_EXCEEDED) {
-    return failure(`timeout: health rpc did not complete within ${goDurationMs(timeoutMs)}`);
+    return failure(`timeout: health rpc did not complete within ${formatGoDuration(timeoutMs)}`);
   }
   if (code !== 0) return rpcFailed(code, grpcMessage);
   if (payload.length < 5) return rpcFailed(INTERNAL, 'no response message');

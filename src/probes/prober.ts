@@ -23,6 +23,7 @@
  *   success with a warning a `Warning ProbeWarning` event, as the kubelet records them.
  */
 import type { V1Container, V1Probe } from '../wire.js';
+import { sleep } from '../abort.js';
 import { invalidInput } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { runProbe, type ProbeTarget } from './check.js';
@@ -141,7 +142,7 @@ export class ContainerProber {
   readonly #stopper = new AbortController();
   readonly #loops: Promise<void>[] = [];
   /** Wakes a worker that waits for its next tick (the kubelet's manual trigger). */
-  readonly #wakers = new Map<ProbeKind, () => void>();
+  readonly #wakers = new Map<ProbeKind, AbortController>();
   readonly #triggered = new Set<ProbeKind>();
   readonly #lastFailure = new Map<ProbeKind, string>();
   #running = false;
@@ -222,6 +223,7 @@ export class ContainerProber {
   /** Stops probing and resolves once every probe loop ended. Idempotent. */
   async stop(): Promise<void> {
     this.#stopper.abort();
+    for (const wake of this.#wakers.values()) wake.abort();
     await Promise.allSettled(this.#loops);
   }
 
@@ -256,28 +258,16 @@ export class ContainerProber {
   }
 
   /** Resolves after `ms`, on `stop()`, or when the worker is triggered. */
-  #pause(kind: ProbeKind, ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const stop = this.#stopper.signal;
-      if (stop.aborted) {
-        resolve();
-        return;
-      }
-      const done = (): void => {
-        clearTimeout(timer);
-        stop.removeEventListener('abort', done);
-        this.#wakers.delete(kind);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      stop.addEventListener('abort', done, { once: true });
-      this.#wakers.set(kind, done);
-    });
+  async #pause(kind: ProbeKind, ms: number): Promise<void> {
+    const wake = new AbortController();
+    this.#wakers.set(kind, wake);
+    await sleep(ms, wake.signal);
+    this.#wakers.delete(kind);
   }
 
   #trigger(kind: ProbeKind): void {
     this.#triggered.add(kind);
-    this.#wakers.get(kind)?.();
+    this.#wakers.get(kind)?.abort();
   }
 
   /** One tick of a worker (the kubelet's doProbe). False when the worker is done for good. */

@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { errorCode } from '../errors.js';
+import { isTerminalPhase } from '../kubelet/pod-status.js';
 import { isPodNotifier, type Provider } from '../provider.js';
 import { waitFor } from './wait.js';
 
@@ -52,9 +53,6 @@ function deleting(pod: V1Pod): V1Pod {
   };
   return copy;
 }
-
-const isTerminalPhase = (phase: string | undefined): boolean =>
-  phase === 'Succeeded' || phase === 'Failed';
 
 /**
  * Registers the contract's tests under `describe(name)`. `make` builds a fresh provider for each

@@ -2,21 +2,17 @@
  * The mock provider's configuration: a JSON document whose every field is optional. Parsing is
  * strict (unknown fields are errors), so a typo in a file fails at start instead of being ignored.
  */
-import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { errorMessage, invalidInput } from '../../errors.js';
+import { invalidInput } from '../../errors.js';
+import { parseQuantity } from '../../kubelet/quantity.js';
+import { LIFECYCLE_METHODS, type NodeProvider, type PodLifecycleHandler } from '../../provider.js';
 import { MAX_LOG_LINES } from './logs.js';
 
-/** The provider methods a fault can be injected into. */
+/** The provider methods a fault can be injected into: the contract's lifecycle, and `ping`. */
 export const FAULT_OPERATIONS = [
-  'createPod',
-  'updatePod',
-  'deletePod',
-  'getPod',
-  'getPodStatus',
-  'getPods',
+  ...LIFECYCLE_METHODS,
   'ping',
-] as const;
+] as const satisfies readonly (keyof (PodLifecycleHandler & NodeProvider))[];
 
 export type FaultOperation = (typeof FAULT_OPERATIONS)[number];
 
@@ -108,39 +104,9 @@ const RESERVED_RESOURCES = new Set(['cpu', 'memory', 'pods', 'ephemeral-storage'
 
 // A non-negative Kubernetes quantity: a decimal number with a binary or decimal SI suffix or an
 // exponent (k8s.io/apimachinery/pkg/api/resource).
-const QUANTITY = /^(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$/;
 // An optional DNS-subdomain prefix and a name, like `nvidia.com/gpu` or `hugepages-2Mi`.
 const RESOURCE_NAME =
   /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
-
-const QUANTITY_SUFFIXES: Readonly<Record<string, number>> = {
-  Ki: 2 ** 10,
-  Mi: 2 ** 20,
-  Gi: 2 ** 30,
-  Ti: 2 ** 40,
-  Pi: 2 ** 50,
-  Ei: 2 ** 60,
-  n: 1e-9,
-  u: 1e-6,
-  m: 1e-3,
-  k: 1e3,
-  M: 1e6,
-  G: 1e9,
-  T: 1e12,
-  P: 1e15,
-  E: 1e18,
-};
-
-/** The value of a quantity this module accepted, such as `"100Gi"`, as a number (of bytes, cores...). */
-export function quantityValue(text: string): number {
-  const match = QUANTITY.exec(text);
-  if (match === null) throw invalidInput(`"${text}" is not a Kubernetes quantity`);
-  const [, digits = '0', , suffix = ''] = match;
-  const scale = /^[eE]/.test(suffix)
-    ? 10 ** Number(suffix.slice(1))
-    : (QUANTITY_SUFFIXES[suffix] ?? 1);
-  return Number(digits) * scale;
-}
 
 const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -164,10 +130,18 @@ function rejectUnknown(
   }
 }
 
+function isNonNegativeQuantity(text: string): boolean {
+  try {
+    return parseQuantity(text) >= 0;
+  } catch {
+    return false;
+  }
+}
+
 function quantity(value: unknown, field: string): string {
   // JSON writers often emit counts as numbers; Kubernetes accepts them, so do we.
   const text = typeof value === 'number' && Number.isFinite(value) ? String(value) : value;
-  if (typeof text !== 'string' || !QUANTITY.test(text)) {
+  if (typeof text !== 'string' || !isNonNegativeQuantity(text)) {
     throw invalidInput(
       `${field} must be a non-negative Kubernetes quantity such as "20" or "100Gi"`,
     );
@@ -333,25 +307,4 @@ export function parseMockConfig(json: unknown): MockConfig {
     out.containers = containers;
   }
   return out;
-}
-
-/** Reads and validates a JSON configuration file. Throws `InvalidInput` naming the file. */
-export async function loadMockConfig(path: string): Promise<MockConfig> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw invalidInput(`${path}: cannot read the mock configuration: ${errorMessage(err)}`, err);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw invalidInput(`${path}: not valid JSON: ${errorMessage(err)}`, err);
-  }
-  try {
-    return parseMockConfig(json);
-  } catch (err) {
-    throw invalidInput(`${path}: ${errorMessage(err)}`, err);
-  }
 }

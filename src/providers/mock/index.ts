@@ -45,7 +45,6 @@ import {
 } from './stats.js';
 import {
   parseMockConfig,
-  quantityValue,
   type FaultError,
   type FaultOperation,
   type MockConfig,
@@ -58,6 +57,7 @@ import {
   type PodAddresses,
 } from './status.js';
 import { goArch } from '../../kubelet/go-arch.js';
+import { parseQuantity } from '../../kubelet/quantity.js';
 import { namespacedKey } from '../../kubelet/pod-key.js';
 import { isTerminalPhase, withoutStatus } from '../../kubelet/pod-status.js';
 
@@ -66,7 +66,6 @@ export {
   FAULT_OPERATIONS,
   LOG_FILL_LINE_BYTES,
   MAX_LOG_FILL_BYTES,
-  loadMockConfig,
   parseMockConfig,
   type FaultError,
   type FaultOperation,
@@ -131,8 +130,8 @@ const FAULT_FACTORIES: Record<FaultError, (message: string) => VirtualKubeletErr
   invalidInput,
 };
 
-/** The pod's key; a pod without a namespace or a name is refused. */
-function podKey(pod: V1Pod): string {
+/** The pod's key, as kubelet/pod-key makes it; a pod without a namespace or name is refused. */
+function requirePodKey(pod: V1Pod): string {
   const namespace = pod.metadata?.namespace;
   const name = pod.metadata?.name;
   if (!namespace || !name) throw invalidInput('the pod has no metadata.namespace or metadata.name');
@@ -214,7 +213,7 @@ export class MockProvider
   async createPod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     if (this.#closing.signal.aborted) throw unavailable('the mock provider is closed');
     await this.#fault('createPod', signal);
-    const key = podKey(pod);
+    const key = requirePodKey(pod);
     if (!pod.spec) throw invalidInput(`pod ${key} has no spec`);
     const existing = this.#pods.get(key);
     if (existing) {
@@ -254,7 +253,7 @@ export class MockProvider
    */
   async updatePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     await this.#fault('updatePod', signal);
-    const key = podKey(pod);
+    const key = requirePodKey(pod);
     const entry = this.#pods.get(key);
     if (!entry) throw notFound(`pod ${key} is not known to the mock provider`);
     entry.pod = withoutStatus(pod);
@@ -282,7 +281,7 @@ export class MockProvider
    */
   async deletePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     await this.#fault('deletePod', signal);
-    const key = podKey(pod);
+    const key = requirePodKey(pod);
     const entry = this.#pods.get(key);
     if (!entry) throw notFound(`pod ${key} is not known to the mock provider`);
     const uid = pod.metadata?.uid;
@@ -767,7 +766,7 @@ export class MockProvider
       nodeName: this.#nodeName,
       nodeStartTime: this.#startedAt,
       now: this.#clock(),
-      memoryCapacityBytes: quantityValue(this.#config.memory ?? DEFAULTS.memory),
+      memoryCapacityBytes: parseQuantity(this.#config.memory ?? DEFAULTS.memory),
       retiredCoreNanoSeconds: this.#retiredCpu,
       pods,
     });

@@ -2,10 +2,10 @@
  * The process provider's configuration: a JSON document whose every field is optional. Parsing
  * is strict (unknown fields are errors), so a typo fails at start instead of being ignored.
  */
-import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { errorMessage, invalidInput } from '../../errors.js';
+import { parseQuantity } from '../../kubelet/quantity.js';
 
 /** What an image would run: its `ENTRYPOINT` and `CMD`. */
 export interface ImageEntrypoint {
@@ -100,6 +100,15 @@ export function parseProcessConfig(raw: unknown): ProcessConfig {
   for (const f of ['stateDir', 'cpu', 'memory', 'pods', 'cgroupParent'] as const) {
     if (raw[f] !== undefined && typeof raw[f] !== 'string') bad(f, 'a string');
   }
+  const quantity = (text: string, field: string): void => {
+    let value: number;
+    try {
+      value = parseQuantity(text);
+    } catch (err) {
+      throw invalidInput(`process provider config: ${field}: ${errorMessage(err)}`, err);
+    }
+    if (value < 0) bad(field, 'a non-negative quantity');
+  };
   for (const f of ['cpu', 'memory', 'pods'] as const) {
     const v = raw[f];
     if (typeof v === 'string') quantity(v, f);
@@ -146,54 +155,8 @@ export function parseProcessConfig(raw: unknown): ProcessConfig {
   return raw;
 }
 
-/** Reads and validates a JSON config file. */
-export async function loadProcessConfig(path: string): Promise<ProcessConfig> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw invalidInput(
-      `cannot read the process provider config ${path}: ${errorMessage(err)}`,
-      err,
-    );
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw invalidInput(
-      `the process provider config ${path} is not JSON: ${errorMessage(err)}`,
-      err,
-    );
-  }
-  return parseProcessConfig(raw);
-}
-
 /** The default state directory of `nodeName`. */
 export function defaultStateDir(nodeName: string): string {
   if (process.getuid?.() === 0) return join('/var/lib/virtual-kubelet', nodeName);
   return join(homedir(), '.local', 'state', 'virtual-kubelet', nodeName);
-}
-
-const SUFFIX: Readonly<Record<string, number>> = {
-  '': 1,
-  m: 1e-3,
-  k: 1e3,
-  M: 1e6,
-  G: 1e9,
-  T: 1e12,
-  P: 1e15,
-  Ki: 2 ** 10,
-  Mi: 2 ** 20,
-  Gi: 2 ** 30,
-  Ti: 2 ** 40,
-  Pi: 2 ** 50,
-};
-
-/** A Kubernetes quantity as a number (`"100m"` is 0.1, `"1Gi"` is 1073741824). */
-export function quantity(text: string, what = 'quantity'): number {
-  const m = /^([0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?([a-zA-Z]*)$/.exec(text.trim());
-  const factor = m ? SUFFIX[m[3] ?? ''] : undefined;
-  if (!m || factor === undefined) throw invalidInput(`${what}: invalid quantity "${text}"`);
-  return Number(m[1]) * 10 ** Number(m[2] ?? 0) * factor;
 }

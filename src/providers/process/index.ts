@@ -35,7 +35,6 @@ import {
   DEFAULT_IMAGES,
   defaultStateDir,
   parseProcessConfig,
-  quantity,
   type ImageEntrypoint,
   type ProcessConfig,
 } from './config.js';
@@ -65,15 +64,11 @@ import {
   writeVolume,
 } from './volumes.js';
 import { goArch } from '../../kubelet/go-arch.js';
+import { parseQuantity } from '../../kubelet/quantity.js';
 import { namespacedKey, podKey } from '../../kubelet/pod-key.js';
 import { withoutStatus } from '../../kubelet/pod-status.js';
 
-export {
-  loadProcessConfig,
-  parseProcessConfig,
-  type ImageEntrypoint,
-  type ProcessConfig,
-} from './config.js';
+export { parseProcessConfig, type ImageEntrypoint, type ProcessConfig } from './config.js';
 
 export const ISOLATION_ANNOTATION = 'virtual-kubelet.io/process-isolation';
 
@@ -509,10 +504,10 @@ export class ProcessProvider
     const cpu = c.cpu ?? String(cpus().length);
     const memory = c.memory ?? String(totalmem());
     const pods = c.pods ?? '110';
-    const reservedCpu = quantity(c.reserved?.cpu ?? '100m');
-    const reservedMem = quantity(c.reserved?.memory ?? '256Mi');
-    const allocCpu = Math.max(0, Math.round((quantity(cpu) - reservedCpu) * 1000));
-    const allocMem = Math.max(0, Math.floor(quantity(memory) - reservedMem));
+    const reservedCpu = parseQuantity(c.reserved?.cpu ?? '100m');
+    const reservedMem = parseQuantity(c.reserved?.memory ?? '256Mi');
+    const allocCpu = Math.max(0, Math.round((parseQuantity(cpu) - reservedCpu) * 1000));
+    const allocMem = Math.max(0, Math.floor(parseQuantity(memory) - reservedMem));
     node.status ??= {};
     node.status.capacity = { ...node.status.capacity, cpu, memory, pods };
     node.status.allocatable = {
@@ -784,7 +779,7 @@ function limitsOf(spec: { resources?: { limits?: Record<string, string> } }): {
 } {
   const l = spec.resources?.limits ?? {};
   return {
-    ...(l.memory !== undefined ? { memoryBytes: quantity(l.memory) } : {}),
-    ...(l.cpu !== undefined ? { cpuCores: quantity(l.cpu) } : {}),
+    ...(l.memory !== undefined ? { memoryBytes: parseQuantity(l.memory) } : {}),
+    ...(l.cpu !== undefined ? { cpuCores: parseQuantity(l.cpu) } : {}),
   };
 }

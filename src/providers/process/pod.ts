@@ -28,7 +28,8 @@ import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { PodEvent } from '../../provider.js';
 import type { Cgroups } from './cgroups.js';
-import { quantity, type ImageEntrypoint } from './config.js';
+import { type ImageEntrypoint } from './config.js';
+import { parseQuantity } from '../../kubelet/quantity.js';
 import { containerEnv, findExecutable, launchArgv, resolveCommand, type Tools } from './launch.js';
 import { ensureLogDir, logPath, type LogStamper } from './logs.js';
 import { childrenOf, isAlive, processGroup, processRef, type ProcessRef } from './proc.js';
@@ -282,8 +283,8 @@ export class PodRunner {
     if (this.#ctx.cgroups) {
       try {
         cgroupProcs = this.#ctx.cgroups.prepare(uid, c.name, {
-          ...(limits.memory !== undefined ? { memoryBytes: quantity(limits.memory) } : {}),
-          ...(limits.cpu !== undefined ? { cpuCores: quantity(limits.cpu) } : {}),
+          ...(limits.memory !== undefined ? { memoryBytes: parseQuantity(limits.memory) } : {}),
+          ...(limits.cpu !== undefined ? { cpuCores: parseQuantity(limits.cpu) } : {}),
         });
         oomBase = this.#ctx.cgroups.oomKills(uid, c.name);
       } catch (err) {

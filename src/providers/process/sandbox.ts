@@ -11,23 +11,18 @@ import { unavailable } from '../../errors.js';
 import { shellQuote, type Tools } from './launch.js';
 import { childrenOf, isAlive, processRef, type ProcessRef } from './proc.js';
 
+/**
+ * The namespaces of a sandbox, as `unshare` flags: the detection tries exactly what
+ * `startSandbox` asks for.
+ */
+const UNSHARE_FLAGS = ['--mount', '--uts', '--ipc', '--pid', '--fork', '--mount-proc'] as const;
+
 /** Whether the kernel lets us make the namespaces a sandbox needs; the reason when not. */
 export function detectNamespaces(tools: Tools): true | string {
-  const r = spawnSync(
-    tools.unshare,
-    [
-      '--mount',
-      '--uts',
-      '--ipc',
-      '--pid',
-      '--fork',
-      '--mount-proc',
-      tools.sh,
-      '-c',
-      'hostname vk-probe',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10_000 },
-  );
+  const r = spawnSync(tools.unshare, [...UNSHARE_FLAGS, tools.sh, '-c', 'hostname vk-probe'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    timeout: 10_000,
+  });
   if (r.status === 0) return true;
   return `unshare failed: ${r.stderr.toString().trim() || `exit ${String(r.status)}`}`;
 }
@@ -66,12 +61,7 @@ export async function startSandbox(
   const child = spawn(
     tools.unshare,
     [
-      '--mount',
-      '--uts',
-      '--ipc',
-      '--pid',
-      '--fork',
-      '--mount-proc',
+      ...UNSHARE_FLAGS,
       '--propagation',
       'private',
       '--',

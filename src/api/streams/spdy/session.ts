@@ -513,20 +513,32 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
     if (this.#fullStreams === 0 && !this.#closing && !this.#closed) this.#socket.resume();
   }
 
-  #writeData(id: number, chunk: Buffer, callback: (err?: Error | null) => void): void {
+  /**
+   * The stream `id` when it can be written now. Otherwise undefined, after calling `callback`
+   * when the write is dropped, or queueing `retry` until the SYN_REPLY is sent.
+   */
+  #writable(
+    id: number,
+    callback: (err?: Error | null) => void,
+    retry: () => void,
+  ): StreamState | undefined {
     const state = this.#streams.get(id);
     // Writes to a stream the client reset or to a closed session are dropped, not failed: an
     // 'error' nobody listens for would crash the process, and the reset is reported already.
     if (state === undefined || state.reset || state.localFin || this.#closing || this.#closed) {
       callback();
-      return;
+      return undefined;
     }
     if (!state.replied) {
-      state.pending.push(() => {
-        this.#writeData(id, chunk, callback);
-      });
-      return;
+      state.pending.push(retry);
+      return undefined;
     }
+    return state;
+  }
+
+  #writeData(id: number, chunk: Buffer, callback: (err?: Error | null) => void): void {
+    const retry = (): void => this.#writeData(id, chunk, callback);
+    if (this.#writable(id, callback, retry) === undefined) return;
     if (chunk.length === 0) {
       callback();
       return;
@@ -545,17 +557,8 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
   }
 
   #finishStream(id: number, callback: (err?: Error | null) => void): void {
-    const state = this.#streams.get(id);
-    if (state === undefined || state.reset || state.localFin || this.#closing || this.#closed) {
-      callback();
-      return;
-    }
-    if (!state.replied) {
-      state.pending.push(() => {
-        this.#finishStream(id, callback);
-      });
-      return;
-    }
+    const state = this.#writable(id, callback, () => this.#finishStream(id, callback));
+    if (state === undefined) return;
     state.localFin = true;
     this.#write(encodeDataHeader(id, 0, true));
     callback();

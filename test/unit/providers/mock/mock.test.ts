@@ -1,14 +1,10 @@
 import type { V1Node, V1Pod } from '../../../../src/wire.js';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { describe, test } from 'node:test';
-import { errorCode, VirtualKubeletError } from '../../../../src/errors.js';
+import { VirtualKubeletError } from '../../../../src/errors.js';
 import { isNodeConfigurer, isNodeProvider, isPodNotifier } from '../../../../src/provider.js';
 import {
-  loadMockConfig,
   MockProvider,
   parseMockConfig,
   type MockConfig,
@@ -64,6 +60,15 @@ describe('parseMockConfig', () => {
     assert.deepEqual(parseMockConfig({}), {});
   });
 
+  test("quantities are the kubelet's: suffixes and exponents, never negative", () => {
+    for (const memory of ['500m', '1.5Gi', '2E', '1e3', '+4k']) {
+      assert.deepEqual(parseMockConfig({ memory }), { memory });
+    }
+    for (const memory of ['-1', '1 Gi', 'Gi', '1iB']) {
+      assertInvalid(() => parseMockConfig({ memory }), /^memory must be a non-negative/);
+    }
+  });
+
   test('names the bad field', () => {
     assertInvalid(
       () => parseMockConfig({ faults: { createPod: { errorRate: 2 } } }),
@@ -99,40 +104,6 @@ describe('parseMockConfig', () => {
   test('the constructor validates too', () => {
     assertInvalid(() => new MockProvider({ nodeName: 'n', config: { cpu: 'x' } }), /^cpu must be/);
     assertInvalid(() => new MockProvider({ nodeName: '' }), /nodeName/);
-  });
-});
-
-describe('loadMockConfig', () => {
-  test('reads a file, and names the file in errors', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'vk-unit-mock-'));
-    try {
-      const good = join(dir, 'good.json');
-      await writeFile(good, JSON.stringify({ cpu: '4', faults: { ping: { errorRate: 1 } } }));
-      assert.deepEqual(await loadMockConfig(good), {
-        cpu: '4',
-        faults: { ping: { errorRate: 1 } },
-      });
-
-      const bad = join(dir, 'bad.json');
-      await writeFile(bad, '{ "cpu": ');
-      await assert.rejects(loadMockConfig(bad), (err: unknown) => {
-        assert.equal(errorCode(err), 'InvalidInput');
-        assert.match((err as Error).message, /bad\.json: not valid JSON/);
-        return true;
-      });
-
-      const invalid = join(dir, 'invalid.json');
-      await writeFile(invalid, '{ "pods": "many" }');
-      await assert.rejects(loadMockConfig(invalid), /invalid\.json: pods must be/);
-
-      await assert.rejects(loadMockConfig(join(dir, 'missing.json')), (err: unknown) => {
-        assert.equal(errorCode(err), 'InvalidInput');
-        assert.match((err as Error).message, /missing\.json: cannot read/);
-        return true;
-      });
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
   });
 });
 

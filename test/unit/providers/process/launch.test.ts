@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
-import { parseProcessConfig, quantity } from '../../../../src/providers/process/config.js';
+import { parseProcessConfig } from '../../../../src/providers/process/config.js';
 import {
   expandReferences,
   lookupImage,
@@ -48,17 +48,26 @@ test('shellQuote survives a round trip through sh', () => {
   }
 });
 
-test('config: unknown fields and bad values are refused; quantities parse', () => {
+test('config: unknown fields and bad values are refused', () => {
   assert.throws(() => parseProcessConfig({ nope: 1 }), /unknown field "nope"/);
   assert.throws(() => parseProcessConfig({ maxLogBytes: -1 }), /maxLogBytes must be/);
   assert.throws(() => parseProcessConfig({ images: { x: { cmd: 'sh' } } }), /array of strings/);
-  assert.throws(() => parseProcessConfig({ memory: '12 apples' }), /invalid quantity/);
+  assert.throws(
+    () => parseProcessConfig({ memory: '12 apples' }),
+    /^Error: process provider config: memory: invalid quantity "12 apples"$|memory: invalid quantity/,
+  );
+  assert.throws(
+    () => parseProcessConfig({ reserved: { cpu: '-1' } }),
+    /reserved\.cpu must be a non-negative quantity/,
+  );
+  assert.deepEqual(parseProcessConfig({ cpu: '2', memory: '64Mi', reserved: { cpu: '100m' } }), {
+    cpu: '2',
+    memory: '64Mi',
+    reserved: { cpu: '100m' },
+  });
   assert.deepEqual(parseProcessConfig({ images: { x: { cmd: ['sh'] } } }), {
     images: { x: { cmd: ['sh'] } },
   });
-  assert.equal(quantity('100m'), 0.1);
-  assert.equal(quantity('64Mi'), 64 * 1024 * 1024);
-  assert.equal(quantity('1G'), 1e9);
 });
 
 test('back-off durations print as Go durations', () => {

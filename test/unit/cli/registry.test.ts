@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { readProviderConfig } from '../../../src/cli/registry.js';
+import { errorCode } from '../../../src/errors.js';
+import { parseMockConfig } from '../../../src/providers/mock/index.js';
+import { parseProcessConfig } from '../../../src/providers/process/index.js';
+
+async function dir(t: TestContext): Promise<string> {
+  const path = await mkdtemp(join(tmpdir(), 'vk-unit-registry-'));
+  t.after(() => rm(path, { recursive: true, force: true }));
+  return path;
+}
+
+/** Checks that `promise` rejects with one InvalidInput line matching `message`. */
+async function rejectsInvalid(promise: Promise<unknown>, message: RegExp): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.equal(errorCode(err), 'InvalidInput');
+    assert.ok(err instanceof Error);
+    assert.match(err.message, message);
+    assert.doesNotMatch(err.message, /\n/);
+    return true;
+  });
+}
+
+test('readProviderConfig: a valid file is parsed by the provider', async (t) => {
+  const good = join(await dir(t), 'good.json');
+  await writeFile(good, JSON.stringify({ cpu: '4', faults: { ping: { errorRate: 1 } } }));
+  assert.deepEqual(await readProviderConfig(good, parseMockConfig), {
+    cpu: '4',
+    faults: { ping: { errorRate: 1 } },
+  });
+  assert.deepEqual(await readProviderConfig(good, (json) => json), {
+    cpu: '4',
+    faults: { ping: { errorRate: 1 } },
+  });
+});
+
+test('readProviderConfig: every failure is one line starting with the file', async (t) => {
+  const d = await dir(t);
+  const missing = join(d, 'missing.json');
+  await rejectsInvalid(
+    readProviderConfig(missing, parseMockConfig),
+    new RegExp(`^${missing}: cannot read the provider config: .*ENOENT`),
+  );
+
+  const bad = join(d, 'bad.json');
+  await writeFile(bad, '{ "cpu": ');
+  await rejectsInvalid(readProviderConfig(bad, parseMockConfig), /bad\.json: not valid JSON: /);
+
+  const invalid = join(d, 'invalid.json');
+  await writeFile(invalid, '{ "pods": "many" }');
+  await rejectsInvalid(readProviderConfig(invalid, parseMockConfig), /invalid\.json: pods must be/);
+
+  const unknown = join(d, 'unknown.json');
+  await writeFile(unknown, '{ "nope": 1 }');
+  await rejectsInvalid(
+    readProviderConfig(unknown, parseProcessConfig),
+    /unknown\.json: process provider config: unknown field "nope"/,
+  );
+});
