@@ -118,7 +118,7 @@ describe('PollNotifier', () => {
       exitCode: 137,
       reason: 'NotFound',
       message: 'Container was not found and was likely deleted',
-      finishedAt: NOW,
+      finishedAt: '2030-01-01T00:10:00Z',
       startedAt: started,
       containerID: 'mock://uid/main',
     });

@@ -162,6 +162,8 @@ describe('MockProvider', () => {
 
   test('createPod reports a running pod with every status field a kubelet sets', async () => {
     const now = new Date('2030-01-01T00:00:00Z');
+    // Statuses carry times as the API writes them: RFC 3339 strings.
+    const at = now.toISOString();
     const { provider, pushed } = mock({
       clock: () => now,
       config: { podIP: '10.1.2.3', hostIP: '192.168.0.1' },
@@ -181,14 +183,14 @@ describe('MockProvider', () => {
     assert.ok(status);
     assert.equal(status.phase, 'Running');
     assert.equal(status.qosClass, 'BestEffort');
-    assert.deepEqual(status.startTime, now);
+    assert.equal(status.startTime, at);
     assert.equal(status.podIP, '10.1.2.3');
     assert.deepEqual(status.podIPs, [{ ip: '10.1.2.3' }]);
     assert.equal(status.hostIP, '192.168.0.1');
     assert.deepEqual(status.hostIPs, [{ ip: '192.168.0.1' }]);
     assert.deepEqual(
       status.conditions?.map((c) => [c.type, c.status, c.lastTransitionTime]),
-      ['PodScheduled', 'Initialized', 'ContainersReady', 'Ready'].map((t) => [t, 'True', now]),
+      ['PodScheduled', 'Initialized', 'ContainersReady', 'Ready'].map((t) => [t, 'True', at]),
     );
     assert.deepEqual(status.containerStatuses, [
       {
@@ -199,7 +201,7 @@ describe('MockProvider', () => {
         ready: true,
         started: true,
         restartCount: 0,
-        state: { running: { startedAt: now } },
+        state: { running: { startedAt: at } },
       },
     ]);
     const [setup, proxy] = status.initContainerStatuses ?? [];
