@@ -10,6 +10,7 @@ import { verbOf } from '../auth.js';
 import { HttpError, type HttpCall, type RouteParams, type UpgradeCall } from './context.js';
 import { refuseWithoutUpgrade, serveRun, upgradeAttach, upgradeExec } from './exec.js';
 import { serveLogs } from './logs.js';
+import { podList, runtimePodOf } from './pods.js';
 import { upgradePortForward } from './port-forward.js';
 
 /** One route of the kubelet API. */
@@ -71,13 +72,6 @@ const json = (call: HttpCall, body: unknown): Promise<void> => {
   return Promise.resolve();
 };
 
-const podList = (items: unknown[]): unknown => ({
-  kind: 'PodList',
-  apiVersion: 'v1',
-  metadata: {},
-  items,
-});
-
 /** Every route of the kubelet API. */
 export const ROUTES: readonly Route[] = [
   route({
@@ -95,6 +89,7 @@ export const ROUTES: readonly Route[] = [
     methods: ['GET'],
     capability: undefined,
     subresources: ['pods', 'proxy'],
+    // The API server's pod objects, from the informer: what was asked for, nothing resolved.
     serve: (call) => json(call, podList(call.kubelet.pods.listPods())),
   }),
   route({
@@ -102,7 +97,8 @@ export const ROUTES: readonly Route[] = [
     methods: ['GET'],
     capability: undefined,
     subresources: ['pods', 'proxy'],
-    serve: async (call, p) => json(call, podList(await p.getPods(call.signal))),
+    // The provider's pods carry resolved values (Secrets included): only what the runtime knows.
+    serve: async (call, p) => json(call, podList((await p.getPods(call.signal)).map(runtimePodOf))),
   }),
   route({
     pattern: '/configz',

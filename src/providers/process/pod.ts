@@ -335,7 +335,11 @@ export class PodRunner {
         cwd: this.record.dir,
       });
       child.once('error', (err) => {
-        this.#log.error({ err, container: c.name }, 'cannot spawn the container wrapper');
+        // The error carries the expanded argv (Secret values maybe): its message only.
+        this.#log.error(
+          { err: errorMessage(err), container: c.name },
+          'cannot spawn the container wrapper',
+        );
       });
       child.unref();
       pid = child.pid;
