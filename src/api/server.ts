@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import type { Provider } from '../provider.js';
 import type { Authorizer, RequestAttributes, RequestUser } from './auth.js';
+import { refuseUpgrade, resolveHttpLimits, serverOptionsOf, type HttpLimits } from './http-port.js';
 import {
   HttpError,
   statusOf,
@@ -27,6 +28,7 @@ import { resolveStreamTimeouts } from './streams/spdy-upgrade.js';
 import type { StreamTimeouts } from './streams/types.js';
 
 export type { PodSource } from './routes/context.js';
+export type { HttpLimits } from './http-port.js';
 
 export interface KubeletServerOptions {
   readonly nodeName: string;
@@ -43,6 +45,8 @@ export interface KubeletServerOptions {
   /** Default: `0.0.0.0`. */
   readonly host?: string;
   readonly timeouts?: StreamTimeouts;
+  /** Header, request and idle timeouts and the connection cap of the port; see {@link HttpLimits}. */
+  readonly limits?: HttpLimits;
   readonly logger?: Logger;
   /** Registry for the agent's own metrics, served on `/metrics`. Default: a new one. */
   readonly registry?: Registry;
@@ -66,6 +70,7 @@ export class KubeletServer {
   constructor(options: KubeletServerOptions) {
     // Bad stream timeouts fail here, at start, not on every exec later.
     resolveStreamTimeouts(options.timeouts);
+    const limits = resolveHttpLimits(options.limits);
     this.#o = options;
     this.#log = (options.logger ?? silentLogger).child({
       node: options.nodeName,
@@ -95,6 +100,7 @@ export class KubeletServer {
         requestCert: options.clientCA !== undefined,
         rejectUnauthorized: false,
         ALPNProtocols: ['http/1.1'],
+        ...serverOptionsOf(limits),
       },
       (req, res) => {
         this.#handle(req, res).catch((err: unknown) => {
@@ -103,9 +109,7 @@ export class KubeletServer {
         });
       },
     );
-    this.#server.headersTimeout = 30_000;
-    this.#server.requestTimeout = 0;
-    this.#server.keepAliveTimeout = 90_000;
+    this.#server.maxConnections = limits.maxConnections;
     this.#server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
@@ -257,30 +261,9 @@ export class KubeletServer {
       await route.upgrade({ kubelet: this.#context, req, socket, head, url: target, params });
     } catch (err) {
       code = statusOf(err);
-      writeRaw(socket, code, errorMessage(err));
+      refuseUpgrade(socket, code, errorMessage(err), err instanceof HttpError ? err.headers : {});
     } finally {
       this.#requests.inc({ path: label, method: req.method ?? '', code: String(code) });
     }
   }
-}
-
-const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  409: 'Conflict',
-  405: 'Method Not Allowed',
-  500: 'Internal Server Error',
-  501: 'Not Implemented',
-  503: 'Service Unavailable',
-};
-
-/** An HTTP response on a socket that asked for an upgrade we refuse. */
-function writeRaw(socket: Duplex, status: number, body: string): void {
-  if (socket.destroyed) return;
-  const text = Buffer.from(body);
-  socket.end(
-    `HTTP/1.1 ${String(status)} ${STATUS_TEXT[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${String(text.length)}\r\nConnection: close\r\n\r\n${body}`,
-  );
 }

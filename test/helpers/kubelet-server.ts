@@ -85,7 +85,7 @@ export async function startKubeletServer(
   options: {
     readonly provider: Provider;
     readonly authorizer?: Authorizer;
-  } & Partial<Pick<KubeletServerOptions, 'registry' | 'timeouts'>>,
+  } & Partial<Pick<KubeletServerOptions, 'registry' | 'timeouts' | 'limits'>>,
 ): Promise<TestKubeletServer> {
   const pods = new TestPods();
   const server = new KubeletServer({
