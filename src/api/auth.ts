@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
+import { invalidInput } from '../errors.js';
 import type { KubeClient } from '../kube/client.js';
+import { LruCache } from './lru-cache.js';
 
 /** Who made a request. */
 export interface RequestUser {
@@ -52,12 +54,46 @@ export const allowAll: Authorizer = {
 export interface WebhookAuthorizerOptions {
   readonly client: KubeClient;
   readonly nodeName: string;
-  /** Token reviews are cached this long. Default: 120 000 ms. */
+  /** Tokens a review authenticated are cached this long. Default: 120 000 ms (the kubelet's). */
   readonly tokenCacheMs?: number;
+  /**
+   * At most this many authenticated tokens are cached, least recently used dropped first.
+   * Default: 4 096.
+   */
+  readonly tokenCacheSize?: number;
+  /**
+   * Tokens a review rejected are cached this long, apart from the authenticated ones, so that
+   * made-up tokens neither evict a valid identity nor make a review each. Default: 10 000 ms.
+   */
+  readonly rejectedTokenCacheMs?: number;
+  /** At most this many rejected tokens are cached. Default: 1 024. */
+  readonly rejectedTokenCacheSize?: number;
+  /** TokenReviews in flight at once. Default: 8. */
+  readonly maxReviewsInFlight?: number;
+  /**
+   * TokenReviews waiting for a slot; past them a request is refused with
+   * {@link AuthenticationBusyError} (429) rather than reviewed. Default: 256.
+   */
+  readonly maxReviewsQueued?: number;
   /** Allowed decisions are cached this long. Default: 300 000 ms. */
   readonly allowCacheMs?: number;
   /** Denied decisions are cached this long. Default: 30 000 ms. */
   readonly denyCacheMs?: number;
+}
+
+/**
+ * Thrown by {@link Authorizer.authenticate} when the credentials cannot be checked now because
+ * too many checks are pending: the server answers 429 with `Retry-After`, not 401, so a client
+ * with a valid token tries again instead of taking itself for unauthorized.
+ */
+export class AuthenticationBusyError extends Error {
+  /** When to try again, in seconds. */
+  readonly retryAfterSeconds: number;
+  constructor(message: string, retryAfterSeconds = 1) {
+    super(message);
+    this.name = 'AuthenticationBusyError';
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
 }
 
 interface TokenReview {
@@ -75,18 +111,36 @@ interface SubjectAccessReview {
  * The kubelet's delegated authentication and authorization: a client certificate verified by
  * the TLS layer against the client CA names the user (CN) and groups (O); a bearer token is
  * checked with a TokenReview; every request is authorized with a SubjectAccessReview on this
- * node. Decisions are cached like the kubelet caches them.
+ * node. Decisions are cached like the kubelet caches them; authenticated and rejected tokens
+ * in caches of their own, both bounded and least-recently-used first out. At most
+ * `maxReviewsInFlight` reviews run at once and `maxReviewsQueued` wait; more requests with an
+ * uncached token get {@link AuthenticationBusyError} while cached tokens still authenticate.
  */
 export class WebhookAuthorizer implements Authorizer {
   readonly #o: WebhookAuthorizerOptions;
-  readonly #tokens = new TtlCache<RequestUser | null>();
+  readonly #tokens: LruCache<RequestUser>;
+  readonly #rejected: LruCache<true>;
   readonly #inflight = new Map<string, Promise<RequestUser | null>>();
-  #reviewing = 0;
-  readonly #waiting: (() => void)[] = [];
-  readonly #decisions = new TtlCache<boolean>();
+  readonly #slots: Slots;
+  readonly #decisions = new LruCache<boolean>({ maxEntries: 4096 });
 
   constructor(options: WebhookAuthorizerOptions) {
+    for (const name of [
+      'tokenCacheSize',
+      'rejectedTokenCacheSize',
+      'maxReviewsInFlight',
+    ] as const) {
+      const value = options[name];
+      if (value !== undefined && !(Number.isInteger(value) && value >= 1))
+        throw invalidInput(`${name} must be a positive integer, not ${String(value)}`);
+    }
+    const queued = options.maxReviewsQueued;
+    if (queued !== undefined && !(Number.isInteger(queued) && queued >= 0))
+      throw invalidInput(`maxReviewsQueued must be an integer >= 0, not ${String(queued)}`);
     this.#o = options;
+    this.#tokens = new LruCache({ maxEntries: options.tokenCacheSize ?? 4096 });
+    this.#rejected = new LruCache({ maxEntries: options.rejectedTokenCacheSize ?? 1024 });
+    this.#slots = new Slots(options.maxReviewsInFlight ?? 8, options.maxReviewsQueued ?? 256);
   }
 
   async authenticate(req: IncomingMessage): Promise<RequestUser | undefined> {
@@ -99,7 +153,8 @@ export class WebhookAuthorizer implements Authorizer {
     // Keyed by a digest: a flood of made-up tokens must not fill memory with the tokens.
     const key = createHash('sha256').update(token).digest('base64');
     const cached = this.#tokens.get(key);
-    if (cached !== undefined) return cached ?? undefined;
+    if (cached) return cached;
+    if (this.#rejected.get(key)) return undefined;
     let pending = this.#inflight.get(key);
     if (!pending) {
       pending = this.#review(token, key).finally(() => this.#inflight.delete(key));
@@ -110,11 +165,7 @@ export class WebhookAuthorizer implements Authorizer {
 
   /** One TokenReview; at most a few at once, so clients cannot flood the API server through us. */
   async #review(token: string, key: string): Promise<RequestUser | null> {
-    if (this.#reviewing >= 8) {
-      if (this.#waiting.length >= 256) throw new Error('too many authentication requests');
-      await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    }
-    this.#reviewing++;
+    await this.#slots.acquire();
     let review: TokenReview;
     try {
       review = await this.#o.client.request<TokenReview>(
@@ -127,19 +178,19 @@ export class WebhookAuthorizer implements Authorizer {
         },
       );
     } finally {
-      this.#reviewing--;
-      this.#waiting.shift()?.();
+      this.#slots.release();
     }
     const u = review.status?.user;
-    const user: RequestUser | null =
-      review.status?.authenticated && u?.username
-        ? {
-            name: u.username,
-            groups: u.groups ?? [],
-            ...(u.uid ? { uid: u.uid } : {}),
-            ...(u.extra ? { extra: u.extra } : {}),
-          }
-        : null;
+    if (!review.status?.authenticated || !u?.username) {
+      this.#rejected.set(key, true, this.#o.rejectedTokenCacheMs ?? 10_000);
+      return null;
+    }
+    const user: RequestUser = {
+      name: u.username,
+      groups: u.groups ?? [],
+      ...(u.uid ? { uid: u.uid } : {}),
+      ...(u.extra ? { extra: u.extra } : {}),
+    };
     this.#tokens.set(key, user, this.#o.tokenCacheMs ?? 120_000);
     return user;
   }
@@ -210,26 +261,32 @@ export function userFromCertificate(socket: TLSSocket): RequestUser | undefined 
   return { name: Array.isArray(cn) ? (cn[0] ?? '') : cn, groups };
 }
 
-class TtlCache<V> {
-  readonly #entries = new Map<string, { value: V; until: number }>();
+/** A counting semaphore with a bounded queue: past it, {@link AuthenticationBusyError}. */
+class Slots {
+  readonly #max: number;
+  readonly #maxQueued: number;
+  #used = 0;
+  readonly #waiting: (() => void)[] = [];
 
-  get(key: string): V | undefined {
-    const e = this.#entries.get(key);
-    if (!e) return undefined;
-    if (e.until < Date.now()) {
-      this.#entries.delete(key);
-      return undefined;
-    }
-    return e.value;
+  constructor(max: number, maxQueued: number) {
+    this.#max = max;
+    this.#maxQueued = maxQueued;
   }
 
-  /** Bounded: past 4 096 entries the oldest is dropped (a Map keeps insertion order). */
-  set(key: string, value: V, ttlMs: number): void {
-    this.#entries.delete(key);
-    if (this.#entries.size >= 4096) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest !== undefined) this.#entries.delete(oldest);
+  async acquire(): Promise<void> {
+    if (this.#used < this.#max) {
+      this.#used++;
+      return;
     }
-    this.#entries.set(key, { value, until: Date.now() + ttlMs });
+    if (this.#waiting.length >= this.#maxQueued)
+      throw new AuthenticationBusyError('too many authentication requests pending');
+    // The releaser hands its slot over: nobody arriving meanwhile can take it.
+    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+
+  release(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#used--;
   }
 }

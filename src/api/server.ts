@@ -7,7 +7,12 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import type { Provider } from '../provider.js';
-import type { Authorizer, RequestAttributes, RequestUser } from './auth.js';
+import {
+  AuthenticationBusyError,
+  type Authorizer,
+  type RequestAttributes,
+  type RequestUser,
+} from './auth.js';
 import { refuseUpgrade, resolveHttpLimits, serverOptionsOf, type HttpLimits } from './http-port.js';
 import {
   HttpError,
@@ -205,6 +210,9 @@ export class KubeletServer {
     try {
       user = await this.#o.authorizer.authenticate(req);
     } catch (err) {
+      // Busy is not unauthorized: a client with good credentials must try again, not give up.
+      if (err instanceof AuthenticationBusyError)
+        throw new HttpError(429, err.message, { 'retry-after': String(err.retryAfterSeconds) });
       this.#log.warn({ err: errorMessage(err) }, 'authentication failed');
       throw new HttpError(401, 'Unauthorized');
     }
