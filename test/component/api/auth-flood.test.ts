@@ -92,6 +92,8 @@ test('a TokenReview flood: cached identities still authenticate, past the queue 
   const unseen = await get('good-newcomer');
   assert.equal(unseen.status, 429);
   assert.match(unseen.body, /too many authentication requests/);
+  const upgrade = await k.refusedUpgrade('/portForward/default/web', 'good-streamer');
+  assert.equal(upgrade.status, 429);
 
   holding = false;
   for (const answer of held.splice(0)) answer();
