@@ -107,8 +107,10 @@ export function podSpecProblems(pod: V1Pod): string | undefined {
   }
   if (spec.restartPolicy !== undefined && !RESTART_POLICIES.has(spec.restartPolicy))
     add('spec.restartPolicy', `Unsupported value: ${quote(spec.restartPolicy)}`);
-  seconds(spec.terminationGracePeriodSeconds, 'spec.terminationGracePeriodSeconds', 0, add);
-  seconds(meta?.deletionGracePeriodSeconds, 'metadata.deletionGracePeriodSeconds', 0, add);
+  // A negative grace period means "at once" to a node (the API server makes it 1 s).
+  const anyGrace = Number.MIN_SAFE_INTEGER;
+  seconds(spec.terminationGracePeriodSeconds, 'spec.terminationGracePeriodSeconds', anyGrace, add);
+  seconds(meta?.deletionGracePeriodSeconds, 'metadata.deletionGracePeriodSeconds', anyGrace, add);
   seconds(spec.activeDeadlineSeconds, 'spec.activeDeadlineSeconds', 1, add);
   if (!Array.isArray(spec.containers) || spec.containers.length === 0)
     add('spec.containers', 'Required value');
@@ -270,12 +272,17 @@ function seconds(
 ): void {
   if ((value as unknown) === undefined || (value as unknown) === null) return;
   if (!Number.isSafeInteger(value) || value < min || value > MAX_SAFE_SECONDS)
-    add(path, `Invalid value: ${String(value)}: must be an integer >= ${String(min)}`);
+    add(
+      path,
+      min === Number.MIN_SAFE_INTEGER
+        ? `Invalid value: ${String(value)}: must be an integer`
+        : `Invalid value: ${String(value)}: must be an integer >= ${String(min)}`,
+    );
 }
 
 /** A field's value as text: the wire may carry a number where a string belongs. */
 const text = (value: unknown): string =>
-  typeof value === 'string' ? value : ((JSON.stringify(value) as string | undefined) ?? '');
+  typeof value === 'string' ? value : value === undefined ? '' : JSON.stringify(value);
 
 const hasNul = (s: unknown): boolean => typeof s === 'string' && s.includes('\0');
 

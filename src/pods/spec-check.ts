@@ -1,7 +1,7 @@
 /**
- * Pods whose spec can never run: reported once (an Event and a Pending status whose containers
- * wait with reason CreateContainerConfigError, as a kubelet shows a container it cannot
- * configure), never handed to the provider and never retried. A change of the spec syncs the
+ * Pods whose spec can never run: reported once (an Event and a Pending status with reason
+ * InvalidPodSpec whose containers wait with reason CreateContainerConfigError, as a kubelet
+ * shows a container it cannot configure), never handed to the provider and never retried. A change of the spec syncs the
  * pod again, which checks it again.
  */
 import type { V1Pod, V1PodStatus } from '../wire.js';
@@ -41,7 +41,9 @@ export async function rejectSpec(
   const message = text.length > MAX_MESSAGE_CHARS ? `${text.slice(0, MAX_MESSAGE_CHARS)}…` : text;
   to.event(pod, INVALID_SPEC_REASON, message);
   try {
-    await to.putStatus(record, pod, configErrorStatus(pod, message), signal);
+    // The pod's own reason too: a pod without containers has no container status to carry it.
+    const status = { ...configErrorStatus(pod, message), reason: INVALID_SPEC_REASON, message };
+    await to.putStatus(record, pod, status, signal);
   } catch (err) {
     if (errorCode(err) !== 'Conflict' && errorCode(err) !== 'InvalidInput') throw err;
   }
