@@ -64,9 +64,6 @@ const VOLUME_SOURCES = [
   'vsphereVolume',
 ] as const;
 
-/** The largest integer a Go int64 field holds that JSON numbers here keep exactly. */
-const MAX_SAFE_SECONDS = Number.MAX_SAFE_INTEGER;
-
 /**
  * The problems that keep `pod` from running on any node, in the API server's words
  * (`spec.containers[0].image: Required value`), joined with `; `; undefined for a pod without
@@ -265,18 +262,18 @@ function volumeProblems(
 }
 
 function seconds(
-  value: number | undefined,
+  value: unknown,
   path: string,
   min: number,
   add: (path: string, what: string) => void,
 ): void {
-  if ((value as unknown) === undefined || (value as unknown) === null) return;
-  if (!Number.isSafeInteger(value) || value < min || value > MAX_SAFE_SECONDS)
+  if (value === undefined || value === null) return;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min)
     add(
       path,
       min === Number.MIN_SAFE_INTEGER
-        ? `Invalid value: ${String(value)}: must be an integer`
-        : `Invalid value: ${String(value)}: must be an integer >= ${String(min)}`,
+        ? `Invalid value: ${text(value)}: must be an integer`
+        : `Invalid value: ${text(value)}: must be an integer >= ${String(min)}`,
     );
 }
 

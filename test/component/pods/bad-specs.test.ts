@@ -89,19 +89,16 @@ for (const notify of [true, false]) {
           (c) => c.state?.waiting?.reason === expect.waiting,
         );
       };
-      await waitFor(
-        () => BAD_POD_SPECS.every((s) => settled(s.pod.metadata?.name ?? '', s)) || false,
-        {
-          ...WAIT,
-          what: () =>
-            `every bad pod settled; not yet: ${BAD_POD_SPECS.filter(
-              (s) => !settled(s.pod.metadata?.name ?? '', s),
-            )
-              .map(
-                (s) =>
-                  `${s.name} (${JSON.stringify(api.get('pods', NS, s.pod.metadata?.name ?? '')?.status ?? {}).slice(0, 300)})`,
-              )
-              .join(', ')}`,
+      const unsettled = (): string =>
+        BAD_POD_SPECS.filter((s) => !settled(s.pod.metadata?.name ?? '', s))
+          .map((s) => {
+            const status = api.get('pods', NS, s.pod.metadata?.name ?? '')?.status ?? {};
+            return `${s.name} (${JSON.stringify(status).slice(0, 300)})`;
+          })
+          .join(', ');
+      await waitFor(() => unsettled() === '', { ...WAIT, what: 'every bad pod settled' }).catch(
+        (err: unknown) => {
+          throw new Error(`not settled: ${unsettled()}`, { cause: err });
         },
       );
       // Watched for a while longer: nothing is reported again per tick or per resync.
