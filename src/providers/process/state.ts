@@ -19,6 +19,7 @@ import {
   renameSync,
   writeSync,
 } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Mount } from './launch.js';
 import { isAlive, type ProcessRef } from './proc.js';
@@ -100,8 +101,25 @@ export interface PodRecord {
   readonly createdTargets: string[];
 }
 
-export const podDirName = (pod: V1Pod): string =>
-  `${pod.metadata?.namespace ?? ''}_${pod.metadata?.name ?? ''}_${pod.metadata?.uid ?? ''}`;
+/** The longest file name Linux file systems take (NAME_MAX), in bytes. */
+const MAX_FILE_NAME_BYTES = 255;
+
+/**
+ * The name of a pod's directory: `<namespace>_<name>_<uid>`, or, when that is longer than a
+ * file name may be (a 253-character pod name), the name cut and followed by a digest of it.
+ */
+export function podDirName(pod: V1Pod): string {
+  const [namespace, name, uid] = [
+    pod.metadata?.namespace ?? '',
+    pod.metadata?.name ?? '',
+    pod.metadata?.uid ?? '',
+  ];
+  const full = `${namespace}_${name}_${uid}`;
+  if (Buffer.byteLength(full) <= MAX_FILE_NAME_BYTES) return full;
+  const digest = createHash('sha256').update(name).digest('hex').slice(0, 16);
+  const room = MAX_FILE_NAME_BYTES - Buffer.byteLength(`${namespace}__${uid}-${digest}`);
+  return `${namespace}_${name.slice(0, Math.max(0, room))}-${digest}_${uid}`;
+}
 
 /** The state file of a pod directory. */
 export const STATE_FILE = 'state.json';
