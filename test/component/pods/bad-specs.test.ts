@@ -150,6 +150,12 @@ for (const notify of [true, false]) {
         ...WAIT,
         what: 'the last good pod Running',
       });
+      // And every one of them can be deleted, refused or not.
+      for (const spec of BAD_POD_SPECS) api.deletePod(NS, spec.pod.metadata?.name ?? '', 0);
+      await waitFor(
+        () => BAD_POD_SPECS.every((s) => !api.get('pods', NS, s.pod.metadata?.name ?? '')),
+        { ...WAIT, what: 'every bad pod deleted' },
+      );
     });
   });
 }
