@@ -21,6 +21,7 @@ export { EnvResolutionError } from './env-error.js';
 export type { EnvResolutionReason } from './env-error.js';
 export { expandEnvValue } from './env-expansion.js';
 export { goArch } from './go-arch.js';
+export { podHostname } from './hostname.js';
 export { namespacedKey, podKey, splitPodKey } from './pod-key.js';
 export {
   configErrorStatus,
@@ -32,6 +33,12 @@ export {
   withoutStatus,
 } from './pod-status.js';
 export type { MergeOptions } from './pod-status.js';
+export {
+  MAX_ANNOTATION_BYTES,
+  MAX_LABEL_LENGTH,
+  MAX_SUBDOMAIN_LENGTH,
+  podSpecProblems,
+} from './pod-validation.js';
 export {
   ceilDiv,
   parseQuantity,

@@ -31,6 +31,8 @@ import {
   statusFingerprint,
 } from '../kubelet/pod-status.js';
 import { mutableFingerprint, needsSync } from './status.js';
+import { podSpecProblems } from '../kubelet/pod-validation.js';
+import { rejectSpec, type SpecRejection } from './spec-check.js';
 
 export interface PodControllerOptions {
   readonly client: KubeClient;
@@ -115,6 +117,8 @@ interface PodRecord {
   reported?: V1PodStatus;
   /** `finalizing`: the status to write before the API object is removed. */
   finalStatus?: V1PodStatus;
+  /** Why the spec can never run (see `podSpecProblems`), once reported: not reported again. */
+  rejected?: string;
 }
 
 /** The phases in which the provider has the pod (as far as the controller knows). */
@@ -160,6 +164,12 @@ export class PodController {
   /** Volume content for providers with `setPodVolumes`; undefined for the others (no cost). */
   readonly #volumes: PodVolumeManager | undefined;
   readonly #nodeIP: string;
+  readonly #specReject: SpecRejection = {
+    event: (pod, reason, message) =>
+      this.#o.events.record(podSubject(pod), 'Warning', reason, message),
+    putStatus: (record, pod, status, signal) =>
+      this.#putStatus(record as PodRecord, pod, status, signal),
+  };
   #markReady: () => void = () => undefined;
   readonly #ready = new Promise<void>((resolve) => (this.#markReady = resolve));
 
@@ -486,6 +496,8 @@ export class PodController {
   /** Hands a pod the provider does not have to it: `new` -> `creating` -> `created`. */
   async #createPod(record: PodRecord, pod: V1Pod, signal: AbortSignal): Promise<void> {
     const provider = this.#o.provider;
+    const invalid = podSpecProblems(pod);
+    if (invalid !== undefined) return rejectSpec(this.#specReject, record, pod, invalid, signal);
     const resolved = await this.#resolve(record, pod, signal, true);
     const volumes = await this.#resolveVolumes(record, pod, signal);
     if (record.phase === 'gone') return; // deleted meanwhile: the next pass removes it

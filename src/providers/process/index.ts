@@ -47,6 +47,8 @@ import { bootTime, isAlive, type ProcessRef } from './proc.js';
 import { detectNamespaces, startSandbox } from './sandbox.js';
 import {
   loadRecords,
+  noteProcesses,
+  stopUnreadable,
   podDirName,
   saveRecord,
   STATE_VERSION,
@@ -64,6 +66,11 @@ import {
   writeVolume,
 } from './volumes.js';
 import { goArch } from '../../kubelet/go-arch.js';
+import { podHostname } from '../../kubelet/hostname.js';
+import { podSpecProblems } from '../../kubelet/pod-validation.js';
+import { resolvePort } from '../../probes/common.js';
+import { httpCheck } from '../../probes/http.js';
+import { processLimitProblem } from './launch.js';
 import { parseQuantity } from '../../kubelet/quantity.js';
 import { namespacedKey, podKey } from '../../kubelet/pod-key.js';
 import { withoutStatus } from '../../kubelet/pod-status.js';
@@ -71,6 +78,9 @@ import { withoutStatus } from '../../kubelet/pod-status.js';
 export { parseProcessConfig, type ImageEntrypoint, type ProcessConfig } from './config.js';
 
 export const ISOLATION_ANNOTATION = 'virtual-kubelet.io/process-isolation';
+
+/** The `User-Agent` of preStop httpGet requests, as the kubelet of the pinned release sends it. */
+const LIFECYCLE_USER_AGENT = 'kube-lifecycle/1.37';
 
 export interface ProcessProviderOptions {
   readonly nodeName: string;
@@ -109,6 +119,8 @@ export class ProcessProvider
   readonly #cgroups: Cgroups | string;
   readonly #ctx: RunnerContext;
   readonly #runners = new Map<string, PodRunner>();
+  /** The last failure of each pod's check, reported once. */
+  readonly #tickFailures = new WeakMap<PodRunner, string>();
   /** Pods whose sandbox is being made again. */
   readonly #reviving = new Set<string>();
   readonly #probing: Probing;
@@ -207,9 +219,15 @@ export class ProcessProvider
   }
 
   #adopt(): void {
-    const records = loadRecords(this.#podsDir, (dir, err) => {
-      this.#log.error({ dir, err: errorMessage(err) }, 'cannot read a pod state: ignored');
-    });
+    const { records, unreadable } = loadRecords(this.#podsDir);
+    for (const { dir, error } of unreadable) {
+      // Adopting what cannot be read is impossible, and leaving it would orphan the processes.
+      const stopped = stopUnreadable(dir);
+      this.#log.error(
+        { dir, err: errorMessage(error), stopped },
+        'cannot read a pod state: its processes were stopped and the pod is reported lost',
+      );
+    }
     for (const record of records) {
       const runner = new PodRunner(record, this.#ctx);
       this.#runners.set(runner.key, runner);
@@ -225,8 +243,18 @@ export class ProcessProvider
         this.#reviveSandbox(runner);
         this.#probing.sync(runner);
         if (runner.tick()) this.#emit(runner);
+        this.#tickFailures.delete(runner);
       } catch (err) {
-        this.#log.error({ pod: runner.key, err: errorMessage(err) }, 'pod check failed');
+        // Once per pod and message: the check runs every monitor interval.
+        const message = errorMessage(err);
+        if (this.#tickFailures.get(runner) === message) continue;
+        this.#tickFailures.set(runner, message);
+        this.#log.error({ pod: runner.key, err: message }, 'pod check failed');
+        this.#eventCallback?.(runner.record.pod, {
+          type: 'Warning',
+          reason: 'FailedSync',
+          message: `error checking the pod: ${message}`,
+        });
       }
     }
   }
@@ -269,6 +297,8 @@ export class ProcessProvider
     const uid = pod.metadata?.uid ?? '';
     if (!namespace || !name || !pod.spec)
       throw invalidInput('the pod has no namespace, name or spec');
+    const problem = podSpecProblems(pod) ?? processLimitProblem(pod);
+    if (problem !== undefined) throw invalidInput(`invalid pod spec: ${problem}`);
     const k = namespacedKey(namespace, name);
     const existing = this.#runners.get(k);
     if (existing) {
@@ -316,6 +346,7 @@ export class ProcessProvider
     };
     if (pod.status?.qosClass !== undefined) record.pod.status = { qosClass: pod.status.qosClass };
     saveRecord(record);
+    if (sandbox) noteProcesses(dir, sandbox);
     const runner = new PodRunner(record, this.#ctx);
     this.#runners.set(k, runner);
     runner.tick();
@@ -338,7 +369,7 @@ export class ProcessProvider
     try {
       return await startSandbox(
         {
-          hostname: pod.spec?.hostname ?? pod.metadata?.name ?? '',
+          hostname: podHostname(pod),
           privateTmp: this.#privateTmp,
           tmpfsDirs: volumes.filter((v) => v.tmpfs).map((v) => v.source),
           readyFile: join(dir, 'sandbox.ready'),
@@ -365,6 +396,7 @@ export class ProcessProvider
     this.#log.warn({ pod: runner.key }, 'the pod sandbox is gone: making it again');
     this.#startSandbox(r.pod, r.dir, r.volumes, this.#closing.signal)
       .then((ref) => {
+        noteProcesses(r.dir, ref);
         r.sandbox = ref;
         runner.markDirty();
       })
@@ -439,10 +471,21 @@ export class ProcessProvider
     if (hook.exec?.command) {
       await this.#exec(runner, c, hook.exec.command, { tty: false }, signal);
     } else if (hook.httpGet) {
-      const port =
-        typeof hook.httpGet.port === 'number' ? hook.httpGet.port : Number(hook.httpGet.port);
-      const url = `${(hook.httpGet.scheme ?? 'HTTP').toLowerCase()}://${hook.httpGet.host ?? '127.0.0.1'}:${String(port)}${hook.httpGet.path ?? '/'}`;
-      await fetch(url, { signal });
+      const spec = runner.spec(c.name);
+      // As the kubelet's lifecycle client: a named port is the container's, redirects are
+      // followed only on the same host (one elsewhere ends the hook), certificates unchecked.
+      const port = spec ? resolvePort(hook.httpGet.port, spec) : Number.NaN;
+      const result = await httpCheck(
+        {
+          action: hook.httpGet,
+          host: hook.httpGet.host || this.#ctx.podIP,
+          port,
+          userAgent: LIFECYCLE_USER_AGENT,
+        },
+        Math.max(1, ms),
+        signal,
+      );
+      if (result.outcome === 'failure') throw new Error(`preStop hook: ${result.output}`);
     } else if (hook.sleep) {
       await delay(hook.sleep.seconds * 1000, undefined, { signal });
     }

@@ -15,7 +15,7 @@
  * Without namespaces the nsenter step is left out. Signals go to the command's process group,
  * which is neither the wrapper's nor nsenter's, so the wrapper survives to write the status.
  */
-import type { V1Container, V1EnvVar } from '../../wire.js';
+import type { V1Container, V1EnvVar, V1Pod } from '../../wire.js';
 import { accessSync, constants, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { DEFAULT_IMAGES, type ImageEntrypoint } from './config.js';
@@ -26,6 +26,49 @@ export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /** A POSIX shell word that stands for `s` exactly. */
 export function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Linux's limit on one argument or environment string of execve(2) (MAX_ARG_STRLEN), with its NUL. */
+export const MAX_EXEC_STRING_BYTES = 128 * 1024;
+/**
+ * The arguments and environment of one container together, in bytes: Linux allows a quarter of
+ * the stack limit (2 MiB with the usual 8 MiB), less what the wrapper's own arguments take.
+ */
+export const MAX_EXEC_TOTAL_BYTES = 2 * 1024 * 1024 - 128 * 1024;
+
+/**
+ * Why a container of `pod` can never be started as a process (an argument or environment string
+ * longer than Linux allows, or all of them together); undefined when none.
+ */
+export function processLimitProblem(pod: V1Pod): string | undefined {
+  const spec = pod.spec;
+  const groups = [
+    ['initContainers', spec?.initContainers ?? []],
+    ['containers', spec?.containers ?? []],
+  ] as const;
+  for (const [field, containers] of groups) {
+    for (const [i, c] of containers.entries()) {
+      const path = `spec.${field}[${String(i)}]`;
+      let total = 0;
+      const strings: [string, string][] = [
+        ...(c.command ?? []).map((s, j): [string, string] => [`command[${String(j)}]`, s]),
+        ...(c.args ?? []).map((s, j): [string, string] => [`args[${String(j)}]`, s]),
+        ...(c.env ?? []).map((e, j): [string, string] => [
+          `env[${String(j)}]`,
+          `${e.name}=${e.value ?? ''}`,
+        ]),
+      ];
+      for (const [where, text] of strings) {
+        const bytes = Buffer.byteLength(text) + 1;
+        total += bytes;
+        if (bytes > MAX_EXEC_STRING_BYTES)
+          return `${path}.${where}: Too long: ${String(bytes)} bytes, a process argument or environment string may have at most ${String(MAX_EXEC_STRING_BYTES)}`;
+      }
+      if (total > MAX_EXEC_TOTAL_BYTES)
+        return `${path}: Too long: its arguments and environment take ${String(total)} bytes, at most ${String(MAX_EXEC_TOTAL_BYTES)} fit a process`;
+    }
+  }
+  return undefined;
 }
 
 /** The entry of `image` in the table: by exact name, by name without tag or digest, by glob. */

@@ -34,7 +34,14 @@ import { containerEnv, findExecutable, launchArgv, resolveCommand, type Tools } 
 import { ensureLogDir, logPath, type LogStamper } from './logs.js';
 import { childrenOf, isAlive, processGroup, processRef, type ProcessRef } from './proc.js';
 import { killSandbox } from './sandbox.js';
-import { saveRecord, type ContainerRecord, type ContainerState, type PodRecord } from './state.js';
+import {
+  noteProcesses,
+  saveRecord,
+  type ContainerRecord,
+  type ContainerState,
+  type PodRecord,
+} from './state.js';
+import { podHostname } from '../../kubelet/hostname.js';
 import { podKey } from '../../kubelet/pod-key.js';
 import { isTerminalPhase } from '../../kubelet/pod-status.js';
 import { formatGoDuration, formatRfc3339 } from '../../kubelet/time.js';
@@ -219,8 +226,7 @@ export class PodRunner {
     // A sandbox that is gone (a reboot, a kill) is made again by the provider first.
     if (this.record.sandbox && !isAlive(this.record.sandbox)) return;
     const pod = this.record.pod;
-    const hostname = pod.spec?.hostname ?? pod.metadata?.name ?? '';
-    const env = containerEnv(spec, hostname);
+    const env = containerEnv(spec, podHostname(pod));
     const resolved = resolveCommand(spec, env, this.#ctx.images);
     if ('error' in resolved) {
       // Tried again on every tick (the config may change with an agent restart); reported once.
@@ -327,6 +333,9 @@ export class PodRunner {
     // O_RDWR: opening a FIFO this way does not wait for a writer, and it never reads EOF.
     const stdin = stdinPath ? openSync(stdinPath, 'r+') : 'ignore';
     let pid: number | undefined;
+    // spawn throws at once for arguments it refuses (a NUL byte: ERR_INVALID_ARG_VALUE); the
+    // run then ends as a StartError and restarts with back-off, as any other failed start.
+    let refused: unknown;
     try {
       const child = spawn(argv[0] ?? 'sh', argv.slice(1), {
         detached: true,
@@ -336,22 +345,29 @@ export class PodRunner {
       });
       child.once('error', (err) => {
         // The error carries the expanded argv (Secret values maybe): its message only.
-        this.#log.error(
+        this.#log.warn(
           { err: errorMessage(err), container: c.name },
           'cannot spawn the container wrapper',
         );
       });
       child.unref();
       pid = child.pid;
+    } catch (err) {
+      refused = err;
     } finally {
       closeSync(out);
       if (typeof stdin === 'number') closeSync(stdin);
     }
     const wrapper = pid === undefined ? undefined : processRef(pid);
     if (pid === undefined || wrapper === undefined) {
-      fail('cannot start the container process');
+      fail(
+        refused === undefined
+          ? 'cannot start the container process'
+          : `cannot start the container process: ${spawnRefusal(refused)}`,
+      );
       return;
     }
+    noteProcesses(this.record.dir, wrapper);
     if (restarting) {
       c.restartCount = run;
       if (c.state.kind === 'terminated') c.lastState = c.state;
@@ -393,6 +409,7 @@ export class PodRunner {
     if (pid === undefined || processGroup(pid) !== pid) return undefined;
     const ref = processRef(pid);
     if (ref) {
+      noteProcesses(this.record.dir, ref);
       run.main = ref;
       this.#dirty = true;
     }
@@ -743,4 +760,12 @@ export class PodRunner {
     if (pod.status?.qosClass !== undefined) status.qosClass = pod.status.qosClass;
     return status;
   }
+}
+
+/**
+ * Why spawn refused to start a process, without the value it refused: Node's message quotes it
+ * ("... Received 'value'"), and an env value or argument may come from a Secret.
+ */
+function spawnRefusal(err: unknown): string {
+  return errorMessage(err).replace(/\. Received [\s\S]*$/, '');
 }
