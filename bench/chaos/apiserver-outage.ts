@@ -6,6 +6,8 @@
 // exactly what came after the outage) for pods and nodes, over the window from its start to the
 // end of the settle period: that is every client (the agent, the controller manager, the
 // scheduler; the scenario itself lists nothing in the window), so a storm by any of them shows.
+// WATCH requests are reported beside them: Go clients of this version open their informers with a
+// streaming watch (sendInitialEvents) instead of a LIST, so their relists count there.
 import { diffCounts, requestCounts } from '../common.js';
 import {
   checkPods,
@@ -54,6 +56,8 @@ export async function run(ctx: ChaosContext): Promise<ScenarioResult> {
   const counts = diffCounts(new Map(), await requestCounts(ctx.client)) ?? {};
   const listPods = counts['LIST pods'] ?? 0;
   const listNodes = counts['LIST nodes'] ?? 0;
+  const watchPods = counts['WATCH pods'] ?? 0;
+  const watchNodes = counts['WATCH nodes'] ?? 0;
   const check = await checkPods(ctx, namespace, count);
   const node = await nodeState(ctx, agent.nodeName);
   const agentUp = agent.exited() === undefined;
@@ -83,6 +87,8 @@ export async function run(ctx: ChaosContext): Promise<ScenarioResult> {
     leasePeriodSeconds: LEASE_SECONDS,
     listPodsAfterOutage: listPods,
     listNodesAfterOutage: listNodes,
+    watchPodsAfterOutage: watchPods,
+    watchNodesAfterOutage: watchNodes,
     listWindowSeconds: tenths((Date.now() - backAt) / 1000),
     podsDeleted: check.deleted,
     podsFailed: check.failed,
