@@ -41,7 +41,8 @@ export interface DevClusterOptions {
   readonly log?: (line: string) => void;
   /**
    * Called once if a component exits while the cluster is meant to be running and cannot be
-   * restarted (etcd, kube-apiserver, or a component that keeps dying).
+   * restarted (etcd, kube-apiserver, or a component that keeps dying). Not called for a
+   * component stopped with {@link DevCluster.stopComponent}.
    */
   readonly onComponentExit?: (
     component: Component,
@@ -50,7 +51,10 @@ export interface DevClusterOptions {
   ) => void;
 }
 
-/** Components restarted when they exit on their own; etcd or kube-apiserver exiting ends the cluster. */
+/**
+ * Components restarted when they exit on their own; etcd or kube-apiserver exiting on its own
+ * ends the cluster (stopping either with `stopComponent` does not).
+ */
 const RESTARTABLE: ReadonlySet<Component> = new Set([
   'kube-controller-manager',
   'kube-scheduler',
@@ -63,7 +67,17 @@ export interface ClusterInfo {
   readonly adminKubeconfig: string;
   readonly pkiDir: string;
   readonly etcdUrl: string;
+  /** The pids at start; a restarted component has another (see {@link DevCluster.pid}). */
   readonly pids: Readonly<Partial<Record<Component, number>>>;
+}
+
+/** How a component is started again: the same binary, flags, ports, data and certificates. */
+interface Launch {
+  readonly binary: string;
+  readonly args: readonly string[];
+  readonly healthUrl: string;
+  readonly tls: TlsOptions;
+  readonly healthy: (body: string) => boolean;
 }
 
 /**
@@ -74,6 +88,11 @@ export interface ClusterInfo {
 export class DevCluster {
   readonly #options: DevClusterOptions;
   readonly #children = new Map<Component, ChildProcess>();
+  readonly #launches = new Map<Component, Launch>();
+  /** Components stopped with stopComponent: not restarted, not reported as exits. */
+  readonly #paused = new Set<Component>();
+  /** Restartable components that exited while etcd or the apiserver was stopped on purpose. */
+  readonly #waiting = new Set<Component>();
   #info: ClusterInfo | undefined;
   #stopping = false;
 
@@ -114,24 +133,36 @@ export class DevCluster {
     const server = `https://127.0.0.1:${String(apiPort)}`;
 
     try {
-      this.#spawn('etcd', o.binaries.etcd, [
-        '--name=dev',
-        `--data-dir=${join(o.dir, 'etcd')}`,
-        `--listen-client-urls=${etcdUrl}`,
-        `--advertise-client-urls=${etcdUrl}`,
-        `--listen-peer-urls=http://127.0.0.1:${String(etcdPeerPort)}`,
-        `--initial-advertise-peer-urls=http://127.0.0.1:${String(etcdPeerPort)}`,
-        `--initial-cluster=dev=http://127.0.0.1:${String(etcdPeerPort)}`,
-        '--listen-metrics-urls=',
-        '--auto-compaction-retention=1',
-        '--quota-backend-bytes=8589934592',
-        ...(o.etcdUnsafeNoFsync === false ? [] : ['--unsafe-no-fsync=true']),
-      ]);
-      await this.#waitHealthy('etcd', `${etcdUrl}/health`, {}, timeoutMs, signal, (body) =>
-        body.includes('"health":"true"'),
+      const adminTls = {
+        ca: await readFile(pki(PKI.ca)),
+        cert: await readFile(pki(PKI.admin)),
+        key: await readFile(pki(PKI.admin, 'key')),
+      };
+      const insecure = { rejectUnauthorized: false };
+      const isOk = (b: string): boolean => b.trim() === 'ok';
+      this.#launch(
+        'etcd',
+        o.binaries.etcd,
+        `${etcdUrl}/health`,
+        {},
+        (body) => body.includes('"health":"true"'),
+        [
+          '--name=dev',
+          `--data-dir=${join(o.dir, 'etcd')}`,
+          `--listen-client-urls=${etcdUrl}`,
+          `--advertise-client-urls=${etcdUrl}`,
+          `--listen-peer-urls=http://127.0.0.1:${String(etcdPeerPort)}`,
+          `--initial-advertise-peer-urls=http://127.0.0.1:${String(etcdPeerPort)}`,
+          `--initial-cluster=dev=http://127.0.0.1:${String(etcdPeerPort)}`,
+          '--listen-metrics-urls=',
+          '--auto-compaction-retention=1',
+          '--quota-backend-bytes=8589934592',
+          ...(o.etcdUnsafeNoFsync === false ? [] : ['--unsafe-no-fsync=true']),
+        ],
       );
+      await this.#waitHealthy('etcd', timeoutMs, signal);
 
-      this.#spawn('kube-apiserver', o.binaries.kubeApiserver, [
+      this.#launch('kube-apiserver', o.binaries.kubeApiserver, `${server}/readyz`, adminTls, isOk, [
         `--etcd-servers=${etcdUrl}`,
         '--bind-address=127.0.0.1',
         `--secure-port=${String(apiPort)}`,
@@ -164,19 +195,7 @@ export class DevCluster {
         '--profiling=false',
         ...(o.extraApiserverArgs ?? []),
       ]);
-      const adminTls = {
-        ca: await readFile(pki(PKI.ca)),
-        cert: await readFile(pki(PKI.admin)),
-        key: await readFile(pki(PKI.admin, 'key')),
-      };
-      await this.#waitHealthy(
-        'kube-apiserver',
-        `${server}/readyz`,
-        adminTls,
-        timeoutMs,
-        signal,
-        (body) => body.trim() === 'ok',
-      );
+      await this.#waitHealthy('kube-apiserver', timeoutMs, signal);
 
       const kubeconfig = async (name: string, stem: string): Promise<string> => {
         const path = join(o.dir, `${name}.kubeconfig`);
@@ -193,48 +212,47 @@ export class DevCluster {
       const kcmKubeconfig = await kubeconfig('kube-controller-manager', PKI.controllerManager);
       const schedKubeconfig = await kubeconfig('kube-scheduler', PKI.scheduler);
 
-      this.#spawn('kube-controller-manager', o.binaries.kubeControllerManager, [
-        `--kubeconfig=${kcmKubeconfig}`,
-        `--authentication-kubeconfig=${kcmKubeconfig}`,
-        `--authorization-kubeconfig=${kcmKubeconfig}`,
-        '--bind-address=127.0.0.1',
-        `--secure-port=${String(kcmPort)}`,
-        '--leader-elect=false',
-        '--use-service-account-credentials=true',
-        `--service-account-private-key-file=${join(pkiDir, 'sa.key')}`,
-        `--root-ca-file=${pki(PKI.ca)}`,
-        `--cluster-signing-cert-file=${pki(PKI.ca)}`,
-        `--cluster-signing-key-file=${pki(PKI.ca, 'key')}`,
-        '--controllers=*,bootstrapsigner,tokencleaner',
-        '--profiling=false',
-      ]);
-      this.#spawn('kube-scheduler', o.binaries.kubeScheduler, [
-        `--kubeconfig=${schedKubeconfig}`,
-        `--authentication-kubeconfig=${schedKubeconfig}`,
-        `--authorization-kubeconfig=${schedKubeconfig}`,
-        '--bind-address=127.0.0.1',
-        `--secure-port=${String(schedPort)}`,
-        '--leader-elect=false',
-        '--profiling=false',
-      ]);
-      const insecure = { rejectUnauthorized: false };
+      this.#launch(
+        'kube-controller-manager',
+        o.binaries.kubeControllerManager,
+        `https://127.0.0.1:${String(kcmPort)}/healthz`,
+        insecure,
+        isOk,
+        [
+          `--kubeconfig=${kcmKubeconfig}`,
+          `--authentication-kubeconfig=${kcmKubeconfig}`,
+          `--authorization-kubeconfig=${kcmKubeconfig}`,
+          '--bind-address=127.0.0.1',
+          `--secure-port=${String(kcmPort)}`,
+          '--leader-elect=false',
+          '--use-service-account-credentials=true',
+          `--service-account-private-key-file=${join(pkiDir, 'sa.key')}`,
+          `--root-ca-file=${pki(PKI.ca)}`,
+          `--cluster-signing-cert-file=${pki(PKI.ca)}`,
+          `--cluster-signing-key-file=${pki(PKI.ca, 'key')}`,
+          '--controllers=*,bootstrapsigner,tokencleaner',
+          '--profiling=false',
+        ],
+      );
+      this.#launch(
+        'kube-scheduler',
+        o.binaries.kubeScheduler,
+        `https://127.0.0.1:${String(schedPort)}/healthz`,
+        insecure,
+        isOk,
+        [
+          `--kubeconfig=${schedKubeconfig}`,
+          `--authentication-kubeconfig=${schedKubeconfig}`,
+          `--authorization-kubeconfig=${schedKubeconfig}`,
+          '--bind-address=127.0.0.1',
+          `--secure-port=${String(schedPort)}`,
+          '--leader-elect=false',
+          '--profiling=false',
+        ],
+      );
       await Promise.all([
-        this.#waitHealthy(
-          'kube-controller-manager',
-          `https://127.0.0.1:${String(kcmPort)}/healthz`,
-          insecure,
-          timeoutMs,
-          signal,
-          (b) => b.trim() === 'ok',
-        ),
-        this.#waitHealthy(
-          'kube-scheduler',
-          `https://127.0.0.1:${String(schedPort)}/healthz`,
-          insecure,
-          timeoutMs,
-          signal,
-          (b) => b.trim() === 'ok',
-        ),
+        this.#waitHealthy('kube-controller-manager', timeoutMs, signal),
+        this.#waitHealthy('kube-scheduler', timeoutMs, signal),
       ]);
 
       if (o.metricsServer) {
@@ -253,11 +271,11 @@ export class DevCluster {
         pkiDir,
         etcdUrl,
         pids: {
-          etcd: this.#pid('etcd'),
-          'kube-apiserver': this.#pid('kube-apiserver'),
-          'kube-controller-manager': this.#pid('kube-controller-manager'),
-          'kube-scheduler': this.#pid('kube-scheduler'),
-          ...(o.metricsServer ? { 'metrics-server': this.#pid('metrics-server') } : {}),
+          etcd: this.pid('etcd'),
+          'kube-apiserver': this.pid('kube-apiserver'),
+          'kube-controller-manager': this.pid('kube-controller-manager'),
+          'kube-scheduler': this.pid('kube-scheduler'),
+          ...(o.metricsServer ? { 'metrics-server': this.pid('metrics-server') } : {}),
         },
       };
       say(`control plane ready at ${server} in ${formatSeconds(Date.now() - started)}`);
@@ -292,27 +310,27 @@ export class DevCluster {
     signal: AbortSignal | undefined,
   ): Promise<void> {
     const o = this.#options;
-    this.#spawn('metrics-server', o.binaries.metricsServer, [
-      `--kubeconfig=${kubeconfig}`,
-      `--authentication-kubeconfig=${kubeconfig}`,
-      `--authorization-kubeconfig=${kubeconfig}`,
-      '--bind-address=127.0.0.1',
-      `--secure-port=${String(port)}`,
-      `--cert-dir=${join(o.dir, 'metrics-server')}`,
-      '--kubelet-preferred-address-types=InternalIP,Hostname',
-      '--kubelet-use-node-status-port',
-      `--kubelet-certificate-authority=${caFile}`,
-      `--metric-resolution=${String(o.metricResolutionSeconds ?? 10)}s`,
-      '--kubelet-request-timeout=5s',
-    ]);
-    await this.#waitHealthy(
+    this.#launch(
       'metrics-server',
+      o.binaries.metricsServer,
       `https://127.0.0.1:${String(port)}/livez`,
       { rejectUnauthorized: false },
-      timeoutMs,
-      signal,
       (b) => b.trim() === 'ok',
+      [
+        `--kubeconfig=${kubeconfig}`,
+        `--authentication-kubeconfig=${kubeconfig}`,
+        `--authorization-kubeconfig=${kubeconfig}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${String(port)}`,
+        `--cert-dir=${join(o.dir, 'metrics-server')}`,
+        '--kubelet-preferred-address-types=InternalIP,Hostname',
+        '--kubelet-use-node-status-port',
+        `--kubelet-certificate-authority=${caFile}`,
+        `--metric-resolution=${String(o.metricResolutionSeconds ?? 10)}s`,
+        '--kubelet-request-timeout=5s',
+      ],
     );
+    await this.#waitHealthy('metrics-server', timeoutMs, signal);
     // The aggregator reaches an ExternalName service at <externalName>:<port>.
     const manifest = [
       'apiVersion: v1',
@@ -339,16 +357,39 @@ export class DevCluster {
     return join(this.#options.dir, 'logs', `${component}.log`);
   }
 
-  #pid(c: Component): number {
-    return this.#children.get(c)?.pid ?? 0;
+  /** Records how `component` is started, then starts it. */
+  #launch(
+    component: Component,
+    binary: string,
+    healthUrl: string,
+    tls: TlsOptions,
+    healthy: (body: string) => boolean,
+    args: readonly string[],
+  ): void {
+    this.#launches.set(component, { binary, args, healthUrl, tls, healthy });
+    this.#spawn(component);
   }
 
-  #spawn(component: Component, binary: string, args: readonly string[]): void {
-    const child = spawnOwned(binary, { args, logPath: this.logPath(component) });
+  #spawn(component: Component): void {
+    const launch = this.#launches.get(component);
+    if (!launch) throw new DevClusterError('NotRunning', `${component} was never started`);
+    const child = spawnOwned(launch.binary, {
+      args: launch.args,
+      logPath: this.logPath(component),
+    });
     this.#children.set(component, child);
     child.once('exit', (code, signal) => {
-      if (this.#stopping) return;
-      if (this.#info && RESTARTABLE.has(component) && this.#restart(component, binary, args)) {
+      if (this.#stopping || this.#paused.has(component)) return;
+      if (this.#info && RESTARTABLE.has(component) && this.#upstreamStopped()) {
+        // Clients of the apiserver give up when it is gone for long (the controller manager
+        // exits when it cannot build its clients); they come back with it, not in a crash loop.
+        this.#waiting.add(component);
+        this.#options.log?.(
+          `${component} exited (${signal ?? `code ${String(code)}`}) while the apiserver is down; it starts again with it`,
+        );
+        return;
+      }
+      if (this.#info && RESTARTABLE.has(component) && this.#restart(component)) {
         this.#options.log?.(
           `${component} exited (${signal ?? `code ${String(code)}`}); restarting it (log: ${this.logPath(component)})`,
         );
@@ -365,27 +406,122 @@ export class DevCluster {
    * would: at most 5 times a minute, after 1 s. False when it keeps dying (then it counts as
    * dead).
    */
-  #restart(component: Component, binary: string, args: readonly string[]): boolean {
+  #restart(component: Component): boolean {
     const now = Date.now();
     const recent = (this.#restarts.get(component) ?? []).filter((t) => now - t < 60_000);
     if (recent.length >= 5) return false;
     recent.push(now);
     this.#restarts.set(component, recent);
+    const dead = this.#children.get(component);
     setTimeout(() => {
-      if (!this.#stopping) this.#spawn(component, binary, args);
+      // Stopped on purpose meanwhile, or started again by startComponent: left as it is.
+      if (this.#stopping || this.#paused.has(component)) return;
+      if (this.#children.get(component) !== dead) return;
+      if (this.#upstreamStopped()) this.#waiting.add(component);
+      else this.#spawn(component);
     }, 1_000).unref();
     return true;
   }
 
+  /**
+   * Stops one component of the running cluster (SIGTERM; SIGKILL after `graceMs`, default
+   * 10 000 ms; `graceMs: 0` kills at once, as a crash would) and resolves once it has exited.
+   * It stays stopped until {@link startComponent}: it is not restarted, its exit is not reported
+   * to `onComponentExit`, and a stopped etcd or kube-apiserver does not end the cluster (the
+   * other components see an outage, as in a real one). Stopping a stopped component does nothing.
+   * Throws `NotRunning` before {@link start} has resolved or for a component this cluster does
+   * not run (metrics-server without `metricsServer`).
+   */
+  async stopComponent(component: Component, options: { graceMs?: number } = {}): Promise<void> {
+    this.#assertManaged(component);
+    this.#paused.add(component);
+    const child = this.#children.get(component);
+    if (!child) return;
+    const graceMs = options.graceMs ?? 10_000;
+    const running = child.exitCode === null && child.signalCode === null;
+    if (graceMs === 0 && child.pid !== undefined && running) {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+      await exited;
+      return;
+    }
+    await stopProcess(child, graceMs);
+  }
+
+  /**
+   * Starts a component stopped with {@link stopComponent} again, with the same binary, flags,
+   * ports, data directory and certificates, and resolves when it is healthy again (for the
+   * apiserver: `/readyz` answers ok), within `componentTimeoutMs`. A controller manager,
+   * scheduler or metrics-server that exited while etcd or the apiserver was stopped is started
+   * once both run again, and waited for too. A component that runs is left as it is. Throws `StartFailed` (the component stays stopped) or `Aborted` as {@link start}
+   * does.
+   */
+  async startComponent(component: Component, signal?: AbortSignal): Promise<void> {
+    this.#assertManaged(component);
+    if (!this.#paused.has(component)) return;
+    const child = this.#children.get(component);
+    // A stop still in progress finishes first, so the ports are free again.
+    if (child && child.exitCode === null && child.signalCode === null)
+      await new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    this.#paused.delete(component);
+    this.#waiting.delete(component);
+    this.#restarts.delete(component);
+    this.#spawn(component);
+    const timeoutMs = this.#options.componentTimeoutMs ?? 120_000;
+    try {
+      await this.#waitHealthy(component, timeoutMs, signal);
+    } catch (err) {
+      this.#paused.add(component);
+      const started = this.#children.get(component);
+      if (started) await stopProcess(started, 10_000);
+      throw err;
+    }
+    if (this.#upstreamStopped()) return;
+    // The components that gave up during the outage come back with the apiserver.
+    const back = [...this.#waiting];
+    this.#waiting.clear();
+    for (const c of back) {
+      this.#restarts.delete(c);
+      this.#spawn(c);
+    }
+    await Promise.all(back.map((c) => this.#waitHealthy(c, timeoutMs, signal)));
+  }
+
+  /** Whether etcd or the apiserver is stopped on purpose, so their clients cannot run. */
+  #upstreamStopped(): boolean {
+    return this.#paused.has('etcd') || this.#paused.has('kube-apiserver');
+  }
+
+  /** Whether the component was stopped with {@link stopComponent} and not started since. */
+  isStopped(component: Component): boolean {
+    return this.#paused.has(component);
+  }
+
+  /** The pid of the component's current process, or 0 when it has none. */
+  pid(component: Component): number {
+    const child = this.#children.get(component);
+    return child && child.exitCode === null && child.signalCode === null ? (child.pid ?? 0) : 0;
+  }
+
+  #assertManaged(component: Component): void {
+    if (!this.#info || this.#stopping)
+      throw new DevClusterError('NotRunning', 'the dev cluster is not running');
+    if (!this.#launches.has(component))
+      throw new DevClusterError('NotRunning', `this dev cluster does not run ${component}`);
+  }
+
   async #waitHealthy(
     component: Component,
-    url: string,
-    tls: TlsOptions,
     timeoutMs: number,
     signal: AbortSignal | undefined,
-    ok: (body: string) => boolean,
   ): Promise<void> {
     const child = this.#children.get(component);
+    const launch = this.#launches.get(component);
+    if (!launch) throw new DevClusterError('NotRunning', `${component} was never started`);
     const deadline = Date.now() + timeoutMs;
     let last: string;
     for (;;) {
@@ -398,8 +534,8 @@ export class DevCluster {
         );
       }
       try {
-        const { status, body } = await get(url, tls);
-        if (status === 200 && ok(body)) return;
+        const { status, body } = await get(launch.healthUrl, launch.tls);
+        if (status === 200 && launch.healthy(body)) return;
         last = `HTTP ${String(status)}: ${body.trim().split('\n').slice(-3).join(' | ')}`;
       } catch (err) {
         last = (err as Error).message;

@@ -1,7 +1,17 @@
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { KUBERNETES_VERSION } from '../../src/devcluster/index.js';
+import { setTimeout as delay } from 'node:timers/promises';
+import {
+  DevCluster,
+  ensureBinaries,
+  isAlive,
+  KUBERNETES_VERSION,
+  type Component,
+} from '../../src/devcluster/index.js';
 import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -140,4 +150,57 @@ test('a Deployment gets a ReplicaSet and Pending pods from the controller manage
     assert.equal(pod.metadata?.ownerReferences?.[0]?.name, rs.metadata?.name);
     assert.equal(pod.spec?.serviceAccountName, 'default');
   }
+});
+
+test('components stop and start one at a time, on the same port, data and certificates', async (t) => {
+  // A control plane of its own: the shared one serves the other tests meanwhile.
+  const dir = await mkdtemp(join(tmpdir(), 'vk-e2e-components-'));
+  const exits: Component[] = [];
+  const cluster = new DevCluster({
+    dir,
+    binaries: await ensureBinaries(),
+    onComponentExit: (c) => exits.push(c),
+  });
+  t.after(async () => {
+    await cluster.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const info = await cluster.start();
+  const ctl = (args: string[]) =>
+    kubectl(args, { kubeconfig: info.adminKubeconfig, allowFailure: true, timeoutMs: 20_000 });
+  const readyz = async (): Promise<string> => {
+    const r = await ctl(['get', '--raw', '/readyz', '--request-timeout=3s']);
+    return r.code === 0 ? r.stdout.trim() : `failed: ${r.stderr.trim()}`;
+  };
+  await ctl(['create', 'configmap', 'kept', '-n', 'default', '--from-literal=k=v']);
+
+  const apiPid = cluster.pid('kube-apiserver');
+  await cluster.stopComponent('kube-apiserver');
+  assert.equal(isAlive(apiPid), false);
+  assert.equal(cluster.isStopped('kube-apiserver'), true);
+  assert.match(await readyz(), /^failed: /);
+  await cluster.startComponent('kube-apiserver');
+  assert.equal(cluster.isStopped('kube-apiserver'), false);
+  assert.notEqual(cluster.pid('kube-apiserver'), apiPid);
+  assert.equal(await readyz(), 'ok');
+  const kept = await ctl(['get', 'configmap', 'kept', '-n', 'default', '-o', 'jsonpath={.data.k}']);
+  assert.equal(kept.stdout, 'v', 'etcd data and the admin certificate work as before');
+
+  // etcd killed outright, as a crash would: the apiserver answers not ready until it is back.
+  await cluster.stopComponent('etcd', { graceMs: 0 });
+  await waitFor(async () => (await readyz()) !== 'ok', { what: '/readyz to fail without etcd' });
+  await cluster.startComponent('etcd');
+  await waitFor(async () => (await readyz()) === 'ok', {
+    what: '/readyz ok again with etcd back',
+    timeoutMs: 60_000,
+  });
+
+  await cluster.stopComponent('kube-controller-manager');
+  // Past the 1 s after which a component that exits on its own is restarted.
+  await delay(2_500);
+  assert.equal(cluster.pid('kube-controller-manager'), 0, 'not restarted while stopped');
+  assert.equal(cluster.isStopped('kube-controller-manager'), true);
+  await cluster.startComponent('kube-controller-manager');
+  assert.notEqual(cluster.pid('kube-controller-manager'), 0);
+  assert.deepEqual(exits, [], 'a component stopped on purpose is no exit to report');
 });

@@ -78,6 +78,14 @@ export interface MockConfig {
    * the log keeps whole. Default: 0.
    */
   readonly logFillBytes?: number;
+  /**
+   * A file that keeps the provider's pods across restarts of its process (see state.ts for the
+   * format): every create, update and forget is appended to it before it is reported, and a new
+   * provider runs again every pod the file holds, with the status recorded at its creation and
+   * fresh containers (logs start over). A relative path is resolved against the working
+   * directory. Default: none (pods live in memory only).
+   */
+  readonly stateFile?: string;
 }
 
 /** Bytes of one filler line of `logFillBytes`, its line break included. */
@@ -99,6 +107,7 @@ const TOP_LEVEL_FIELDS = new Set([
   'containers',
   'logIntervalMs',
   'logFillBytes',
+  'stateFile',
 ]);
 const RESERVED_RESOURCES = new Set(['cpu', 'memory', 'pods', 'ephemeral-storage']);
 
@@ -298,6 +307,12 @@ export function parseMockConfig(json: unknown): MockConfig {
       MAX_LOG_FILL_BYTES,
       `an integer number of bytes between 0 and ${String(MAX_LOG_FILL_BYTES)}`,
     );
+  }
+  if (input.stateFile !== undefined) {
+    if (typeof input.stateFile !== 'string' || input.stateFile === '') {
+      throw invalidInput('stateFile must be a non-empty path');
+    }
+    out.stateFile = input.stateFile;
   }
   if (input.containers !== undefined) {
     const containers: Record<string, MockContainerBehaviour> = {};

@@ -34,6 +34,7 @@ import { attach } from './attach.js';
 import { ContainerRun } from './container-run.js';
 import { KILLED_EXIT_CODE, run as runCommand, TerminalSizes } from './exec.js';
 import { readLog } from './logs.js';
+import { MockStateJournal, readMockState } from './state.js';
 import { echo } from './port-forward.js';
 import {
   cpuCoreNanoSeconds,
@@ -62,6 +63,7 @@ import { namespacedKey } from '../../kubelet/pod-key.js';
 import { isTerminalPhase, withoutStatus } from '../../kubelet/pod-status.js';
 
 export { MAX_LOG_LINES } from './logs.js';
+export { readMockState, type MockState, type StoredPod } from './state.js';
 export {
   FAULT_OPERATIONS,
   LOG_FILL_LINE_BYTES,
@@ -183,7 +185,12 @@ export class MockProvider
   #podCallback: ((pod: V1Pod) => void) | undefined;
   #nodeCallback: ((node: V1Node) => void) | undefined;
   #node: V1Node | undefined;
+  readonly #journal: MockStateJournal | undefined;
 
+  /**
+   * Throws `InvalidInput` for a bad configuration or an unreadable `stateFile`, whose pods it
+   * reads (synchronously) and runs again.
+   */
   constructor(options: MockProviderOptions) {
     if (!options.nodeName) throw invalidInput('MockProvider: nodeName must not be empty');
     this.#nodeName = options.nodeName;
@@ -203,6 +210,11 @@ export class MockProvider
       this.notifyPods = (callback) => {
         this.#podCallback = callback;
       };
+    }
+    const stateFile = this.#config.stateFile;
+    if (stateFile !== undefined) {
+      this.#restore(stateFile);
+      this.#journal = new MockStateJournal(stateFile);
     }
   }
 
@@ -238,13 +250,41 @@ export class MockProvider
       gone: new AbortController(),
     };
     this.#pods.set(key, entry);
+    this.#journal?.created(stored, entry.status);
+    this.#run(key, entry, now);
+    this.#log.debug({ pod: key }, 'createPod: running');
+    this.#emit(entry);
+  }
+
+  /** Starts the pod's containers, and the timers of those configured to exit. */
+  #run(key: string, entry: Entry, now: Date): void {
     this.#startRuns(key, entry, now);
-    for (const c of stored.spec?.containers ?? []) {
+    for (const c of entry.pod.spec?.containers ?? []) {
       const after = this.#config.containers?.[c.name]?.exitAfterSeconds;
       if (after !== undefined) this.#scheduleExit(key, entry, c.name, after * 1000);
     }
-    this.#log.debug({ pod: key }, 'createPod: running');
-    this.#emit(entry);
+  }
+
+  /** Runs again the pods of the state file, as they were recorded. */
+  #restore(path: string): void {
+    const now = this.#clock();
+    for (const [key, stored] of readMockState(path).pods) {
+      const entry: Entry = {
+        pod: stored.pod,
+        status: stored.status,
+        timers: new Map(),
+        runs: new Map(),
+        retiredCpu: 0,
+        gone: new AbortController(),
+      };
+      this.#pods.set(key, entry);
+      this.#run(key, entry, now);
+    }
+    if (this.#pods.size > 0)
+      this.#log.info(
+        { pods: this.#pods.size, stateFile: path },
+        'pods restored from the state file',
+      );
   }
 
   /**
@@ -257,6 +297,7 @@ export class MockProvider
     const entry = this.#pods.get(key);
     if (!entry) throw notFound(`pod ${key} is not known to the mock provider`);
     entry.pod = withoutStatus(pod);
+    this.#journal?.updated(entry.pod);
     const now = this.#clock();
     let changed = false;
     for (const cs of entry.status.containerStatuses ?? []) {
@@ -307,6 +348,7 @@ export class MockProvider
       for (const cs of entry.status.containerStatuses ?? []) stopContainer(cs, 0, at);
       settle(entry.status, at);
       this.#pods.delete(key);
+      this.#journal?.forgotten(key, entry.pod.metadata?.uid);
       this.#dispose(key, entry, now);
       this.#log.debug({ pod: key, phase: entry.status.phase }, 'deletePod: stopped and forgotten');
       this.#emit(entry);
@@ -552,6 +594,7 @@ export class MockProvider
     const entry = this.#pods.get(key);
     if (!entry) return false;
     this.#pods.delete(key);
+    this.#journal?.forgotten(key, entry.pod.metadata?.uid);
     this.#dispose(key, entry, this.#clock());
     return true;
   }
