@@ -211,6 +211,8 @@ export class PodController {
   readonly #timeouts: Readonly<
     Record<'create' | 'update' | 'get' | 'deleteMargin' | 'deleteWait', number>
   >;
+  /** The controllers of the calls in flight, by the signal that aborts them (see `#link`). */
+  readonly #linked = new WeakMap<AbortSignal, Set<AbortController>>();
   #markReady: () => void = () => undefined;
   readonly #ready = new Promise<void>((resolve) => (this.#markReady = resolve));
 
@@ -455,8 +457,7 @@ export class PodController {
       );
     signal.throwIfAborted();
     const controller = new AbortController();
-    const stop = (): void => controller.abort(signal.reason);
-    signal.addEventListener('abort', stop, { once: true });
+    const unlink = this.#link(signal, controller);
     const timer =
       timeoutMs <= MAX_TIMER_MS
         ? setTimeout(() => {
@@ -489,7 +490,7 @@ export class PodController {
       )
       .then((done) => {
         clearTimeout(timer);
-        signal.removeEventListener('abort', stop);
+        unlink();
         if (record && record.call === call) delete record.call;
         settle();
         if (call.detached) {
@@ -522,6 +523,28 @@ export class PodController {
     }
     if (!done.ok) throw call.controller.signal.aborted ? reason : done.error;
     return done.value;
+  }
+
+  /**
+   * Makes `signal` abort `controller` too, until the returned function is called. One listener
+   * per signal, however many calls are in flight.
+   */
+  #link(signal: AbortSignal, controller: AbortController): () => void {
+    let linked = this.#linked.get(signal);
+    if (!linked) {
+      const set = (linked = new Set());
+      this.#linked.set(signal, set);
+      signal.addEventListener(
+        'abort',
+        () => {
+          for (const c of set) c.abort(signal.reason);
+        },
+        { once: true },
+      );
+    }
+    const set = linked;
+    set.add(controller);
+    return () => set.delete(controller);
   }
 
   /** {@link #call} on behalf of the record of the API pod `pod`. */
@@ -981,12 +1004,16 @@ export class PodController {
   }
 
   /**
-   * The API object of `record` is gone: make sure the provider has dropped it too. A call still
+   * The API object of `record` is gone: make sure the provider has dropped it too (with grace
+   * 0). A call still
    * in flight for it (a graceful delete whose grace period is over, a forced delete's
    * predecessor) is aborted first.
    */
   async #removeFromProvider(record: PodRecord, signal: AbortSignal): Promise<void> {
-    const pod = record.lastSeen ?? { metadata: { uid: record.uid } };
+    const seen = record.lastSeen ?? { metadata: { uid: record.uid } };
+    // Nothing waits for a pod whose API object is gone (force-deleted, or its grace period
+    // over): it stops at once, whatever grace period it was last seen with.
+    const pod: V1Pod = { ...seen, metadata: { ...seen.metadata, deletionGracePeriodSeconds: 0 } };
     await this.#supersede(record, signal);
     const provider = this.#o.provider;
     const running = await this.#call(record, 'getPod', this.#timeouts.get, signal, (s) =>
