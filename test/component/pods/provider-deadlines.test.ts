@@ -4,6 +4,7 @@ import { describe, test, type TestContext } from 'node:test';
 import { EventRecorder } from '../../../src/kube/events.js';
 import { PodController, type PodControllerOptions } from '../../../src/pods/pod-controller.js';
 import { MockProvider } from '../../../src/providers/mock/index.js';
+import type { MockConfig } from '../../../src/providers/mock/config.js';
 import { FakeApi } from '../../helpers/fake-api.js';
 import { waitFor } from '../../helpers/wait.js';
 
@@ -119,9 +120,14 @@ async function setup(
   t: TestContext,
   notify: boolean,
   options: Partial<PodControllerOptions> = {},
+  config: MockConfig = {},
 ): Promise<Setup> {
   const api = await FakeApi.start(t);
-  const provider = new HangingProvider({ nodeName: NODE, notify, config: { logIntervalMs: 0 } });
+  const provider = new HangingProvider({
+    nodeName: NODE,
+    notify,
+    config: { logIntervalMs: 0, ...config },
+  });
   t.after(() => provider.close());
   const events = new EventRecorder({ client: api.client, host: NODE, qps: 0 });
   const controller = new PodController({
@@ -251,6 +257,33 @@ for (const notify of [true, false]) {
       assert.ok(graceful.signal.aborted);
       await waitFor(async () => (await provider.peek('kept')) === undefined, WAIT);
       assert.deepEqual(provider.overlaps, []);
+    });
+
+    test('a mock pod slow to stop: a forced delete stops it at once', async (t) => {
+      const { api, provider } = await setup(
+        t,
+        notify,
+        {},
+        {
+          containers: { app: { stopAfterSeconds: 3_600 } },
+        },
+      );
+      const created = pod('slow', { terminationGracePeriodSeconds: 3_600 });
+      created.metadata = { ...created.metadata, finalizers: ['example.com/keep'] };
+      api.create('pods', created);
+      await waitPhase(api, 'slow', 'Running');
+      api.deletePod(NS, 'slow', 3_600);
+      await waitFor(() => provider.deletes.length === 1, WAIT);
+      api.deletePod(NS, 'slow', 0);
+      await waitFor(async () => (await provider.peek('slow')) === undefined, {
+        timeoutMs: 3_000,
+        intervalMs: 10,
+        what: 'the slow pod stopped by the forced delete',
+      });
+      assert.deepEqual(
+        provider.deletes.map((d) => d.graceSeconds),
+        [3_600, 0],
+      );
     });
 
     test('a create past its deadline: its late result never marks a deleted pod created', async (t) => {
