@@ -104,8 +104,6 @@ type Outcome<T> =
 /** A provider call in flight for one pod. */
 interface ProviderCall {
   readonly method: string;
-  /** `deletePod`: the grace period (s) it was given. */
-  readonly graceSeconds?: number;
   /** Aborts the call's signal (its deadline, a deletion that supersedes it, or shutdown). */
   readonly controller: AbortController;
   /** Resolves once the call settled and its pod's record let go of it. */
@@ -449,7 +447,6 @@ export class PodController {
     timeoutMs: number,
     signal: AbortSignal,
     fn: (signal: AbortSignal) => Promise<T>,
-    graceSeconds?: number,
   ): { call: ProviderCall; outcome: Promise<Outcome<T>> } {
     if (record?.call)
       throw unavailable(
@@ -474,7 +471,6 @@ export class PodController {
       controller,
       settled: new Promise<void>((resolve) => (settle = resolve)),
       detached: false,
-      ...(graceSeconds === undefined ? {} : { graceSeconds }),
     };
     if (record) record.call = call;
     let result: Promise<T>;
@@ -568,9 +564,8 @@ export class PodController {
     timeoutMs: number,
     signal: AbortSignal,
     fn: (signal: AbortSignal) => Promise<T>,
-    graceSeconds?: number,
   ): Promise<{ call: ProviderCall; outcome: Outcome<T> | undefined }> {
-    const { call, outcome } = this.#start(record, method, timeoutMs, signal, fn, graceSeconds);
+    const { call, outcome } = this.#start(record, method, timeoutMs, signal, fn);
     const done = await Promise.race([
       outcome,
       sleep(this.#timeouts.deleteWait, call.controller.signal).then(() => undefined),
@@ -714,7 +709,6 @@ export class PodController {
         this.#deleteTimeoutMs(running),
         signal,
         (s) => provider.deletePod(running, s),
-        graceOf(running),
       );
       if (outcome && !outcome.ok) ignoreNotFound(outcome.error);
       throw new Error('an older pod of the same name is still being removed from the provider');
@@ -917,7 +911,6 @@ export class PodController {
         this.#deleteTimeoutMs(pod),
         signal,
         (s) => provider.deletePod(pod, s),
-        grace,
       );
       if (!outcome) {
         call.onLate = (late) => {
@@ -1028,7 +1021,6 @@ export class PodController {
         this.#deleteTimeoutMs(pod),
         signal,
         (s) => provider.deletePod(pod, s),
-        graceOf(pod),
       );
       // Still stopping: the call's end queues the key again, and this runs once more.
       if (!outcome) return;
