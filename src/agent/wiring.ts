@@ -64,6 +64,11 @@ export interface VirtualNodeOptions {
     | 'maxBackoffMs'
     | 'volumeRefreshPeriodMs'
     | 'volumeWorkers'
+    | 'createTimeoutMs'
+    | 'updateTimeoutMs'
+    | 'getTimeoutMs'
+    | 'deleteTimeoutMarginMs'
+    | 'deleteWaitMs'
   >;
   /**
    * Once the node has stopped, call the provider's `close(signal)` (when it has one), giving

@@ -1,6 +1,6 @@
 import type { V1ConfigMap, V1Pod, V1PodStatus, V1Secret } from '../wire.js';
 import { abortOf, aborted, sleep } from '../abort.js';
-import { errorCode, errorMessage, invalidInput, isRetryable } from '../errors.js';
+import { errorCode, errorMessage, invalidInput, isRetryable, unavailable } from '../errors.js';
 import type { KubeClient } from '../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
 import { Informer, type InformerHandlers } from '../kube/informer.js';
@@ -70,6 +70,50 @@ export interface PodControllerOptions {
   readonly volumeWorkers?: number;
   /** Called after every handler pass, with its queue, duration and outcome (for metrics). */
   readonly onHandled?: (queue: string, seconds: number, ok: boolean) => void;
+  /*
+   * Deadlines of provider calls. Past its deadline a call's signal aborts, the worker that waited
+   * for it moves on and the pod is retried with backoff; whatever the call returns late is
+   * discarded (the next sync reads the provider again). A pod has at most one call in flight:
+   * until a late call settles, the pod's other calls wait (with backoff), except a deletion,
+   * which aborts it.
+   */
+  /** Deadline of `createPod` and `setPodVolumes`. Default: 60 000 ms. */
+  readonly createTimeoutMs?: number;
+  /** Deadline of `updatePod`. Default: 60 000 ms. */
+  readonly updateTimeoutMs?: number;
+  /** Deadline of `getPod`, `getPodStatus` and `getPods`. Default: 10 000 ms. */
+  readonly getTimeoutMs?: number;
+  /**
+   * Deadline of `deletePod`: the grace period it was given plus this (a grace-0 delete gets this
+   * alone). Default: 30 000 ms.
+   */
+  readonly deleteTimeoutMarginMs?: number;
+  /**
+   * A graceful `deletePod` may take its whole grace period: a sync worker waits this long for it,
+   * then leaves it running under its deadline (its end queues the pod again). Also how long a
+   * deletion waits for the call it aborted to let go before retrying. Default: 1 000 ms.
+   */
+  readonly deleteWaitMs?: number;
+}
+
+/** The longest delay `setTimeout` honours (2^31-1 ms); a deadline past it is no deadline. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** How a provider call ended. */
+type Outcome<T> =
+  { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
+
+/** A provider call in flight for one pod. */
+interface ProviderCall {
+  readonly method: string;
+  /** Aborts the call's signal (its deadline, a deletion that supersedes it, or shutdown). */
+  readonly controller: AbortController;
+  /** Resolves once the call settled and its pod's record let go of it. */
+  readonly settled: Promise<void>;
+  /** Nobody waits for it any more: when it settles, its pod is synced again. */
+  detached: boolean;
+  /** Called with a detached call's outcome, just before its pod is queued again. */
+  onLate?: (outcome: Outcome<unknown>) => void;
 }
 
 /** What nodes of one process can share: one watch of their pods, one index of Services. */
@@ -119,6 +163,8 @@ interface PodRecord {
   finalStatus?: V1PodStatus;
   /** Why the spec can never run (see `podSpecProblems`), once reported: not reported again. */
   rejected?: string;
+  /** The provider call in flight for this pod: never more than one. */
+  call?: ProviderCall;
 }
 
 /** The phases in which the provider has the pod (as far as the controller knows). */
@@ -170,6 +216,11 @@ export class PodController {
     putStatus: (record, pod, status, signal) =>
       this.#putStatus(record as PodRecord, pod, status, signal),
   };
+  readonly #timeouts: Readonly<
+    Record<'create' | 'update' | 'get' | 'deleteMargin' | 'deleteWait', number>
+  >;
+  /** The controllers of the calls in flight, by the signal that aborts them (see `#link`). */
+  readonly #linked = new WeakMap<AbortSignal, Set<AbortController>>();
   #markReady: () => void = () => undefined;
   readonly #ready = new Promise<void>((resolve) => (this.#markReady = resolve));
 
@@ -184,6 +235,23 @@ export class PodController {
       throw invalidInput(
         `PodController: fullResyncPeriodMs must be 0 (off) or more, got ${String(options.fullResyncPeriodMs)}`,
       );
+    const timeout = (
+      option: keyof PodControllerOptions,
+      value: number | undefined,
+      fallback: number,
+    ): number => {
+      if (value === undefined) return fallback;
+      if (!(value >= 0))
+        throw invalidInput(`PodController: ${option} must be a number >= 0, got ${String(value)}`);
+      return value;
+    };
+    this.#timeouts = {
+      create: timeout('createTimeoutMs', options.createTimeoutMs, 60_000),
+      update: timeout('updateTimeoutMs', options.updateTimeoutMs, 60_000),
+      get: timeout('getTimeoutMs', options.getTimeoutMs, 10_000),
+      deleteMargin: timeout('deleteTimeoutMarginMs', options.deleteTimeoutMarginMs, 30_000),
+      deleteWait: timeout('deleteWaitMs', options.deleteWaitMs, 1_000),
+    };
     const queue = (
       name: string,
       handler: (key: string, signal: AbortSignal) => Promise<void>,
@@ -256,7 +324,12 @@ export class PodController {
     this.#volumes = hasPodVolumes(provider)
       ? new PodVolumeManager({
           client: options.client,
-          provider,
+          provider: this.#guarded(provider, {
+            setPodVolumes: (pod, volumes, signal) =>
+              this.#callFor(pod, 'setPodVolumes', this.#timeouts.create, signal, (s) =>
+                provider.setPodVolumes(pod, volumes, s),
+              ),
+          }),
           events: options.events,
           logger: this.#log,
           getPod: (key) => this.#pods.get(key),
@@ -269,7 +342,17 @@ export class PodController {
       : undefined;
     if (!isPodNotifier(provider)) {
       this.#poller = new PollNotifier({
-        provider,
+        // A poll never adds a call to a pod that has one in flight, nor waits past a deadline.
+        provider: this.#guarded(provider, {
+          getPodStatus: (namespace, name, signal) => {
+            const pod = this.#pods.get(`${namespace}/${name}`);
+            const call = (s: AbortSignal): Promise<V1PodStatus | undefined> =>
+              provider.getPodStatus(namespace, name, s);
+            return pod
+              ? this.#callFor(pod, 'getPodStatus', this.#timeouts.get, signal, call)
+              : this.#call(undefined, 'getPodStatus', this.#timeouts.get, signal, call);
+          },
+        }),
         listPods: () => this.#pods.list(),
         intervalMs: options.pollIntervalMs ?? 5_000,
         logger: this.#log,
@@ -363,6 +446,179 @@ export class PodController {
     if (uids?.size === 0) this.#byKey.delete(record.key);
   }
 
+  /**
+   * Starts a provider call for `record` (undefined: a call about no one pod) under a deadline of
+   * `timeoutMs`; its signal also aborts with `signal`. Refused (Unavailable, retried) while the
+   * record has a call in flight.
+   */
+  #start<T>(
+    record: PodRecord | undefined,
+    method: string,
+    timeoutMs: number,
+    signal: AbortSignal,
+    fn: (signal: AbortSignal) => Promise<T>,
+  ): { call: ProviderCall; outcome: Promise<Outcome<T>> } {
+    if (record?.call)
+      throw unavailable(
+        `pod ${record.key}: the provider's ${record.call.method} call is still in flight`,
+      );
+    signal.throwIfAborted();
+    const controller = new AbortController();
+    const unlink = this.#link(signal, controller);
+    const timer =
+      timeoutMs <= MAX_TIMER_MS
+        ? setTimeout(() => {
+            controller.abort(
+              unavailable(
+                `the provider's ${method} call did not end within ${String(timeoutMs)} ms`,
+              ),
+            );
+          }, timeoutMs)
+        : undefined;
+    let settle = (): void => undefined;
+    const call: ProviderCall = {
+      method,
+      controller,
+      settled: new Promise<void>((resolve) => (settle = resolve)),
+      detached: false,
+    };
+    if (record) record.call = call;
+    let result: Promise<T>;
+    try {
+      result = fn(controller.signal);
+    } catch (err) {
+      result = Promise.reject(err instanceof Error ? err : new Error(errorMessage(err)));
+    }
+    const outcome = result
+      .then(
+        (value): Outcome<T> => ({ ok: true, value }),
+        (error: unknown): Outcome<T> => ({ ok: false, error }),
+      )
+      .then((done) => {
+        clearTimeout(timer);
+        unlink();
+        if (record && record.call === call) delete record.call;
+        settle();
+        if (call.detached) {
+          call.onLate?.(done);
+          // Level-triggered: what the call did (or did not do) is read again by the next sync.
+          if (record && !aborted(signal)) this.#sync.add(record.key);
+        }
+        return done;
+      });
+    return { call, outcome };
+  }
+
+  /**
+   * A provider call under a deadline: its result, or its error. Past the deadline (or when
+   * `signal` fires) it throws the abort's reason at once and leaves the call to settle alone.
+   */
+  async #call<T>(
+    record: PodRecord | undefined,
+    method: string,
+    timeoutMs: number,
+    signal: AbortSignal,
+    fn: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const { call, outcome } = this.#start(record, method, timeoutMs, signal, fn);
+    const done = await Promise.race([outcome, abortOf(call.controller.signal)]);
+    const reason: unknown = call.controller.signal.reason;
+    if (!done) {
+      call.detached = true;
+      throw reason;
+    }
+    if (!done.ok) throw call.controller.signal.aborted ? reason : done.error;
+    return done.value;
+  }
+
+  /**
+   * Makes `signal` abort `controller` too, until the returned function is called. One listener
+   * per signal, however many calls are in flight.
+   */
+  #link(signal: AbortSignal, controller: AbortController): () => void {
+    let linked = this.#linked.get(signal);
+    if (!linked) {
+      const set = (linked = new Set());
+      this.#linked.set(signal, set);
+      signal.addEventListener(
+        'abort',
+        () => {
+          for (const c of set) c.abort(signal.reason);
+        },
+        { once: true },
+      );
+    }
+    const set = linked;
+    set.add(controller);
+    return () => set.delete(controller);
+  }
+
+  /** {@link #call} on behalf of the record of the API pod `pod`. */
+  #callFor<T>(
+    pod: V1Pod,
+    method: string,
+    timeoutMs: number,
+    signal: AbortSignal,
+    fn: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    return this.#call(this.#records.get(idOf(pod)), method, timeoutMs, signal, fn);
+  }
+
+  /**
+   * Starts `deletePod` (or another long call) and waits for it at most `deleteWaitMs`. Undefined
+   * when it is still running: it goes on under its deadline, and its end queues the pod again.
+   */
+  async #startLong<T>(
+    record: PodRecord,
+    method: string,
+    timeoutMs: number,
+    signal: AbortSignal,
+    fn: (signal: AbortSignal) => Promise<T>,
+  ): Promise<{ call: ProviderCall; outcome: Outcome<T> | undefined }> {
+    const { call, outcome } = this.#start(record, method, timeoutMs, signal, fn);
+    const done = await Promise.race([
+      outcome,
+      sleep(this.#timeouts.deleteWait, call.controller.signal).then(() => undefined),
+    ]);
+    if (!done) call.detached = true;
+    return { call, outcome: done };
+  }
+
+  /** The deadline of a `deletePod` of `pod`: its grace period plus the margin. */
+  #deleteTimeoutMs(pod: V1Pod): number {
+    return graceOf(pod) * 1000 + this.#timeouts.deleteMargin;
+  }
+
+  /**
+   * Aborts the call in flight for `record`, if any, and waits (at most `deleteWaitMs`) for it
+   * to let go; throws Unavailable (retried) when it does not. Its result is discarded.
+   */
+  async #supersede(record: PodRecord, signal: AbortSignal): Promise<void> {
+    const call = record.call;
+    if (!call) return;
+    call.detached = true;
+    call.controller.abort(unavailable(`the provider's ${call.method} call was superseded`));
+    await Promise.race([call.settled, sleep(this.#timeouts.deleteWait, signal)]);
+    if (record.call)
+      throw unavailable(
+        `pod ${record.key}: the provider has not yet ended its ${call.method} call`,
+      );
+  }
+
+  /** `provider` with `overrides` in place of its methods of those names (the rest bound to it). */
+  #guarded<P extends object>(provider: P, overrides: Partial<P>): P {
+    return new Proxy(provider, {
+      get(target, prop) {
+        if (Object.hasOwn(overrides, prop))
+          return (overrides as Record<PropertyKey, unknown>)[prop];
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function'
+          ? (value as (...a: unknown[]) => unknown).bind(target)
+          : value;
+      },
+    });
+  }
+
   /** `pod` left the API (or was replaced): the next sync of its key takes it out of the provider. */
   #markGone(pod: V1Pod): void {
     const record = this.#recordOf(pod);
@@ -393,7 +649,9 @@ export class PodController {
     for (let attempt = 1; !aborted(signal); attempt++) {
       let pods: V1Pod[];
       try {
-        pods = await this.#o.provider.getPods(signal);
+        pods = await this.#call(undefined, 'getPods', this.#timeouts.get, signal, (s) =>
+          this.#o.provider.getPods(s),
+        );
       } catch (err) {
         const wait = Math.min(30_000, 500 * 2 ** attempt);
         this.#log.warn(
@@ -450,10 +708,19 @@ export class PodController {
     if (isTerminal(pod.status)) return;
     const [namespace, name] = [pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''];
     const provider = this.#o.provider;
-    const running = await provider.getPod(namespace, name, signal);
+    const running = await this.#call(record, 'getPod', this.#timeouts.get, signal, (s) =>
+      provider.getPod(namespace, name, s),
+    );
     if (running?.metadata?.uid && running.metadata.uid !== pod.metadata?.uid) {
       // A pod of the same name from before: remove it first, then create this one.
-      await provider.deletePod(running, signal).catch(ignoreNotFound);
+      const { outcome } = await this.#startLong(
+        record,
+        'deletePod',
+        this.#deleteTimeoutMs(running),
+        signal,
+        (s) => provider.deletePod(running, s),
+      );
+      if (outcome && !outcome.ok) ignoreNotFound(outcome.error);
       throw new Error('an older pod of the same name is still being removed from the provider');
     }
     if (record.phase === 'gone') return; // deleted meanwhile: the next pass removes it
@@ -481,7 +748,9 @@ export class PodController {
     if (fingerprint === record.fingerprint) return;
     const resolved = await this.#resolve(record, pod, signal, false);
     try {
-      await provider.updatePod(resolved, signal);
+      await this.#call(record, 'updatePod', this.#timeouts.update, signal, (s) =>
+        provider.updatePod(resolved, s),
+      );
     } catch (err) {
       this.#o.events.record(podSubject(pod), 'Warning', 'ProviderUpdateFailed', errorMessage(err));
       // Unlike the Go virtual-kubelet, a failed update never turns a running pod back to Pending.
@@ -504,9 +773,16 @@ export class PodController {
     record.phase = 'creating';
     try {
       // Volumes first: the provider may need their content to start the containers.
-      if (volumes) await provider.setPodVolumes?.(resolved, volumes, signal);
-      await provider.createPod(resolved, signal);
+      const create = this.#timeouts.create;
+      if (volumes && provider.setPodVolumes) {
+        const setPodVolumes = provider.setPodVolumes.bind(provider);
+        await this.#call(record, 'setPodVolumes', create, signal, (s) =>
+          setPodVolumes(resolved, volumes, s),
+        );
+      }
+      await this.#call(record, 'createPod', create, signal, (s) => provider.createPod(resolved, s));
     } catch (err) {
+      if (aborted(signal)) throw err;
       if (errorCode(err) !== 'AlreadyExists') {
         if (phaseOf(record) === 'creating') record.phase = 'new';
         await this.#createFailed(record, pod, err, signal);
@@ -621,38 +897,66 @@ export class PodController {
    * Graceful deletion: ask the provider to stop the pod (`deleting`), then, once it stopped or
    * the grace period is over, hand the final status write and the removal of the API object
    * (grace 0, UID precondition) to the status queue (`finalizing`). A shorter grace period
-   * given later is passed on.
+   * given later aborts the call in flight and is passed on; a worker never waits out a grace
+   * period (see `deleteWaitMs`).
    */
   async #deletePod(record: PodRecord, pod: V1Pod, signal: AbortSignal): Promise<void> {
     const provider = this.#o.provider;
     const [namespace, name] = [pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''];
-    const grace =
-      pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
+    const grace = graceOf(pod);
     // The deadline counts from when this agent saw the deletion, not the API server's clock.
     record.deletionSeenAtMs ??= Date.now();
+    const deadline = record.deletionSeenAtMs + grace * 1000;
+    const later = (): void =>
+      this.#sync.addAfter(
+        record.key,
+        Math.min(MAX_TIMER_MS, Math.max(0, deadline - Date.now()) + 50),
+      );
     if (record.deleteGraceSeconds === undefined || grace < record.deleteGraceSeconds) {
-      try {
-        await provider.deletePod(pod, signal);
-      } catch (err) {
-        // A pod the provider cannot stop still leaves the API when its grace period is over.
-        if (errorCode(err) !== 'NotFound' && isRetryable(err)) throw err;
-        if (errorCode(err) !== 'NotFound')
-          this.#o.events.record(
-            podSubject(pod),
-            'Warning',
-            'ProviderDeleteFailed',
-            errorMessage(err),
-          );
-      }
+      // Whatever is in flight (a hung create, a graceful delete) gives way to the deletion.
+      await this.#supersede(record, signal);
       record.deleteGraceSeconds = grace;
       if (!AFTER_DELETING.has(record.phase)) record.phase = 'deleting';
+      const { call, outcome } = await this.#startLong(
+        record,
+        'deletePod',
+        this.#deleteTimeoutMs(pod),
+        signal,
+        (s) => provider.deletePod(pod, s),
+      );
+      if (!outcome) {
+        call.onLate = (late) => {
+          if (late.ok || call.controller.signal.aborted) return;
+          // Asked again by the pass this end queues (unless the deletion moved on meanwhile).
+          if (record.deleteGraceSeconds === grace) delete record.deleteGraceSeconds;
+          this.#deleteFailed(pod, late.error);
+        };
+        later();
+        return;
+      }
+      if (!outcome.ok) {
+        if (aborted(signal)) throw outcome.error;
+        if (errorCode(outcome.error) !== 'NotFound' && isRetryable(outcome.error)) {
+          delete record.deleteGraceSeconds;
+          throw outcome.error;
+        }
+        this.#deleteFailed(pod, outcome.error);
+      }
+    }
+    if (record.call) {
+      // The delete is still in flight: its end, or the grace period's, brings the pod back.
+      later();
+      return;
     }
     let status: V1PodStatus | undefined;
     let done = false;
     try {
-      status = await provider.getPodStatus(namespace, name, signal);
+      status = await this.#call(record, 'getPodStatus', this.#timeouts.get, signal, (s) =>
+        provider.getPodStatus(namespace, name, s),
+      );
       done = !status || isTerminal(status) || allContainersStopped(status);
     } catch (err) {
+      if (aborted(signal)) throw err;
       if (errorCode(err) === 'NotFound') done = true;
       else
         this.#log.warn(
@@ -660,10 +964,9 @@ export class PodController {
           'could not read the status of a pod being deleted',
         );
     }
-    const deadline = record.deletionSeenAtMs + grace * 1000;
     if (!done && Date.now() < deadline) {
       // Looked at again when the provider reports the end, or at the deadline at the latest.
-      this.#sync.addAfter(record.key, Math.max(0, deadline - Date.now()) + 50);
+      later();
       return;
     }
     if (record.phase === 'removed' || record.phase === 'gone') return;
@@ -674,6 +977,12 @@ export class PodController {
     if (final) record.finalStatus = final;
     else delete record.finalStatus;
     this.#status.add(record.key);
+  }
+
+  /** A pod the provider cannot stop still leaves the API when its grace period is over. */
+  #deleteFailed(pod: V1Pod, err: unknown): void {
+    if (errorCode(err) === 'NotFound') return;
+    this.#o.events.record(podSubject(pod), 'Warning', 'ProviderDeleteFailed', errorMessage(err));
   }
 
   /** Writes the final status of a stopped, deleted pod and removes its API object: `removed`. */
@@ -699,22 +1008,35 @@ export class PodController {
     if (record.phase === 'finalizing') record.phase = 'removed';
   }
 
-  /** The API object of `record` is gone: make sure the provider has dropped it too. */
+  /**
+   * The API object of `record` is gone: make sure the provider has dropped it too (with grace
+   * 0). A call still
+   * in flight for it (a graceful delete whose grace period is over, a forced delete's
+   * predecessor) is aborted first.
+   */
   async #removeFromProvider(record: PodRecord, signal: AbortSignal): Promise<void> {
-    const pod = record.lastSeen ?? { metadata: { uid: record.uid } };
-    const running = await this.#o.provider.getPod(
-      pod.metadata?.namespace ?? '',
-      pod.metadata?.name ?? '',
-      signal,
+    const seen = record.lastSeen ?? { metadata: { uid: record.uid } };
+    // Nothing waits for a pod whose API object is gone (force-deleted, or its grace period
+    // over): it stops at once, whatever grace period it was last seen with.
+    const pod: V1Pod = { ...seen, metadata: { ...seen.metadata, deletionGracePeriodSeconds: 0 } };
+    await this.#supersede(record, signal);
+    const provider = this.#o.provider;
+    const running = await this.#call(record, 'getPod', this.#timeouts.get, signal, (s) =>
+      provider.getPod(pod.metadata?.namespace ?? '', pod.metadata?.name ?? '', s),
     );
     const uid = pod.metadata?.uid;
     const same = running && (!running.metadata?.uid || running.metadata.uid === uid);
     if (same && !isTerminal(running.status)) {
-      try {
-        await this.#o.provider.deletePod(pod, signal);
-      } catch (err) {
-        if (errorCode(err) !== 'NotFound') throw err;
-      }
+      const { outcome } = await this.#startLong(
+        record,
+        'deletePod',
+        this.#deleteTimeoutMs(pod),
+        signal,
+        (s) => provider.deletePod(pod, s),
+      );
+      // Still stopping: the call's end queues the key again, and this runs once more.
+      if (!outcome) return;
+      if (!outcome.ok) ignoreNotFound(outcome.error);
     }
     this.#volumes?.forget(record.key, uid);
     // Back in the API meanwhile (see onAdd): the record lives on.
@@ -778,6 +1100,11 @@ export class PodController {
       throw err;
     }
   }
+}
+
+/** The grace period (s) a deletion of `pod` gives it, as the kubelet reads it. */
+function graceOf(pod: V1Pod): number {
+  return pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
 }
 
 function allContainersStopped(status: V1PodStatus): boolean {

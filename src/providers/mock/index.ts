@@ -110,6 +110,8 @@ interface Entry {
   retiredCpu: number;
   /** Fires when the pod goes away (stopped, forgotten, replaced) or the provider closes. */
   readonly gone: AbortController;
+  /** While deletePod stops it: when its containers are all stopped (ms since the epoch). */
+  stopAtMs?: number;
 }
 
 interface Runs {
@@ -318,7 +320,9 @@ export class MockProvider
   /**
    * Stops every container at once (exit code 0, reason Completed), reports the terminal status,
    * then forgets the pod. A pod the provider does not know throws `NotFound`, so a second call
-   * for the same pod does too.
+   * for the same pod does too. Containers with `stopAfterSeconds` take that long (at most the
+   * grace period); a later call with a shorter grace period brings their stop forward (grace
+   * 0: at once). Never waits for the stop: `signal` bounds only injected latency.
    */
   async deletePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     await this.#fault('deletePod', signal);
@@ -329,33 +333,50 @@ export class MockProvider
     // A newer pod of the same name is not the one being deleted.
     if (uid && entry.pod.metadata?.uid && uid !== entry.pod.metadata.uid)
       throw notFound(`pod ${key} with UID ${uid} is not known to the mock provider`);
-    if (entry.timers.has(STOPPING)) return; // already stopping: deletePod may repeat
-    this.#clearTimers(entry);
     // Containers that handle SIGTERM slowly take their time, up to the grace period.
     const grace =
       pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
+    const stopping = entry.timers.get(STOPPING);
+    if (stopping !== undefined) {
+      // Already stopping (deletePod may repeat): a shorter grace period brings the stop forward.
+      const atMs = Date.now() + grace * 1000;
+      if (entry.stopAtMs === undefined || atMs >= entry.stopAtMs) return;
+      clearTimeout(stopping);
+      entry.timers.delete(STOPPING);
+      entry.stopAtMs = atMs;
+      this.#stopLater(entry, atMs - Date.now(), () => this.#stopDeleted(key, entry));
+      return;
+    }
+    this.#clearTimers(entry);
     const slowest = Math.max(
       0,
       ...(entry.pod.spec?.containers ?? []).map(
         (c) => this.#config.containers?.[c.name]?.stopAfterSeconds ?? 0,
       ),
     );
-    const stop = (): void => {
-      this.#clearTimers(entry);
-      const now = this.#clock();
-      const at = now.toISOString();
-      for (const cs of entry.status.initContainerStatuses ?? []) stopContainer(cs, 0, at);
-      for (const cs of entry.status.containerStatuses ?? []) stopContainer(cs, 0, at);
-      settle(entry.status, at);
-      this.#pods.delete(key);
-      this.#journal?.forgotten(key, entry.pod.metadata?.uid);
-      this.#dispose(key, entry, now);
-      this.#log.debug({ pod: key, phase: entry.status.phase }, 'deletePod: stopped and forgotten');
-      this.#emit(entry);
-    };
     const delayMs = Math.min(slowest, grace) * 1000;
-    if (delayMs === 0) stop();
-    else entry.timers.set(STOPPING, setTimeout(stop, delayMs).unref());
+    entry.stopAtMs = Date.now() + delayMs;
+    this.#stopLater(entry, delayMs, () => this.#stopDeleted(key, entry));
+  }
+
+  #stopLater(entry: Entry, delayMs: number, stop: () => void): void {
+    if (delayMs <= 0) stop();
+    // A delay past 2^31-1 ms would fire at once: cap it (about 24.8 days).
+    else entry.timers.set(STOPPING, setTimeout(stop, Math.min(delayMs, 2_147_483_647)).unref());
+  }
+
+  #stopDeleted(key: string, entry: Entry): void {
+    this.#clearTimers(entry);
+    const now = this.#clock();
+    const at = now.toISOString();
+    for (const cs of entry.status.initContainerStatuses ?? []) stopContainer(cs, 0, at);
+    for (const cs of entry.status.containerStatuses ?? []) stopContainer(cs, 0, at);
+    settle(entry.status, at);
+    this.#pods.delete(key);
+    this.#journal?.forgotten(key, entry.pod.metadata?.uid);
+    this.#dispose(key, entry, now);
+    this.#log.debug({ pod: key, phase: entry.status.phase }, 'deletePod: stopped and forgotten');
+    this.#emit(entry);
   }
 
   async getPod(namespace: string, name: string, signal: AbortSignal): Promise<V1Pod | undefined> {

@@ -433,7 +433,9 @@ export class ProcessProvider
   /**
    * Runs preStop hooks, sends SIGTERM to every container's process group, SIGKILL after the
    * grace period, then reports the terminal status and forgets the pod (its files go too).
-   * An unknown pod is not an error.
+   * An unknown pod is not an error. A later call with a shorter grace period brings the SIGKILL
+   * forward; when `signal` aborts the containers get SIGKILL at once, and the call resolves once
+   * they are gone (within about a second), not at the end of the grace period.
    */
   async deletePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
@@ -446,11 +448,11 @@ export class ProcessProvider
     }
     if (pod.metadata?.uid !== undefined && runner.record.pod.metadata?.uid !== pod.metadata.uid)
       return;
-    await this.#finishDelete(runner, pod);
+    await this.#finishDelete(runner, pod, signal);
   }
 
-  async #finishDelete(runner: PodRunner, pod: V1Pod): Promise<void> {
-    await runner.delete(pod, (c, ms) => this.#preStop(runner, c, ms));
+  async #finishDelete(runner: PodRunner, pod: V1Pod, signal?: AbortSignal): Promise<void> {
+    await runner.delete(pod, (c, ms, killed) => this.#preStop(runner, c, ms, killed), signal);
     runner.tick();
     this.#emit(runner);
     this.#forget(runner);
@@ -464,10 +466,17 @@ export class ProcessProvider
     this.#log.info({ pod: runner.key }, 'pod stopped and forgotten');
   }
 
-  async #preStop(runner: PodRunner, c: ContainerRecord, ms: number): Promise<void> {
+  async #preStop(
+    runner: PodRunner,
+    c: ContainerRecord,
+    ms: number,
+    killed: AbortSignal,
+  ): Promise<void> {
     const hook = runner.spec(c.name)?.lifecycle?.preStop;
     if (!hook) return;
-    const signal = AbortSignal.timeout(Math.max(1, ms));
+    // A timeout past 2^31-1 ms would fire at once: such a grace period has no end.
+    const signal =
+      ms > 2_147_483_647 ? killed : AbortSignal.any([AbortSignal.timeout(Math.max(1, ms)), killed]);
     if (hook.exec?.command) {
       await this.#exec(runner, c, hook.exec.command, { tty: false }, signal);
     } else if (hook.httpGet) {

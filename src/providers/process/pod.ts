@@ -24,6 +24,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { abortOf, sleep } from '../../abort.js';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { PodEvent } from '../../provider.js';
@@ -72,6 +73,21 @@ export interface RunnerContext {
 
 const GRACE_DEFAULT_SECONDS = 30;
 
+/** The longest delay `setTimeout` honours (2^31-1 ms); a grace period past it never ends. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** A preStop hook runner: `ms` is what is left of the grace period; `signal` fires at SIGKILL. */
+export type PreStop = (c: ContainerRecord, ms: number, signal: AbortSignal) => Promise<void>;
+
+/** When the containers of a stop in progress get SIGKILL. */
+interface KillClock {
+  /** ms since the epoch; only ever brought forward. */
+  atMs: number;
+  /** Aborts at `atMs`. */
+  readonly now: AbortController;
+  timer?: NodeJS.Timeout;
+}
+
 /** The restart policy of a container (sidecar init containers restart Always). */
 function restartPolicy(pod: V1Pod, c: V1Container | undefined): string {
   return c?.restartPolicy ?? pod.spec?.restartPolicy ?? 'Always';
@@ -83,6 +99,8 @@ export class PodRunner {
   readonly #log: Logger;
   /** Containers being stopped (preStop, SIGTERM, grace): not restarted meanwhile. */
   #stopping: Promise<void> | undefined;
+  /** The kill deadline of the stop in progress (see `stopAll`). */
+  #kill: KillClock | undefined;
   #dirty = true;
   /** Condition type to [status, last transition], so a transition time moves only on change. */
   readonly #conditions = new Map<string, [string, string]>();
@@ -535,61 +553,104 @@ export class PodRunner {
   }
 
   /**
-   * Stops every running container: preStop hooks, SIGTERM, SIGKILL after `graceSeconds`.
-   * Resolves once they have all exited.
+   * Stops every running container: preStop hooks, SIGTERM, SIGKILL after `graceSeconds` (or
+   * sooner, when {@link hurry} brings the kill forward). Resolves once they have all exited.
    */
-  async stopAll(
-    graceSeconds: number,
-    preStop?: (c: ContainerRecord, ms: number) => Promise<void>,
-  ): Promise<void> {
-    const deadline = Date.now() + graceSeconds * 1000;
-    const running = this.record.containers.filter((c) => c.state.kind === 'running');
-    await Promise.all(
-      running.map(async (c) => {
-        if (preStop && this.spec(c.name)?.lifecycle?.preStop) {
-          await preStop(c, Math.max(0, deadline - Date.now())).catch((err: unknown) => {
-            this.#log.info({ container: c.name, err: errorMessage(err) }, 'preStop hook failed');
-            this.#event(
-              'Warning',
-              'FailedPreStopHook',
-              `PreStopHook failed for container ${c.name}: ${errorMessage(err)}`,
+  async stopAll(graceSeconds: number, preStop?: PreStop): Promise<void> {
+    const kill: KillClock = { atMs: Infinity, now: new AbortController() };
+    this.#kill = kill;
+    this.#schedule(kill, Date.now() + graceSeconds * 1000);
+    const killed = kill.now.signal;
+    try {
+      const running = this.record.containers.filter((c) => c.state.kind === 'running');
+      await Promise.all(
+        running.map(async (c) => {
+          if (preStop && this.spec(c.name)?.lifecycle?.preStop) {
+            const hook = preStop(c, Math.max(0, kill.atMs - Date.now()), killed).catch(
+              (err: unknown) => {
+                this.#log.info(
+                  { container: c.name, err: errorMessage(err) },
+                  'preStop hook failed',
+                );
+                this.#event(
+                  'Warning',
+                  'FailedPreStopHook',
+                  `PreStopHook failed for container ${c.name}: ${errorMessage(err)}`,
+                );
+              },
             );
-          });
-        }
-        this.#event('Normal', 'Killing', `Stopping container ${c.name}`);
-        this.signal(c, 'SIGTERM');
-      }),
-    );
-    while (Date.now() < deadline) {
-      this.tick();
-      if (this.record.containers.every((c) => c.state.kind !== 'running')) return;
-      await delay(100);
-    }
-    for (const c of this.record.containers)
-      if (c.state.kind === 'running') this.signal(c, 'SIGKILL');
-    const until = Date.now() + 5000;
-    while (Date.now() < until) {
-      this.tick();
-      if (this.record.containers.every((c) => c.state.kind !== 'running')) return;
-      await delay(50);
+            // A hook does not outlast the grace period, however it was brought forward.
+            await Promise.race([hook, abortOf(killed)]);
+          }
+          this.#event('Normal', 'Killing', `Stopping container ${c.name}`);
+          this.signal(c, 'SIGTERM');
+        }),
+      );
+      while (!killed.aborted) {
+        this.tick();
+        if (this.record.containers.every((c) => c.state.kind !== 'running')) return;
+        await sleep(100, killed);
+      }
+      for (const c of this.record.containers)
+        if (c.state.kind === 'running') this.signal(c, 'SIGKILL');
+      const until = Date.now() + 5000;
+      while (Date.now() < until) {
+        this.tick();
+        if (this.record.containers.every((c) => c.state.kind !== 'running')) return;
+        await delay(50);
+      }
+    } finally {
+      clearTimeout(kill.timer);
+      if (this.#kill === kill) this.#kill = undefined;
     }
   }
 
   /**
-   * Stops the pod for deletion and ends in a terminal phase. Idempotent: a second call waits
-   * for the first.
+   * Brings the SIGKILL of the stop in progress forward to `graceSeconds` from now, when that is
+   * sooner (a later delete with a shorter grace period; 0 kills at once). No stop: nothing.
    */
-  async delete(
-    pod: V1Pod,
-    preStop?: (c: ContainerRecord, ms: number) => Promise<void>,
-  ): Promise<void> {
-    if (this.record.deletingSince === undefined) {
-      this.record.deletingSince = Date.now();
-      this.#dirty = true;
-      await (this.#stopping ?? Promise.resolve());
-      this.#stopping = this.stopAll(this.#graceSeconds(pod), preStop);
+  hurry(graceSeconds: number): void {
+    const kill = this.#kill;
+    if (kill) this.#schedule(kill, Date.now() + graceSeconds * 1000);
+  }
+
+  #schedule(kill: KillClock, atMs: number): void {
+    if (atMs >= kill.atMs) return;
+    kill.atMs = atMs;
+    clearTimeout(kill.timer);
+    const ms = atMs - Date.now();
+    if (ms <= 0) kill.now.abort();
+    else if (ms <= MAX_TIMER_MS) kill.timer = setTimeout(() => kill.now.abort(), ms);
+  }
+
+  /**
+   * Stops the pod for deletion and ends in a terminal phase. Idempotent: a second call waits
+   * for the first, and brings its SIGKILL forward when its grace period is shorter. When
+   * `signal` aborts the containers get SIGKILL at once, and the call resolves once they are
+   * gone.
+   */
+  async delete(pod: V1Pod, preStop?: PreStop, signal?: AbortSignal): Promise<void> {
+    let grace = this.#graceSeconds(pod);
+    const onAbort = (): void => {
+      grace = 0;
+      this.hurry(0);
+    };
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      if (this.record.deletingSince === undefined) {
+        this.record.deletingSince = Date.now();
+        this.#dirty = true;
+        if (this.#stopping) {
+          this.hurry(grace);
+          await this.#stopping;
+        }
+        this.#stopping = this.stopAll(grace, preStop);
+      } else this.hurry(grace);
+      await this.#stopping;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
-    await this.#stopping;
     for (const c of this.record.containers) {
       if (c.state.kind !== 'waiting') continue;
       // Waiting out a back-off: its last run is how it ended. Never started: as the kubelet
