@@ -1,6 +1,6 @@
 // Every scenario of the chaos suite, by name, in the order `--scenarios` defaults to. A module
 // is loaded only when its scenario runs; one that is not in the tree yet reports `not built`.
-import type { ScenarioModule, ScenarioResult } from './types.js';
+import type { ScenarioModule } from './types.js';
 
 export interface ScenarioEntry {
   readonly name: string;
@@ -8,11 +8,17 @@ export interface ScenarioEntry {
   readonly what: string;
   /** Runs only when `--scenarios` names it. */
   readonly onRequest?: boolean;
-  load(): Promise<ScenarioModule>;
+  /** The module, or why it cannot run (`not built: ...`). */
+  load(): Promise<ScenarioModule | NotBuilt>;
+}
+
+/** A scenario whose module is not in the tree. */
+export interface NotBuilt {
+  readonly notBuilt: string;
 }
 
 /** A module that may not exist yet: its scenario then fails with `not built`. */
-function optional(stem: string): () => Promise<ScenarioModule> {
+function optional(stem: string): () => Promise<ScenarioModule | NotBuilt> {
   return async () => {
     const url = new URL(`./${stem}.js`, import.meta.url).href;
     let mod: unknown;
@@ -31,10 +37,7 @@ function optional(stem: string): () => Promise<ScenarioModule> {
   };
 }
 
-const notBuilt = (reason: string): ScenarioModule => ({
-  run: (): Promise<ScenarioResult> =>
-    Promise.resolve({ ok: false, reason: `not built: ${reason}` }),
-});
+const notBuilt = (reason: string): NotBuilt => ({ notBuilt: `not built: ${reason}` });
 
 export const SCENARIOS: readonly ScenarioEntry[] = [
   {

@@ -44,6 +44,7 @@ export async function run(ctx: ChaosContext): Promise<ScenarioResult> {
   });
   const timeoutMs = (ctx.short ? 300 : 900) * 1000;
   let converged = true;
+  let lastReport = performance.now();
   try {
     await tracker.until(
       () => tracker.running >= n,
@@ -52,6 +53,10 @@ export async function run(ctx: ChaosContext): Promise<ScenarioResult> {
       () => {
         const exit = agent.exited();
         if (exit) throw new Error(`the agent ${exit}`);
+        if (performance.now() - lastReport > 15_000) {
+          lastReport = performance.now();
+          ctx.log(`${String(tracker.running)}/${String(n)} Running (${tracker.phases()})`);
+        }
       },
     );
   } catch (err) {

@@ -100,6 +100,8 @@ async function runOne(
   timeoutMs: number,
   outer: AbortSignal,
 ): Promise<ScenarioResult> {
+  const module = await entry.load();
+  if ('notBuilt' in module) return { ok: false, reason: module.notBuilt };
   const dir = await mkdtemp(join(tmpdir(), `vk-bench-chaos-${entry.name}-`));
   await writeFile(join(dir, 'owner.pid'), String(process.pid));
   const scenarioDir = join(dir, 'scenario');
@@ -157,7 +159,6 @@ async function runOne(
         ),
       log,
     };
-    const module = await entry.load();
     result = await abortable(module.run(ctx), signal);
   } catch (err) {
     const timedOut = signal.aborted && !outer.aborted;
