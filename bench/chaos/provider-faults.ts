@@ -42,7 +42,7 @@ export async function run(ctx: ChaosContext): Promise<ScenarioResult> {
       ctx.signal,
     );
   });
-  const timeoutMs = (ctx.short ? 300 : 900) * 1000;
+  const timeoutMs = (ctx.short ? 180 : 900) * 1000;
   let converged = true;
   let lastReport = performance.now();
   try {
@@ -99,7 +99,7 @@ export async function run(ctx: ChaosContext): Promise<ScenarioResult> {
   if (!alive) reasons.push(`the agent ${agent.exited() ?? ''}`);
   if (!converged)
     reasons.push(
-      `${String(tracker.running)}/${String(n)} pods Running after ${String(timeoutMs / 1000)} s (${tracker.phases()}): hung provider calls hold their workers`,
+      `${String(tracker.running)}/${String(n)} pods Running after ${String(timeoutMs / 1000)} s (${tracker.phases()}); a provider call that never answers holds its pod until a deadline ends it`,
     );
   if (metrics.status !== 200) reasons.push(`/metrics answered ${String(metrics.status)}`);
   else if (createPerPod > MAX_CREATE_CALLS_PER_POD)
