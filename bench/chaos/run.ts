@@ -13,7 +13,7 @@ import { KubeClient, loadKubeConfig } from '../../src/kube/client.js';
 import { gitCommit, waitNodeReady, writeJson } from '../common.js';
 import { controlPlane, machine } from '../harness.js';
 import { ensureDist, repoRoot } from '../systems.js';
-import { say, table } from '../util.js';
+import { say } from '../util.js';
 import { startAgent } from './agent.js';
 import { pickScenarios, SCENARIO_NAMES, type ScenarioEntry } from './index.js';
 import type { ChaosAgent, ChaosContext, Figure, ScenarioResult } from './types.js';
@@ -198,17 +198,23 @@ function abortable<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
 const showFigure = (v: Figure): string =>
   typeof v === 'number' ? String(Math.round(v * 1000) / 1000) : String(v);
 
-/** One row per scenario: ok, then its figures as `name=value`. */
+/**
+ * One line per scenario: its name, ok, its figures as `name=value`; a failed one's reason on the
+ * line below.
+ */
 export function summaryTable(results: Readonly<Record<string, ScenarioResult>>): string {
-  const rows: string[][] = [['scenario', 'ok', 'figures']];
+  const names = Object.keys(results);
+  const width = Math.max(8, ...names.map((n) => n.length));
+  const lines = [`${'scenario'.padEnd(width)}  ok   figures`];
   for (const [name, r] of Object.entries(results)) {
     const figures = Object.entries(r)
       .filter(([k, v]) => k !== 'ok' && k !== 'reason' && v !== undefined)
       .map(([k, v]) => `${k}=${showFigure(v as Figure)}`)
       .join(' ');
-    rows.push([name, r.ok ? 'yes' : 'NO', r.ok ? figures : `${r.reason ?? ''}; ${figures}`]);
+    lines.push(`${name.padEnd(width)}  ${r.ok ? 'yes' : 'NO '}  ${figures}`);
+    if (!r.ok) lines.push(`${''.padEnd(width)}       reason: ${r.reason ?? 'none given'}`);
   }
-  return table(rows);
+  return lines.join('\n');
 }
 
 export { SCENARIO_NAMES };
