@@ -10,8 +10,11 @@
 //   nodes     1 000 nodes in one agent process for 3 minutes: CPU, RSS, every node kept Ready
 //             (bench/nodes.ts).
 //   chart     an SVG of rollout seconds against N from result files (bench/chart.ts).
+//   chaos     the chaos and abuse suite: agent crashes, control-plane outages, provider faults,
+//             bad specs, a kubelet-API fuzzer, the authorization matrix (bench/chaos/).
 //
 // See bench/README.md for every option.
+import { chaos } from './chaos/run.js';
 import { chart } from './chart.js';
 import { latency } from './latency.js';
 import { nodes } from './nodes.js';
@@ -27,6 +30,7 @@ const SCENARIOS: Readonly<Record<string, (argv: string[]) => Promise<number>>> =
   latency,
   nodes,
   chart,
+  chaos,
 };
 
 const argv = process.argv.slice(2);

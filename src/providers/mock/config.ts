@@ -27,6 +27,12 @@ export interface MockFault {
   readonly errorRate?: number;
   /** Delay before every call answers, in milliseconds; it ends early on abort. Default: 0. */
   readonly latencyMs?: number;
+  /**
+   * Probability (0 to 1) that a call never answers: it waits until its signal aborts (or the
+   * provider closes) and then throws the abort reason, as a backend that lost the request would
+   * leave its caller waiting. Decided before `errorRate`. Default: 0.
+   */
+  readonly hangRate?: number;
   /** What a failing call throws. Default: `unavailable` (the core retries it with backoff). */
   readonly error?: FaultError;
 }
@@ -174,10 +180,13 @@ function number(value: unknown, field: string, min: number, max: number, what: s
 
 function fault(value: unknown, field: string): MockFault {
   const input = record(value, field);
-  rejectUnknown(input, new Set(['errorRate', 'latencyMs', 'error']), `${field}.`);
-  const out: { errorRate?: number; latencyMs?: number; error?: FaultError } = {};
+  rejectUnknown(input, new Set(['errorRate', 'latencyMs', 'hangRate', 'error']), `${field}.`);
+  const out: { errorRate?: number; latencyMs?: number; hangRate?: number; error?: FaultError } = {};
   if (input.errorRate !== undefined) {
     out.errorRate = number(input.errorRate, `${field}.errorRate`, 0, 1, 'a number between 0 and 1');
+  }
+  if (input.hangRate !== undefined) {
+    out.hangRate = number(input.hangRate, `${field}.hangRate`, 0, 1, 'a number between 0 and 1');
   }
   if (input.latencyMs !== undefined) {
     out.latencyMs = number(

@@ -93,7 +93,10 @@ export interface MockProviderOptions {
    * at construction). Timers still run on real time. Default: `() => new Date()`.
    */
   readonly clock?: () => Date;
-  /** Decides injected faults: a call fails when `random() < errorRate`. Default: `Math.random`. */
+  /**
+   * Decides injected faults: a call hangs when `random() < hangRate`, then fails when
+   * `random() < errorRate`. Default: `Math.random`.
+   */
   readonly random?: () => number;
 }
 
@@ -637,13 +640,23 @@ export class MockProvider
     const fault = this.#config.faults?.[op];
     if (fault === undefined) return;
     const latencyMs = fault.latencyMs ?? 0;
+    const either = AbortSignal.any([signal, this.#closing.signal]);
     if (latencyMs > 0) {
-      const either = AbortSignal.any([signal, this.#closing.signal]);
       try {
         await delay(latencyMs, undefined, { signal: either });
       } catch (err) {
         throw either.aborted ? either.reason : err;
       }
+    }
+    const hangRate = fault.hangRate ?? 0;
+    if (hangRate > 0 && this.#random() < hangRate) {
+      await new Promise<never>((_, reject) => {
+        const fail = (): void => {
+          reject(either.reason as Error);
+        };
+        if (either.aborted) fail();
+        else either.addEventListener('abort', fail, { once: true });
+      });
     }
     const errorRate = fault.errorRate ?? 0;
     if (errorRate > 0 && this.#random() < errorRate) {
