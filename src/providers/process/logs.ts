@@ -50,6 +50,8 @@ const CHUNK_BYTES = 64 * 1024;
 class Rotation {
   base = 0;
   end = 0;
+  /** Whether the file was truncated (a rotation that failed before leaves it as it was). */
+  truncated = false;
   /** Counts the rotations of the file, from 1. */
   readonly seq: number;
   readonly settled: Promise<void>;
@@ -282,6 +284,7 @@ export class LogStamper {
     if (this.#maxFiles < 1) {
       rotation.end = Infinity;
       await truncate(path, 0);
+      rotation.truncated = true;
       await rm(`${path}.idx`, { force: true });
       return;
     }
@@ -326,6 +329,7 @@ export class LogStamper {
     await index.refresh();
     await writeFile(`${copy}.idx`, index.shifted(start, end, now));
     await truncate(path, 0);
+    rotation.truncated = true;
     await rm(`${path}.idx`, { force: true });
     for (let i = this.#maxFiles; i >= 2; i--) {
       const from = `${path}.${String(i - 1)}`;
@@ -765,23 +769,31 @@ async function* follow(
     const rotation = lastRotation(source.path);
     if (rotation !== undefined && rotation !== seen) {
       await rotation.settled;
+      if (!rotation.truncated) {
+        seen = rotation;
+        continue;
+      }
       // Oldest first, the copies made since: the first holds the rest of what was being read,
       // from `position - base` on (what was written after its `end` is gone); the others
       // are read whole; then the file from its start.
-      const missed = (rotations.get(source.path) ?? []).filter((r) => r.seq > (seen?.seq ?? 0));
-      const copies: Piece[] = [];
+      const missed = (rotations.get(source.path) ?? []).filter(
+        (r) => r.truncated && r.seq > (seen?.seq ?? 0),
+      );
+      const copies: (Piece | undefined)[] = [];
       for (const [i] of missed.entries()) {
         const n = missed.length - i;
-        if (n <= source.maxFiles)
-          copies.push(await openPiece(openFile, `${source.path}.${String(n)}`));
-        else copies.push({ path: '', window: undefined, size: 0, index: new TimeIndex('') });
+        copies.push(
+          n <= source.maxFiles
+            ? await openPiece(openFile, `${source.path}.${String(n)}`)
+            : undefined,
+        );
       }
       try {
         if (lastRotation(source.path) !== rotation) continue;
         seen = rotation;
         for (const [i, copy] of copies.entries()) {
           const r = missed[i];
-          if (!copy.window || !r) continue;
+          if (!copy?.window || !r) continue;
           let from = 0;
           if (r === missed[0]) {
             if (position >= r.end) continue;
