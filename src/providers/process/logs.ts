@@ -23,7 +23,7 @@
  * reads only the bytes appended since its last position.
  */
 import { appendFileSync, closeSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
-import { open, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { open, rename, rm, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -94,61 +94,88 @@ const inode = async (path: string): Promise<number | undefined> => {
   }
 };
 
+interface IndexBatch {
+  readonly ends: number[];
+  readonly ms: number[];
+  /** The offset in the index file after the last entry in the batch. */
+  readonly read: number;
+}
+
 /**
- * The times of one log file, from its `.idx` (see the module comment), read incrementally.
- * A rotated file's index starts with `base <offset>`: where its bytes were in the file it was
- * copied from.
+ * The entries of a log file's `.idx` (see the module comment) from byte `offset` on, a chunk
+ * at a time; a last line without a break is left for later. A rotated file's index starts
+ * with `base <offset>` (where its bytes were in the file it was copied from), skipped here.
+ */
+async function* indexBatches(logFile: string, offset: number): AsyncGenerator<IndexBatch> {
+  let file;
+  try {
+    file = await open(`${logFile}.idx`, 'r');
+  } catch {
+    return;
+  }
+  try {
+    const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+    let at = offset;
+    for (;;) {
+      const { bytesRead } = await file.read(buffer, 0, CHUNK_BYTES, at);
+      const last = buffer.subarray(0, bytesRead).lastIndexOf(10);
+      if (last === -1) return;
+      const ends: number[] = [];
+      const ms: number[] = [];
+      for (const line of buffer.toString('latin1', 0, last).split('\n')) {
+        const [a, b] = line.split(' ');
+        const end = Number(a);
+        const time = Number(b);
+        if (a === '' || b === undefined || !Number.isFinite(end) || !Number.isFinite(time))
+          continue;
+        ends.push(end);
+        ms.push(time);
+      }
+      at += last + 1;
+      yield { ends, ms, read: at };
+    }
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * The times of one log file, read from its index as far as the reader has come: it holds the
+ * entries from the reader's position to the end of what it is about to read.
  */
 class TimeIndex {
-  readonly #path: string;
+  readonly #logFile: string;
   readonly #ends: number[] = [];
   readonly #ms: number[] = [];
   #read = 0;
-  #rest = '';
-  base = 0;
+  #lastMs = -Infinity;
 
   constructor(logFile: string) {
-    this.#path = `${logFile}.idx`;
+    this.#logFile = logFile;
   }
 
-  /** Reads the entries appended since the last call. */
-  async refresh(): Promise<void> {
-    let file;
-    try {
-      file = await open(this.#path, 'r');
-    } catch {
-      return;
+  /**
+   * Makes `timeOf` right for line ends in `(from, to]` as far as the index has them, and
+   * forgets the entries that end at or before `from`.
+   */
+  async cover(from: number, to: number): Promise<void> {
+    let drop = 0;
+    while (drop < this.#ends.length && (this.#ends[drop] ?? 0) <= from) drop++;
+    if (drop > 0) {
+      this.#ends.splice(0, drop);
+      this.#ms.splice(0, drop);
     }
-    try {
-      const { size } = await file.stat();
-      const buffer = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, Math.max(0, size - this.#read)));
-      while (this.#read < size) {
-        const { bytesRead } = await file.read(buffer, 0, buffer.length, this.#read);
-        if (bytesRead === 0) break;
-        this.#read += bytesRead;
-        this.#parse(buffer.toString('latin1', 0, bytesRead));
+    if ((this.#ends.at(-1) ?? -Infinity) >= to) return;
+    for await (const batch of indexBatches(this.#logFile, this.#read)) {
+      this.#read = batch.read;
+      for (const [i, end] of batch.ends.entries()) {
+        // Times only go forward, so a clock step back cannot reorder lines.
+        this.#lastMs = Math.max(batch.ms[i] ?? 0, this.#lastMs);
+        if (end <= from) continue;
+        this.#ends.push(end);
+        this.#ms.push(this.#lastMs);
       }
-    } finally {
-      await file.close();
-    }
-  }
-
-  #parse(text: string): void {
-    const lines = (this.#rest + text).split('\n');
-    this.#rest = lines.pop() ?? '';
-    for (const line of lines) {
-      const [a, b] = line.split(' ');
-      if (a === 'base') {
-        const base = Number(b);
-        if (Number.isFinite(base)) this.base = base;
-        continue;
-      }
-      const end = Number(a);
-      const ms = Number(b);
-      if (a === '' || b === undefined || !Number.isFinite(end) || !Number.isFinite(ms)) continue;
-      // Times only go forward, so a clock step back cannot reorder lines.
-      this.#ends.push(end);
-      this.#ms.push(Math.max(ms, this.#ms.at(-1) ?? -Infinity));
+      if ((this.#ends.at(-1) ?? -Infinity) >= to) break;
     }
   }
 
@@ -163,31 +190,49 @@ class TimeIndex {
     }
     return this.#ms[lo] ?? fallbackMs;
   }
+}
 
-  /** An offset such that the lines ending at or before it are older than `sinceMs`. */
-  boundary(sinceMs: number): number {
-    let lo = 0;
-    let hi = this.#ms.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if ((this.#ms[mid] ?? 0) < sinceMs) lo = mid + 1;
-      else hi = mid;
+/** An offset of `logFile` such that the lines ending at or before it are older than `sinceMs`. */
+async function sinceBoundary(logFile: string, sinceMs: number): Promise<number> {
+  let older = 0;
+  let lastMs = -Infinity;
+  for await (const batch of indexBatches(logFile, 0)) {
+    for (const [i, end] of batch.ends.entries()) {
+      lastMs = Math.max(batch.ms[i] ?? 0, lastMs);
+      if (lastMs >= sinceMs) return older;
+      older = end;
     }
-    return lo === 0 ? 0 : (this.#ends[lo - 1] ?? 0);
   }
+  return older;
+}
 
-  /** The entries as a rotated copy of `[start, end)` of this file has them. */
-  shifted(start: number, end: number, nowMs: number): string {
+/** Writes the index of a copy of `[start, end)` of `logFile` to `target`. */
+async function writeShiftedIndex(
+  logFile: string,
+  target: string,
+  start: number,
+  end: number,
+  nowMs: number,
+): Promise<void> {
+  const out = await open(target, 'w');
+  try {
     let text = `base ${String(start)}\n`;
     let covered = false;
-    for (let i = 0; i < this.#ends.length && !covered; i++) {
-      const e = this.#ends[i] ?? 0;
-      if (e <= start) continue;
-      covered = e >= end;
-      text += `${String(Math.min(e, end) - start)} ${String(this.#ms[i] ?? nowMs)}\n`;
+    for await (const batch of indexBatches(logFile, 0)) {
+      for (const [i, e] of batch.ends.entries()) {
+        if (e <= start) continue;
+        covered = e >= end;
+        text += `${String(Math.min(e, end) - start)} ${String(batch.ms[i] ?? nowMs)}\n`;
+        if (covered) break;
+      }
+      await out.write(text);
+      text = '';
+      if (covered) break;
     }
     if (!covered) text += `${String(end - start)} ${String(nowMs)}\n`;
-    return text;
+    await out.write(text);
+  } finally {
+    await out.close();
   }
 }
 
@@ -325,9 +370,7 @@ export class LogStamper {
     }
     rotation.base = start;
     rotation.end = end;
-    const index = new TimeIndex(path);
-    await index.refresh();
-    await writeFile(`${copy}.idx`, index.shifted(start, end, now));
+    await writeShiftedIndex(path, `${copy}.idx`, start, end, now);
     await truncate(path, 0);
     rotation.truncated = true;
     await rm(`${path}.idx`, { force: true });
@@ -560,6 +603,7 @@ async function* forward(
   while (at < to && !out.full()) {
     if (!w.has(at) && !(await load(at, to))) break;
     const windowEnd = Math.min(w.end, to);
+    await index.cover(at, windowEnd);
     for (;;) {
       const found = w.view.indexOf(10, at - w.start);
       if (found === -1 || w.start + found + 1 > windowEnd) break;
@@ -584,6 +628,7 @@ async function* forward(
     const nl = await firstNewline(w, w.end, to);
     if (!f.valid()) break;
     const end = nl === -1 ? to : nl + 1;
+    await index.cover(at, end);
     const ms = index.timeOf(end, fallbackMs);
     if (ms >= f.sinceMs) {
       if (f.timestamps) out.push(timestampPrefix(ms));
@@ -700,8 +745,7 @@ async function* render(
         if (!w || end === 0) continue;
         let floor = 0;
         if (sinceMs !== -Infinity) {
-          await piece.index.refresh();
-          const boundary = Math.min(piece.index.boundary(sinceMs), end);
+          const boundary = Math.min(await sinceBoundary(piece.path, sinceMs), end);
           // The line that holds the boundary's byte is the first one not older.
           if (boundary >= end) floor = end;
           else if (boundary > 0) floor = (await lastNewline(w, boundary - 1, 0)) + 1;
@@ -723,7 +767,6 @@ async function* render(
     for (let i = first; i >= 0; i--) {
       const piece = pieces[i];
       if (!piece?.window || f.out.full()) continue;
-      if (sinceMs !== -Infinity || options.timestamps) await piece.index.refresh();
       yield* forward(piece.window, piece.index, i === first ? offset : 0, ends[i] ?? 0, now, f);
     }
     if (!options.follow || f.out.full()) return;
@@ -799,7 +842,6 @@ async function* follow(
             if (position >= r.end) continue;
             from = Math.max(0, position - r.base);
           }
-          await copy.index.refresh();
           // Open copies stay whole whatever rotates next.
           yield* forward(copy.window, copy.index, from, copy.size, now, filter);
         }
@@ -829,7 +871,6 @@ async function* follow(
         continue;
       }
       if (size > scanned || (runEnded && size > position)) {
-        if (f.sinceMs !== -Infinity || f.timestamps) await piece.index.refresh();
         let to = size;
         if (!runEnded) {
           const nl = await lastNewline(w, size - 1, scanned);
