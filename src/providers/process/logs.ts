@@ -10,7 +10,7 @@
  * interval, and bytes written while the agent was down get the time it saw them on its return.
  *
  * Rotation: when a check finds a log past `maxLogBytes`, the agent copies its last
- * `maxLogBytes` (from the first line start in them) to `<run>.log.1` (older copies shift to
+ * `maxLogBytes` (whole lines when there are any) to `<run>.log.1` (older copies shift to
  * `.2`, ...; `maxLogFiles` are kept) and truncates it; the process keeps appending to the same
  * file. The copy is asynchronous, in chunks, and never more than `maxLogBytes`, so rotated
  * files stay within the limit. Limits: the current file grows past the limit by what the
@@ -18,9 +18,11 @@
  * drops what came before its last `maxLogBytes` and the bytes written between the size check
  * and the truncation.
  *
- * Reading never loads a whole file: `tailLines` and `since` are found from the end backwards,
- * newest file first, in chunks of `CHUNK_BYTES`, and output stops at `limitBytes`. `follow`
- * reads only the bytes appended since its last position.
+ * Reading never loads a whole file: `tailLines` is found from the end backwards, newest file
+ * first, and `since` from the index (up to its first entry not older), in chunks of
+ * `CHUNK_BYTES`; output stops at `limitBytes`. `follow` reads only the bytes appended since its
+ * last position. The stamping itself (a `stat` and a short append per running log and check)
+ * stays synchronous; nothing that grows with a log is.
  */
 import { appendFileSync, closeSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { open, rename, rm, stat, truncate } from 'node:fs/promises';
