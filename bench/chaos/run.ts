@@ -1,4 +1,5 @@
-// `npm run bench -- chaos [--scenarios a,b] [--short] [--json FILE]`: the chaos and abuse suite.
+// `npm run bench -- chaos [--scenarios a,b] [--short] [--json FILE]`: the chaos and abuse suite
+// (`--soak-seconds N --soak-rate R --soak-providers mock,process` shape the on-request soak).
 // Each scenario runs against a fresh dev cluster of its own (some of them break it on purpose),
 // with our agent as its own process under a kubelet's identity; the command exits 1 when any
 // scenario's `ok` is false. Correctness only: no time is asserted.
@@ -16,6 +17,7 @@ import { ensureDist, repoRoot } from '../systems.js';
 import { say } from '../util.js';
 import { startAgent } from './agent.js';
 import { pickScenarios, SCENARIO_NAMES, type ScenarioEntry } from './index.js';
+import { SOAK_ENV, soakSettings, soakTimeoutSeconds } from './soak.js';
 import type { ChaosAgent, ChaosContext, Figure, ScenarioResult } from './types.js';
 
 /** How long one scenario may take before it counts as failed, in seconds. */
@@ -29,6 +31,9 @@ export async function chaos(argv: string[]): Promise<number> {
       short: { type: 'boolean', default: false },
       json: { type: 'string' },
       'timeout-seconds': { type: 'string' },
+      'soak-seconds': { type: 'string' },
+      'soak-rate': { type: 'string' },
+      'soak-providers': { type: 'string' },
     },
     strict: true,
   });
@@ -38,9 +43,23 @@ export async function chaos(argv: string[]): Promise<number> {
     return 2;
   }
   const short = values.short;
-  const timeoutSeconds = values['timeout-seconds']
-    ? Number(values['timeout-seconds'])
-    : SCENARIO_TIMEOUT_SECONDS[short ? 'short' : 'full'];
+  // The soak reads its settings from the environment, which these flags set.
+  if (values['soak-seconds']) process.env[SOAK_ENV.seconds] = values['soak-seconds'];
+  if (values['soak-rate']) process.env[SOAK_ENV.rate] = values['soak-rate'];
+  if (values['soak-providers']) process.env[SOAK_ENV.providers] = values['soak-providers'];
+  let soakTimeout: number;
+  try {
+    soakTimeout = soakTimeoutSeconds(soakSettings(process.env, short));
+  } catch (err) {
+    say(err instanceof Error ? err.message : String(err));
+    return 2;
+  }
+  const timeoutFor = (name: string): number =>
+    values['timeout-seconds']
+      ? Number(values['timeout-seconds'])
+      : name === 'soak'
+        ? soakTimeout
+        : SCENARIO_TIMEOUT_SECONDS[short ? 'short' : 'full'];
   const stop = new AbortController();
   setMaxListeners(0, stop.signal);
   let interrupts = 0;
@@ -60,7 +79,13 @@ export async function chaos(argv: string[]): Promise<number> {
       if (stop.signal.aborted) break;
       say(`== chaos ${entry.name}${short ? ' (short)' : ''}: ${entry.what}`);
       const started = performance.now();
-      const result = await runOne(entry, binaries, short, timeoutSeconds * 1000, stop.signal);
+      const result = await runOne(
+        entry,
+        binaries,
+        short,
+        timeoutFor(entry.name) * 1000,
+        stop.signal,
+      );
       const seconds = Math.round((performance.now() - started) / 100) / 10;
       results[entry.name] = { ...result, seconds };
       say(`${entry.name}: ${result.ok ? 'ok' : `FAILED: ${result.reason ?? 'no reason given'}`}`);
