@@ -4,7 +4,8 @@
 // grows by less than 10 %, descriptors by at most a few, and no pod is stuck (not Running within
 // 60 s of its create, or not gone within 60 s of its delete).
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { isAborted, withRetries, type PodListObject, type PodObject } from '../common.js';
@@ -13,7 +14,7 @@ import { errorCode } from '../../src/errors.js';
 import type { WatchEvent } from '../../src/kube/client.js';
 import type { PodRecord } from '../../src/providers/process/state.js';
 import { createNamespace } from './namespace.js';
-import { openFds, rssBytes } from './proc.js';
+import { rssBytes } from './proc.js';
 import type { ChaosAgent, ChaosContext, ScenarioResult } from './types.js';
 
 /** The providers a soak can churn. */
@@ -93,7 +94,13 @@ export const warmupMs = (seconds: number): number => Math.min(seconds * 100, 60_
 export interface Sample {
   readonly atMs: number;
   readonly rssBytes: number;
+  /** Open descriptors but the agent's connections to the API server. */
   readonly fds: number;
+  /**
+   * Its connections to the API server: a keep-alive pool that grows with the load up to the
+   * client's limit (64), so not a leak; reported, not held to the allowance.
+   */
+  readonly apiConnections: number;
 }
 
 /** What the samples say: each end is the median of {@link SAMPLE_WINDOW} samples. */
@@ -107,6 +114,8 @@ export interface Growth {
   readonly fdStart: number;
   readonly fdEnd: number;
   readonly fdGrowth: number;
+  readonly apiConnectionsStart: number;
+  readonly apiConnectionsEnd: number;
 }
 
 /** The growth over `samples` (in time order), or undefined for fewer than two. */
@@ -128,7 +137,55 @@ export function growth(samples: readonly Sample[], window = SAMPLE_WINDOW): Grow
     fdStart,
     fdEnd,
     fdGrowth: fdEnd - fdStart,
+    apiConnectionsStart: median(head.map((s) => s.apiConnections)),
+    apiConnectionsEnd: median(tail.map((s) => s.apiConnections)),
   };
+}
+
+/** The socket inodes of `procNetTcp` (`/proc/<pid>/net/tcp` text) connected to `remotePort`. */
+export function socketsTo(procNetTcp: string, remotePort: number): Set<string> {
+  const inodes = new Set<string>();
+  for (const line of procNetTcp.split('\n').slice(1)) {
+    const cols = line.trim().split(/\s+/);
+    const remote = cols[2];
+    const inode = cols[9];
+    if (!remote || !inode) continue;
+    const port = Number.parseInt(remote.slice(remote.lastIndexOf(':') + 1), 16);
+    if (port === remotePort && inode !== '0') inodes.add(inode);
+  }
+  return inodes;
+}
+
+/** `pid`'s open descriptors, its connections to `apiPort` apart; undefined once it is gone. */
+function readFds(
+  pid: number,
+  apiPort: number,
+): { fds: number; apiConnections: number } | undefined {
+  let links: string[];
+  try {
+    links = readdirSync(`/proc/${String(pid)}/fd`).map((fd) => {
+      try {
+        return readlinkSync(`/proc/${String(pid)}/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    });
+  } catch {
+    return undefined;
+  }
+  const api = new Set<string>();
+  for (const table of ['tcp', 'tcp6'])
+    try {
+      for (const inode of socketsTo(
+        readFileSync(`/proc/${String(pid)}/net/${table}`, 'utf8'),
+        apiPort,
+      ))
+        api.add(`socket:[${inode}]`);
+    } catch {
+      // No such table.
+    }
+  const apiConnections = links.filter((l) => api.has(l)).length;
+  return { fds: links.length - apiConnections, apiConnections };
 }
 
 /** When one pod of the churn was created, seen Running, asked to go, and seen gone (ms). */
@@ -229,6 +286,7 @@ async function churn(
   const signal = AbortSignal.any([ctx.signal, watchStop.signal]);
   const watching = watchPods(ctx, path, pods, signal);
   const pid = agent.pid ?? 0;
+  const apiPort = Number(new URL(ctx.info.server).port);
   const samples: Sample[] = [];
   const durationMs = settings.seconds * 1000;
   const intervalMs = 1000 / settings.ratePerSecond;
@@ -287,9 +345,9 @@ async function churn(
       if (crashed) break;
       if (now >= nextSample) {
         const rss = rssBytes(pid);
-        const fds = openFds(pid);
+        const fds = readFds(pid, apiPort);
         if (rss !== undefined && fds !== undefined)
-          samples.push({ atMs: now - t0, rssBytes: rss, fds });
+          samples.push({ atMs: now - t0, rssBytes: rss, ...fds });
         nextSample += SAMPLE_EVERY_MS;
       }
       if (now - lastReport > 30_000) {
@@ -297,7 +355,7 @@ async function churn(
         ctx.log(
           `${provider}: ${String(Math.round((now - t0) / 1000))} s, ${String(created)} created, ${String(deleted)} deleted, ${String(inFlight)} in flight` +
             (samples.length > 0
-              ? `, RSS ${String(Math.round((samples.at(-1)?.rssBytes ?? 0) / 2 ** 20))} MiB, ${String(samples.at(-1)?.fds ?? 0)} fds`
+              ? `, RSS ${String(Math.round((samples.at(-1)?.rssBytes ?? 0) / 2 ** 20))} MiB, ${String(samples.at(-1)?.fds ?? 0)} fds + ${String(samples.at(-1)?.apiConnections ?? 0)} API connections`
               : ''),
         );
       }
@@ -327,7 +385,8 @@ async function churn(
       await delay(500, undefined, { signal: ctx.signal });
     }
     crashed ??= agent.exited();
-    const afterDrain = { rss: rssBytes(pid), fds: openFds(pid) };
+    const afterDrain = { rss: rssBytes(pid), fds: readFds(pid, apiPort)?.fds };
+    await writeFile(join(ctx.dir, `samples-${provider}.json`), JSON.stringify(samples));
     const now = performance.now();
     const stuck = [...pods.values()]
       .map((p) => ({ name: p.name, why: stuckReason(p, now) }))
@@ -361,7 +420,7 @@ async function churn(
     ctx.log(
       `${provider}: ${String(created)} created, ${String(deleted)} deleted, ${String(gone)} gone, ${String(stuck.length)} stuck; ` +
         (g
-          ? `RSS ${mib(g.rssStartBytes)} -> ${mib(g.rssEndBytes)} MiB (max ${mib(g.rssMaxBytes)}, ${g.rssGrowthPercent.toFixed(1)} %), fds ${String(g.fdStart)} -> ${String(g.fdEnd)}`
+          ? `RSS ${mib(g.rssStartBytes)} -> ${mib(g.rssEndBytes)} MiB (max ${mib(g.rssMaxBytes)}, ${g.rssGrowthPercent.toFixed(1)} %), fds ${String(g.fdStart)} -> ${String(g.fdEnd)} and API connections ${String(g.apiConnectionsStart)} -> ${String(g.apiConnectionsEnd)}`
           : 'no growth figures'),
     );
     return {
@@ -385,6 +444,8 @@ async function churn(
               rssGrowthPercent: Math.round(g.rssGrowthPercent * 10) / 10,
               fdStart: g.fdStart,
               fdEnd: g.fdEnd,
+              apiConnectionsStart: g.apiConnectionsStart,
+              apiConnectionsEnd: g.apiConnectionsEnd,
             }
           : {}),
         ...(afterDrain.rss !== undefined ? { rssAfterDrainBytes: afterDrain.rss } : {}),

@@ -7,12 +7,18 @@ import {
   soakTimeoutSeconds,
   stuckReason,
   warmupMs,
+  socketsTo,
   type Sample,
 } from '../../../bench/chaos/soak.js';
 
 const MIB = 2 ** 20;
 const samples = (rssMib: readonly number[], fds: readonly number[]): Sample[] =>
-  rssMib.map((r, i) => ({ atMs: i * 5000, rssBytes: r * MIB, fds: fds[i] ?? 0 }));
+  rssMib.map((r, i) => ({
+    atMs: i * 5000,
+    rssBytes: r * MIB,
+    fds: fds[i] ?? 0,
+    apiConnections: i,
+  }));
 
 describe('chaos soak: growth', () => {
   test('each end is the median of three samples, so one GC swing is not a trend', () => {
@@ -36,6 +42,21 @@ describe('chaos soak: growth', () => {
     assert.equal(growth(samples([100, 100, 120, 130], [1, 1, 1, 1]))?.rssEndBytes, 125 * MIB);
     assert.equal(growth(samples([100], [1])), undefined);
     assert.equal(growth([]), undefined);
+  });
+});
+
+describe('chaos soak: connections to the API server', () => {
+  test('are the sockets whose remote port is the API server port, by inode', () => {
+    const table = [
+      '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+      '   0: 00000000:A7A1 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0',
+      '   1: 0100007F:E232 0100007F:B1AB 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0 20 4 30 10 -1',
+      '   2: 0100007F:E240 0100007F:B1AB 01 00000000:00000000 00:00000000 00000000     0        0 333 1 0 20 4 30 10 -1',
+      '   3: 0100007F:B1AB 0100007F:E250 01 00000000:00000000 00:00000000 00000000     0        0 444 1 0 20 4 30 10 -1',
+      '   4: 0100007F:E260 0100007F:B1AB 06 00000000:00000000 03:00000000 00000000     0        0 0 3 0',
+      '',
+    ].join('\n');
+    assert.deepEqual([...socketsTo(table, 0xb1ab)], ['222', '333']);
   });
 });
 
