@@ -18,11 +18,12 @@ export type BadSpecExpectation =
   /**
    * Pending, every container Waiting with `waiting`, and one Event with reason `event`: once
    * for a spec that can never run (InvalidPodSpec), its count raised with back-off for a
-   * missing object or key (which may appear later).
+   * missing object or key (which may appear later). A missing object of the environment waits
+   * as CreateContainerConfigError, one of a volume as ContainerCreating (FailedMount).
    */
   | {
       readonly status: 'Pending';
-      readonly waiting: 'CreateContainerConfigError';
+      readonly waiting: 'CreateContainerConfigError' | 'ContainerCreating';
       readonly event: string;
       readonly retried: boolean;
     }
@@ -83,6 +84,12 @@ const missing = (event: string): BadSpecExpectation => ({
   event,
   retried: true,
 });
+const unmounted: BadSpecExpectation = {
+  status: 'Pending',
+  waiting: 'ContainerCreating',
+  event: 'FailedMount',
+  retried: true,
+};
 const failed = (event: string): BadSpecExpectation => ({
   status: 'Failed',
   reason: 'ProviderFailed',
@@ -203,6 +210,16 @@ export const BAD_POD_SPECS: readonly BadPodSpec[] = [
     false,
   ),
   entry('deadline-huge', pod('deadline-huge', { activeDeadlineSeconds: 2 ** 52 }), RUNS, false),
+  // A kubelet fails it (DeadlineExceeded) after 1 s; the core leaves activeDeadlineSeconds to
+  // the provider (the process provider enforces it, the mock does not), so the mock runs it.
+  entry('deadline-1s', pod('deadline-1s', { activeDeadlineSeconds: 1 }), RUNS, false),
+  // The ServiceAccount admission refuses it; a node without that admission just runs it.
+  entry(
+    'serviceaccount-missing',
+    pod('serviceaccount-missing', { serviceAccountName: 'no-such-account' }),
+    RUNS,
+    true,
+  ),
   entry(
     'hostpath-root',
     pod('hostpath-root', { volumes: [{ name: 'v', hostPath: { path: '/' } }] }),
@@ -327,6 +344,72 @@ export const BAD_POD_SPECS: readonly BadPodSpec[] = [
     'envfrom-secret-missing',
     pod('envfrom-secret-missing', {}, { envFrom: [{ secretRef: { name: 'no-such-secret' } }] }),
     missing('MandatorySecretNotFound'),
+    false,
+  ),
+
+  // Volumes of objects that are missing: not started (FailedMount), retried with back-off.
+  entry(
+    'volume-configmap-missing',
+    pod(
+      'volume-configmap-missing',
+      { volumes: [{ name: 'v', configMap: { name: 'no-such-map' } }] },
+      { volumeMounts: [{ name: 'v', mountPath: '/v' }] },
+    ),
+    unmounted,
+    false,
+  ),
+  entry(
+    'volume-secret-missing',
+    pod(
+      'volume-secret-missing',
+      { volumes: [{ name: 'v', secret: { secretName: 'no-such-secret' } }] },
+      { volumeMounts: [{ name: 'v', mountPath: '/v' }] },
+    ),
+    unmounted,
+    false,
+  ),
+  entry(
+    'projected-configmap-missing',
+    pod(
+      'projected-configmap-missing',
+      {
+        volumes: [{ name: 'v', projected: { sources: [{ configMap: { name: 'no-such-map' } }] } }],
+      },
+      { volumeMounts: [{ name: 'v', mountPath: '/v' }] },
+    ),
+    unmounted,
+    false,
+  ),
+  entry(
+    'projected-secret-missing',
+    pod(
+      'projected-secret-missing',
+      {
+        volumes: [
+          {
+            name: 'v',
+            projected: {
+              sources: [
+                { configMap: { name: PRESENT_CONFIG_MAP } },
+                { secret: { name: 'no-such-secret' } },
+              ],
+            },
+          },
+        ],
+      },
+      { volumeMounts: [{ name: 'v', mountPath: '/v' }] },
+    ),
+    unmounted,
+    false,
+  ),
+  entry(
+    'volume-optional-secret-missing',
+    pod(
+      'volume-optional-secret-missing',
+      { volumes: [{ name: 'v', secret: { secretName: 'no-such-secret', optional: true } }] },
+      { volumeMounts: [{ name: 'v', mountPath: '/v' }] },
+    ),
+    RUNS,
     false,
   ),
 
