@@ -1,106 +1,117 @@
-// bad-specs: bad pod specs sent to the real API server for a node of ours. The agent must not
-// crash (alive, never restarted), and each pod the API server accepted must have an Event and a
-// status reason (the pod's, a container's waiting or terminated one, or a false condition's).
-// A pod that is fine afterwards must still get Running.
+// bad-specs: the table of bad pod specs (test/helpers/bad-pod-specs.ts, the one the component
+// test of the PodController sends to a stand-in API) sent to the real API server for a node of
+// ours. Each spec must meet its expectation (`onCluster` where the API server's defaulting makes
+// it another pod, else `expect`): a spec marked `rejectedByApiServer` gets a 4xx, any
+// other is accepted and then Running, Pending (every container waiting with the given reason,
+// and an Event with the given reason) or Failed (the pod's reason, and an Event). The agent must
+// not crash, and a plain pod afterwards must still get Running.
 import { setTimeout as delay } from 'node:timers/promises';
+import type { CoreV1Event, V1Pod } from '../../src/wire.js';
 import { ApiError } from '../../src/kube/client.js';
+import {
+  BAD_POD_SPECS,
+  badSpecObjects,
+  badSpecPod,
+  type BadPodSpec,
+} from '../../test/helpers/bad-pod-specs.js';
 import { podBody, PodTracker } from '../common.js';
-import { type BadPodSpec, LOCAL_BAD_POD_SPECS, LOCAL_MOCK_CONTAINERS } from './bad-specs-local.js';
 import { createNamespace } from './namespace.js';
 import type { ChaosContext, ScenarioResult } from './types.js';
 
 const NAMESPACE = 'chaos-bad-specs';
 
-interface PodSeen {
-  readonly status?: {
-    readonly phase?: string;
-    readonly reason?: string;
-    readonly conditions?: readonly { status?: string; reason?: string }[];
-    readonly containerStatuses?: readonly {
-      state?: { waiting?: { reason?: string }; terminated?: { reason?: string } };
-    }[];
-  };
-}
-
-/** The pod's reason as a person reading its status would find it, if any. */
-export function statusReason(pod: PodSeen): string | undefined {
-  const s = pod.status;
-  if (!s) return undefined;
-  if (s.reason) return s.reason;
-  for (const c of s.containerStatuses ?? []) {
-    const r = c.state?.waiting?.reason ?? c.state?.terminated?.reason;
-    if (r) return r;
+/**
+ * Why `pod` (with the Event reasons recorded for it) does not meet `spec`'s expectation, or
+ * undefined when it does.
+ */
+export function expectationMiss(
+  spec: BadPodSpec,
+  pod: V1Pod | undefined,
+  eventReasons: ReadonlySet<string>,
+): string | undefined {
+  const expect = spec.onCluster ?? spec.expect;
+  const status = pod?.status;
+  const phase = status?.phase ?? 'none';
+  if (phase !== expect.status) return `phase ${phase}, not ${expect.status}`;
+  if (expect.status === 'Running') return undefined;
+  if (expect.status === 'Failed' && status?.reason !== expect.reason)
+    return `reason ${status?.reason ?? 'none'}, not ${expect.reason}`;
+  if (expect.status === 'Pending') {
+    const waiting = (status?.containerStatuses ?? []).map((c) => c.state?.waiting?.reason);
+    if (waiting.length === 0 || waiting.some((r) => r !== expect.waiting))
+      return `containers waiting ${JSON.stringify(waiting)}, not ${expect.waiting}`;
   }
-  return (s.conditions ?? []).find((c) => c.status === 'False' && c.reason)?.reason;
-}
-
-/** The table: the larger shared one when it is in the tree, else the suite's own. */
-async function badSpecs(): Promise<{ specs: readonly BadPodSpec[]; source: string }> {
-  try {
-    const mod = (await import(new URL('./bad-specs.js', import.meta.url).href)) as {
-      BAD_POD_SPECS?: unknown;
-    };
-    if (Array.isArray(mod.BAD_POD_SPECS))
-      return { specs: mod.BAD_POD_SPECS as BadPodSpec[], source: 'bench/chaos/bad-specs.ts' };
-  } catch {
-    // Not in the tree: the local table.
-  }
-  return { specs: LOCAL_BAD_POD_SPECS, source: 'bench/chaos/bad-specs-local.ts' };
+  if (!eventReasons.has(expect.event)) return `no ${expect.event} Event`;
+  return undefined;
 }
 
 export async function run(ctx: ChaosContext): Promise<ScenarioResult> {
-  const { specs, source } = await badSpecs();
-  ctx.log(`${String(specs.length)} bad specs from ${source}`);
-  const agent = await ctx.startAgent({ providerConfig: { containers: LOCAL_MOCK_CONTAINERS } });
+  const specs = BAD_POD_SPECS;
+  ctx.log(`${String(specs.length)} bad specs from test/helpers/bad-pod-specs.ts`);
+  const agent = await ctx.startAgent();
   await ctx.waitReady(agent, 90_000);
+  const pid = agent.pid;
   const c = ctx.client;
   await createNamespace(c, NAMESPACE, ctx.signal);
-  const accepted: string[] = [];
+  const { configMap, secret } = badSpecObjects(NAMESPACE);
+  await c.request('POST', `/api/v1/namespaces/${NAMESPACE}/configmaps`, { body: configMap });
+  await c.request('POST', `/api/v1/namespaces/${NAMESPACE}/secrets`, { body: secret });
+
+  const accepted: BadPodSpec[] = [];
   const rejected: string[] = [];
-  for (const bad of specs) {
-    const body = {
-      apiVersion: 'v1',
-      kind: 'Pod',
-      ...bad.pod,
-      metadata: { ...bad.pod.metadata, name: bad.name },
-      spec: {
-        ...bad.pod.spec,
-        nodeName: agent.nodeName,
-        tolerations: [{ operator: 'Exists' }],
-      },
-    };
+  const mismatches = new Map<string, string>();
+  for (const spec of specs) {
+    const body = badSpecPod(spec, NAMESPACE, agent.nodeName);
+    // Every taint tolerated: the agent's NoSchedule taint and any NoExecute one.
+    if (body.spec) body.spec.tolerations = [{ operator: 'Exists' }];
     try {
       await c.request('POST', `/api/v1/namespaces/${NAMESPACE}/pods`, { body });
-      accepted.push(bad.name);
+      accepted.push(spec);
+      if (spec.rejectedByApiServer) mismatches.set(spec.name, 'accepted by the API server');
     } catch (err) {
       if (!(err instanceof ApiError) || err.status >= 500) throw err;
-      rejected.push(bad.name);
+      rejected.push(spec.name);
+      if (!spec.rejectedByApiServer)
+        mismatches.set(
+          spec.name,
+          `refused by the API server (${String(err.status)}: ${err.message.slice(0, 200)})`,
+        );
     }
   }
   ctx.log(
-    `accepted ${String(accepted.length)}, refused by the API server ${String(rejected.length)} (${rejected.join(', ')})`,
+    `accepted ${String(accepted.length)}, refused by the API server ${String(rejected.length)}`,
   );
+
   const deadline = performance.now() + (ctx.short ? 60_000 : 120_000);
-  const missing = new Map<string, string>();
+  const misses = new Map<string, string>();
   for (;;) {
-    missing.clear();
-    const events = await c.request<{ items: { involvedObject?: { name?: string } }[] }>(
+    misses.clear();
+    const events = await c.request<{ items: CoreV1Event[] }>(
       'GET',
       `/api/v1/namespaces/${NAMESPACE}/events`,
     );
-    const withEvent = new Set(events.items.map((e) => e.involvedObject?.name));
-    for (const name of accepted) {
-      const pod = await c.get<PodSeen>(`/api/v1/namespaces/${NAMESPACE}/pods/${name}`);
-      const reason = pod ? statusReason(pod) : undefined;
-      const lacks = [
-        ...(withEvent.has(name) ? [] : ['no Event']),
-        ...(reason ? [] : [`no reason (phase ${pod?.status?.phase ?? 'none'})`]),
-      ];
-      if (lacks.length > 0) missing.set(name, lacks.join(', '));
+    const reasons = new Map<string, Set<string>>();
+    for (const e of events.items) {
+      const name = e.involvedObject.name ?? '';
+      const set = reasons.get(name) ?? new Set<string>();
+      set.add(e.reason ?? '');
+      reasons.set(name, set);
     }
-    if (missing.size === 0 || performance.now() > deadline || agent.exited()) break;
+    const pods = await c.request<{ items: V1Pod[] }>('GET', `/api/v1/namespaces/${NAMESPACE}/pods`);
+    const byName = new Map(pods.items.map((p) => [p.metadata?.name ?? '', p]));
+    for (const spec of accepted) {
+      const name = spec.pod.metadata?.name ?? '';
+      const miss = expectationMiss(spec, byName.get(name), reasons.get(name) ?? new Set());
+      if (miss !== undefined) misses.set(spec.name, miss);
+    }
+    if (misses.size === 0 || performance.now() > deadline || agent.exited()) break;
     await delay(2000, undefined, { signal: ctx.signal });
   }
+  for (const [name, miss] of misses) {
+    const flag = mismatches.get(name);
+    mismatches.set(name, flag === undefined ? miss : `${flag}, then ${miss}`);
+  }
+
   // The node still works: a plain pod gets Running.
   const tracker = new PodTracker(c, NAMESPACE);
   await tracker.start();
@@ -119,20 +130,21 @@ export async function run(ctx: ChaosContext): Promise<ScenarioResult> {
     fine = false;
   }
   await tracker.stop();
-  const alive = agent.exited() === undefined;
+  const alive = agent.exited() === undefined && agent.pid === pid;
   const reasons = [
-    ...(alive ? [] : [`the agent ${agent.exited() ?? ''}`]),
-    ...[...missing].map(([name, why]) => `${name}: ${why}`),
+    ...(alive ? [] : [`the agent ${agent.exited() ?? 'was restarted'}`]),
+    ...[...mismatches].map(([name, why]) => `${name}: ${why}`),
     ...(fine ? [] : ['a plain pod did not get Running afterwards']),
   ];
   return {
     ok: reasons.length === 0,
     ...(reasons.length > 0 ? { reason: reasons.join('; ') } : {}),
     specs: specs.length,
-    table: source,
     accepted: accepted.length,
-    refused: rejected.length,
-    withEventAndReason: accepted.length - missing.size,
+    rejected: rejected.length,
+    matched: specs.length - mismatches.size,
+    mismatches: mismatches.size,
+    ...(mismatches.size > 0 ? { mismatched: [...mismatches.keys()].join(',') } : {}),
     crashes: alive ? 0 : 1,
     plainPodRunning: fine,
   };

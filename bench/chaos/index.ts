@@ -67,7 +67,7 @@ export const SCENARIOS: readonly ScenarioEntry[] = [
   },
   {
     name: 'bad-specs',
-    what: 'malformed pod specs the API server accepts: no crash, an Event and a reason for each',
+    what: 'the shared table of bad pod specs: each refused, or its status and Event as expected; no crash',
     load: () => import('./bad-specs-scenario.js'),
   },
   {

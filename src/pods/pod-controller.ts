@@ -20,6 +20,7 @@ import { EnvResolutionError } from '../kubelet/env-error.js';
 import { resolvePodEnv, type EnvSource } from './env.js';
 import { deletedPodStatus, lostPodStatus, PollNotifier } from './poll-notifier.js';
 import { PodVolumeManager } from './volume-manager.js';
+import { checkVolumeObjects, mountPendingStatus } from './volumes.js';
 import { VolumeResolutionError } from '../kubelet/volume-projection.js';
 import { podKey } from '../kubelet/pod-key.js';
 import {
@@ -840,28 +841,31 @@ export class PodController {
 
   /**
    * The content of the pod's volumes for a provider with `setPodVolumes` (undefined for other
-   * providers, or a pod without such volumes). When a volume cannot be resolved the pod is not
-   * created: a FailedMount Event says why, as a kubelet's does, and the pod stays Pending while
-   * the sync queue retries with backoff; a volume that can never be resolved fails the pod.
+   * providers, or a pod without such volumes); for other providers, only a check that the config
+   * maps and secrets the volumes name exist. When a volume cannot be resolved the pod is not
+   * created: a FailedMount Event says why, as a kubelet's does, and the pod stays Pending
+   * (containers waiting, ContainerCreating) while the sync queue retries with backoff; a volume
+   * that can never be resolved fails the pod.
    */
   async #resolveVolumes(
     record: PodRecord,
     pod: V1Pod,
     signal: AbortSignal,
   ): Promise<ResolvedVolume[] | undefined> {
-    if (!this.#volumes || !PodVolumeManager.needed(pod)) return undefined;
     try {
-      return await this.#volumes.resolve(pod, signal);
+      if (this.#volumes) {
+        if (!PodVolumeManager.needed(pod)) return undefined;
+        return await this.#volumes.resolve(pod, signal);
+      }
+      await checkVolumeObjects(pod, this.#envSource(signal));
+      return undefined;
     } catch (err) {
       if (err instanceof VolumeResolutionError) {
         this.#o.events.record(podSubject(pod), 'Warning', 'FailedMount', err.message);
-        if (!err.retryable)
-          await this.#putStatus(
-            record,
-            pod,
-            providerFailedStatus(pod, err.message, true),
-            signal,
-          ).catch(ignoreStale);
+        const status = err.retryable
+          ? mountPendingStatus(pod, err.message)
+          : providerFailedStatus(pod, err.message, true);
+        await this.#putStatus(record, pod, status, signal).catch(ignoreStale);
       }
       throw err;
     }

@@ -3,9 +3,10 @@
  * refer to and requests their service-account tokens, then projects them into files with the
  * kubelet's rules (kubelet/volume-projection.ts).
  */
-import type { V1Pod } from '../wire.js';
+import type { V1Pod, V1PodStatus } from '../wire.js';
 import type { ResolvedVolume } from '../provider.js';
 import {
+  VolumeResolutionError,
   podTokenRequests,
   podVolumeObjects,
   projectPodVolumes,
@@ -13,6 +14,7 @@ import {
   type ResolveVolumesOptions,
   type TokenRequestSpec,
 } from '../kubelet/volume-projection.js';
+import { errorMessage } from '../errors.js';
 import { readAll, settled, type ObjectSource } from './env.js';
 
 /**
@@ -57,4 +59,77 @@ export async function resolvePodVolumes(
     },
     options,
   );
+}
+
+/**
+ * Checks that every non-optional ConfigMap and Secret that `pod`'s volumes (plain or projected)
+ * name exists in the pod's namespace, for a provider that does not take volume content: a
+ * kubelet mounts nothing before they all exist, so the pod must not start without them either.
+ * Items, keys and tokens are not checked (the provider never gets the files).
+ *
+ * Throws `VolumeResolutionError` (`ObjectNotFound`, retryable) for the first volume, in spec
+ * order, that names a missing object; a failed read throws it with reason `SourceFailed`.
+ */
+export async function checkVolumeObjects(pod: V1Pod, source: ObjectSource): Promise<void> {
+  const namespace = pod.metadata?.namespace ?? 'default';
+  const needs: { volume: string; kind: 'configmap' | 'secret'; name: string }[] = [];
+  for (const volume of pod.spec?.volumes ?? []) {
+    const add = (kind: 'configmap' | 'secret', name?: string, optional?: boolean): void => {
+      if (name !== undefined && name !== '' && optional !== true)
+        needs.push({ volume: volume.name, kind, name });
+    };
+    add('configmap', volume.configMap?.name, volume.configMap?.optional);
+    add('secret', volume.secret?.secretName, volume.secret?.optional);
+    for (const projection of volume.projected?.sources ?? []) {
+      add('configmap', projection.configMap?.name, projection.configMap?.optional);
+      add('secret', projection.secret?.name, projection.secret?.optional);
+    }
+  }
+  if (needs.length === 0) return;
+  const read = (key: string): Promise<unknown> => {
+    const [kind, name] = [key.slice(0, key.indexOf('/')), key.slice(key.indexOf('/') + 1)];
+    return kind === 'configmap'
+      ? source.getConfigMap(namespace, name)
+      : source.getSecret(namespace, name);
+  };
+  const found = await readAll([...new Set(needs.map((n) => `${n.kind}/${n.name}`))], read);
+  for (const need of needs) {
+    let obj: unknown;
+    try {
+      obj = settled(found, `${need.kind}/${need.name}`);
+    } catch (err) {
+      throw new VolumeResolutionError(
+        'SourceFailed',
+        need.volume,
+        `cannot read ${need.kind} ${JSON.stringify(need.name)}: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+    if (obj === undefined)
+      throw new VolumeResolutionError(
+        'ObjectNotFound',
+        need.volume,
+        `${need.kind} ${JSON.stringify(need.name)} not found`,
+      );
+  }
+}
+
+/**
+ * The status of a pod whose volumes cannot be mounted yet (a missing config map or secret):
+ * Pending, each container waiting with reason ContainerCreating, as a kubelet shows it, the
+ * message saying what is missing.
+ */
+export function mountPendingStatus(pod: V1Pod, message: string): V1PodStatus {
+  return {
+    ...pod.status,
+    phase: 'Pending',
+    containerStatuses: (pod.spec?.containers ?? []).map((c) => ({
+      name: c.name,
+      image: c.image ?? '',
+      imageID: '',
+      ready: false,
+      restartCount: 0,
+      state: { waiting: { reason: 'ContainerCreating', message } },
+    })),
+  };
 }

@@ -4,10 +4,12 @@
  * scenario (against a real cluster) send the same table. Each pod is given without namespace
  * and node: the sender sets `metadata.namespace` and `spec.nodeName` (see {@link badSpecPod}).
  *
- * `rejectedByApiServer` marks the specs a real API server refuses at admission (its validation,
- * or the decoding of the number): they never reach a node there, so the chaos suite expects a
- * 4xx for them, while the component test, whose stand-in API validates nothing, sends them to
- * the node, which must refuse them the same way.
+ * `rejectedByApiServer` marks the specs a real API server (v1.37) refuses at admission (its
+ * validation, its admission plugins, or the decoding of the number): they never reach a node
+ * there, so the chaos suite expects a 4xx for them, while the component test, whose stand-in API
+ * validates nothing, sends them to the node, which must survive them (`expect`; most it refuses
+ * the same way). The flags are what the chaos suite found on a real API server: where they
+ * differ, the real one is right and the table is fixed.
  */
 import type { V1ConfigMap, V1Container, V1Pod, V1PodSpec, V1Secret } from '../../src/wire.js';
 
@@ -18,11 +20,12 @@ export type BadSpecExpectation =
   /**
    * Pending, every container Waiting with `waiting`, and one Event with reason `event`: once
    * for a spec that can never run (InvalidPodSpec), its count raised with back-off for a
-   * missing object or key (which may appear later).
+   * missing object or key (which may appear later). A missing object of the environment waits
+   * as CreateContainerConfigError, one of a volume as ContainerCreating (FailedMount).
    */
   | {
       readonly status: 'Pending';
-      readonly waiting: 'CreateContainerConfigError';
+      readonly waiting: 'CreateContainerConfigError' | 'ContainerCreating';
       readonly event: string;
       readonly retried: boolean;
     }
@@ -35,6 +38,12 @@ export interface BadPodSpec {
   /** The pod, without namespace and node. */
   readonly pod: V1Pod;
   readonly expect: BadSpecExpectation;
+  /**
+   * What the node makes of the pod a real API server stores, when its defaulting turns `pod`
+   * into another pod (an unknown volume type dropped, the volume then an emptyDir). Default:
+   * `expect`.
+   */
+  readonly onCluster?: BadSpecExpectation;
   /** A real API server refuses it at admission (it never reaches the node). */
   readonly rejectedByApiServer: boolean;
 }
@@ -83,6 +92,12 @@ const missing = (event: string): BadSpecExpectation => ({
   event,
   retried: true,
 });
+const unmounted: BadSpecExpectation = {
+  status: 'Pending',
+  waiting: 'ContainerCreating',
+  event: 'FailedMount',
+  retried: true,
+};
 const failed = (event: string): BadSpecExpectation => ({
   status: 'Failed',
   reason: 'ProviderFailed',
@@ -112,8 +127,9 @@ function entry(
   p: V1Pod,
   expect: BadSpecExpectation,
   rejectedByApiServer: boolean,
+  onCluster?: BadSpecExpectation,
 ): BadPodSpec {
-  return { name, pod: p, expect, rejectedByApiServer };
+  return { name, pod: p, expect, rejectedByApiServer, ...(onCluster ? { onCluster } : {}) };
 }
 
 /** A name of `length` characters, valid as a DNS subdomain. */
@@ -202,7 +218,29 @@ export const BAD_POD_SPECS: readonly BadPodSpec[] = [
     RUNS,
     false,
   ),
-  entry('deadline-huge', pod('deadline-huge', { activeDeadlineSeconds: 2 ** 52 }), RUNS, false),
+  entry(
+    'deadline-huge',
+    pod('deadline-huge', { activeDeadlineSeconds: 2_147_483_647 }),
+    RUNS,
+    false,
+  ),
+  // Over int32: the API server refuses it; the node takes any safe integer.
+  entry(
+    'deadline-over-int32',
+    pod('deadline-over-int32', { activeDeadlineSeconds: 2 ** 52 }),
+    RUNS,
+    true,
+  ),
+  // A kubelet fails it (DeadlineExceeded) after 1 s; the core leaves activeDeadlineSeconds to
+  // the provider (the process provider enforces it, the mock does not), so the mock runs it.
+  entry('deadline-1s', pod('deadline-1s', { activeDeadlineSeconds: 1 }), RUNS, false),
+  // The ServiceAccount admission refuses it; a node without that admission just runs it.
+  entry(
+    'serviceaccount-missing',
+    pod('serviceaccount-missing', { serviceAccountName: 'no-such-account' }),
+    RUNS,
+    true,
+  ),
   entry(
     'hostpath-root',
     pod('hostpath-root', { volumes: [{ name: 'v', hostPath: { path: '/' } }] }),
@@ -330,6 +368,72 @@ export const BAD_POD_SPECS: readonly BadPodSpec[] = [
     false,
   ),
 
+  // Volumes of objects that are missing: not started (FailedMount), retried with back-off.
+  entry(
+    'volume-configmap-missing',
+    pod(
+      'volume-configmap-missing',
+      { volumes: [{ name: 'v', configMap: { name: 'no-such-map' } }] },
+      { volumeMounts: [{ name: 'v', mountPath: '/v' }] },
+    ),
+    unmounted,
+    false,
+  ),
+  entry(
+    'volume-secret-missing',
+    pod(
+      'volume-secret-missing',
+      { volumes: [{ name: 'v', secret: { secretName: 'no-such-secret' } }] },
+      { volumeMounts: [{ name: 'v', mountPath: '/v' }] },
+    ),
+    unmounted,
+    false,
+  ),
+  entry(
+    'projected-configmap-missing',
+    pod(
+      'projected-configmap-missing',
+      {
+        volumes: [{ name: 'v', projected: { sources: [{ configMap: { name: 'no-such-map' } }] } }],
+      },
+      { volumeMounts: [{ name: 'v', mountPath: '/v' }] },
+    ),
+    unmounted,
+    false,
+  ),
+  entry(
+    'projected-secret-missing',
+    pod(
+      'projected-secret-missing',
+      {
+        volumes: [
+          {
+            name: 'v',
+            projected: {
+              sources: [
+                { configMap: { name: PRESENT_CONFIG_MAP } },
+                { secret: { name: 'no-such-secret' } },
+              ],
+            },
+          },
+        ],
+      },
+      { volumeMounts: [{ name: 'v', mountPath: '/v' }] },
+    ),
+    unmounted,
+    false,
+  ),
+  entry(
+    'volume-optional-secret-missing',
+    pod(
+      'volume-optional-secret-missing',
+      { volumes: [{ name: 'v', secret: { secretName: 'no-such-secret', optional: true } }] },
+      { volumeMounts: [{ name: 'v', mountPath: '/v' }] },
+    ),
+    RUNS,
+    false,
+  ),
+
   // References the kubelet can never resolve: failed for good.
   entry(
     'fieldref-unknown-path',
@@ -358,7 +462,8 @@ export const BAD_POD_SPECS: readonly BadPodSpec[] = [
       },
     ),
     failed('InvalidResourceFieldRef'),
-    true,
+    // The API server checks the resource, not that the container exists.
+    false,
   ),
   entry(
     'resourcefieldref-unknown-resource',
@@ -399,7 +504,8 @@ export const BAD_POD_SPECS: readonly BadPodSpec[] = [
     REFUSED,
     true,
   ),
-  entry('nul-in-image', pod('nul-in-image', {}, { image: 'busybox\0:1' }), REFUSED, true),
+  // The API server checks an image only for blanks at its ends.
+  entry('nul-in-image', pod('nul-in-image', {}, { image: 'busybox\0:1' }), REFUSED, false),
   entry(
     'nul-in-mount-path',
     pod(
@@ -536,7 +642,9 @@ export const BAD_POD_SPECS: readonly BadPodSpec[] = [
     'volume-type-unknown',
     pod('volume-type-unknown', { volumes: [volume({ name: 'v', madeUpVolume: { path: '/x' } })] }),
     REFUSED,
-    true,
+    // The API server drops the unknown field and defaults the volume to an emptyDir: it runs.
+    false,
+    RUNS,
   ),
   entry(
     'volume-two-types',

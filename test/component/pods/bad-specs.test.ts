@@ -84,6 +84,8 @@ for (const notify of [true, false]) {
         const expect = spec.expect;
         if (status?.phase !== expect.status) return false;
         if (expect.status === 'Running') return true;
+        // The Event too: under load it is written a while after the status.
+        if (!eventsOf(api, name).some((e) => e.reason === expect.event)) return false;
         if (expect.status === 'Failed') return status.reason === expect.reason;
         return (status.containerStatuses ?? []).every(
           (c) => c.state?.waiting?.reason === expect.waiting,
