@@ -128,6 +128,8 @@ export { silentLogger } from './log.js';
 export {
   ceilDiv,
   configErrorStatus,
+  mountPendingStatus,
+  waitingStatus,
   DEFAULT_VOLUME_FILE_MODE,
   EnvResolutionError,
   envServiceNamespaces,

@@ -25,6 +25,8 @@ export { podHostname } from './hostname.js';
 export { namespacedKey, podKey, splitPodKey } from './pod-key.js';
 export {
   configErrorStatus,
+  mountPendingStatus,
+  waitingStatus,
   isTerminal,
   isTerminalPhase,
   mergeStatus,

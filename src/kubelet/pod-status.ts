@@ -184,10 +184,11 @@ export function providerFailedStatus(pod: V1Pod, message: string, final: boolean
 }
 
 /**
- * The status of a pod whose environment could not be resolved (a missing config map or secret):
- * Pending, each container waiting with reason CreateContainerConfigError, as a kubelet shows it.
+ * A pod that cannot start yet: Pending, each container waiting with `reason` and `message`, as a
+ * kubelet shows it (CreateContainerConfigError for a missing env source, ContainerCreating for a
+ * volume that cannot be mounted).
  */
-export function configErrorStatus(pod: V1Pod, message: string): V1PodStatus {
+export function waitingStatus(pod: V1Pod, reason: string, message: string): V1PodStatus {
   return {
     ...pod.status,
     phase: 'Pending',
@@ -197,7 +198,23 @@ export function configErrorStatus(pod: V1Pod, message: string): V1PodStatus {
       imageID: '',
       ready: false,
       restartCount: 0,
-      state: { waiting: { reason: 'CreateContainerConfigError', message } },
+      state: { waiting: { reason, message } },
     })),
   };
+}
+
+/**
+ * The status of a pod whose environment could not be resolved (a missing config map or secret):
+ * every container waiting with reason CreateContainerConfigError.
+ */
+export function configErrorStatus(pod: V1Pod, message: string): V1PodStatus {
+  return waitingStatus(pod, 'CreateContainerConfigError', message);
+}
+
+/**
+ * The status of a pod whose volumes cannot be mounted yet (a missing config map or secret):
+ * every container waiting with reason ContainerCreating, the message saying what is missing.
+ */
+export function mountPendingStatus(pod: V1Pod, message: string): V1PodStatus {
+  return waitingStatus(pod, 'ContainerCreating', message);
 }

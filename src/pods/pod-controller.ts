@@ -20,11 +20,12 @@ import { EnvResolutionError } from '../kubelet/env-error.js';
 import { resolvePodEnv, type EnvSource } from './env.js';
 import { deletedPodStatus, lostPodStatus, PollNotifier } from './poll-notifier.js';
 import { PodVolumeManager } from './volume-manager.js';
-import { checkVolumeObjects, mountPendingStatus } from './volumes.js';
+import { checkVolumeObjects } from './volumes.js';
 import { VolumeResolutionError } from '../kubelet/volume-projection.js';
 import { podKey } from '../kubelet/pod-key.js';
 import {
   configErrorStatus,
+  mountPendingStatus,
   isTerminal,
   mergeStatus,
   providerFailedStatus,

@@ -3,7 +3,7 @@
  * refer to and requests their service-account tokens, then projects them into files with the
  * kubelet's rules (kubelet/volume-projection.ts).
  */
-import type { V1Pod, V1PodStatus } from '../wire.js';
+import type { V1Pod } from '../wire.js';
 import type { ResolvedVolume } from '../provider.js';
 import {
   VolumeResolutionError,
@@ -112,24 +112,4 @@ export async function checkVolumeObjects(pod: V1Pod, source: ObjectSource): Prom
         `${need.kind} ${JSON.stringify(need.name)} not found`,
       );
   }
-}
-
-/**
- * The status of a pod whose volumes cannot be mounted yet (a missing config map or secret):
- * Pending, each container waiting with reason ContainerCreating, as a kubelet shows it, the
- * message saying what is missing.
- */
-export function mountPendingStatus(pod: V1Pod, message: string): V1PodStatus {
-  return {
-    ...pod.status,
-    phase: 'Pending',
-    containerStatuses: (pod.spec?.containers ?? []).map((c) => ({
-      name: c.name,
-      image: c.image ?? '',
-      imageID: '',
-      ready: false,
-      restartCount: 0,
-      state: { waiting: { reason: 'ContainerCreating', message } },
-    })),
-  };
 }
