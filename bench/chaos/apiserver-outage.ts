@@ -11,13 +11,11 @@
 import { diffCounts, requestCounts } from '../common.js';
 import {
   checkPods,
-  createPods,
   nodeState,
-  podNamespace,
   reasons,
+  runningPods,
   tenths,
   waitHeartbeat,
-  waitRunning,
 } from './control-plane-checks.js';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { ChaosContext, ScenarioResult } from './types.js';
@@ -34,12 +32,7 @@ export async function run(ctx: ChaosContext): Promise<ScenarioResult> {
   const count = ctx.short ? 50 : 500;
   const outageMs = ctx.short ? 10_000 : 30_000;
   const settleMs = ctx.short ? 15_000 : 30_000;
-  const agent = await ctx.startAgent();
-  await ctx.waitReady(agent);
-  const namespace = await podNamespace(ctx);
-  await createPods(ctx, namespace, agent.nodeName, count);
-  await waitRunning(ctx, namespace, count, agent, 300_000);
-  const taintsBefore = (await nodeState(ctx, agent.nodeName))?.taints ?? [];
+  const { agent, namespace, taintsBefore } = await runningPods(ctx, count);
 
   ctx.log(`stopping kube-apiserver for ${String(outageMs / 1000)} s with ${String(count)} pods`);
   await ctx.cluster.stopComponent('kube-apiserver');

@@ -178,3 +178,20 @@ export function reasons(problems: readonly (string | false | undefined)[]): stri
   const found = problems.filter((p): p is string => typeof p === 'string');
   return found.length > 0 ? found.join('; ') : undefined;
 }
+
+/**
+ * The common start of the control-plane scenarios: an agent Ready, `count` pods Running on it
+ * in a namespace of the scenario's own, and the Node's taints before the fault.
+ */
+export async function runningPods(
+  ctx: ChaosContext,
+  count: number,
+): Promise<{ agent: ChaosAgent; namespace: string; taintsBefore: readonly string[] }> {
+  const agent = await ctx.startAgent();
+  await ctx.waitReady(agent);
+  const namespace = await podNamespace(ctx);
+  await createPods(ctx, namespace, agent.nodeName, count);
+  await waitRunning(ctx, namespace, count, agent, 300_000);
+  const taintsBefore = (await nodeState(ctx, agent.nodeName))?.taints ?? [];
+  return { agent, namespace, taintsBefore };
+}

@@ -6,13 +6,11 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   checkPods,
-  createPods,
   nodeState,
-  podNamespace,
   reasons,
+  runningPods,
   tenths,
   waitHeartbeat,
-  waitRunning,
 } from './control-plane-checks.js';
 import type { ChaosContext, ScenarioResult } from './types.js';
 
@@ -20,12 +18,7 @@ export async function run(ctx: ChaosContext): Promise<ScenarioResult> {
   const count = ctx.short ? 20 : 100;
   const downMs = ctx.short ? 20_000 : 120_000;
   const settleMs = ctx.short ? 15_000 : 60_000;
-  const agent = await ctx.startAgent();
-  await ctx.waitReady(agent);
-  const namespace = await podNamespace(ctx);
-  await createPods(ctx, namespace, agent.nodeName, count);
-  await waitRunning(ctx, namespace, count, agent, 300_000);
-  const taintsBefore = (await nodeState(ctx, agent.nodeName))?.taints ?? [];
+  const { agent, namespace, taintsBefore } = await runningPods(ctx, count);
 
   ctx.log(`stopping kube-controller-manager for ${String(downMs / 1000)} s`);
   await ctx.cluster.stopComponent('kube-controller-manager');

@@ -5,13 +5,11 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   checkPods,
-  createPods,
   nodeState,
-  podNamespace,
   reasons,
+  runningPods,
   tenths,
   waitHeartbeat,
-  waitRunning,
 } from './control-plane-checks.js';
 import type { ChaosContext, ScenarioResult } from './types.js';
 
@@ -19,12 +17,7 @@ export async function run(ctx: ChaosContext): Promise<ScenarioResult> {
   const count = ctx.short ? 20 : 100;
   const outageMs = ctx.short ? 5_000 : 10_000;
   const settleMs = ctx.short ? 10_000 : 20_000;
-  const agent = await ctx.startAgent();
-  await ctx.waitReady(agent);
-  const namespace = await podNamespace(ctx);
-  await createPods(ctx, namespace, agent.nodeName, count);
-  await waitRunning(ctx, namespace, count, agent, 300_000);
-  const taintsBefore = (await nodeState(ctx, agent.nodeName))?.taints ?? [];
+  const { agent, namespace, taintsBefore } = await runningPods(ctx, count);
 
   ctx.log(`stopping etcd for ${String(outageMs / 1000)} s with ${String(count)} pods`);
   await ctx.cluster.stopComponent('etcd');
