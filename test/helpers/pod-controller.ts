@@ -11,7 +11,7 @@ export interface RunningPodController {
   readonly controller: PodController;
   readonly events: EventRecorder;
   /** Aborts the run, waits for it to return and closes `events`; once, however often called. */
-  stop(): Promise<void>;
+  readonly stop: () => Promise<void>;
 }
 
 /** What `runPodController` takes: `nodeName` is required, the rest override its defaults. */
