@@ -1,11 +1,10 @@
 import type { V1Pod } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { EventRecorder } from '../../../src/kube/events.js';
 import type { Logger } from '../../../src/log.js';
-import { PodController } from '../../../src/pods/pod-controller.js';
 import { MockProvider } from '../../../src/providers/mock/index.js';
 import { FakeApi } from '../../helpers/fake-api.js';
+import { runPodController } from '../../helpers/pod-controller.js';
 import { startKubeletServer } from '../../helpers/kubelet-server.js';
 import { waitFor } from '../../helpers/wait.js';
 
@@ -61,24 +60,12 @@ test('a pod with a Secret in its env: the value is in no log line, /pods or /run
   });
   const provider = new MockProvider({ nodeName: NODE, logger, config: { logIntervalMs: 0 } });
   t.after(() => provider.close());
-  const events = new EventRecorder({ client: api.client, host: NODE, qps: 0 });
-  const controller = new PodController({
-    client: api.client,
+  const { controller } = await runPodController(t, api, provider, {
     nodeName: NODE,
-    provider,
-    events,
     logger,
-    pollIntervalMs: 50,
-    fullResyncPeriodMs: 0,
+    // The controller's own backoff ceiling.
+    maxBackoffMs: undefined,
   });
-  const abort = new AbortController();
-  const running = controller.run(abort.signal);
-  t.after(async () => {
-    abort.abort();
-    await running;
-    events.close();
-  });
-  await controller.whenReady();
   const kubelet = await startKubeletServer(t, { provider });
   const { uid } = api.create('pods', structuredClone(POD)).metadata ?? {};
   // The provider has the resolved value: what follows is not vacuous.

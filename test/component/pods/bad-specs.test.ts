@@ -1,11 +1,10 @@
 import type { CoreV1Event, V1Pod } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { EventRecorder } from '../../../src/kube/events.js';
-import { PodController } from '../../../src/pods/pod-controller.js';
 import { MockProvider } from '../../../src/providers/mock/index.js';
 import { BAD_POD_SPECS, badSpecObjects, badSpecPod } from '../../helpers/bad-pod-specs.js';
 import { FakeApi } from '../../helpers/fake-api.js';
+import { runPodController } from '../../helpers/pod-controller.js';
 import { waitFor } from '../../helpers/wait.js';
 
 const NODE = 'bad-specs-node';
@@ -46,25 +45,11 @@ for (const notify of [true, false]) {
       api.create('secrets', secret);
       const provider = new CountingMock({ nodeName: NODE, notify, config: { logIntervalMs: 0 } });
       t.after(() => provider.close());
-      const events = new EventRecorder({ client: api.client, host: NODE, qps: 0 });
-      const controller = new PodController({
-        client: api.client,
+      await runPodController(t, api, provider, {
         nodeName: NODE,
-        provider,
-        events,
-        pollIntervalMs: 50,
         // Resyncs every 200 ms: a refused pod must not be reported again on each.
         fullResyncPeriodMs: 200,
-        maxBackoffMs: 400,
       });
-      const abort = new AbortController();
-      const running = controller.run(abort.signal);
-      t.after(async () => {
-        abort.abort();
-        await running;
-        events.close();
-      });
-      await controller.whenReady();
 
       for (const spec of BAD_POD_SPECS) api.create('pods', badSpecPod(spec, NS, NODE));
       const good: V1Pod = {

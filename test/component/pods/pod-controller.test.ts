@@ -2,11 +2,16 @@ import type { CoreV1Event, V1Pod, V1PodSpec } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import { permanent, unavailable } from '../../../src/errors.js';
-import { EventRecorder } from '../../../src/kube/events.js';
-import { PodController, type PodControllerOptions } from '../../../src/pods/pod-controller.js';
+import type { PodControllerOptions } from '../../../src/pods/pod-controller.js';
 import { MockProvider } from '../../../src/providers/mock/index.js';
 import type { MockConfig } from '../../../src/providers/mock/config.js';
 import { FakeApi } from '../../helpers/fake-api.js';
+import {
+  runPodController,
+  testPod,
+  waitPodPhase,
+  type RunningPodController,
+} from '../../helpers/pod-controller.js';
 import { waitFor } from '../../helpers/wait.js';
 
 const NODE = 'component-node';
@@ -34,50 +39,12 @@ class TestMock extends MockProvider {
   }
 }
 
-interface Running {
-  readonly controller: PodController;
-  stop(): Promise<void>;
-}
-
-/** Runs a PodController of `provider` against `api` until the test ends (or `stop`). */
-async function runController(
-  t: TestContext,
-  api: FakeApi,
-  provider: MockProvider,
-  options: Partial<PodControllerOptions> = {},
-): Promise<Running> {
-  const events = new EventRecorder({ client: api.client, host: NODE, qps: 0 });
-  const controller = new PodController({
-    client: api.client,
-    nodeName: NODE,
-    provider,
-    events,
-    pollIntervalMs: 50,
-    fullResyncPeriodMs: 0,
-    maxBackoffMs: 400,
-    ...options,
-  });
-  const abort = new AbortController();
-  const running = controller.run(abort.signal);
-  let stopped = false;
-  const stop = async (): Promise<void> => {
-    if (stopped) return;
-    stopped = true;
-    abort.abort();
-    await running;
-    events.close();
-  };
-  t.after(stop);
-  await Promise.race([controller.whenReady(), running]);
-  return { controller, stop };
-}
-
 async function setup(
   t: TestContext,
   notify: boolean,
   config: MockConfig = {},
   options: Partial<PodControllerOptions> = {},
-): Promise<{ api: FakeApi; provider: TestMock; running: Running }> {
+): Promise<{ api: FakeApi; provider: TestMock; running: RunningPodController }> {
   const api = await FakeApi.start(t);
   const provider = new TestMock({
     nodeName: NODE,
@@ -85,34 +52,16 @@ async function setup(
     config: { logIntervalMs: 0, ...config },
   });
   t.after(() => provider.close());
-  const running = await runController(t, api, provider, options);
+  const running = await runPodController(t, api, provider, { nodeName: NODE, ...options });
   return { api, provider, running };
 }
 
-function pod(name: string, spec: Partial<V1PodSpec> = {}): V1Pod {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { namespace: NS, name },
-    spec: {
-      nodeName: NODE,
-      restartPolicy: 'Always',
-      terminationGracePeriodSeconds: 30,
-      containers: [{ name: 'app', image: 'busybox:1' }],
-      ...spec,
-    },
-    status: { phase: 'Pending' },
-  };
-}
+const pod = (name: string, spec: Partial<V1PodSpec> = {}): V1Pod => testPod(NS, NODE, name, spec);
 
 const apiPod = (api: FakeApi, name: string): V1Pod | undefined => api.get('pods', NS, name);
 
-function waitPhase(api: FakeApi, name: string, phase: string): Promise<V1Pod> {
-  return waitFor(() => (apiPod(api, name)?.status?.phase === phase ? apiPod(api, name) : false), {
-    ...WAIT,
-    what: `pod ${name} ${phase}`,
-  });
-}
+const waitPhase = (api: FakeApi, name: string, phase: string): Promise<V1Pod> =>
+  waitPodPhase(api, NS, name, phase, WAIT);
 
 function waitGone(api: FakeApi, name: string): Promise<boolean> {
   return waitFor(() => apiPod(api, name) === undefined, { ...WAIT, what: `pod ${name} gone` });
@@ -303,7 +252,7 @@ for (const notify of [true, false]) {
       // Down: one pod is deleted while nobody watches.
       await running.stop();
       api.deletePod(NS, 'c', 0);
-      const again = await runController(t, api, provider);
+      const again = await runPodController(t, api, provider, { nodeName: NODE });
       await waitFor(async () => (await provider.getPod(NS, 'c', never)) === undefined, {
         ...WAIT,
         what: 'the pod deleted while the controller was down to leave the provider',

@@ -1,11 +1,11 @@
 import type { V1Pod, V1PodSpec, V1PodStatus } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
-import { EventRecorder } from '../../../src/kube/events.js';
-import { PodController, type PodControllerOptions } from '../../../src/pods/pod-controller.js';
+import type { PodControllerOptions } from '../../../src/pods/pod-controller.js';
 import { MockProvider } from '../../../src/providers/mock/index.js';
 import type { MockConfig } from '../../../src/providers/mock/config.js';
 import { FakeApi } from '../../helpers/fake-api.js';
+import { runPodController, testPod, waitPodPhase } from '../../helpers/pod-controller.js';
 import { waitFor } from '../../helpers/wait.js';
 
 const NODE = 'deadline-node';
@@ -129,58 +129,19 @@ async function setup(
     config: { logIntervalMs: 0, ...config },
   });
   t.after(() => provider.close());
-  const events = new EventRecorder({ client: api.client, host: NODE, qps: 0 });
-  const controller = new PodController({
-    client: api.client,
-    nodeName: NODE,
-    provider,
-    events,
-    pollIntervalMs: 50,
-    fullResyncPeriodMs: 0,
-    maxBackoffMs: 400,
-    ...options,
-  });
-  const abort = new AbortController();
-  const running = controller.run(abort.signal);
-  let stopped: Promise<void> | undefined;
-  const stop = (): Promise<void> =>
-    (stopped ??= (async () => {
-      abort.abort();
-      await running;
-      events.close();
-    })());
-  t.after(stop);
-  await Promise.race([controller.whenReady(), running]);
+  const { stop } = await runPodController(t, api, provider, { nodeName: NODE, ...options });
   t.after(() => {
     provider.release();
   });
   return { api, provider, stop };
 }
 
-function pod(name: string, spec: Partial<V1PodSpec> = {}): V1Pod {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { namespace: NS, name },
-    spec: {
-      nodeName: NODE,
-      restartPolicy: 'Always',
-      terminationGracePeriodSeconds: 30,
-      containers: [{ name: 'app', image: 'busybox:1' }],
-      ...spec,
-    },
-    status: { phase: 'Pending' },
-  };
-}
+const pod = (name: string, spec: Partial<V1PodSpec> = {}): V1Pod => testPod(NS, NODE, name, spec);
 
 const apiPod = (api: FakeApi, name: string): V1Pod | undefined => api.get('pods', NS, name);
 
-function waitPhase(api: FakeApi, name: string, phase: string): Promise<unknown> {
-  return waitFor(() => apiPod(api, name)?.status?.phase === phase, {
-    ...WAIT,
-    what: `pod ${name} ${phase}`,
-  });
-}
+const waitPhase = (api: FakeApi, name: string, phase: string): Promise<V1Pod> =>
+  waitPodPhase(api, NS, name, phase, WAIT);
 
 /** The longest grace period the API accepts (as `terminationGracePeriodSeconds`). */
 const FOREVER_SECONDS = 2_147_483_647;

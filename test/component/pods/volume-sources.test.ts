@@ -1,15 +1,15 @@
 import type { V1Pod, V1Volume } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { EventRecorder } from '../../../src/kube/events.js';
-import { PodController } from '../../../src/pods/pod-controller.js';
 import { MockProvider } from '../../../src/providers/mock/index.js';
 import { FakeApi } from '../../helpers/fake-api.js';
+import { runPodController } from '../../helpers/pod-controller.js';
 import { waitFor } from '../../helpers/wait.js';
 
 const NODE = 'volume-sources-node';
 const NS = 'vol';
 const WAIT = { timeoutMs: 20_000, intervalMs: 50 };
+const never = new AbortController().signal;
 
 function pod(name: string, volume: V1Volume): V1Pod {
   return {
@@ -33,23 +33,12 @@ test('a volume of a missing config map or secret keeps the pod Pending until it 
   const provider = new MockProvider({ nodeName: NODE, config: { logIntervalMs: 0 } });
   t.after(() => provider.close());
   assert.ok(!('setPodVolumes' in provider), 'the mock takes no volume content');
-  const events = new EventRecorder({ client: api.client, host: NODE, qps: 0 });
-  const controller = new PodController({
-    client: api.client,
+  await runPodController(t, api, provider, {
     nodeName: NODE,
-    provider,
-    events,
-    pollIntervalMs: 50,
+    // The controller's own resync period.
+    fullResyncPeriodMs: undefined,
     maxBackoffMs: 200,
   });
-  const abort = new AbortController();
-  const running = controller.run(abort.signal);
-  t.after(async () => {
-    abort.abort();
-    await running;
-    events.close();
-  });
-  await controller.whenReady();
 
   const held = [
     pod('cm', { name: 'v', configMap: { name: 'later-map' } }),
@@ -92,7 +81,7 @@ test('a volume of a missing config map or secret keeps the pod Pending until it 
     const name = p.metadata?.name ?? '';
     assert.equal(phase(name), 'Pending', name);
     assert.match(failedMount(name)?.message ?? '', /MountVolume\.SetUp failed for volume "v" : /);
-    assert.equal(await provider.getPod(NS, name, abort.signal), undefined, `${name} not created`);
+    assert.equal(await provider.getPod(NS, name, never), undefined, `${name} not created`);
   }
   assert.match(failedMount('cm')?.message ?? '', /configmap "later-map" not found/);
   assert.match(failedMount('secret')?.message ?? '', /secret "later-secret" not found/);
