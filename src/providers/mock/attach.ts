@@ -10,6 +10,12 @@ import type { ContainerRun } from './container-run.js';
 import { aborted, nextChunk, write } from './streams.js';
 
 /**
+ * The longest log line an attach session writes, in UTF-16 code units: longer input lines are
+ * split, as container runtimes split log lines of more than 16 KiB (the CRI log format).
+ */
+export const MAX_LINE_CHARS = 16 * 1024;
+
+/**
  * Runs an attach session until stdin ends (when given; the lines read so far are written out
  * first), the container stops (its last lines are written out first) or `signal` fires.
  * Never rejects; the caller tells apart why it ended.
@@ -48,6 +54,10 @@ export async function attach(
     const stdin = streams.stdin;
     if (stdin === undefined) return;
     const decoder = new StringDecoder('utf8');
+    const appendSplit = (line: string): void => {
+      for (let at = 0; at < line.length || at === 0; at += MAX_LINE_CHARS)
+        log.append(line.slice(at, at + MAX_LINE_CHARS), clock());
+    };
     let pending = '';
     let lastWasCR = false;
     for (;;) {
@@ -60,11 +70,17 @@ export async function attach(
       lastWasCR = text.endsWith('\r');
       const lines = (pending + text).split(/\r\n|\r|\n/);
       pending = lines.pop() ?? '';
-      for (const line of lines) log.append(line, clock());
+      for (const line of lines) appendSplit(line);
+      // Input without line breaks must not grow a buffer without bound: a partial line is
+      // written out in parts of at most MAX_LINE_CHARS, as a runtime splits long log lines.
+      while (pending.length >= MAX_LINE_CHARS) {
+        log.append(pending.slice(0, MAX_LINE_CHARS), clock());
+        pending = pending.slice(MAX_LINE_CHARS);
+      }
     }
     if (stop.aborted) return;
     pending += decoder.end();
-    if (pending !== '') log.append(pending, clock());
+    if (pending !== '') appendSplit(pending);
     // Stdin ended: write out what was echoed, then end the session.
     drainTo = log.nextLine;
     inputDone.abort();

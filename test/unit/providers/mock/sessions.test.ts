@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Duplex, PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
 import { hasContainerAttach, hasPortForward } from '../../../../src/provider.js';
+import { MAX_LINE_CHARS } from '../../../../src/providers/mock/attach.js';
 import { waitFor } from '../../../helpers/wait.js';
 import { collect, mock, pod, signal, text } from './helpers.js';
 
@@ -60,6 +61,29 @@ describe('MockProvider attach', () => {
       await text(await provider.getContainerLogs('ns', 'a', 'main', PLAIN, signal)),
       'mock: container main of ns/a started\nhello\nworld\nlast words\n',
     );
+    await provider.close();
+  });
+
+  test('stdin without line breaks is logged in parts of at most MAX_LINE_CHARS, nothing lost', async () => {
+    const { provider } = mock({ config: { logIntervalMs: 0 } });
+    await provider.createPod(pod('long'), signal);
+    const stdin = new PassThrough();
+    const session = track(
+      provider.attachToContainer('ns', 'long', 'main', { stdin, tty: false }, signal),
+    );
+    const input = 'x'.repeat(MAX_LINE_CHARS * 64 + 5);
+    for (let at = 0; at < input.length; at += 4096) stdin.write(input.slice(at, at + 4096));
+    stdin.end('\n');
+    await waitFor(() => session.settled, fast);
+    await session.promise;
+    const logged = (
+      await text(await provider.getContainerLogs('ns', 'long', 'main', PLAIN, signal))
+    )
+      .split('\n')
+      .slice(1, -1);
+    assert.equal(logged.length, 65);
+    assert.ok(logged.every((line) => line.length <= MAX_LINE_CHARS));
+    assert.equal(logged.join(''), input);
     await provider.close();
   });
 
