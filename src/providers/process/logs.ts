@@ -844,8 +844,12 @@ async function* follow(
             if (position >= r.end) continue;
             from = Math.max(0, position - r.base);
           }
-          // Open copies stay whole whatever rotates next.
-          yield* forward(copy.window, copy.index, from, copy.size, now, filter);
+          // A copy can end inside a line the writer was writing when the size was read; the
+          // rest of that line went to the truncated file's lost bytes: only whole lines are
+          // passed on. Open copies stay whole whatever rotates next.
+          const nl = await lastNewline(copy.window, copy.size - 1, from);
+          if (nl === -1) continue;
+          yield* forward(copy.window, copy.index, from, nl + 1, now, filter);
         }
       } finally {
         await Promise.all(copies.map(closePiece));
