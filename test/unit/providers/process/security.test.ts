@@ -11,6 +11,7 @@ import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import { test, type TestContext } from 'node:test';
+import { parseProcessConfig } from '../../../../src/providers/process/config.js';
 import { ProcessProvider, type ProcessConfig } from '../../../../src/providers/process/index.js';
 import {
   expandHiddenPaths,
@@ -140,6 +141,14 @@ test('runAsNonRoot: refused as the kubelet refuses it, in its words', () => {
   // The container's setting wins over the pod's.
   assert.equal(check(p({ runAsNonRoot: true }, { runAsNonRoot: false })), undefined);
   assert.equal(check(p({})), undefined);
+});
+
+test('config: hiddenPaths are absolute, ~ or $VAR paths', () => {
+  assert.deepEqual(parseProcessConfig({ hiddenPaths: ['/a', '~/b', '$C/d'] }), {
+    hiddenPaths: ['/a', '~/b', '$C/d'],
+  });
+  assert.throws(() => parseProcessConfig({ hiddenPaths: ['rel'] }), /absolute paths \(not "rel"\)/);
+  assert.throws(() => parseProcessConfig({ hiddenPaths: '/a' }), /an array of strings/);
 });
 
 test('hidden paths expand ~ and $VARS; read-only mounts keep volumes and kernel file systems', () => {
@@ -446,12 +455,17 @@ test('configured hidden paths are covered: a directory and a file', async (t) =>
       {
         name: 'app',
         image: 'busybox',
-        command: ['sh', '-c', `ls ${root}/pki; cat ${root}/admin.conf; echo end`],
+        command: [
+          'sh',
+          '-c',
+          `ls ${root}/pki; cat ${root}/admin.conf; ls /proc/1/root${root}/pki 2>&1; echo end`,
+        ],
       },
     ],
   });
   await provider.createPod(p, signal);
   const log = await finished(provider, 'hidden');
   assert.doesNotMatch(log, /secret|ca\.key/);
-  assert.match(log, /end/);
+  // Nor through the root of the pod's PID 1 (the sandbox, which has every capability).
+  assert.match(log, /Permission denied\nend/);
 });
