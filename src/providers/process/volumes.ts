@@ -11,6 +11,7 @@
 import type { V1Container, V1Pod, V1Volume } from '../../wire.js';
 import {
   chmodSync,
+  chownSync,
   existsSync,
   lchownSync,
   lstatSync,
@@ -157,6 +158,8 @@ export function writeVolume(
     mkdirSync(dirname(target), { recursive: true, mode: 0o755 });
     writeFileSync(target, f.data, { mode: f.mode });
     chmodSync(target, f.mode);
+    // A token the kubelet would give to the pod's user (FsUser); only root can give files away.
+    if (f.owner !== undefined && process.getuid?.() === 0) chownSync(target, f.owner, -1);
     top.add(rel.split('/')[0] ?? rel);
   }
   // The new files have their group before they are visible.

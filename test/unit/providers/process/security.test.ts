@@ -264,14 +264,17 @@ function tokenPod(name: string, spec: Partial<V1PodSpec>, command: string): V1Po
 
 test("a pod running as 65534 reaches its own token and emptyDir, not another pod's nor the state directory", async (t) => {
   const provider = setup(t);
-  const token = (p: V1Pod, secret: string): Promise<void> =>
+  // As the core projects them: a token owned by the pod's one user is 0600 (B has none).
+  const token = (p: V1Pod, secret: string, owner?: number): Promise<void> =>
     provider.setPodVolumes(
       p,
       [
         {
           name: 'kube-api-access',
           files: [
-            { path: 'token', data: Buffer.from(secret), mode: 0o644 },
+            owner === undefined
+              ? { path: 'token', data: Buffer.from(secret), mode: 0o644 }
+              : { path: 'token', data: Buffer.from(secret), mode: 0o600, owner },
             { path: 'private', data: Buffer.from('group-readable'), mode: 0o400 },
           ],
         },
@@ -305,7 +308,7 @@ test("a pod running as 65534 reaches its own token and emptyDir, not another pod
     { securityContext: { runAsUser: 65534, runAsGroup: 65534, fsGroup: 4242 } },
     script,
   );
-  await token(a, 'token-of-a');
+  await token(a, 'token-of-a', 65534);
   await provider.createPod(a, signal);
   const log = await finished(provider, 'pod-a');
   const lines = log.split('\n');
@@ -325,6 +328,8 @@ test("a pod running as 65534 reaches its own token and emptyDir, not another pod
   assert.equal(statSync(join(bDir, 'state.json')).mode & 0o777, 0o600);
   // fsGroup: the volume's files and the emptyDir belong to the group, directories setgid.
   const aDir = provider.podRecord('unit', 'pod-a')?.dir ?? '';
+  const aToken = statSync(join(aDir, 'volumes', 'kube-api-access', 'token'));
+  assert.equal(aToken.uid, 65534);
   const priv = statSync(join(aDir, 'volumes', 'kube-api-access', 'private'));
   assert.equal(priv.gid, 4242);
   assert.equal(priv.mode & 0o777, 0o440);
