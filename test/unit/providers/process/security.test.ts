@@ -18,7 +18,12 @@ import {
   isolationLines,
   readOnlyMounts,
 } from '../../../../src/providers/process/isolation.js';
-import { findTools, launchArgv, type Tools } from '../../../../src/providers/process/launch.js';
+import {
+  findTools,
+  launchArgv,
+  privilegePrefix,
+  type Tools,
+} from '../../../../src/providers/process/launch.js';
 import {
   capabilitySet,
   containerPrivileges,
@@ -106,19 +111,42 @@ test('setpriv options: user, groups, no_new_privs, bounding set; privileged keep
   const argv = launchArgv(
     {
       argv: ['id'],
-      workingDir: '/',
+      workingDir: '/work',
       cgroupProcs: [],
-      mounts: [],
+      mounts: [{ source: '/state/pods/p/volumes/v', target: '/data', readOnly: false }],
       privileges: priv,
-      exitFile: '/run/x.exit',
-      errorFile: '/run/x.error',
+      readOnlyMounts: ['/'],
+      hiddenPaths: [{ path: '/state', file: false }],
+      exitFile: '/state/pods/p/run/x.exit',
+      errorFile: '/state/pods/p/run/x.error',
       tty: false,
     },
     tools(),
   );
   const script = argv.find((a) => a.includes('exec 9<&-')) ?? '';
-  if (process.getuid?.() === 0)
-    assert.match(script, /exec '[^']*setsid' '[^']*setpriv' '--reuid=1000' .* '--' 'id'$/);
+  // The volumes are bound before anything is hidden or made read-only; the working directory
+  // is entered once the state directory is hidden, and the descriptor of the run directory
+  // (through which a start error is written) is closed before the command.
+  const order = [
+    "exec 9< '/state/pods/p/run'",
+    "> /proc/self/fd/9/'x.error'",
+    "--bind '/state/pods/p/volumes/v' '/data'",
+    "-o remount,bind,ro '/'",
+    "tmpfs '/state'",
+    "cd '/work'",
+    'exec 9<&-',
+    'setsid',
+  ].map((part) => script.indexOf(part));
+  assert.ok(
+    order.every((at, i) => at >= 0 && (i === 0 || at > (order[i - 1] ?? 0))),
+    `${JSON.stringify(order)}\n${script}`,
+  );
+  // As root the command runs under setpriv with the container's privileges.
+  assert.match(
+    privilegePrefix(priv, tools(), true),
+    /^'[^']*setpriv' '--reuid=1000' '--regid=3000' '--groups=5,6,7' '--no-new-privs' .* '--' $/,
+  );
+  assert.equal(privilegePrefix(undefined, tools(), true), '');
 });
 
 test('runAsNonRoot: refused as the kubelet refuses it, in its words', () => {
