@@ -305,6 +305,11 @@ export interface VolumeFile {
   readonly data: Uint8Array;
   /** File mode (`defaultMode` or `items[].mode`), for example 0o644. */
   readonly mode: number;
+  /**
+   * The user that owns the file, when not the node agent's: a service-account token's when
+   * every container runs as the same `runAsUser` (the kubelet's FsUser; the token is 0600 then).
+   */
+  readonly owner?: number;
 }
 
 /**

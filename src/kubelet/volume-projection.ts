@@ -9,8 +9,9 @@
  *   base64-decoded); with `items`, one file per item at `items[].path`;
  * - modes: `items[].mode`, else the volume's `defaultMode` (for projected sources, the projected
  *   volume's), else 0644; with `fsGroup` every file also gets group read, and a token is 0600
- *   (0640 with `fsGroup`) when the containers share a user or have an `fsGroup`. Ownership is not
- *   part of the result: a provider that cares reads `fsGroup` and `runAsUser` from the pod;
+ *   (0640 with `fsGroup`) when the containers share a user or have an `fsGroup`, and is owned by
+ *   that user (`owner`, the kubelet's FsUser). Group ownership is not part of the result: a
+ *   provider that cares reads `fsGroup` from the pod;
  * - `optional: true`: a missing object gives no files, a missing item key is skipped; otherwise
  *   both are errors (retryable: the object may appear later);
  * - downward API: `metadata.name`, `namespace`, `uid`, `labels`, `annotations` (and their
@@ -234,7 +235,7 @@ function tokenRequestOf(pod: V1Pod, s: V1ServiceAccountTokenProjection): TokenRe
 }
 
 /** Files by path; a later file of the same path replaces an earlier one (as in the kubelet). */
-type Payload = Map<string, { data: Uint8Array; mode: number }>;
+type Payload = Map<string, { data: Uint8Array; mode: number; owner?: number }>;
 
 function projectVolume(ctx: Context, volume: V1Volume): VolumeFile[] {
   const payload: Payload = new Map();
@@ -309,7 +310,8 @@ function projectionFiles(
     // A token readable by others would leak; with a known owner or group the kubelet makes it
     // 0600 (group read is added below for fsGroup).
     const tokenMode = ctx.fsUser !== undefined || ctx.fsGroup ? 0o600 : mode;
-    add(volume, payload, s.path, Buffer.from(token, 'utf8'), tokenMode);
+    // And it belongs to that user, so a container running as it reads its own token.
+    add(volume, payload, s.path, Buffer.from(token, 'utf8'), tokenMode, ctx.fsUser);
   } else if (p.clusterTrustBundle !== undefined) {
     throw new VolumeResolutionError(
       'Unsupported',
@@ -519,7 +521,14 @@ function downwardAPIValue(ctx: Context, item: V1DownwardAPIVolumeFile): string {
   throw new EnvResolutionError('InvalidFieldPath', 'neither fieldRef nor resourceFieldRef is set');
 }
 
-function add(volume: string, payload: Payload, path: string, data: Uint8Array, mode: number): void {
+function add(
+  volume: string,
+  payload: Payload,
+  path: string,
+  data: Uint8Array,
+  mode: number,
+  owner?: number,
+): void {
   const invalid = volumePathError(path);
   if (invalid !== undefined) {
     throw new VolumeResolutionError(
@@ -535,7 +544,7 @@ function add(volume: string, payload: Payload, path: string, data: Uint8Array, m
       `invalid mode ${String(mode)} for ${JSON.stringify(path)}: must be between 0 and 0777`,
     );
   }
-  payload.set(path, { data, mode });
+  payload.set(path, owner === undefined ? { data, mode } : { data, mode, owner });
 }
 
 /** Longest path of a volume file, and longest element of one (the atomic writer's limits). */
@@ -583,7 +592,13 @@ function filesOf(volume: string, payload: Payload, fsGroup: boolean): VolumeFile
   return paths.map((path) => {
     const f = payload.get(path);
     const mode = (f?.mode ?? DEFAULT_VOLUME_FILE_MODE) | groupRead;
-    return { path, data: f?.data ?? new Uint8Array(), mode };
+    const owner = f?.owner;
+    return {
+      path,
+      data: f?.data ?? new Uint8Array(),
+      mode,
+      ...(owner !== undefined ? { owner } : {}),
+    };
   });
 }
 

@@ -343,6 +343,49 @@ test('a command that does not exist fails to start with a reason; no command at 
   assert.equal(events.type, 'Warning');
 });
 
+test('securityContext: runAsNonRoot is refused as the kubelet refuses it; a pod as 65534 reads its own token and not the state directory', async (t) => {
+  const f = await fixture(t);
+  await createPod(f, 'nonroot', {
+    securityContext: { runAsNonRoot: true },
+    containers: [{ name: 'app', image: 'busybox', command: ['sleep', '3600'] }],
+  });
+  const refused = await waitPod(
+    f,
+    'nonroot',
+    'CreateContainerConfigError',
+    (p) =>
+      p.status?.containerStatuses?.[0]?.state?.waiting?.reason === 'CreateContainerConfigError',
+  );
+  const uid = refused.metadata?.uid ?? '';
+  const message = `container has runAsNonRoot and image will run as root (pod: "nonroot_${f.ns}(${uid})", container: app)`;
+  assert.equal(refused.status?.containerStatuses?.[0]?.state?.waiting?.message, message);
+  const event = await waitEvent(f, 'nonroot', 'Failed', /runAsNonRoot/);
+  assert.equal(event.message, `Error: ${message}`);
+  assert.equal(event.type, 'Warning');
+
+  await createPod(f, 'nobody', {
+    securityContext: { runAsNonRoot: true, runAsUser: 65534, runAsGroup: 65534 },
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sleep', '3600'],
+        securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
+      },
+    ],
+  });
+  await waitPod(f, 'nobody', 'Running', running);
+  const sh = (script: string): Promise<{ stdout: string; code: number }> =>
+    kubectl(['exec', 'nobody', '-n', f.ns, '--', 'sh', '-c', script], { allowFailure: true });
+  const sa = '/var/run/secrets/kubernetes.io/serviceaccount';
+  assert.match((await sh(`id -u; cat ${sa}/token`)).stdout, /^65534\neyJ[\w-]+\.[\w-]+\.[\w-]+$/);
+  assert.match((await sh('grep NoNewPrivs /proc/self/status')).stdout, /^NoNewPrivs:\s+1$/m);
+  const stateDir = f.provider.stateDir;
+  const listing = await sh(`ls ${stateDir}/pods 2>&1`);
+  assert.notEqual(listing.code, 0);
+  assert.match(listing.stdout, /Permission denied/);
+});
+
 test('kubectl port-forward reaches an HTTP server in the pod', async (t) => {
   const f = await fixture(t);
   const [port] = await freePorts(1);

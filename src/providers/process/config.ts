@@ -55,6 +55,15 @@ export interface ProcessConfig {
   readonly backoffMaxSeconds?: number;
   /** How often running processes are checked, in milliseconds. Default: 500. */
   readonly monitorIntervalMs?: number;
+  /**
+   * Absolute paths (a leading `~` is the agent's home, `$NAME` an environment variable; a
+   * path naming an unset one is left out) that pods must not see: each container's mount
+   * namespace covers them with an empty read-only tmpfs (a file with /dev/null). The state
+   * directory is hidden too, always. Default: `["~/.local/state/virtual-kubelet",
+   * "~/.cache/virtual-kubelet", "$VK_CACHE_DIR"]` (the dev cluster's PKI, kubeconfigs and
+   * binaries).
+   */
+  readonly hiddenPaths?: readonly string[];
 }
 
 export const DEFAULT_IMAGES: Readonly<Record<string, ImageEntrypoint>> = {
@@ -80,6 +89,7 @@ const FIELDS = new Set([
   'backoffInitialSeconds',
   'backoffMaxSeconds',
   'monitorIntervalMs',
+  'hiddenPaths',
 ]);
 
 const isRecord = (v: unknown): v is Record<string, unknown> =>
@@ -127,6 +137,13 @@ export function parseProcessConfig(raw: unknown): ProcessConfig {
     const v = raw[f];
     if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0))
       bad(f, 'a positive number');
+  }
+  if (raw.hiddenPaths !== undefined) {
+    if (!isStrings(raw.hiddenPaths)) bad('hiddenPaths', 'an array of strings');
+    for (const p of raw.hiddenPaths as string[]) {
+      if (!p.startsWith('/') && !p.startsWith('~') && !p.startsWith('$'))
+        bad('hiddenPaths', `absolute paths (not "${p}")`);
+    }
   }
   if (raw.reserved !== undefined) {
     if (!isRecord(raw.reserved)) bad('reserved', 'an object');

@@ -15,7 +15,8 @@ import type { Duplex, Readable, Writable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { invalidInput, unavailable } from '../../errors.js';
 import type { AttachStreams, TerminalSize } from '../../provider.js';
-import { shellQuote, type Tools } from './launch.js';
+import { privilegePrefix, shellQuote, type Tools } from './launch.js';
+import type { Privileges } from './security.js';
 import { descendants, isAlive, terminalOf, type ProcessRef } from './proc.js';
 
 /** How long attach keeps copying output after stdin ended. */
@@ -28,7 +29,8 @@ export interface ExecTarget {
   readonly namespaces: boolean;
   readonly env: ReadonlyMap<string, string>;
   readonly workingDir: string;
-  readonly runAs?: { readonly uid: number; readonly gid: number };
+  /** The container's user, groups and capabilities (security.ts). Default: the agent's. */
+  readonly privileges?: Privileges;
   /** `cgroup.procs` files the exec'd process joins. */
   readonly cgroupProcs: readonly string[];
 }
@@ -43,9 +45,7 @@ export function execArgv(
   const q = shellQuote;
   let cmd = command.map(q).join(' ');
   if (tty) cmd = `${q(tools.script)} -q -e -c ${q(cmd)} /dev/null`;
-  const runAs = target.runAs
-    ? `${q(tools.setpriv)} --reuid=${String(target.runAs.uid)} --regid=${String(target.runAs.gid)} --clear-groups -- `
-    : '';
+  const runAs = privilegePrefix(target.privileges, tools);
   const script = [
     ...target.cgroupProcs.map((f) => `echo 0 > ${q(f)} 2>/dev/null`),
     // In the container's mount namespace, so a working directory in a volume is the volume.

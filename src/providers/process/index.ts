@@ -7,7 +7,7 @@
  * from the state directory. See docs/provider-guide.md for the details and limits.
  */
 import type { V1Node, V1Pod, V1PodStatus } from '../../wire.js';
-import { mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { Duplex, Readable } from 'node:stream';
@@ -45,6 +45,8 @@ import { PodRunner, type RunnerContext } from './pod.js';
 import { Probing } from './probing.js';
 import { bootTime, isAlive, type ProcessRef } from './proc.js';
 import { detectNamespaces, startSandbox } from './sandbox.js';
+import { DEFAULT_HIDDEN_PATHS, expandHiddenPaths } from './isolation.js';
+import { containerPrivileges } from './security.js';
 import {
   loadRecords,
   noteProcesses,
@@ -58,8 +60,10 @@ import {
 import { metricsResource, podUsage, RateTracker, snapshot, statsSummary } from './stats.js';
 import {
   type PreparedVolume,
+  applyFsGroup,
   containerMounts,
   createMountTargets,
+  podFsGroup,
   prepareVolumes,
   removeMountTargets,
   volumeDir,
@@ -141,7 +145,10 @@ export class ProcessProvider
     this.#tools = tools;
     this.#stateDir = this.#config.stateDir ?? defaultStateDir(options.nodeName);
     this.#podsDir = join(this.#stateDir, 'pods');
-    mkdirSync(this.#podsDir, { recursive: true });
+    // The agent's alone: pods hold secrets, and every pod's volumes live below.
+    mkdirSync(this.#podsDir, { recursive: true, mode: 0o700 });
+    chmodSync(this.#stateDir, 0o700);
+    chmodSync(this.#podsDir, 0o700);
     this.#namespaces =
       this.#config.isolation === 'none' ? 'disabled by config' : detectNamespaces(tools);
     this.#cgroups =
@@ -183,6 +190,10 @@ export class ProcessProvider
       hostIP: nodeIP,
       backoffInitialSeconds: this.#config.backoffInitialSeconds ?? 10,
       backoffMaxSeconds: this.#config.backoffMaxSeconds ?? 300,
+      hiddenPaths: [
+        resolve(this.#stateDir),
+        ...expandHiddenPaths(this.#config.hiddenPaths ?? DEFAULT_HIDDEN_PATHS),
+      ],
       log: this.#log,
       probeState: (record, name) => this.#probing.state(record, name),
       event: (pod, e) => this.#eventCallback?.(pod, e),
@@ -311,13 +322,21 @@ export class ProcessProvider
       this.#forget(existing);
     }
     const dir = join(this.#podsDir, podDirName(pod));
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
     const volumes = prepareVolumes(pod, dir);
     const all = [...(pod.spec.initContainers ?? []), ...pod.spec.containers];
     const mounts = Object.fromEntries(all.map((c) => [c.name, containerMounts(c, volumes)]));
     const anyMounts = Object.values(mounts).some((m) => m.length > 0);
     if (anyMounts && this.#namespaces !== true) {
       throw permanent(`pod ${k} mounts volumes, which needs mount namespaces: ${this.#namespaces}`);
+    }
+    if (
+      all.some((c) => c.securityContext?.readOnlyRootFilesystem === true) &&
+      this.#namespaces !== true
+    ) {
+      throw permanent(
+        `pod ${k} has a container with readOnlyRootFilesystem, which needs mount namespaces: ${this.#namespaces}`,
+      );
     }
     const createdTargets = createMountTargets(Object.values(mounts).flat());
     let sandbox: ProcessRef | undefined;
@@ -353,7 +372,10 @@ export class ProcessProvider
     this.#emit(runner);
     this.#log.info({ pod: k, sandbox: sandbox?.pid }, 'pod created');
     const config = record.containers.find(
-      (c) => c.state.kind === 'waiting' && c.state.reason === 'CreateContainerConfigError',
+      (c) =>
+        c.state.kind === 'waiting' &&
+        (c.state.reason === 'CreateContainerConfigError' ||
+          c.state.reason === 'CreateContainerError'),
     );
     if (config?.state.kind === 'waiting')
       throw unavailable(config.state.message ?? config.state.reason);
@@ -367,7 +389,7 @@ export class ProcessProvider
   ): Promise<ProcessRef> {
     const fd = openSync(join(dir, 'sandbox.log'), 'a');
     try {
-      return await startSandbox(
+      const ref = await startSandbox(
         {
           hostname: podHostname(pod),
           privateTmp: this.#privateTmp,
@@ -378,6 +400,14 @@ export class ProcessProvider
         this.#tools,
         signal,
       );
+      const fsGroup = podFsGroup(pod);
+      if (fsGroup !== undefined) {
+        // A memory emptyDir is a tmpfs of the sandbox's mount namespace, reached from here
+        // through its root.
+        for (const v of volumes.filter((x) => x.tmpfs))
+          applyFsGroup(join('/proc', String(ref.pid), 'root', v.source), fsGroup, false);
+      }
+      return ref;
     } finally {
       closeSync(fd);
     }
@@ -546,7 +576,9 @@ export class ProcessProvider
       runner && runner.record.pod.metadata?.uid === pod.metadata?.uid
         ? runner.record.dir
         : join(this.#podsDir, podDirName(pod));
-    for (const v of volumes) writeVolume(volumeDir(dir, v.name), v);
+    const fsGroup = podFsGroup(pod);
+    for (const v of volumes)
+      writeVolume(volumeDir(dir, v.name), v, fsGroup !== undefined ? { fsGroup } : {});
     return Promise.resolve();
   }
 
@@ -658,11 +690,8 @@ export class ProcessProvider
     if (!spec) throw notFound(`container "${c.name}" not found`);
     const pod = runner.record.pod;
     const env = containerEnv(spec, pod.spec?.hostname ?? pod.metadata?.name ?? '');
-    const sc = { ...pod.spec?.securityContext, ...spec.securityContext };
-    const runAs =
-      process.getuid?.() === 0 && (sc.runAsUser !== undefined || sc.runAsGroup !== undefined)
-        ? { uid: sc.runAsUser ?? 0, gid: sc.runAsGroup ?? 0 }
-        : undefined;
+    const privileges = containerPrivileges(pod, spec);
+    if ('error' in privileges) throw invalidInput(privileges.error);
     const cg = this.#ctx.cgroups;
     const argv = execArgv(
       {
@@ -671,7 +700,7 @@ export class ProcessProvider
         env,
         workingDir:
           spec.workingDir ?? lookupImage(spec.image ?? '', this.#ctx.images)?.workingDir ?? '/',
-        ...(runAs ? { runAs } : {}),
+        privileges,
         cgroupProcs: cg ? cg.prepare(pod.metadata?.uid ?? '', c.name, limitsOf(spec)) : [],
       },
       command,

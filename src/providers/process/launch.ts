@@ -17,9 +17,11 @@
  */
 import type { V1Container, V1EnvVar, V1Pod } from '../../wire.js';
 import { accessSync, constants, statSync } from 'node:fs';
-import { isAbsolute, join } from 'node:path';
+import { basename, dirname, isAbsolute, join } from 'node:path';
 import { DEFAULT_IMAGES, type ImageEntrypoint } from './config.js';
 import { expandEnvValue } from '../../kubelet/env-expansion.js';
+import { isolationLines, type HiddenPath } from './isolation.js';
+import { setprivOptions, type Privileges } from './security.js';
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -183,7 +185,12 @@ export interface LaunchSpec {
   /** `cgroup.procs` files the process writes itself into. */
   readonly cgroupProcs: readonly string[];
   readonly mounts: readonly Mount[];
-  readonly runAs?: { readonly uid: number; readonly gid: number };
+  /** The user, groups and capabilities (security.ts). Default: the agent's, unchanged. */
+  readonly privileges?: Privileges;
+  /** Mount points made read-only after the volume mounts (`readOnlyRootFilesystem`). */
+  readonly readOnlyMounts?: readonly string[];
+  /** Paths covered after the volume mounts, so the container cannot see them. */
+  readonly hiddenPaths?: readonly HiddenPath[];
   /** Written with the exit code when the process ends. */
   readonly exitFile: string;
   /** Written with a message when the process could not be started (mount, cd, cgroup). */
@@ -217,7 +224,7 @@ export function findTools(): Tools | string {
 /** The argv of the wrapper that runs the container as described by `spec`. */
 export function launchArgv(spec: LaunchSpec, tools: Tools): string[] {
   const q = shellQuote;
-  const lines = [`fail() { printf '%s\\n' "$1" > ${q(spec.errorFile)}; exit 128; }`];
+  const lines = failLines(spec.errorFile);
   for (const f of spec.cgroupProcs) {
     lines.push(`echo 0 > ${q(f)} || fail ${q(`cannot join the cgroup ${f}`)}`);
   }
@@ -231,15 +238,15 @@ export function launchArgv(spec: LaunchSpec, tools: Tools): string[] {
       );
     }
   }
+  lines.push(...isolationLines(spec.readOnlyMounts ?? [], spec.hiddenPaths ?? [], tools));
   lines.push(
     `cd ${q(spec.workingDir)} || fail ${q(`cannot change to the working directory ${spec.workingDir}`)}`,
   );
   let command = spec.argv.map(q).join(' ');
   if (spec.tty) command = `${q(tools.script)} -q -e -c ${q(command)} /dev/null`;
-  const runAs = spec.runAs
-    ? `${q(tools.setpriv)} --reuid=${String(spec.runAs.uid)} --regid=${String(spec.runAs.gid)} --clear-groups -- `
-    : '';
-  lines.push(`exec ${q(tools.setsid)} ${runAs}${command}`);
+  // The run directory's descriptor would reach what is hidden: closed before the command.
+  lines.push(`exec 9<&-`);
+  lines.push(`exec ${q(tools.setsid)} ${privilegePrefix(spec.privileges, tools)}${command}`);
   const inner = [tools.sh, '-c', lines.join('\n'), 'vk-container'];
   const enter =
     spec.sandboxPid === undefined
@@ -261,4 +268,31 @@ export function launchArgv(spec: LaunchSpec, tools: Tools): string[] {
         ];
   const wrapper = 'f=$1; shift; "$@"; c=$?; echo "$c" > "$f"; exit "$c"';
   return [tools.sh, '-c', wrapper, 'vk-wrapper', spec.exitFile, ...enter];
+}
+
+/**
+ * The wrapper's `fail` function, which records why the container could not start. It writes
+ * through a descriptor of the run directory opened first, as the directory itself is hidden
+ * once the container's mount namespace is set up.
+ */
+function failLines(errorFile: string): string[] {
+  const q = shellQuote;
+  return [
+    `exec 9< ${q(dirname(errorFile))} || exit 128`,
+    `fail() { printf '%s\\n' "$1" > /proc/self/fd/9/${q(basename(errorFile))}; exit 128; }`,
+  ];
+}
+
+/**
+ * The `setpriv ... --` that starts a command with `privileges` (with a trailing space), or
+ * nothing when there is nothing to change.
+ */
+export function privilegePrefix(
+  privileges: Privileges | undefined,
+  tools: Tools,
+  agentIsRoot: boolean = process.getuid?.() === 0,
+): string {
+  const options = privileges ? setprivOptions(privileges, agentIsRoot) : [];
+  if (options.length === 0) return '';
+  return `${[tools.setpriv, ...options].map(shellQuote).join(' ')} `;
 }

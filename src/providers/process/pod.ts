@@ -35,6 +35,13 @@ import { containerEnv, findExecutable, launchArgv, resolveCommand, type Tools } 
 import { ensureLogDir, logPath, type LogStamper } from './logs.js';
 import { childrenOf, isAlive, processGroup, processRef, type ProcessRef } from './proc.js';
 import { killSandbox } from './sandbox.js';
+import { existingHiddenPaths, mountPoints, readOnlyMounts, type HiddenPath } from './isolation.js';
+import {
+  containerPrivileges,
+  effectiveSecurity,
+  runAsNonRootProblem,
+  type Privileges,
+} from './security.js';
 import {
   noteProcesses,
   saveRecord,
@@ -58,6 +65,8 @@ export interface RunnerContext {
   readonly hostIP: string;
   readonly backoffInitialSeconds: number;
   readonly backoffMaxSeconds: number;
+  /** Paths hidden from every container (the state directory, the dev cluster's files). */
+  readonly hiddenPaths: readonly string[];
   readonly log: Logger;
   /** Records an Event about the pod (through the core, which writes it as the kubelet would). */
   readonly event?: (pod: V1Pod, event: PodEvent) => void;
@@ -246,20 +255,24 @@ export class PodRunner {
     const pod = this.record.pod;
     const env = containerEnv(spec, podHostname(pod));
     const resolved = resolveCommand(spec, env, this.#ctx.images);
-    if ('error' in resolved) {
+    const security = containerSecurity(this.record, spec, this.#ctx.hiddenPaths);
+    const blocked =
+      'error' in security
+        ? security
+        : 'error' in resolved
+          ? { reason: 'CreateContainerConfigError', error: resolved.error }
+          : undefined;
+    if (blocked) {
       // Tried again on every tick (the config may change with an agent restart); reported once.
       const s = c.state;
-      if (!(s.kind === 'waiting' && s.reason === 'CreateContainerConfigError')) {
-        c.state = {
-          kind: 'waiting',
-          reason: 'CreateContainerConfigError',
-          message: resolved.error,
-        };
+      if (!(s.kind === 'waiting' && s.reason === blocked.reason && s.message === blocked.error)) {
+        c.state = { kind: 'waiting', reason: blocked.reason, message: blocked.error };
         this.#dirty = true;
-        this.#event('Warning', 'Failed', `Error: ${resolved.error}`);
+        this.#event('Warning', 'Failed', `Error: ${blocked.error}`);
       }
       return;
     }
+    if ('error' in resolved || 'error' in security) return;
     const restarting = c.state.kind === 'terminated' || c.lastState !== undefined;
     const run = restarting ? c.restartCount + 1 : 0;
     const workingDir = spec.workingDir ?? resolved.workingDir ?? '/';
@@ -294,12 +307,6 @@ export class PodRunner {
       fail(`exec: "${file}": executable file not found in $PATH`);
       return;
     }
-    const sc = { ...pod.spec?.securityContext, ...spec.securityContext };
-    const isRoot = process.getuid?.() === 0;
-    const runAs =
-      isRoot && (sc.runAsUser !== undefined || sc.runAsGroup !== undefined)
-        ? { uid: sc.runAsUser ?? 0, gid: sc.runAsGroup ?? 0 }
-        : undefined;
     const limits = spec.resources?.limits ?? {};
     let cgroupProcs: string[] = [];
     let oomBase = 0;
@@ -340,7 +347,7 @@ export class PodRunner {
         ...(this.record.sandbox ? { sandboxPid: this.record.sandbox.pid } : {}),
         cgroupProcs,
         mounts: this.record.mounts[c.name] ?? [],
-        ...(runAs ? { runAs } : {}),
+        ...security,
         exitFile,
         errorFile,
         tty: spec.tty === true,
@@ -829,4 +836,37 @@ export class PodRunner {
  */
 function spawnRefusal(err: unknown): string {
   return errorMessage(err).replace(/\. Received [\s\S]*$/, '');
+}
+
+/** The user and capabilities of a container's process, and what its mount namespace hides. */
+interface ContainerSecurity {
+  readonly privileges: Privileges;
+  readonly readOnlyMounts: readonly string[];
+  readonly hiddenPaths: readonly HiddenPath[];
+}
+
+/**
+ * How `spec` of `record`'s pod is isolated, or why it cannot start: the kubelet's
+ * runAsNonRoot check (CreateContainerConfigError, in the kubelet's words) or a capability a
+ * runtime would refuse (CreateContainerError). `hidden` are the paths pods must not see.
+ */
+function containerSecurity(
+  record: PodRecord,
+  spec: V1Container,
+  hidden: readonly string[],
+): ContainerSecurity | { readonly reason: string; readonly error: string } {
+  const pod = record.pod;
+  const nonRoot = runAsNonRootProblem(pod, spec, process.getuid?.() ?? 0);
+  if (nonRoot !== undefined) return { reason: 'CreateContainerConfigError', error: nonRoot };
+  const privileges = containerPrivileges(pod, spec);
+  if ('error' in privileges) return { reason: 'CreateContainerError', error: privileges.error };
+  if (!record.sandbox) return { privileges, readOnlyMounts: [], hiddenPaths: [] };
+  const targets = (record.mounts[spec.name] ?? []).map((m) => m.target);
+  return {
+    privileges,
+    readOnlyMounts: effectiveSecurity(pod, spec).readOnlyRootFilesystem
+      ? readOnlyMounts(mountPoints(record.sandbox.pid), [...targets, ...hidden])
+      : [],
+    hiddenPaths: existingHiddenPaths(hidden),
+  };
 }

@@ -11,7 +11,9 @@
 import type { V1Container, V1Pod, V1Volume } from '../../wire.js';
 import {
   chmodSync,
+  chownSync,
   existsSync,
+  lchownSync,
   lstatSync,
   mkdirSync,
   readdirSync,
@@ -51,11 +53,15 @@ const hasContent = (v: V1Volume): boolean => CONTENT_KINDS.some((k) => v[k] !== 
  */
 export function prepareVolumes(pod: V1Pod, podDir: string): PreparedVolume[] {
   const out: PreparedVolume[] = [];
+  const fsGroup = podFsGroup(pod);
   for (const v of pod.spec?.volumes ?? []) {
     if (v.emptyDir !== undefined) {
       const dir = volumeDir(podDir, v.name);
+      // World-writable, as the kubelet makes it: only the pod reaches it (the state directory
+      // is hidden from pods and closed to other users).
       mkdirSync(dir, { recursive: true, mode: 0o777 });
       chmodSync(dir, 0o777);
+      if (fsGroup !== undefined) applyFsGroup(dir, fsGroup, false);
       out.push({
         name: v.name,
         source: dir,
@@ -132,7 +138,11 @@ function checkHostPath(v: V1Volume): string {
  * Replaces the content of a volume directory with `volume.files`, atomically (see the module
  * comment). Paths are checked: no absolute paths, no `..`.
  */
-export function writeVolume(dir: string, volume: ResolvedVolume): void {
+export function writeVolume(
+  dir: string,
+  volume: ResolvedVolume,
+  options: { readonly fsGroup?: number } = {},
+): void {
   mkdirSync(dir, { recursive: true });
   const stamp = `..${new Date().toISOString().replace(/[:.]/g, '_')}.${String(process.hrtime.bigint() % 1_000_000n)}`;
   const data = join(dir, stamp);
@@ -148,8 +158,12 @@ export function writeVolume(dir: string, volume: ResolvedVolume): void {
     mkdirSync(dirname(target), { recursive: true, mode: 0o755 });
     writeFileSync(target, f.data, { mode: f.mode });
     chmodSync(target, f.mode);
+    // A token the kubelet would give to the pod's user (FsUser); only root can give files away.
+    if (f.owner !== undefined && process.getuid?.() === 0) chownSync(target, f.owner, -1);
     top.add(rel.split('/')[0] ?? rel);
   }
+  // The new files have their group before they are visible.
+  if (options.fsGroup !== undefined) applyFsGroup(data, options.fsGroup, true);
   const tmpLink = join(dir, '..data_tmp');
   rmSync(tmpLink, { force: true });
   symlinkSync(stamp, tmpLink);
@@ -164,6 +178,34 @@ export function writeVolume(dir: string, volume: ResolvedVolume): void {
     const path = join(dir, entry);
     if (entry.startsWith('..')) rmSync(path, { recursive: true, force: true });
     else if (!top.has(entry) && isSymlink(path)) rmSync(path, { force: true });
+  }
+  if (options.fsGroup !== undefined) applyFsGroup(dir, options.fsGroup, true);
+}
+
+/**
+ * The pod's `fsGroup`, when the agent can give files to it (it runs as root); undefined
+ * otherwise.
+ */
+export function podFsGroup(pod: V1Pod): number | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  return pod.spec?.securityContext?.fsGroup;
+}
+
+/**
+ * Gives `path` and what is below it to `fsGroup`, as the kubelet's SetVolumeOwnership does:
+ * the group changes (the owner stays), files get group read (and write unless `readOnly`),
+ * directories also group search and the setgid bit, so what is created in them later gets
+ * the group too. Symbolic links change group only.
+ */
+export function applyFsGroup(path: string, fsGroup: number, readOnly: boolean): void {
+  const s = lstatSync(path);
+  lchownSync(path, s.uid, fsGroup);
+  if (s.isSymbolicLink()) return;
+  let mask = readOnly ? 0o440 : 0o660;
+  if (s.isDirectory()) mask |= 0o2110;
+  chmodSync(path, (s.mode & 0o7777) | mask);
+  if (s.isDirectory()) {
+    for (const entry of readdirSync(path)) applyFsGroup(join(path, entry), fsGroup, readOnly);
   }
 }
 

@@ -55,6 +55,26 @@ test('volumes project into files from objects already read', () => {
   );
 });
 
+test('a token belongs to the user every container runs as, and is 0600 then', () => {
+  const projected = { sources: [{ serviceAccountToken: { path: 'token' } }] };
+  const as = (spec: NonNullable<V1Pod['spec']>): unknown =>
+    projectPodVolumes(
+      { metadata: pod.metadata, spec: { ...spec, volumes: [{ name: 'sa', projected }] } },
+      objects,
+    )[0]?.files.map((f) => [f.path, f.mode, f.owner]);
+  assert.deepEqual(as({ securityContext: { runAsUser: 1000 }, containers: [{ name: 'a' }] }), [
+    ['token', 0o600, 1000],
+  ]);
+  // Users that differ: no owner, the volume's mode.
+  assert.deepEqual(
+    as({
+      securityContext: { runAsUser: 1000 },
+      containers: [{ name: 'a' }, { name: 'b', securityContext: { runAsUser: 2000 } }],
+    }),
+    [['token', 0o644, undefined]],
+  );
+});
+
 test('a failing lookup fails the volume with SourceFailed', () => {
   const failing: VolumeObjects = {
     ...objects,
