@@ -364,11 +364,12 @@ async function churn(
         continue;
       }
       inFlight++;
-      lives.push(
-        life(i).finally(() => {
-          inFlight--;
-        }),
-      );
+      const one = life(i).finally(() => {
+        inFlight--;
+      });
+      // Handled at once: when the soak is cut short its rejection is settled below, not lost.
+      one.catch(() => undefined);
+      lives.push(one);
     }
     const churnSeconds = (performance.now() - t0) / 1000;
     await Promise.all(lives);
@@ -454,6 +455,10 @@ async function churn(
       },
     };
   } finally {
+    // A soak cut short: the lives still waiting end with the signal's AbortError; settle them
+    // here, so none is an unhandled rejection that ends the process before the agent, its pods
+    // and the cluster are cleaned up.
+    await Promise.allSettled(lives);
     watchStop.abort();
     await watching;
   }

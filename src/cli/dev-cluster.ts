@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import {
   binaryPaths,
   cacheRoot,
@@ -69,6 +69,8 @@ export function devClusterCommand(io: Io): Command {
           : `dev cluster already running at ${state.server ?? '?'} (pid ${String(state.pid)})`,
       );
       io.out(`export KUBECONFIG=${state.kubeconfig ?? ''}`);
+      // The machine's own kubectl may be several minor versions older than the cluster.
+      io.out(`export PATH=${dirname(binaryPaths().kubectl)}:$PATH`);
     });
 
   cmd

@@ -2,13 +2,14 @@ import { Command, CommanderError } from 'commander';
 import { DevClusterError, KUBERNETES_VERSION } from '../devcluster/index.js';
 import { isVirtualKubeletError } from '../errors.js';
 import { devClusterCommand } from './dev-cluster.js';
+import { withoutKlogFlags } from './go-flags.js';
 import { runCommand } from './run.js';
 import { startCommand } from './start.js';
 import type { Io } from './util.js';
 import { VERSION } from './version.js';
 
 /** The `virtual-kubelet` command line. Resolves to the process exit code; never throws. */
-export async function main(argv: readonly string[], io?: Partial<Io>): Promise<number> {
+export async function main(given: readonly string[], io?: Partial<Io>): Promise<number> {
   const ctx: Io = {
     out: io?.out ?? ((l) => process.stdout.write(`${l}\n`)),
     err: io?.err ?? ((l) => process.stderr.write(l ? `${l}\n` : '')),
@@ -43,6 +44,8 @@ export async function main(argv: readonly string[], io?: Partial<Io>): Promise<n
     cmd.commands.forEach(configure);
   };
   configure(program);
+  const { argv, note } = withoutKlogFlags(given);
+  if (note) ctx.err(`virtual-kubelet: ${note}`);
   // `run` is the default command, so a mistyped command would reach it as a stray argument.
   const first = argv[0];
   const known = program.commands.flatMap((c) => [c.name(), ...c.aliases()]);

@@ -1,7 +1,6 @@
 import type { V1Taint } from '../wire.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { networkInterfaces } from 'node:os';
-import { pino } from 'pino';
 import { VirtualKubeletError, errorMessage } from '../errors.js';
 import { parse as loadYaml } from 'yaml';
 import { readFileSync } from 'node:fs';
@@ -24,11 +23,13 @@ import type { KubeletServer } from '../api/server.js';
 import { KUBERNETES_VERSION } from '../devcluster/versions.js';
 import { createProvider, providerNames } from './registry.js';
 import { isClosable, type Provider } from '../provider.js';
+import { addGoFlags, checkGoFlags, type GoFlagOptions } from './go-flags.js';
+import { agentLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './logger.js';
 import { parsePort, shutdownSignal, type Io } from './util.js';
 import { VERSION } from './version.js';
 
 /** Options of the `run` command (the default command). */
-export interface RunOptions {
+export interface RunOptions extends GoFlagOptions {
   kubeconfig?: string;
   nodename: string;
   provider: string;
@@ -41,7 +42,8 @@ export interface RunOptions {
   fullResyncPeriod: number;
   startupTimeout: number;
   listenPort: number;
-  logLevel: string;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
   kubeApiQps: number;
   kubeApiBurst: number;
   eventQps: number;
@@ -166,14 +168,13 @@ function clientCA(opts: RunOptions, kc: KubeConfig): { clientCA?: Buffer } {
   return {};
 }
 
-export function makeLogger(level: string): Logger {
-  // pino's logger satisfies our Logger interface as it is.
-  return pino({ level, base: undefined }, pino.destination({ fd: 2, sync: true }));
+export function makeLogger(level: LogLevel, format: LogFormat = 'json'): Logger {
+  return agentLogger({ level, format });
 }
 
 export function runCommand(io: Io): Command {
   const env = process.env;
-  return new Command('run')
+  const cmd = new Command('run')
     .description('run a virtual node (the default command)')
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
     .option('--nodename <name>', 'name of the Node', env.DEFAULT_NODE_NAME ?? 'virtual-kubelet')
@@ -208,10 +209,11 @@ export function runCommand(io: Io): Command {
       parsePort,
       env.KUBELET_PORT ? parsePort(env.KUBELET_PORT) : 10250,
     )
+    .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
     .addOption(
-      new Option('--log-level <level>', 'log level')
-        .choices(['debug', 'info', 'warn', 'error'])
-        .default('info'),
+      new Option('--log-format <format>', 'json: a JSON object a line; text: for a terminal')
+        .choices(LOG_FORMATS)
+        .default('json'),
     )
     .option('--kube-api-qps <n>', 'requests per second to the API server', parsePositiveInt, 1000)
     .option('--kube-api-burst <n>', 'burst of requests to the API server', parsePositiveInt, 2000)
@@ -284,8 +286,10 @@ export function runCommand(io: Io): Command {
         .argParser(parseDuration),
     )
     .action(async (opts: RunOptions) => {
+      for (const note of checkGoFlags(opts)) io.err(`virtual-kubelet: ${note}`);
       await runNode(opts, io);
     });
+  return addGoFlags(cmd);
 }
 
 /** The `run` options with every default, as if no flag were given. */
@@ -300,7 +304,7 @@ export async function runNode(
   signal = shutdownSignal(io),
   onReady?: () => void,
 ): Promise<void> {
-  const logger = makeLogger(opts.logLevel);
+  const logger = makeLogger(opts.logLevel, opts.logFormat);
   const kc = loadKubeConfig(opts.kubeconfig);
   const client = await KubeClient.create(kc, { qps: opts.kubeApiQps, burst: opts.kubeApiBurst });
   try {
@@ -521,7 +525,9 @@ function nodeOptions(
     closeProvider: true,
     nodeIP: opts.nodeIp,
     labels: opts.labels,
-    taints: opts.disableTaint ? [] : [taintFromEnv(spec.provider)],
+    taints: opts.disableTaint
+      ? []
+      : [{ ...taintFromEnv(spec.provider), ...(opts.taint ? { key: opts.taint } : {}) }],
     kubeletPort: spec.port,
     kubeletVersion: `${KUBERNETES_VERSION}-vk-${VERSION}`,
     operatingSystem: opts.os,

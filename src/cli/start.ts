@@ -1,8 +1,9 @@
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import {
+  binaryPaths,
   defaultClusterDir,
   DevCluster,
   ensureBinaries,
@@ -11,7 +12,7 @@ import {
   writeNodeKubeconfig,
 } from '../devcluster/index.js';
 import { defaultRunOptions, runNode } from './run.js';
-import { shutdownSignal, type Io } from './util.js';
+import { parentGoneSignal, shutdownSignal, type Io } from './util.js';
 
 const NODE_NAME = 'vk-process';
 const PROVIDER = 'process';
@@ -33,7 +34,8 @@ export function startCommand(io: Io): Command {
   return new Command('start')
     .description('run the main job: a virtual node, on a local dev cluster when none is configured')
     .action(async () => {
-      const signal = shutdownSignal(io);
+      // Under `npm start` the parent is npm's shell, which does not pass SIGTERM on.
+      const signal = AbortSignal.any([shutdownSignal(io), parentGoneSignal(io)]);
       const opts = {
         ...defaultRunOptions(io),
         nodename: NODE_NAME,
@@ -112,6 +114,7 @@ function hints(io: Io, kubeconfig: string | undefined): void {
       '',
       `The virtual node ${NODE_NAME} is Ready; its containers run as local processes. In another terminal:`,
       ...(kubeconfig ? [`  export KUBECONFIG=${kubeconfig}`] : []),
+      `  export PATH=${dirname(binaryPaths().kubectl)}:$PATH   # the kubectl of the cluster's version`,
       '  kubectl get nodes -o wide',
       `  kubectl run hello --image=busybox --restart=Never --overrides='${HELLO_OVERRIDES}' -- sh -c 'echo hello from a virtual node'`,
       '  kubectl logs hello',

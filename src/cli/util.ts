@@ -34,3 +34,21 @@ export function shutdownSignal(io: Io): AbortSignal {
   process.on('SIGTERM', onSignal);
   return controller.signal;
 }
+
+/**
+ * Aborts when the process that started this one goes away (the process is handed to another
+ * parent). `npm start` does not pass SIGTERM on to its script, so `kill <pid of npm>`, which is
+ * what a supervisor sends, would otherwise leave the agent and its control plane running.
+ */
+export function parentGoneSignal(io: Io, intervalMs = 1000): AbortSignal {
+  const controller = new AbortController();
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    io.err(`the parent process (${String(parent)}) is gone: shutting down`);
+    controller.abort(new Error('parent gone'));
+  }, intervalMs);
+  timer.unref();
+  return controller.signal;
+}

@@ -2,11 +2,11 @@ import { execFile, spawn, spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { createServer } from 'node:net';
-import { isAlive, type ClusterState } from '../../src/devcluster/index.js';
+import { binaryPaths, isAlive, type ClusterState } from '../../src/devcluster/index.js';
 import { kubectl, testCluster } from '../helpers/cluster.js';
 import { onOrphaned } from '../helpers/orphan-watchdog.js';
 import { waitFor } from '../helpers/wait.js';
@@ -50,7 +50,10 @@ test('dev-cluster up, status and down: a working cluster, then no process left',
   const up = await cli(['dev-cluster', 'up', '--dir', dir]);
   assert.equal(up.code, 0, up.stderr);
   const kubeconfig = join(dir, 'admin.kubeconfig');
-  assert.equal(up.stdout.trim(), `export KUBECONFIG=${kubeconfig}`);
+  assert.equal(
+    up.stdout.trim(),
+    `export KUBECONFIG=${kubeconfig}\nexport PATH=${dirname(binaryPaths().kubectl)}:$PATH`,
+  );
 
   const ready = await kubectl(['get', '--raw', '/readyz'], { kubeconfig });
   assert.equal(ready.stdout.trim(), 'ok');
