@@ -503,6 +503,9 @@ export class NodeNetwork {
 
   async #remove(uid: string): Promise<void> {
     const path = join(this.#recordsDir, `${uid}.json`);
+    // The record is written before the netns and ADD: with neither there is nothing to undo
+    // (a host-network pod, or one whose network is gone already).
+    if (!existsSync(path) && !existsSync(join(NETNS_DIR, netnsName(uid)))) return;
     let r: PodNetworkRecord | undefined;
     try {
       r = JSON.parse(readFileSync(path, 'utf8')) as PodNetworkRecord;
