@@ -1,7 +1,7 @@
 /**
  * Sessions with a running container: exec (a new process in the container's namespaces and
  * cgroup, with its env, working directory and user), attach (the main process's stdin FIFO and
- * its log), port-forward (the pod shares the host's network) and lifecycle hooks.
+ * its log), port-forward (to the pod's IP) and lifecycle hooks.
  *
  * A TTY is a pty made by `script` (util-linux) around the command; terminal sizes are applied
  * with `stty -F <pty>` on the pty that the command's process has as stdin, which delivers

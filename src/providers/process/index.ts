@@ -4,8 +4,8 @@
  * volumes) and limited with cgroups where the machine allows; otherwise plain processes, which
  * the log and the Node's `virtual-kubelet.io/process-isolation` annotation say. Each pod gets a
  * network namespace and an address of the node's pod CIDR through CNI plugins (network.ts), or
- * uses the host's network (pod IP = node IP) where that cannot work. Processes outlive the agent: a restarted agent adopts them
- * from the state directory. See docs/provider-guide.md for the details and limits.
+ * uses the host's network (pod IP = node IP) where that cannot work. Processes outlive the
+ * agent: a restarted agent adopts them from the state directory. See docs/provider-guide.md for the details and limits.
  */
 import type { V1Node, V1Pod, V1PodStatus } from '../../wire.js';
 import { mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
