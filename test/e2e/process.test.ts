@@ -359,7 +359,10 @@ test('kubectl port-forward reaches an HTTP server listening on the pod IP only',
   const ip = pod.status?.podIP ?? '';
   assert.ok(cidrContains(parseCidr(f.podCidr, 'pod CIDR'), ip), `${ip} in ${f.podCidr}`);
   assert.notEqual(ip, pod.status?.hostIP);
-  assert.deepEqual(pod.status?.podIPs, [{ ip }]);
+  assert.deepEqual(
+    pod.status?.podIPs?.map((p) => p.ip),
+    [ip],
+  );
   const node = await core().readNode({ name: f.nodeName });
   assert.equal(node.spec?.podCIDR, f.podCidr);
   // A hostNetwork pod keeps the node's address.
