@@ -530,15 +530,16 @@ export class ProcessProvider
     this.#log.warn({ pod: runner.key }, 'the pod sandbox is gone: making it again');
     const signal = this.#closing.signal;
     // The network namespace went with a reboot too: made again (same pod, maybe a new IP).
-    const network =
+    const start = (netns: string | undefined): Promise<ProcessRef> =>
+      this.#startSandbox(r.pod, r.dir, r.volumes, netns, signal);
+    const made =
       r.netns === undefined
-        ? Promise.resolve(undefined)
+        ? start(undefined)
         : this.ensurePodNetwork(r.pod, signal).then((net) => {
             r.podIPs = [...net.podIPs];
-            return net.netns;
+            return start(net.netns);
           });
-    network
-      .then((netns) => this.#startSandbox(r.pod, r.dir, r.volumes, netns, signal))
+    made
       .then((ref) => {
         noteProcesses(r.dir, ref);
         r.sandbox = ref;
