@@ -474,3 +474,27 @@ test('network "cni" that cannot work is an error; "host" keeps the node IP', (t)
   assert.match(host.isolation, /host-network \(disabled by config\)/);
   assert.equal(host.podCIDR, undefined);
 });
+
+test('a pod whose sandbox and netns are gone (a reboot) gets a network again', async (t) => {
+  const { provider, cidr } = setup(t);
+  const p = webPod('reborn');
+  await provider.createPod(p, signal);
+  await podIP(provider, 'reborn');
+  const ns = join('/var/run/netns', netnsName(p.metadata?.uid ?? ''));
+  const sandbox = provider.podRecord('unit', 'reborn')?.sandbox;
+  assert.ok(sandbox);
+  process.kill(sandbox.pid, 'SIGKILL');
+  spawnSync('ip', ['netns', 'del', netnsName(p.metadata?.uid ?? '')]);
+  const ip = await waitFor(
+    async () => {
+      const s = await provider.getPodStatus('unit', 'reborn', signal);
+      const revived = provider.podRecord('unit', 'reborn')?.sandbox?.pid !== sandbox.pid;
+      return revived && s?.containerStatuses?.[0]?.state?.running && existsSync(ns)
+        ? s.podIP
+        : undefined;
+    },
+    { what: 'the pod running again in a new netns', timeoutMs: 15_000 },
+  );
+  assert.ok(cidrContains(parseCidr(cidr, 'test'), ip ?? ''));
+  assert.equal(await httpGet(`http://${ip ?? ''}:8080/`), 'reborn');
+});
