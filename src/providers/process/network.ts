@@ -199,7 +199,8 @@ export function invokePlugin(conf: object, type: string, inv: Invocation): Promi
     const child = spawn(join(inv.binDir, type), [], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: {
-        PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+        // Plugins run iptables, ip and the like (portmap, bridge).
+        PATH: `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
         CNI_COMMAND: inv.command,
         CNI_CONTAINERID: inv.containerID,
         CNI_NETNS: inv.netns,
