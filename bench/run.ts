@@ -10,12 +10,14 @@
 //   nodes     1 000 nodes in one agent process for 3 minutes: CPU, RSS, every node kept Ready
 //             (bench/nodes.ts).
 //   chart     an SVG of rollout seconds against N from result files (bench/chart.ts).
+//   cni       the process provider's pod network: CNI ADD and DEL per pod, p50/p99 (bench/cni.ts).
 //   chaos     the chaos and abuse suite: agent crashes, control-plane outages, provider faults,
 //             bad specs, a kubelet-API fuzzer, the authorization matrix (bench/chaos/).
 //
 // See bench/README.md for every option.
 import { chaos } from './chaos/run.js';
 import { chart } from './chart.js';
+import { cni } from './cni.js';
 import { latency } from './latency.js';
 import { nodes } from './nodes.js';
 import { rollout } from './rollout.js';
@@ -31,6 +33,7 @@ const SCENARIOS: Readonly<Record<string, (argv: string[]) => Promise<number>>> =
   nodes,
   chart,
   chaos,
+  cni,
 };
 
 const argv = process.argv.slice(2);

@@ -157,6 +157,8 @@ export async function streams(argv: string[], scenario = 'streams'): Promise<num
           providerConfig: (dir: string) => ({
             stateDir: dir,
             maxLogBytes: 2 * bytes + MIB,
+            // exec and logs only: what a pod network would add is not measured here.
+            network: 'host',
           }),
         }
       : {}),

@@ -252,7 +252,8 @@ async function soakOne(
   const agent = await ctx.startAgent({
     provider,
     ...(provider === 'process'
-      ? { providerConfig: { stateDir, pods: '5000', monitorIntervalMs: 500 } }
+      ? // The host network: a pod CIDR of 253 addresses would cap the churn's pods.
+        { providerConfig: { stateDir, pods: '5000', monitorIntervalMs: 500, network: 'host' } }
       : {}),
   });
   try {

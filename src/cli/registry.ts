@@ -3,7 +3,7 @@ import { errorMessage, invalidInput, VirtualKubeletError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Provider } from '../provider.js';
 import { MockProvider, parseMockConfig } from '../providers/mock/index.js';
-import { parseProcessConfig, ProcessProvider } from '../providers/process/index.js';
+import { parseCidr, parseProcessConfig, ProcessProvider } from '../providers/process/index.js';
 
 /** What a provider factory gets from the command line. */
 export interface ProviderContext {
@@ -11,7 +11,14 @@ export interface ProviderContext {
   /** `--provider-config`, when given. */
   readonly configPath?: string;
   readonly nodeIP: string;
+  /** `--pod-cidr`, when given. */
+  readonly podCIDR?: string;
   readonly logger: Logger;
+}
+
+/** Throws `InvalidInput` (one line naming the flag) when `--pod-cidr` is not an IPv4 CIDR. */
+export function checkPodCidr(text: string): void {
+  parseCidr(text, '--pod-cidr');
 }
 
 /**
@@ -61,6 +68,7 @@ const processProvider: Factory = async (ctx) => {
   return new ProcessProvider({
     nodeName: ctx.nodeName,
     nodeIP: ctx.nodeIP,
+    ...(ctx.podCIDR !== undefined ? { podCIDR: ctx.podCIDR } : {}),
     config,
     logger: ctx.logger,
   });

@@ -21,7 +21,7 @@ import { VirtualNode, type VirtualNodeOptions } from '../agent/virtual-node.js';
 import { NodeGroup } from '../agent/node-group.js';
 import type { KubeletServer } from '../api/server.js';
 import { KUBERNETES_VERSION } from '../devcluster/versions.js';
-import { createProvider, providerNames } from './registry.js';
+import { checkPodCidr, createProvider, providerNames } from './registry.js';
 import { isClosable, type Provider } from '../provider.js';
 import { addGoFlags, checkGoFlags, type GoFlagOptions } from './go-flags.js';
 import { agentLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './logger.js';
@@ -36,6 +36,8 @@ export interface RunOptions extends GoFlagOptions {
   providerConfig?: string;
   os: string;
   nodeIp: string;
+  /** The node's pod CIDR (process provider: pod addresses; the Node's spec.podCIDR). */
+  podCidr?: string;
   labels: Record<string, string>;
   disableTaint: boolean;
   podSyncWorkers: number;
@@ -190,6 +192,10 @@ export function runCommand(io: Io): Command {
       'InternalIP of the node (default: $VKUBELET_POD_IP or the host address)',
       env.VKUBELET_POD_IP ?? primaryAddress(),
     )
+    .option(
+      '--pod-cidr <cidr>',
+      "the node's pod CIDR (IPv4): pod addresses of the process provider, and the Node's spec.podCIDR",
+    )
     .option('--labels <k=v,...>', 'extra node labels', parseLabels, {})
     .option('--disable-taint', 'register the node without the provider taint', false)
     .option('--pod-sync-workers <n>', 'workers per pod queue', parsePositiveInt, 10)
@@ -304,6 +310,12 @@ export async function runNode(
   signal = shutdownSignal(io),
   onReady?: () => void,
 ): Promise<void> {
+  if (opts.podCidr !== undefined) checkPodCidr(opts.podCidr);
+  if (opts.podCidr !== undefined && opts.nodes)
+    throw new VirtualKubeletError(
+      'InvalidInput',
+      '--pod-cidr names the CIDR of one node: with --nodes, give each node "podCIDR" in its provider config',
+    );
   const logger = makeLogger(opts.logLevel, opts.logFormat);
   const kc = loadKubeConfig(opts.kubeconfig);
   const client = await KubeClient.create(kc, { qps: opts.kubeApiQps, burst: opts.kubeApiBurst });
@@ -346,6 +358,7 @@ export async function runNode(
       const provider = await createProvider(spec.provider, {
         nodeName: spec.name,
         nodeIP: opts.nodeIp,
+        ...(opts.podCidr !== undefined ? { podCIDR: opts.podCidr } : {}),
         logger: logger.child({
           provider: spec.provider,
           ...(opts.nodes ? { node: spec.name } : {}),

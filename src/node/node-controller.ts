@@ -261,14 +261,20 @@ export class NodeController {
     this.#uid = existing.metadata?.uid ?? '';
     const labels = this.#node.metadata?.labels ?? {};
     const missing = Object.entries(labels).filter(([k, v]) => existing.metadata?.labels?.[k] !== v);
-    if (missing.length > 0) {
-      await client.patch(
-        path,
-        'merge',
-        { metadata: { labels: Object.fromEntries(missing) } },
-        signal,
+    const patch: V1Node = {};
+    if (missing.length > 0) patch.metadata = { labels: Object.fromEntries(missing) };
+    // The API server lets spec.podCIDR be set once: a node without one gets the provider's, a
+    // node with another keeps it (said in the log; the provider's pods use its own).
+    const podCIDR = this.#node.spec?.podCIDR;
+    const had = existing.spec?.podCIDR;
+    if (podCIDR !== undefined && !had)
+      patch.spec = { podCIDR, podCIDRs: this.#node.spec?.podCIDRs ?? [podCIDR] };
+    else if (podCIDR !== undefined && had !== podCIDR)
+      this.#log.warn(
+        { podCIDR, registered: had },
+        'the Node has another spec.podCIDR, which cannot change: it keeps it',
       );
-    }
+    if (patch.metadata || patch.spec) await client.patch(path, 'merge', patch, signal);
     this.#log.info('adopted an existing node of the same name');
     await this.#writeStatus(signal);
   }

@@ -1,5 +1,5 @@
 import { ProcessProvider } from '../../src/providers/process/index.js';
-import { processStateDir, reap } from '../helpers/process-pods.js';
+import { processStateDir, randomPodCidr, reap } from '../helpers/process-pods.js';
 import { providerContractSuite } from '../../src/testing/index.js';
 
 let n = 0;
@@ -8,7 +8,8 @@ providerContractSuite('process provider', () => {
   const dir = processStateDir();
   const provider = new ProcessProvider({
     nodeName,
-    config: { stateDir: dir, monitorIntervalMs: 100 },
+    // A pod network of its own (a random CIDR, so runs at once do not collide).
+    config: { stateDir: dir, monitorIntervalMs: 100, podCIDR: randomPodCidr() },
   });
   return Promise.resolve({
     provider,

@@ -8,7 +8,7 @@ import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -29,7 +29,8 @@ import {
 } from '../helpers/agent.js';
 import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
 import { onOrphaned } from '../helpers/orphan-watchdog.js';
-import { processStateDir as stateDir, reap } from '../helpers/process-pods.js';
+import { processStateDir as stateDir, randomPodCidr, reap } from '../helpers/process-pods.js';
+import { cidrContains, netnsName, parseCidr } from '../../src/providers/process/network.js';
 import { waitFor } from '../helpers/wait.js';
 
 const core = (): k8s.CoreV1Api => testCluster().kc.makeApiClient(k8s.CoreV1Api);
@@ -48,6 +49,8 @@ interface Fixture {
   readonly node: InProcessNode;
   readonly nodeName: string;
   readonly provider: ProcessProvider;
+  /** The node's pod CIDR (each fixture has a random one, so runs at once do not collide). */
+  readonly podCidr: string;
 }
 
 async function fixture(
@@ -58,9 +61,10 @@ async function fixture(
   const ns = await testNamespace(t);
   const nodeName = uniqueNodeName('proc');
   const dir = stateDir();
+  const podCidr = randomPodCidr();
   const provider = new ProcessProvider({
     nodeName,
-    config: { stateDir: dir, monitorIntervalMs: 200, ...config },
+    config: { stateDir: dir, monitorIntervalMs: 200, podCIDR: podCidr, ...config },
     ...(nodeIP ? { nodeIP } : {}),
   });
   const forget = onOrphaned(() => {
@@ -79,7 +83,7 @@ async function fixture(
     // Config map changes reach mounted volumes within a second or two here (a minute by default).
     tuning: { pods: { volumeRefreshPeriodMs: 1_000 } },
   });
-  return { ns, node, nodeName, provider };
+  return { ns, node, nodeName, provider, podCidr };
 }
 
 async function createPod(
@@ -386,14 +390,31 @@ test('securityContext: runAsNonRoot is refused as the kubelet refuses it; a pod 
   assert.match(listing.stdout, /Permission denied/);
 });
 
-test('kubectl port-forward reaches an HTTP server in the pod', async (t) => {
+test('kubectl port-forward reaches an HTTP server listening on the pod IP only', async (t) => {
   const f = await fixture(t);
   const [port] = await freePorts(1);
-  const server = `require('node:http').createServer((q, s) => s.end('pong from ' + require('node:os').hostname())).listen(${String(port)}, '127.0.0.1')`;
+  const server = `require('node:http').createServer((q, s) => s.end('pong from ' + require('node:os').hostname())).listen(${String(port)}, require('node:os').networkInterfaces().eth0[0].address)`;
   await createPod(f, 'web', {
     containers: [{ name: 'web', image: 'node', command: [process.execPath, '-e', server] }],
   });
-  await waitPod(f, 'web', 'Running', running);
+  const pod = await waitPod(f, 'web', 'Running', running);
+  // The pod has an address of the node's pod CIDR, not the node's.
+  const ip = pod.status?.podIP ?? '';
+  assert.ok(cidrContains(parseCidr(f.podCidr, 'pod CIDR'), ip), `${ip} in ${f.podCidr}`);
+  assert.notEqual(ip, pod.status?.hostIP);
+  assert.deepEqual(
+    pod.status?.podIPs?.map((p) => p.ip),
+    [ip],
+  );
+  const node = await core().readNode({ name: f.nodeName });
+  assert.equal(node.spec?.podCIDR, f.podCidr);
+  // A hostNetwork pod keeps the node's address.
+  await createPod(f, 'on-host', {
+    hostNetwork: true,
+    containers: [{ name: 'app', image: 'busybox', command: ['sleep', '3600'] }],
+  });
+  const onHost = await waitPod(f, 'on-host', 'Running', running);
+  assert.equal(onHost.status?.podIP, onHost.status?.hostIP);
   const c = testCluster();
   const pf = spawn(c.kubectlPath, ['port-forward', '-n', f.ns, 'pod/web', `:${String(port)}`], {
     env: { ...process.env, KUBECONFIG: c.kubeconfigPath },
@@ -539,7 +560,10 @@ test('an agent killed with SIGKILL and started again adopts its running pods', a
     reap(dir, nodeName);
   });
   const configPath = join(testCluster().dir, `process-${nodeName}.json`);
-  writeFileSync(configPath, JSON.stringify({ stateDir: dir, monitorIntervalMs: 200 }));
+  writeFileSync(
+    configPath,
+    JSON.stringify({ stateDir: dir, monitorIntervalMs: 200, podCIDR: randomPodCidr() }),
+  );
   const [port1, port2] = await freePorts(2);
   const args = async (port: number | undefined): Promise<string[]> => [
     '--kubeconfig',
@@ -579,6 +603,12 @@ test('an agent killed with SIGKILL and started again adopts its running pods', a
     restartPolicy: 'Never',
     containers: [{ name: 'app', image: 'busybox', command: ['sleep', '3600'] }],
   });
+  await createPod(f, 'deleted', {
+    containers: [{ name: 'app', image: 'busybox', command: ['sleep', '3600'] }],
+  });
+  const deleted = await waitPod(f, 'deleted', 'Running', running);
+  const deletedNetns = join('/var/run/netns', netnsName(deleted.metadata?.uid ?? ''));
+  assert.ok(existsSync(deletedNetns), 'the pod has a network namespace');
   const before = await waitPod(f, 'survivor', 'Running', running);
   await waitPod(f, 'victim', 'Running', running);
   const record = (name: string): PodRecord => {
@@ -596,10 +626,14 @@ test('an agent killed with SIGKILL and started again adopts its running pods', a
   // A process that dies while the agent is down is reported when it is back.
   process.kill(victimPid, 'SIGKILL');
   await waitFor(() => !alive(victimPid), { what: 'the victim to die' });
+  // A pod deleted from the API while its agent is down: gone at once (no kubelet to wait for).
+  await core().deleteNamespacedPod({ name: 'deleted', namespace: ns, gracePeriodSeconds: 0 });
 
   agents.push(spawnAgent(t, await args(port2)));
   await waitNodeReady(nodeName);
   const victim = await waitPod(f, 'victim', 'Failed', (p) => p.status?.phase === 'Failed');
+  // The agent stops what the API no longer has, and its network goes with it (CNI DEL).
+  await waitFor(() => !existsSync(deletedNetns), { what: "the deleted pod's netns to go" });
   assert.equal(victim.status?.containerStatuses?.[0]?.state?.terminated?.exitCode, 137);
   const after = await waitPod(f, 'survivor', 'Running', running);
   const cs = after.status?.containerStatuses?.[0];

@@ -3,9 +3,17 @@
  * provider on purpose: `reap` kills what a state directory's pods still run and removes their
  * cgroups and the directory.
  */
-import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import {
+  bridgeName,
+  netnsName,
+  nftTableName,
+  parseCidr,
+  routeConflict,
+} from '../../src/providers/process/network.js';
 import type { PodRecord } from '../../src/providers/process/state.js';
 
 /** A fresh state directory outside /tmp (pods get a private /tmp there). */
@@ -28,8 +36,9 @@ const kill = (pid: number | undefined): void => {
 
 /**
  * Kills every process the pods of `dir` still have (a sandbox's init process takes its PID
- * namespace with it; wrappers and process groups go too), removes the cgroups of `nodeName`
- * and then `dir`. Synchronous, so it can run from an orphan watchdog.
+ * namespace with it; wrappers and process groups go too), removes the cgroups of `nodeName`,
+ * the pod network namespaces, the node's bridge and nftables table, and then `dir`.
+ * Synchronous, so it can run from an orphan watchdog.
  */
 export function reap(dir: string, nodeName: string): void {
   const pods = join(dir, 'pods');
@@ -57,6 +66,13 @@ export function reap(dir: string, nodeName: string): void {
       }
     }
   }
+  const netPods = join(dir, 'network', 'pods');
+  for (const f of existsSync(netPods) ? readdirSync(netPods) : []) {
+    if (f.endsWith('.json'))
+      spawnSync('ip', ['netns', 'del', netnsName(f.slice(0, -5))], { stdio: 'ignore' });
+  }
+  spawnSync('ip', ['link', 'del', bridgeName(nodeName)], { stdio: 'ignore' });
+  spawnSync('nft', ['delete', 'table', 'inet', nftTableName(nodeName)], { stdio: 'ignore' });
   for (const controller of ['memory', 'cpu', 'cpuacct', 'pids', 'unified', '']) {
     removeTree(join('/sys/fs/cgroup', controller, 'virtual-kubelet', nodeName));
   }
@@ -77,4 +93,16 @@ function removeTree(dir: string): void {
       sleepMs(20);
     }
   }
+}
+
+/**
+ * A random /24 pod CIDR in 10.200.0.0-10.239.255.0 that no route of this machine overlaps, so
+ * tests running at once do not collide.
+ */
+export function randomPodCidr(): string {
+  for (let i = 0; i < 100; i++) {
+    const text = `10.${String(randomInt(200, 240))}.${String(randomInt(0, 256))}.0/24`;
+    if (routeConflict(parseCidr(text, 'test pod CIDR'), '') === undefined) return text;
+  }
+  throw new Error('no free /24 in 10.200.0.0/13 for a test pod CIDR');
 }

@@ -6,6 +6,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { errorMessage, invalidInput } from '../../errors.js';
 import { parseQuantity } from '../../kubelet/quantity.js';
+import { cidrsOverlap, parseCidr, type Cidr } from './network.js';
 
 /** What an image would run: its `ENTRYPOINT` and `CMD`. */
 export interface ImageEntrypoint {
@@ -64,6 +65,22 @@ export interface ProcessConfig {
    * binaries).
    */
   readonly hiddenPaths?: readonly string[];
+  /**
+   * Pod networking: `cni` gives each pod a network namespace and an address of `podCIDR`
+   * through CNI plugins, `host` shares the host's network (pod IP = node IP). Default: `cni`
+   * when the agent runs as root with namespaces, the plugins and `nft`, else `host` (logged once
+   * and shown in the Node's isolation annotation); an explicit `cni` that cannot work is an error.
+   */
+  readonly network?: 'cni' | 'host';
+  /**
+   * The node's pod CIDR (IPv4, /8 to /30). Default: the `--pod-cidr` flag, else a /24 of
+   * 10.244.0.0/16 chosen by a digest of the node name.
+   */
+  readonly podCIDR?: string;
+  /** The cluster's service CIDR, the only route a pod has besides its own CIDR. Default: `10.96.0.0/16`. */
+  readonly serviceCIDR?: string;
+  /** The CNI plugin directory. Default: the first of /usr/lib/cni, /opt/cni/bin with the plugins. */
+  readonly cniBinDir?: string;
 }
 
 export const DEFAULT_IMAGES: Readonly<Record<string, ImageEntrypoint>> = {
@@ -90,6 +107,10 @@ const FIELDS = new Set([
   'backoffMaxSeconds',
   'monitorIntervalMs',
   'hiddenPaths',
+  'network',
+  'podCIDR',
+  'serviceCIDR',
+  'cniBinDir',
 ]);
 
 const isRecord = (v: unknown): v is Record<string, unknown> =>
@@ -107,7 +128,16 @@ export function parseProcessConfig(raw: unknown): ProcessConfig {
   const bad = (field: string, what: string): never => {
     throw invalidInput(`process provider config: ${field} must be ${what}`);
   };
-  for (const f of ['stateDir', 'cpu', 'memory', 'pods', 'cgroupParent'] as const) {
+  for (const f of [
+    'stateDir',
+    'cpu',
+    'memory',
+    'pods',
+    'cgroupParent',
+    'podCIDR',
+    'serviceCIDR',
+    'cniBinDir',
+  ] as const) {
     if (raw[f] !== undefined && typeof raw[f] !== 'string') bad(f, 'a string');
   }
   const quantity = (text: string, field: string): void => {
@@ -127,6 +157,18 @@ export function parseProcessConfig(raw: unknown): ProcessConfig {
     bad('isolation', '"auto" or "none"');
   if (raw.cgroups !== undefined && raw.cgroups !== 'auto' && raw.cgroups !== 'none')
     bad('cgroups', '"auto" or "none"');
+  if (raw.network !== undefined && raw.network !== 'cni' && raw.network !== 'host')
+    bad('network', '"cni" or "host"');
+  const cidrs: Cidr[] = [];
+  for (const f of ['podCIDR', 'serviceCIDR'] as const) {
+    const v = raw[f];
+    if (typeof v === 'string') cidrs.push(parseCidr(v, `process provider config: ${f}`));
+  }
+  const [pods, services] = cidrs;
+  if (pods && services && cidrsOverlap(pods, services))
+    throw invalidInput(
+      `process provider config: podCIDR ${pods.text} overlaps serviceCIDR ${services.text}`,
+    );
   for (const f of [
     'maxLogBytes',
     'maxLogFiles',

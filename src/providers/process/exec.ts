@@ -1,7 +1,7 @@
 /**
  * Sessions with a running container: exec (a new process in the container's namespaces and
  * cgroup, with its env, working directory and user), attach (the main process's stdin FIFO and
- * its log), port-forward (the pod shares the host's network) and lifecycle hooks.
+ * its log), port-forward (to the pod's IP) and lifecycle hooks.
  *
  * A TTY is a pty made by `script` (util-linux) around the command; terminal sizes are applied
  * with `stty -F <pty>` on the pty that the command's process has as stdin, which delivers
@@ -61,6 +61,7 @@ export function execArgv(
     '--uts',
     '--ipc',
     '--pid',
+    '--net',
     '--',
     ...inner,
   ];
@@ -261,10 +262,12 @@ async function readRange(path: string, start: number, end: number): Promise<Buff
 }
 
 /**
- * Port-forward: the pod shares the host's network, so the port is dialled on 127.0.0.1. Ends
- * when either side ends; rejects with `Unavailable` when nothing listens.
+ * Port-forward: dials `port` at `host` (the pod's IP, which the host routes to the node's
+ * bridge, or 127.0.0.1 for a pod on the host's network). Ends when either side ends; rejects
+ * with `Unavailable` when nothing listens.
  */
 export async function forwardPort(
+  host: string,
   port: number,
   stream: Duplex,
   signal: AbortSignal,
@@ -273,7 +276,7 @@ export async function forwardPort(
   if (!Number.isInteger(port) || port < 1 || port > 65_535) {
     throw invalidInput(`port ${String(port)} is not between 1 and 65535`);
   }
-  const socket = connect({ host: '127.0.0.1', port });
+  const socket = connect({ host, port });
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);
     socket.once('error', (err) => {

@@ -2,9 +2,10 @@
  * The process provider: every container is a host process, isolated with Linux namespaces
  * (one mount, PID, UTS and IPC namespace per pod, a mount namespace per container for its
  * volumes) and limited with cgroups where the machine allows; otherwise plain processes, which
- * the log and the Node's `virtual-kubelet.io/process-isolation` annotation say. Pods use the
- * host's network (pod IP = node IP). Processes outlive the agent: a restarted agent adopts them
- * from the state directory. See docs/provider-guide.md for the details and limits.
+ * the log and the Node's `virtual-kubelet.io/process-isolation` annotation say. Each pod gets a
+ * network namespace and an address of the node's pod CIDR through CNI plugins (network.ts), or
+ * uses the host's network (pod IP = node IP) where that cannot work. Processes outlive the
+ * agent: a restarted agent adopts them from the state directory. See docs/provider-guide.md for the details and limits.
  */
 import type { V1Node, V1Pod, V1PodStatus } from '../../wire.js';
 import { chmodSync, mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
@@ -48,6 +49,20 @@ import { detectNamespaces, startSandbox } from './sandbox.js';
 import { DEFAULT_HIDDEN_PATHS, expandHiddenPaths } from './isolation.js';
 import { containerPrivileges } from './security.js';
 import {
+  CNI_BIN_DIRS,
+  DEFAULT_SERVICE_CIDR,
+  NETNS_DIR,
+  NodeNetwork,
+  cidrsOverlap,
+  defaultPodCidr,
+  findCniBinDir,
+  netnsName,
+  parseCidr,
+  routeConflict,
+  type Cidr,
+  type PortMapping,
+} from './network.js';
+import {
   loadRecords,
   noteProcesses,
   stopUnreadable,
@@ -80,6 +95,7 @@ import { namespacedKey, podKey } from '../../kubelet/pod-key.js';
 import { withoutStatus } from '../../kubelet/pod-status.js';
 
 export { parseProcessConfig, type ImageEntrypoint, type ProcessConfig } from './config.js';
+export { parseCidr } from './network.js';
 
 export const ISOLATION_ANNOTATION = 'virtual-kubelet.io/process-isolation';
 
@@ -88,8 +104,10 @@ const LIFECYCLE_USER_AGENT = 'kube-lifecycle/1.37';
 
 export interface ProcessProviderOptions {
   readonly nodeName: string;
-  /** The node's InternalIP, which is also every pod's IP. Default: `127.0.0.1`. */
+  /** The node's InternalIP, also the IP of host-network pods. Default: `127.0.0.1`. */
   readonly nodeIP?: string;
+  /** The node's pod CIDR (the `--pod-cidr` flag); the config's `podCIDR` wins. */
+  readonly podCIDR?: string;
   /** Validated like a file. Default: `{}`. */
   readonly config?: ProcessConfig;
   /** Default: `silentLogger`. */
@@ -131,6 +149,10 @@ export class ProcessProvider
   readonly #rates = new RateTracker();
   readonly #closing = new AbortController();
   readonly #privateTmp: boolean;
+  /** The pod network, or why pods use the host's. */
+  readonly #network: NodeNetwork | string;
+  readonly #podCidr: Cidr;
+  readonly #nodeIP: string;
   #monitor: NodeJS.Timeout | undefined;
   #callback: ((pod: V1Pod) => void) | undefined;
   #eventCallback: ((pod: V1Pod, event: PodEvent) => void) | undefined;
@@ -177,6 +199,31 @@ export class ProcessProvider
       );
     }
     const nodeIP = options.nodeIP ?? '127.0.0.1';
+    this.#nodeIP = nodeIP;
+    this.#podCidr = parseCidr(
+      this.#config.podCIDR ?? options.podCIDR ?? defaultPodCidr(options.nodeName),
+      'pod CIDR',
+    );
+    const serviceCidr = parseCidr(this.#config.serviceCIDR ?? DEFAULT_SERVICE_CIDR, 'service CIDR');
+    if (cidrsOverlap(this.#podCidr, serviceCidr))
+      throw invalidInput(
+        `the pod CIDR ${this.#podCidr.text} overlaps the service CIDR ${serviceCidr.text}`,
+      );
+    this.#network = this.#setUpNetwork(serviceCidr);
+    if (typeof this.#network === 'string') {
+      if (this.#config.network === 'cni')
+        throw permanent(`network "cni" cannot work: ${this.#network}`);
+      if (this.#config.network !== 'host')
+        this.#log.warn(
+          { reason: this.#network },
+          'no pod network: pods use the host network (pod IP = node IP)',
+        );
+    } else {
+      this.#log.info(
+        { podCIDR: this.#podCidr.text, bridge: this.#network.bridge },
+        'pod network through CNI',
+      );
+    }
     this.#ctx = {
       tools,
       namespaces: this.#namespaces === true,
@@ -199,7 +246,7 @@ export class ProcessProvider
       event: (pod, e) => this.#eventCallback?.(pod, e),
     };
     this.#probing = new Probing({
-      podIP: nodeIP,
+      podIP: (runner) => this.#podIP(runner),
       log: this.#log,
       exec: (runner, c, command, streams, signal) =>
         this.#exec(runner, c, command, streams, signal),
@@ -222,7 +269,79 @@ export class ProcessProvider
       typeof this.#cgroups === 'string'
         ? `no-cgroups (${this.#cgroups})`
         : `cgroups-${this.#cgroups.version}`;
-    return `${ns}, ${cg}`;
+    const net =
+      typeof this.#network === 'string'
+        ? `host-network (${this.#network})`
+        : `cni-network ${this.#podCidr.text}`;
+    return `${ns}, ${cg}, ${net}`;
+  }
+
+  /** The pod CIDR pods get addresses from, when they have a network of their own. */
+  get podCIDR(): string | undefined {
+    return typeof this.#network === 'string' ? undefined : this.#podCidr.text;
+  }
+
+  /** The node network, or why there is none (then pods use the host's network). */
+  #setUpNetwork(serviceCidr: Cidr): NodeNetwork | string {
+    if (this.#config.network === 'host') return 'disabled by config';
+    if (process.getuid?.() !== 0) return 'the agent does not run as root';
+    if (this.#namespaces !== true) return `no namespaces: ${this.#namespaces}`;
+    const binDir = this.#config.cniBinDir
+      ? findCniBinDir([this.#config.cniBinDir])
+      : findCniBinDir(CNI_BIN_DIRS);
+    if (binDir === undefined)
+      return `no CNI plugins (bridge, host-local, portmap, loopback) in ${this.#config.cniBinDir ?? CNI_BIN_DIRS.join(' or ')}`;
+    const network = new NodeNetwork({
+      nodeName: this.#nodeName,
+      podCidr: this.#podCidr,
+      serviceCidr,
+      binDir,
+      dir: join(this.#stateDir, 'network'),
+      log: this.#log,
+    });
+    const conflict = routeConflict(this.#podCidr, network.bridge);
+    if (conflict !== undefined)
+      return `the pod CIDR ${this.#podCidr.text} overlaps a route of this machine: ${conflict}`;
+    try {
+      network.setUp();
+    } catch (err) {
+      return errorMessage(err);
+    }
+    return network;
+  }
+
+  /** The IP of a pod: its own, else (host network) the node's. */
+  #podIP(runner: PodRunner): string {
+    return runner.record.podIPs?.[0] ?? this.#nodeIP;
+  }
+
+  /**
+   * The pod's network: a network namespace with an address of the pod CIDR, made once per pod
+   * UID (calls after the first give the same addresses without a second ADD; one whose netns is
+   * gone, after a reboot, is made again). Host-network pods, and every pod without a pod
+   * network, get the node's IP and no namespace.
+   */
+  async ensurePodNetwork(
+    pod: V1Pod,
+    signal: AbortSignal,
+  ): Promise<{ podIPs: readonly string[]; hostIP: string; netns?: string }> {
+    signal.throwIfAborted();
+    const network = this.#network;
+    const uid = pod.metadata?.uid ?? '';
+    if (typeof network === 'string' || pod.spec?.hostNetwork === true || uid === '')
+      return { podIPs: [this.#nodeIP], hostIP: this.#nodeIP };
+    const { ips } = await network.ensurePod(uid, hostPorts(pod));
+    return { podIPs: ips, hostIP: this.#nodeIP, netns: join(NETNS_DIR, netnsName(uid)) };
+  }
+
+  /** Removes the pod's network (CNI DEL, netns); logged, never thrown: it is retried on start. */
+  async #removePodNetwork(uid: string): Promise<void> {
+    if (typeof this.#network === 'string' || uid === '') return;
+    try {
+      await this.#network.removePod(uid);
+    } catch (err) {
+      this.#log.error({ uid, err: errorMessage(err) }, 'cannot remove the pod network');
+    }
   }
 
   get stateDir(): string {
@@ -245,6 +364,15 @@ export class ProcessProvider
       const alive = record.containers.filter((c) => c.run && isAlive(c.run.wrapper)).length;
       this.#log.info({ pod: runner.key, running: alive, phase: record.phase }, 'adopted pod');
       if (record.deletingSince !== undefined) void this.#finishDelete(runner, record.pod);
+    }
+    // Networks of pods that are gone (deleted while the agent was down, or unreadable).
+    if (typeof this.#network !== 'string') {
+      const known = new Set(records.map((r) => r.pod.metadata?.uid ?? ''));
+      for (const n of this.#network.records()) {
+        if (known.has(n.uid)) continue;
+        this.#log.info({ uid: n.uid }, 'removing the network of a pod that is gone');
+        void this.#removePodNetwork(n.uid);
+      }
     }
   }
 
@@ -319,7 +447,7 @@ export class ProcessProvider
         ...existing.record.pod,
         metadata: { ...existing.record.pod.metadata, deletionGracePeriodSeconds: 0 },
       });
-      this.#forget(existing);
+      await this.#forget(existing);
     }
     const dir = join(this.#podsDir, podDirName(pod));
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -338,11 +466,14 @@ export class ProcessProvider
         `pod ${k} has a container with readOnlyRootFilesystem, which needs mount namespaces: ${this.#namespaces}`,
       );
     }
+    // Before the sandbox, which starts in the pod's network namespace. Kept when a later step
+    // fails: a retry of createPod finds it, and deletePod removes it.
+    const net = await this.ensurePodNetwork(pod, signal);
     const createdTargets = createMountTargets(Object.values(mounts).flat());
     let sandbox: ProcessRef | undefined;
     if (this.#namespaces === true) {
       try {
-        sandbox = await this.#startSandbox(pod, dir, volumes, signal);
+        sandbox = await this.#startSandbox(pod, dir, volumes, net.netns, signal);
       } catch (err) {
         removeMountTargets(createdTargets);
         throw err;
@@ -353,6 +484,7 @@ export class ProcessProvider
       pod: withoutStatus(pod),
       dir,
       ...(sandbox ? { sandbox } : {}),
+      ...(net.netns !== undefined ? { netns: net.netns, podIPs: [...net.podIPs] } : {}),
       startTime: Date.now(),
       containers: [
         ...(pod.spec.initContainers ?? []).map((c) => this.#fresh(c.name, true)),
@@ -370,7 +502,7 @@ export class ProcessProvider
     this.#runners.set(k, runner);
     runner.tick();
     this.#emit(runner);
-    this.#log.info({ pod: k, sandbox: sandbox?.pid }, 'pod created');
+    this.#log.info({ pod: k, sandbox: sandbox?.pid, podIP: net.podIPs[0] }, 'pod created');
     const config = record.containers.find(
       (c) =>
         c.state.kind === 'waiting' &&
@@ -385,12 +517,14 @@ export class ProcessProvider
     pod: V1Pod,
     dir: string,
     volumes: readonly PreparedVolume[],
+    netns: string | undefined,
     signal: AbortSignal,
   ): Promise<ProcessRef> {
     const fd = openSync(join(dir, 'sandbox.log'), 'a');
     try {
       const ref = await startSandbox(
         {
+          ...(netns !== undefined ? { netns } : {}),
           hostname: podHostname(pod),
           privateTmp: this.#privateTmp,
           tmpfsDirs: volumes.filter((v) => v.tmpfs).map((v) => v.source),
@@ -424,7 +558,18 @@ export class ProcessProvider
     if (this.#reviving.has(runner.key)) return;
     this.#reviving.add(runner.key);
     this.#log.warn({ pod: runner.key }, 'the pod sandbox is gone: making it again');
-    this.#startSandbox(r.pod, r.dir, r.volumes, this.#closing.signal)
+    const signal = this.#closing.signal;
+    // The network namespace went with a reboot too: made again (same pod, maybe a new IP).
+    const start = (netns: string | undefined): Promise<ProcessRef> =>
+      this.#startSandbox(r.pod, r.dir, r.volumes, netns, signal);
+    const made =
+      r.netns === undefined
+        ? start(undefined)
+        : this.ensurePodNetwork(r.pod, signal).then((net) => {
+            r.podIPs = [...net.podIPs];
+            return start(net.netns);
+          });
+    made
       .then((ref) => {
         noteProcesses(r.dir, ref);
         r.sandbox = ref;
@@ -471,9 +616,11 @@ export class ProcessProvider
     signal.throwIfAborted();
     const runner = this.#runners.get(podKey(pod));
     if (!runner) {
-      // Volume content of a pod that was never created (createPod failed).
-      if (pod.metadata?.uid !== undefined)
+      // Volume content and network of a pod that was never created (createPod failed).
+      if (pod.metadata?.uid !== undefined) {
         rmSync(join(this.#podsDir, podDirName(pod)), { recursive: true, force: true });
+        await this.#removePodNetwork(pod.metadata.uid);
+      }
       return;
     }
     if (pod.metadata?.uid !== undefined && runner.record.pod.metadata?.uid !== pod.metadata.uid)
@@ -485,12 +632,15 @@ export class ProcessProvider
     await runner.delete(pod, (c, ms, killed) => this.#preStop(runner, c, ms, killed), signal);
     runner.tick();
     this.#emit(runner);
-    this.#forget(runner);
+    await this.#forget(runner);
   }
 
-  #forget(runner: PodRunner): void {
+  async #forget(runner: PodRunner): Promise<void> {
     if (this.#runners.get(runner.key) === runner) this.#runners.delete(runner.key);
-    this.#probing.forget(runner.record.pod.metadata?.uid ?? '');
+    const uid = runner.record.pod.metadata?.uid ?? '';
+    this.#probing.forget(uid);
+    // The sandbox is gone (delete killed it): nothing uses the namespace any more.
+    if (runner.record.netns !== undefined) await this.#removePodNetwork(uid);
     removeMountTargets(runner.record.createdTargets);
     rmSync(runner.record.dir, { recursive: true, force: true });
     this.#log.info({ pod: runner.key }, 'pod stopped and forgotten');
@@ -517,7 +667,7 @@ export class ProcessProvider
       const result = await httpCheck(
         {
           action: hook.httpGet,
-          host: hook.httpGet.host || this.#ctx.podIP,
+          host: hook.httpGet.host || this.#podIP(runner),
           port,
           userAgent: LIFECYCLE_USER_AGENT,
         },
@@ -614,6 +764,9 @@ export class ProcessProvider
       operatingSystem: 'linux',
       architecture: goArch(),
     };
+    if (this.podCIDR !== undefined) {
+      node.spec = { ...node.spec, podCIDR: this.podCIDR, podCIDRs: [this.podCIDR] };
+    }
     node.metadata ??= {};
     node.metadata.annotations = {
       ...node.metadata.annotations,
@@ -755,7 +908,10 @@ export class ProcessProvider
     );
   }
 
-  /** The pod shares the host's network: dials `port` on 127.0.0.1. */
+  /**
+   * Dials `port` at the pod's IP (routed to the node's bridge), or on 127.0.0.1 for a pod on
+   * the host's network.
+   */
   async portForward(
     namespace: string,
     pod: string,
@@ -766,7 +922,8 @@ export class ProcessProvider
     this.#throwIfClosed();
     const runner = this.#runner(namespace, pod);
     if (runner.terminal) throw invalidInput(`pod "${pod}" is not running`);
-    await forwardPort(port, stream, AbortSignal.any([signal, this.#closing.signal]));
+    const host = runner.record.netns !== undefined ? this.#podIP(runner) : '127.0.0.1';
+    await forwardPort(host, port, stream, AbortSignal.any([signal, this.#closing.signal]));
   }
 
   /** The Summary API from cgroups (or /proc) and the node's /proc figures. */
@@ -816,6 +973,8 @@ export class ProcessProvider
       }
     }
     await probing;
+    // The bridge and the guard stay while pods have a network (their processes outlive us).
+    if (typeof this.#network !== 'string' && this.#runners.size === 0) this.#network.tearDown();
   }
 
   /** Test and operations hook: the pods known, by `namespace/name`. */
@@ -852,6 +1011,23 @@ function withDefaults(
 ): Readonly<Record<string, ImageEntrypoint>> {
   const defaults = Object.entries(DEFAULT_IMAGES).filter(([name]) => !(name in images));
   return { ...images, ...Object.fromEntries(defaults) };
+}
+
+/** The pod's hostPorts, for the portmap plugin. */
+function hostPorts(pod: V1Pod): PortMapping[] {
+  const out: PortMapping[] = [];
+  for (const c of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]) {
+    for (const p of c.ports ?? []) {
+      if (p.hostPort === undefined || p.hostPort === 0) continue;
+      out.push({
+        hostPort: p.hostPort,
+        containerPort: p.containerPort,
+        protocol: (p.protocol ?? 'TCP').toLowerCase(),
+        ...(p.hostIP ? { hostIP: p.hostIP } : {}),
+      });
+    }
+  }
+  return out;
 }
 
 function limitsOf(spec: { resources?: { limits?: Record<string, string> } }): {

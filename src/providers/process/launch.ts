@@ -258,6 +258,7 @@ export function launchArgv(spec: LaunchSpec, tools: Tools): string[] {
           '--uts',
           '--ipc',
           '--pid',
+          '--net',
           '--',
           tools.unshare,
           '--mount',

@@ -22,7 +22,8 @@ import type { ContainerRecord, PodRecord } from './state.js';
 const MAX_OUTPUT_CHARS = 10_240;
 
 export interface ProbingOptions {
-  readonly podIP: string;
+  /** The address httpGet, tcpSocket and grpc probes dial. */
+  readonly podIP: (runner: PodRunner) => string;
   readonly log: Logger;
   /** Runs a command in a running container; resolves to its exit code. */
   readonly exec: (
@@ -100,7 +101,7 @@ export class Probing {
   /** Exec probes run as `kubectl exec` does, their output kept up to the kubelet's limit. */
   #runtime(runner: PodRunner): ProbeRuntime {
     return {
-      podIP: this.#o.podIP,
+      podIP: this.#o.podIP(runner),
       exec: async (name, command, { signal }) => {
         const c = runner.container(name);
         if (c?.state.kind !== 'running') throw new Error(`container ${name} is not running`);

@@ -1,6 +1,6 @@
 /**
- * The pod sandbox: a small init process in new mount, PID, UTS and IPC namespaces, whose
- * hostname is the pod's, with a private /tmp and tmpfs for `emptyDir.medium: Memory`. The
+ * The pod sandbox: a small init process in new mount, PID, UTS and IPC namespaces (and the pod's
+ * network namespace, when it has one), whose hostname is the pod's, with a private /tmp and tmpfs for `emptyDir.medium: Memory`. The
  * containers join its namespaces with nsenter; killing it ends every process of the pod (it is
  * PID 1 of the pod's PID namespace). It runs in its own session, so it outlives the agent.
  */
@@ -9,6 +9,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { unavailable } from '../../errors.js';
 import { shellQuote, type Tools } from './launch.js';
+import { NETNS_DIR } from './network.js';
 import { childrenOf, isAlive, processRef, type ProcessRef } from './proc.js';
 
 /**
@@ -29,6 +30,8 @@ export function detectNamespaces(tools: Tools): true | string {
 
 export interface SandboxSpec {
   readonly hostname: string;
+  /** The network namespace (a path under /var/run/netns) to start in. Default: the host's. */
+  readonly netns?: string;
   /** Mount a tmpfs at /tmp. */
   readonly privateTmp: boolean;
   /** Directories that get a tmpfs (emptyDir with medium Memory). */
@@ -51,6 +54,9 @@ export async function startSandbox(
   const q = shellQuote;
   rmSync(spec.readyFile, { force: true });
   const lines = [`hostname ${q(spec.hostname)} || exit 1`];
+  // The copies of other pods' netns mounts would keep those namespaces alive after their pods
+  // are gone: the pod needs none of them (it is in its own already).
+  lines.push(`umount -l ${q(NETNS_DIR)} 2>/dev/null || :`);
   if (spec.privateTmp) lines.push(`${q(tools.mount)} -t tmpfs -o mode=1777 tmpfs /tmp || exit 1`);
   for (const d of spec.tmpfsDirs) {
     lines.push(`${q(tools.mount)} -t tmpfs -o mode=0777 tmpfs ${q(d)} || exit 1`);
@@ -58,9 +64,11 @@ export async function startSandbox(
   lines.push(`: > ${q(spec.readyFile)}`);
   // PID 1 of the pod: waits (and so reaps orphans) until it is killed.
   lines.push(`trap 'exit 0' TERM; while :; do sleep 2147483647 & wait; done`);
+  const enterNet = spec.netns === undefined ? [] : [`--net=${spec.netns}`, '--', tools.unshare];
   const child = spawn(
-    tools.unshare,
+    spec.netns === undefined ? tools.unshare : tools.nsenter,
     [
+      ...enterNet,
       ...UNSHARE_FLAGS,
       '--propagation',
       'private',

@@ -88,6 +88,10 @@ export interface PodRecord {
   readonly dir: string;
   /** PID 1 of the pod's namespaces, when it has them. */
   sandbox?: ProcessRef;
+  /** The pod's network namespace (`/var/run/netns/...`), when it has a network of its own. */
+  readonly netns?: string;
+  /** The pod's addresses from CNI, when it has a network of its own. */
+  podIPs?: string[];
   readonly startTime: number;
   readonly containers: ContainerRecord[];
   phase: 'Pending' | 'Running' | 'Succeeded' | 'Failed';

@@ -101,6 +101,29 @@ test('adopts an existing virtual Node of the same name: adds missing labels, cre
   assert.equal(condition(n, 'Ready')?.status, 'True');
 });
 
+test("an adopted Node without spec.podCIDR gets the provider's pod CIDR", async (t) => {
+  class CidrMock extends TestMock {
+    override configureNode(n: V1Node): void {
+      super.configureNode(n);
+      n.spec = { ...n.spec, podCIDR: '10.244.7.0/24', podCIDRs: ['10.244.7.0/24'] };
+    }
+  }
+  const api = await FakeApi.start(t);
+  api.create('nodes', { metadata: { name: NODE, labels: { type: 'virtual-kubelet' } } });
+  const provider = new CidrMock({ nodeName: NODE });
+  t.after(() => provider.close());
+  const controller = new NodeController({ client: api.client, nodeName: NODE, provider });
+  const abort = new AbortController();
+  const running = controller.run(abort.signal);
+  t.after(async () => {
+    abort.abort();
+    await running.catch(() => undefined);
+  });
+  await Promise.race([controller.whenReady(), running]);
+  assert.equal(node(api)?.spec?.podCIDR, '10.244.7.0/24');
+  assert.deepEqual(node(api)?.spec?.podCIDRs, ['10.244.7.0/24']);
+});
+
 test('refuses a Node that a real kubelet registered', async (t) => {
   const api = await FakeApi.start(t);
   const nodeInfo = {

@@ -34,3 +34,19 @@ test('an unknown command is one line and exit code 2', async () => {
   assert.equal(r.err.length, 1);
   assert.match(r.err[0] ?? '', /unknown command 'dev-clutser'/);
 });
+
+test('a bad --pod-cidr is one line and exit code 1', async () => {
+  const r = await capture(['run', '--pod-cidr', '10.1.2.0/33']);
+  assert.equal(r.code, 1);
+  assert.deepEqual(r.err, [
+    'virtual-kubelet: --pod-cidr "10.1.2.0/33" is not an IPv4 CIDR between /8 and /30 (a.b.c.d/n)',
+  ]);
+  const hostBits = await capture(['run', '--pod-cidr', '10.1.2.3/24']);
+  assert.equal(hostBits.code, 1);
+  assert.deepEqual(hostBits.err, [
+    'virtual-kubelet: --pod-cidr "10.1.2.3/24" has host bits set: the network is 10.1.2.0/24',
+  ]);
+  const many = await capture(['run', '--pod-cidr', '10.1.2.0/24', '--nodes', '/nonexistent']);
+  assert.equal(many.code, 1);
+  assert.match(many.err.join('\n'), /--pod-cidr names the CIDR of one node/);
+});

@@ -54,7 +54,7 @@ function setup(
   const make = (): ProcessProvider => {
     const p = new ProcessProvider({
       nodeName,
-      config: { stateDir: dir, monitorIntervalMs: 50, ...config },
+      config: { stateDir: dir, monitorIntervalMs: 50, network: 'host', ...config },
       ...(logger ? { logger } : {}),
     });
     made.push(p);

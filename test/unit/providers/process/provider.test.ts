@@ -38,7 +38,7 @@ function setup(
   const make = (): ProcessProvider => {
     const p = new ProcessProvider({
       nodeName,
-      config: { stateDir: dir, monitorIntervalMs: 100, ...config },
+      config: { stateDir: dir, monitorIntervalMs: 100, network: 'host', ...config },
     });
     made.push(p);
     return p;

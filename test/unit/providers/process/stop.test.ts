@@ -23,7 +23,7 @@ function setup(t: TestContext): ProcessProvider {
   const dir = processStateDir();
   const provider = new ProcessProvider({
     nodeName,
-    config: { stateDir: dir, monitorIntervalMs: 100 },
+    config: { stateDir: dir, monitorIntervalMs: 100, network: 'host' },
   });
   const forget = onOrphaned(() => {
     reap(dir, nodeName);
