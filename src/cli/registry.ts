@@ -11,6 +11,10 @@ export interface ProviderContext {
   /** `--provider-config`, when given. */
   readonly configPath?: string;
   readonly nodeIP: string;
+  /** `--cluster-dns`: the cluster DNS servers for pods with dnsPolicy ClusterFirst. Default: none. */
+  readonly clusterDNS?: readonly string[];
+  /** `--cluster-domain`. Default: `cluster.local`. */
+  readonly clusterDomain?: string;
   readonly logger: Logger;
 }
 
@@ -61,6 +65,8 @@ const processProvider: Factory = async (ctx) => {
   return new ProcessProvider({
     nodeName: ctx.nodeName,
     nodeIP: ctx.nodeIP,
+    ...(ctx.clusterDNS ? { clusterDNS: ctx.clusterDNS } : {}),
+    ...(ctx.clusterDomain !== undefined ? { clusterDomain: ctx.clusterDomain } : {}),
     config,
     logger: ctx.logger,
   });

@@ -1,5 +1,6 @@
 import type { V1Taint } from '../wire.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { pino } from 'pino';
 import { VirtualKubeletError, errorMessage } from '../errors.js';
@@ -35,6 +36,10 @@ export interface RunOptions {
   providerConfig?: string;
   os: string;
   nodeIp: string;
+  /** `--cluster-dns`: the cluster DNS server addresses pods with ClusterFirst use. */
+  clusterDns: string[];
+  /** `--cluster-domain`: the cluster's DNS domain, for pods' search domains and FQDNs. */
+  clusterDomain: string;
   labels: Record<string, string>;
   disableTaint: boolean;
   podSyncWorkers: number;
@@ -95,6 +100,28 @@ function parseCount(value: string): number {
   if (!/^\d+$/.test(value))
     throw new InvalidArgumentError(`expected 0 or a positive integer, got '${value}'`);
   return Number(value);
+}
+
+/** `--cluster-dns`: IP addresses separated by commas; the flag may be given more than once. */
+export function parseIpList(value: string, previous: string[] = []): string[] {
+  const out = [...previous];
+  for (const ip of value.split(',').map((s) => s.trim())) {
+    if (ip === '') continue;
+    if (isIP(ip) === 0) throw new InvalidArgumentError(`expected IP addresses, got '${ip}'`);
+    out.push(ip);
+  }
+  return out;
+}
+
+/** `--cluster-domain`: a DNS name (a trailing dot is dropped). */
+export function parseDomain(value: string): string {
+  const d = value.endsWith('.') ? value.slice(0, -1) : value;
+  if (
+    d.length > 253 ||
+    !/^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/.test(d)
+  )
+    throw new InvalidArgumentError(`expected a DNS domain such as cluster.local, got '${value}'`);
+  return d;
 }
 
 function parseLabels(value: string, previous: Record<string, string>): Record<string, string> {
@@ -188,6 +215,18 @@ export function runCommand(io: Io): Command {
       '--node-ip <ip>',
       'InternalIP of the node (default: $VKUBELET_POD_IP or the host address)',
       env.VKUBELET_POD_IP ?? primaryAddress(),
+    )
+    .option(
+      '--cluster-dns <ip,...>',
+      'DNS server addresses for pods with dnsPolicy ClusterFirst (none: they fall back to Default)',
+      parseIpList,
+      [],
+    )
+    .option(
+      '--cluster-domain <domain>',
+      "the cluster's DNS domain: pods search <ns>.svc.<domain>",
+      parseDomain,
+      'cluster.local',
     )
     .option('--labels <k=v,...>', 'extra node labels', parseLabels, {})
     .option('--disable-taint', 'register the node without the provider taint', false)
@@ -342,6 +381,8 @@ export async function runNode(
       const provider = await createProvider(spec.provider, {
         nodeName: spec.name,
         nodeIP: opts.nodeIp,
+        clusterDNS: opts.clusterDns,
+        clusterDomain: opts.clusterDomain,
         logger: logger.child({
           provider: spec.provider,
           ...(opts.nodes ? { node: spec.name } : {}),

@@ -31,6 +31,7 @@ import type {
   Summary,
 } from '../../provider.js';
 import { Cgroups } from './cgroups.js';
+import { writeEtcFiles } from './etc-files.js';
 import {
   DEFAULT_IMAGES,
   defaultStateDir,
@@ -86,6 +87,13 @@ export interface ProcessProviderOptions {
   readonly nodeName: string;
   /** The node's InternalIP, which is also every pod's IP. Default: `127.0.0.1`. */
   readonly nodeIP?: string;
+  /**
+   * The cluster DNS servers (`--cluster-dns`) written into the resolv.conf of pods with
+   * dnsPolicy ClusterFirst. Default: none (such pods fall back to Default, with an Event).
+   */
+  readonly clusterDNS?: readonly string[];
+  /** The cluster's DNS domain (`--cluster-domain`). Default: `cluster.local`. */
+  readonly clusterDomain?: string;
   /** Validated like a file. Default: `{}`. */
   readonly config?: ProcessConfig;
   /** Default: `silentLogger`. */
@@ -127,6 +135,9 @@ export class ProcessProvider
   readonly #rates = new RateTracker();
   readonly #closing = new AbortController();
   readonly #privateTmp: boolean;
+  readonly #clusterDNS: readonly string[];
+  readonly #clusterDomain: string;
+  readonly #nodeIP: string;
   #monitor: NodeJS.Timeout | undefined;
   #callback: ((pod: V1Pod) => void) | undefined;
   #eventCallback: ((pod: V1Pod, event: PodEvent) => void) | undefined;
@@ -170,6 +181,9 @@ export class ProcessProvider
       );
     }
     const nodeIP = options.nodeIP ?? '127.0.0.1';
+    this.#nodeIP = nodeIP;
+    this.#clusterDNS = [...(options.clusterDNS ?? [])];
+    this.#clusterDomain = options.clusterDomain ?? 'cluster.local';
     this.#ctx = {
       tools,
       namespaces: this.#namespaces === true,
@@ -348,6 +362,7 @@ export class ProcessProvider
     saveRecord(record);
     if (sandbox) noteProcesses(dir, sandbox);
     const runner = new PodRunner(record, this.#ctx);
+    if (sandbox) this.#writeEtcFiles(runner);
     this.#runners.set(k, runner);
     runner.tick();
     this.#emit(runner);
@@ -357,6 +372,26 @@ export class ProcessProvider
     );
     if (config?.state.kind === 'waiting')
       throw unavailable(config.state.message ?? config.state.reason);
+  }
+
+  /**
+   * The pod's resolv.conf and hosts, for its containers' mount namespaces; the pod IPs are
+   * those its status reports. DNS Events (MissingClusterDNS) go to the pod.
+   */
+  #writeEtcFiles(runner: PodRunner): void {
+    const pod = runner.record.pod;
+    const status = runner.status();
+    const podIPs = (status.podIPs ?? []).map((p) => p.ip).filter((ip) => ip !== '');
+    const events = writeEtcFiles(pod, runner.record.dir, {
+      clusterDNS: this.#clusterDNS,
+      clusterDomain: this.#clusterDomain,
+      podIPs: podIPs.length > 0 ? podIPs : status.podIP ? [status.podIP] : [],
+      nodeIPs: [this.#nodeIP],
+    });
+    for (const e of events) {
+      this.#log.warn({ pod: runner.key, reason: e.reason }, e.message);
+      this.#eventCallback?.(pod, e);
+    }
   }
 
   async #startSandbox(

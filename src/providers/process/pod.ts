@@ -32,6 +32,7 @@ import type { Cgroups } from './cgroups.js';
 import { type ImageEntrypoint } from './config.js';
 import { parseQuantity } from '../../kubelet/quantity.js';
 import { containerEnv, findExecutable, launchArgv, resolveCommand, type Tools } from './launch.js';
+import { etcMounts } from './etc-files.js';
 import { ensureLogDir, logPath, type LogStamper } from './logs.js';
 import { childrenOf, isAlive, processGroup, processRef, type ProcessRef } from './proc.js';
 import { killSandbox } from './sandbox.js';
@@ -339,7 +340,10 @@ export class PodRunner {
         workingDir,
         ...(this.record.sandbox ? { sandboxPid: this.record.sandbox.pid } : {}),
         cgroupProcs,
-        mounts: this.record.mounts[c.name] ?? [],
+        mounts: [
+          ...(this.record.sandbox ? etcMounts(this.record.dir) : []),
+          ...(this.record.mounts[c.name] ?? []),
+        ],
         ...(runAs ? { runAs } : {}),
         exitFile,
         errorFile,
