@@ -40,7 +40,7 @@ import {
   type ProcessConfig,
 } from './config.js';
 import { attachSession, execArgv, forwardPort, runSession } from './exec.js';
-import { containerEnv, findTools, lookupImage, type Tools } from './launch.js';
+import { containerEnv, findTools, lookupImage, type Mount, type Tools } from './launch.js';
 import { LogStamper, readLogFile } from './logs.js';
 import { PodRunner, type RunnerContext } from './pod.js';
 import { Probing } from './probing.js';
@@ -453,16 +453,47 @@ export class ProcessProvider
     };
   }
 
-  /** Keeps the new spec (activeDeadlineSeconds, labels, annotations); images change nothing. */
+  /**
+   * Keeps the new spec (activeDeadlineSeconds, labels, annotations); images change nothing. An
+   * ephemeral container new in the spec starts at once, in the pod's namespaces (it shares the
+   * pod's PID namespace, so `targetContainerName` needs nothing more), and never restarts.
+   */
   updatePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
     const runner = this.#runner(pod.metadata?.namespace ?? '', pod.metadata?.name ?? '');
     const qos = runner.record.pod.status?.qosClass;
     runner.record.pod = withoutStatus(pod);
     if (qos !== undefined) runner.record.pod.status = { qosClass: qos };
+    if (!runner.terminal && runner.record.deletingSince === undefined) this.#addEphemeral(runner);
     runner.markDirty();
     if (runner.tick()) this.#emit(runner);
     return Promise.resolve();
+  }
+
+  /** Records the ephemeral containers of the spec the pod does not have yet, with their mounts. */
+  #addEphemeral(runner: PodRunner): void {
+    const r = runner.record;
+    for (const c of r.pod.spec?.ephemeralContainers ?? []) {
+      if (runner.container(c.name)) continue;
+      let mounts: Mount[];
+      try {
+        mounts = containerMounts(c, r.volumes);
+        if (mounts.length > 0 && this.#namespaces !== true)
+          throw permanent(`mounting volumes needs mount namespaces: ${this.#namespaces}`);
+        r.createdTargets.push(...createMountTargets(mounts));
+      } catch (err) {
+        // As a container the kubelet cannot make: it stays Waiting, with the reason.
+        r.containers.push({
+          ...this.#fresh(c.name, false),
+          ephemeral: true,
+          state: { kind: 'waiting', reason: 'CreateContainerError', message: errorMessage(err) },
+        });
+        continue;
+      }
+      r.mounts[c.name] = mounts;
+      r.containers.push({ ...this.#fresh(c.name, false), ephemeral: true });
+      this.#log.info({ pod: runner.key, container: c.name }, 'ephemeral container added');
+    }
   }
 
   /**
