@@ -50,8 +50,9 @@ export interface PodDns {
 
 /**
  * The nameservers (every line, in order), search domains (the last `search` line, trailing dots
- * removed, `.` left out) and options (the last `options` line) of a resolv.conf. Lines starting
- * with `#` are comments. Reads at most {@link MAX_RESOLV_CONF_BYTES} characters.
+ * removed, `.` left out) and options (every `options` line, a later option replacing an earlier
+ * one of the same name) of a resolv.conf. Lines starting with `#` are comments. Reads at most
+ * {@link MAX_RESOLV_CONF_BYTES} characters.
  */
 export function parseResolvConf(text: string): DnsConfig {
   const servers: string[] = [];
@@ -64,7 +65,7 @@ export function parseResolvConf(text: string): DnsConfig {
     if (key === 'nameserver' && fields[0] !== undefined) servers.push(fields[0]);
     else if (key === 'search') {
       searches = fields.filter((s) => s !== '.').map((s) => (s.endsWith('.') ? s.slice(0, -1) : s));
-    } else if (key === 'options') options = fields;
+    } else if (key === 'options') options = mergeOptionLines(options, fields);
   }
   return { servers, searches, options };
 }
@@ -187,6 +188,13 @@ function mergeOptions(
   }
   for (const op of extra) byName.set(op.name ?? '', op.value ?? '');
   return [...byName].map(([name, value]) => (value === '' ? name : `${name}:${value}`));
+}
+
+/** `options` words by name (before a `:`), a later one replacing an earlier one in place. */
+function mergeOptionLines(base: readonly string[], extra: readonly string[]): string[] {
+  const byName = new Map<string, string>();
+  for (const op of [...base, ...extra]) byName.set(op.split(':')[0] ?? op, op);
+  return [...byName.values()];
 }
 
 function unique(items: readonly string[]): string[] {

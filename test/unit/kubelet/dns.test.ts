@@ -30,15 +30,15 @@ const opts = (extra: Partial<PodDnsOptions> = {}): PodDnsOptions => ({
   ...extra,
 });
 
-test('parseResolvConf: nameservers accumulate, the last search and options lines win, dots trimmed', () => {
+test('parseResolvConf: nameservers and options accumulate, the last search line wins, dots trimmed', () => {
   const parsed = parseResolvConf(
     [
       'nameserver 1.1.1.1',
       '  # nameserver 9.9.9.9',
       'search a.example',
       'search b.example. . c.example',
-      'options ndots:2',
-      'options rotate',
+      'options ndots:2 attempts:3',
+      'options rotate ndots:1',
       'nameserver',
       'nameserver 2.2.2.2 extra',
     ].join('\n'),
@@ -46,7 +46,7 @@ test('parseResolvConf: nameservers accumulate, the last search and options lines
   assert.deepEqual(parsed, {
     servers: ['1.1.1.1', '2.2.2.2'],
     searches: ['b.example', 'c.example'],
-    options: ['rotate'],
+    options: ['ndots:1', 'attempts:3', 'rotate'],
   });
 });
 
