@@ -195,15 +195,18 @@ export class PodRunner {
     );
   }
 
-  /** Starts what should run now: new ephemeral containers, the next init container, or the app containers. */
+  /**
+   * Starts what should run now: new ephemeral containers, the next init container, or the app
+   * containers.
+   */
   #advance(now: number): void {
     const pod = this.record.pod;
-    // Once only: an ephemeral container that ended (or failed to start) stays as it ended.
     for (const c of this.record.containers) {
+      // Once only: one that ran (or failed to start) stays as it ended; CreateContainerError (its
+      // volumes could not be set up, see the provider's updatePod) stays Waiting.
       const s = c.state;
-      // CreateContainerError: its volumes could not be set up (see the provider's updatePod).
-      if (c.ephemeral === true && s.kind === 'waiting' && s.reason !== 'CreateContainerError')
-        if (c.run === undefined) this.#start(c, now);
+      const due = s.kind === 'waiting' && s.reason !== 'CreateContainerError' && !c.run;
+      if (c.ephemeral === true && due) this.#start(c, now);
     }
     const inits = this.record.containers.filter((c) => c.init);
     for (const c of inits) {

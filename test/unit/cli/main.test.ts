@@ -48,7 +48,7 @@ test('--cluster-dns takes IP addresses (repeated or comma-separated), --cluster-
   );
   assert.equal(parseDomain('k8s.test.'), 'k8s.test');
   assert.throws(() => parseDomain('Bad_Domain'), /expected a DNS domain/);
-  const defaults = defaultRunOptions({ out: () => undefined, err: () => undefined });
+  const defaults = defaultRunOptions({ out: () => undefined, err: () => undefined, exitCode: 0 });
   assert.deepEqual(defaults.clusterDns, []);
   assert.equal(defaults.clusterDomain, 'cluster.local');
 });
