@@ -46,6 +46,7 @@ export type V1ObjectReference = Wire<k8s.V1ObjectReference>;
 export type V1Pod = Wire<k8s.V1Pod>;
 export type V1PodCondition = Wire<k8s.V1PodCondition>;
 export type V1PodSpec = Wire<k8s.V1PodSpec>;
+export type V1HostAlias = Wire<k8s.V1HostAlias>;
 export type V1PodStatus = Wire<k8s.V1PodStatus>;
 export type V1Probe = Wire<k8s.V1Probe>;
 export type V1ResourceFieldSelector = Wire<k8s.V1ResourceFieldSelector>;

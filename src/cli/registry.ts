@@ -13,6 +13,10 @@ export interface ProviderContext {
   readonly nodeIP: string;
   /** `--pod-cidr`, when given. */
   readonly podCIDR?: string;
+  /** `--cluster-dns`: the cluster DNS servers for pods with dnsPolicy ClusterFirst. Default: none. */
+  readonly clusterDNS?: readonly string[];
+  /** `--cluster-domain`. Default: `cluster.local`. */
+  readonly clusterDomain?: string;
   readonly logger: Logger;
 }
 
@@ -69,6 +73,8 @@ const processProvider: Factory = async (ctx) => {
     nodeName: ctx.nodeName,
     nodeIP: ctx.nodeIP,
     ...(ctx.podCIDR !== undefined ? { podCIDR: ctx.podCIDR } : {}),
+    ...(ctx.clusterDNS ? { clusterDNS: ctx.clusterDNS } : {}),
+    ...(ctx.clusterDomain !== undefined ? { clusterDomain: ctx.clusterDomain } : {}),
     config,
     logger: ctx.logger,
   });

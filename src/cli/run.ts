@@ -1,5 +1,6 @@
 import type { V1Taint } from '../wire.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { VirtualKubeletError, errorMessage } from '../errors.js';
 import { parse as loadYaml } from 'yaml';
@@ -38,6 +39,10 @@ export interface RunOptions extends GoFlagOptions {
   nodeIp: string;
   /** The node's pod CIDR (process provider: pod addresses; the Node's spec.podCIDR). */
   podCidr?: string;
+  /** `--cluster-dns`: the cluster DNS server addresses pods with ClusterFirst use. */
+  clusterDns: string[];
+  /** `--cluster-domain`: the cluster's DNS domain, for pods' search domains and FQDNs. */
+  clusterDomain: string;
   labels: Record<string, string>;
   disableTaint: boolean;
   podSyncWorkers: number;
@@ -99,6 +104,28 @@ function parseCount(value: string): number {
   if (!/^\d+$/.test(value))
     throw new InvalidArgumentError(`expected 0 or a positive integer, got '${value}'`);
   return Number(value);
+}
+
+/** `--cluster-dns`: IP addresses separated by commas; the flag may be given more than once. */
+export function parseIpList(value: string, previous: string[] = []): string[] {
+  const out = [...previous];
+  for (const ip of value.split(',').map((s) => s.trim())) {
+    if (ip === '') continue;
+    if (isIP(ip) === 0) throw new InvalidArgumentError(`expected IP addresses, got '${ip}'`);
+    out.push(ip);
+  }
+  return out;
+}
+
+/** `--cluster-domain`: a DNS name (a trailing dot is dropped). */
+export function parseDomain(value: string): string {
+  const d = value.endsWith('.') ? value.slice(0, -1) : value;
+  if (
+    d.length > 253 ||
+    !/^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/.test(d)
+  )
+    throw new InvalidArgumentError(`expected a DNS domain such as cluster.local, got '${value}'`);
+  return d;
 }
 
 function parseLabels(value: string, previous: Record<string, string>): Record<string, string> {
@@ -195,6 +222,18 @@ export function runCommand(io: Io): Command {
     .option(
       '--pod-cidr <cidr>',
       "the node's pod CIDR (IPv4): pod addresses of the process provider, and the Node's spec.podCIDR",
+    )
+    .option(
+      '--cluster-dns <ip,...>',
+      'DNS server addresses for pods with dnsPolicy ClusterFirst (none: they fall back to Default)',
+      parseIpList,
+      [],
+    )
+    .option(
+      '--cluster-domain <domain>',
+      "the cluster's DNS domain: pods search <ns>.svc.<domain>",
+      parseDomain,
+      'cluster.local',
     )
     .option('--labels <k=v,...>', 'extra node labels', parseLabels, {})
     .option('--disable-taint', 'register the node without the provider taint', false)
@@ -359,6 +398,8 @@ export async function runNode(
         nodeName: spec.name,
         nodeIP: opts.nodeIp,
         ...(opts.podCidr !== undefined ? { podCIDR: opts.podCidr } : {}),
+        clusterDNS: opts.clusterDns,
+        clusterDomain: opts.clusterDomain,
         logger: logger.child({
           provider: spec.provider,
           ...(opts.nodes ? { node: spec.name } : {}),

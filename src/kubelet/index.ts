@@ -15,6 +15,17 @@ export type {
   ResolvedPodEnv,
   ResolveEnvOptions,
 } from './container-env.js';
+export {
+  formatResolvConf,
+  MAX_DNS_NAMESERVERS,
+  MAX_DNS_SEARCH_LIST_CHARS,
+  MAX_DNS_SEARCH_PATHS,
+  parseResolvConf,
+  podDnsConfig,
+  podHostsFile,
+  podResolvConf,
+} from './dns.js';
+export type { DnsConfig, DnsEvent, HostsFileOptions, PodDns, PodDnsOptions } from './dns.js';
 export { fieldRefValue, resourceFieldRefValue } from './downward-api.js';
 export type { PodAddresses, ResourceDefaults } from './downward-api.js';
 export { EnvResolutionError } from './env-error.js';

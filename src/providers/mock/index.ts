@@ -51,6 +51,7 @@ import {
   type MockConfig,
 } from './config.js';
 import {
+  addEphemeralStatuses,
   settle,
   startedStatus,
   stopContainer,
@@ -316,6 +317,13 @@ export class MockProvider
       cs.restartCount += 1;
       this.#restartRun(key, entry, cs.name, now);
     }
+    // `kubectl debug` adds ephemeral containers to a running pod: they start at once.
+    if (!isTerminalPhase(entry.status.phase)) {
+      for (const name of addEphemeralStatuses(entry.pod, entry.status, now.toISOString())) {
+        entry.runs.set(name, { current: this.#newRun(key, name, now, true), previous: undefined });
+        changed = true;
+      }
+    }
     this.#log.debug({ pod: key, changed }, 'updatePod');
     if (changed) this.#emit(entry);
   }
@@ -374,6 +382,7 @@ export class MockProvider
     const at = now.toISOString();
     for (const cs of entry.status.initContainerStatuses ?? []) stopContainer(cs, 0, at);
     for (const cs of entry.status.containerStatuses ?? []) stopContainer(cs, 0, at);
+    for (const cs of entry.status.ephemeralContainerStatuses ?? []) stopContainer(cs, 0, at);
     settle(entry.status, at);
     this.#pods.delete(key);
     this.#journal?.forgotten(key, entry.pod.metadata?.uid);

@@ -101,6 +101,32 @@ export function terminatedState(
   return terminated;
 }
 
+/**
+ * Adds a running status for each ephemeral container of the spec that has none yet (the
+ * kubelet starts them once and never again; they are never ready). Returns the names added.
+ */
+export function addEphemeralStatuses(pod: V1Pod, status: V1PodStatus, now: string): string[] {
+  const known = new Set((status.ephemeralContainerStatuses ?? []).map((cs) => cs.name));
+  const added: string[] = [];
+  for (const c of pod.spec?.ephemeralContainers ?? []) {
+    if (known.has(c.name)) continue;
+    status.ephemeralContainerStatuses = [
+      ...(status.ephemeralContainerStatuses ?? []),
+      {
+        name: c.name,
+        image: c.image ?? '',
+        imageID: '',
+        containerID: containerID(pod, c.name),
+        ready: false,
+        restartCount: 0,
+        state: { running: { startedAt: now } },
+      },
+    ];
+    added.push(c.name);
+  }
+  return added;
+}
+
 /** Stops a running container with `exitCode`; returns whether it was running. */
 export function stopContainer(cs: V1ContainerStatus, exitCode: number, now: string): boolean {
   if (cs.state?.running === undefined) return false;

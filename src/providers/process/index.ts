@@ -32,6 +32,7 @@ import type {
   Summary,
 } from '../../provider.js';
 import { Cgroups } from './cgroups.js';
+import { writeEtcFiles } from './etc-files.js';
 import {
   DEFAULT_IMAGES,
   defaultStateDir,
@@ -40,7 +41,7 @@ import {
   type ProcessConfig,
 } from './config.js';
 import { attachSession, execArgv, forwardPort, runSession } from './exec.js';
-import { containerEnv, findTools, lookupImage, type Tools } from './launch.js';
+import { containerEnv, findTools, lookupImage, type Mount, type Tools } from './launch.js';
 import { LogStamper, readLogFile } from './logs.js';
 import { PodRunner, type RunnerContext } from './pod.js';
 import { Probing } from './probing.js';
@@ -108,6 +109,13 @@ export interface ProcessProviderOptions {
   readonly nodeIP?: string;
   /** The node's pod CIDR (the `--pod-cidr` flag); the config's `podCIDR` wins. */
   readonly podCIDR?: string;
+  /**
+   * The cluster DNS servers (`--cluster-dns`) written into the resolv.conf of pods with
+   * dnsPolicy ClusterFirst. Default: none (such pods fall back to Default, with an Event).
+   */
+  readonly clusterDNS?: readonly string[];
+  /** The cluster's DNS domain (`--cluster-domain`). Default: `cluster.local`. */
+  readonly clusterDomain?: string;
   /** Validated like a file. Default: `{}`. */
   readonly config?: ProcessConfig;
   /** Default: `silentLogger`. */
@@ -152,6 +160,8 @@ export class ProcessProvider
   /** The pod network, or why pods use the host's. */
   readonly #network: NodeNetwork | string;
   readonly #podCidr: Cidr;
+  readonly #clusterDNS: readonly string[];
+  readonly #clusterDomain: string;
   readonly #nodeIP: string;
   #monitor: NodeJS.Timeout | undefined;
   #callback: ((pod: V1Pod) => void) | undefined;
@@ -224,6 +234,8 @@ export class ProcessProvider
         'pod network through CNI',
       );
     }
+    this.#clusterDNS = [...(options.clusterDNS ?? [])];
+    this.#clusterDomain = options.clusterDomain ?? 'cluster.local';
     this.#ctx = {
       tools,
       namespaces: this.#namespaces === true,
@@ -499,6 +511,7 @@ export class ProcessProvider
     saveRecord(record);
     if (sandbox) noteProcesses(dir, sandbox);
     const runner = new PodRunner(record, this.#ctx);
+    if (sandbox) this.#writeEtcFiles(runner);
     this.#runners.set(k, runner);
     runner.tick();
     this.#emit(runner);
@@ -511,6 +524,26 @@ export class ProcessProvider
     );
     if (config?.state.kind === 'waiting')
       throw unavailable(config.state.message ?? config.state.reason);
+  }
+
+  /**
+   * The pod's resolv.conf and hosts, for its containers' mount namespaces; the pod IPs are
+   * those its status reports. DNS Events (MissingClusterDNS) go to the pod.
+   */
+  #writeEtcFiles(runner: PodRunner): void {
+    const pod = runner.record.pod;
+    const status = runner.status();
+    const podIPs = (status.podIPs ?? []).map((p) => p.ip).filter((ip) => ip !== '');
+    const events = writeEtcFiles(pod, runner.record.dir, {
+      clusterDNS: this.#clusterDNS,
+      clusterDomain: this.#clusterDomain,
+      podIPs: podIPs.length > 0 ? podIPs : status.podIP ? [status.podIP] : [],
+      nodeIPs: [this.#nodeIP],
+    });
+    for (const e of events) {
+      this.#log.warn({ pod: runner.key, reason: e.reason }, e.message);
+      this.#eventCallback?.(pod, e);
+    }
   }
 
   async #startSandbox(
@@ -593,16 +626,47 @@ export class ProcessProvider
     };
   }
 
-  /** Keeps the new spec (activeDeadlineSeconds, labels, annotations); images change nothing. */
+  /**
+   * Keeps the new spec (activeDeadlineSeconds, labels, annotations); images change nothing. An
+   * ephemeral container new in the spec starts at once, in the pod's namespaces (it shares the
+   * pod's PID namespace, so `targetContainerName` needs nothing more), and never restarts.
+   */
   updatePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
     const runner = this.#runner(pod.metadata?.namespace ?? '', pod.metadata?.name ?? '');
     const qos = runner.record.pod.status?.qosClass;
     runner.record.pod = withoutStatus(pod);
     if (qos !== undefined) runner.record.pod.status = { qosClass: qos };
+    if (!runner.terminal && runner.record.deletingSince === undefined) this.#addEphemeral(runner);
     runner.markDirty();
     if (runner.tick()) this.#emit(runner);
     return Promise.resolve();
+  }
+
+  /** Records the ephemeral containers of the spec the pod does not have yet, with their mounts. */
+  #addEphemeral(runner: PodRunner): void {
+    const r = runner.record;
+    for (const c of r.pod.spec?.ephemeralContainers ?? []) {
+      if (runner.container(c.name)) continue;
+      let mounts: Mount[];
+      try {
+        mounts = containerMounts(c, r.volumes);
+        if (mounts.length > 0 && this.#namespaces !== true)
+          throw permanent(`mounting volumes needs mount namespaces: ${this.#namespaces}`);
+        r.createdTargets.push(...createMountTargets(mounts));
+      } catch (err) {
+        // As a container the kubelet cannot make: it stays Waiting, with the reason.
+        r.containers.push({
+          ...this.#fresh(c.name, false),
+          ephemeral: true,
+          state: { kind: 'waiting', reason: 'CreateContainerError', message: errorMessage(err) },
+        });
+        continue;
+      }
+      r.mounts[c.name] = mounts;
+      r.containers.push({ ...this.#fresh(c.name, false), ephemeral: true });
+      this.#log.info({ pod: runner.key, container: c.name }, 'ephemeral container added');
+    }
   }
 
   /**

@@ -32,6 +32,7 @@ import type { Cgroups } from './cgroups.js';
 import { type ImageEntrypoint } from './config.js';
 import { parseQuantity } from '../../kubelet/quantity.js';
 import { containerEnv, findExecutable, launchArgv, resolveCommand, type Tools } from './launch.js';
+import { etcMounts } from './etc-files.js';
 import { ensureLogDir, logPath, type LogStamper } from './logs.js';
 import { childrenOf, isAlive, processGroup, processRef, type ProcessRef } from './proc.js';
 import { killSandbox } from './sandbox.js';
@@ -97,6 +98,11 @@ interface KillClock {
   timer?: NodeJS.Timeout;
 }
 
+/** An app container: neither an init nor an ephemeral one. */
+function isApp(c: ContainerRecord): boolean {
+  return !c.init && c.ephemeral !== true;
+}
+
 /** The restart policy of a container (sidecar init containers restart Always). */
 function restartPolicy(pod: V1Pod, c: V1Container | undefined): string {
   return c?.restartPolicy ?? pod.spec?.restartPolicy ?? 'Always';
@@ -134,7 +140,12 @@ export class PodRunner {
 
   spec(name: string): V1Container | undefined {
     const s = this.record.pod.spec;
-    return [...(s?.initContainers ?? []), ...(s?.containers ?? [])].find((c) => c.name === name);
+    return [
+      ...(s?.initContainers ?? []),
+      ...(s?.containers ?? []),
+      // The fields a process needs are the same; ports, probes and resources are never set.
+      ...(s?.ephemeralContainers ?? []),
+    ].find((c) => c.name === name);
   }
 
   container(name: string): ContainerRecord | undefined {
@@ -193,9 +204,19 @@ export class PodRunner {
     );
   }
 
-  /** Starts what should run now: the next init container, or the app containers. */
+  /**
+   * Starts what should run now: new ephemeral containers, the next init container, or the app
+   * containers.
+   */
   #advance(now: number): void {
     const pod = this.record.pod;
+    for (const c of this.record.containers) {
+      // Once only: one that ran (or failed to start) stays as it ended; CreateContainerError (its
+      // volumes could not be set up, see the provider's updatePod) stays Waiting.
+      const s = c.state;
+      const due = s.kind === 'waiting' && s.reason !== 'CreateContainerError' && !c.run;
+      if (c.ephemeral === true && due) this.#start(c, now);
+    }
     const inits = this.record.containers.filter((c) => c.init);
     for (const c of inits) {
       const spec = this.spec(c.name);
@@ -212,7 +233,7 @@ export class PodRunner {
       this.#startIfDue(c, now);
       if (!sidecar || (c.state as ContainerState).kind !== 'running') return;
     }
-    for (const c of this.record.containers.filter((x) => !x.init)) {
+    for (const c of this.record.containers.filter(isApp)) {
       if (c.state.kind === 'running') continue;
       const last = c.state.kind === 'terminated' ? c.state : c.lastState;
       if (last?.kind === 'terminated') {
@@ -346,7 +367,10 @@ export class PodRunner {
         workingDir,
         ...(this.record.sandbox ? { sandboxPid: this.record.sandbox.pid } : {}),
         cgroupProcs,
-        mounts: this.record.mounts[c.name] ?? [],
+        mounts: [
+          ...(this.record.sandbox ? etcMounts(this.record.dir) : []),
+          ...(this.record.mounts[c.name] ?? []),
+        ],
         ...security,
         exitFile,
         errorFile,
@@ -674,7 +698,7 @@ export class PodRunner {
             };
     }
     if (!this.terminal) {
-      const app = this.record.containers.filter((c) => !c.init);
+      const app = this.record.containers.filter(isApp);
       this.record.phase = app.every((c) => c.state.kind === 'terminated' && c.state.exitCode === 0)
         ? 'Succeeded'
         : 'Failed';
@@ -700,7 +724,7 @@ export class PodRunner {
     }
     const pod = r.pod;
     const inits = r.containers.filter((c) => c.init);
-    const apps = r.containers.filter((c) => !c.init);
+    const apps = r.containers.filter(isApp);
     const initDone = inits.every((c) => {
       if (this.spec(c.name)?.restartPolicy === 'Always') return c.state.kind === 'running';
       return c.state.kind === 'terminated' && c.state.exitCode === 0;
@@ -784,8 +808,9 @@ export class PodRunner {
         ...(lastState ? { lastState } : {}),
       };
     };
-    const apps = r.containers.filter((c) => !c.init);
+    const apps = r.containers.filter(isApp);
     const inits = r.containers.filter((c) => c.init);
+    const ephemeral = r.containers.filter((c) => c.ephemeral === true);
     const initialized = inits.every(
       (c) =>
         (c.state.kind === 'terminated' && c.state.exitCode === 0) ||
@@ -822,6 +847,16 @@ export class PodRunner {
       startTime: formatRfc3339(r.startTime),
       containerStatuses: apps.map(cs),
       ...(inits.length > 0 ? { initContainerStatuses: inits.map(cs) } : {}),
+      // As the kubelet reports them: never ready, no `started`.
+      ...(ephemeral.length > 0
+        ? {
+            ephemeralContainerStatuses: ephemeral.map((c) => {
+              const status = { ...cs(c), ready: false };
+              delete status.started;
+              return status;
+            }),
+          }
+        : {}),
       ...(r.reason ? { reason: r.reason } : {}),
       ...(r.message ? { message: r.message } : {}),
     };

@@ -62,6 +62,11 @@ export interface RunRecord {
 export interface ContainerRecord {
   readonly name: string;
   readonly init: boolean;
+  /**
+   * An ephemeral container (`kubectl debug`): started once when it appears in the spec, never
+   * restarted, not counted in the pod's phase or readiness.
+   */
+  readonly ephemeral?: boolean;
   restartCount: number;
   state: ContainerState;
   lastState?: ContainerState;

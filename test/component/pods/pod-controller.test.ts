@@ -131,6 +131,46 @@ for (const notify of [true, false]) {
       assert.equal(provider.creates, 1);
     });
 
+    test('an ephemeral container added to a running pod reaches the provider, its status the API', async (t) => {
+      const { api, provider } = await setup(t, notify);
+      api.create(
+        'pods',
+        pod('web', {
+          containers: [{ name: 'app', image: 'busybox:1', env: [{ name: 'A', value: 'a' }] }],
+        }),
+      );
+      await waitPhase(api, 'web', 'Running');
+      api.update('pods', NS, 'web', (p) => {
+        if (!p.spec) return;
+        p.spec.ephemeralContainers = [
+          {
+            name: 'debugger',
+            image: 'busybox:1',
+            targetContainerName: 'app',
+            stdin: true,
+            tty: true,
+            env: [{ name: 'B', value: '$(A)-b' }],
+          },
+        ];
+      });
+      const cs = await waitFor(
+        () => apiPod(api, 'web')?.status?.ephemeralContainerStatuses?.[0] ?? false,
+        { ...WAIT, what: 'ephemeralContainerStatuses' },
+      );
+      assert.equal(cs.name, 'debugger');
+      assert.ok(cs.state?.running, 'the ephemeral container runs');
+      const held = await provider.getPod(NS, 'web', never);
+      const eph = held?.spec?.ephemeralContainers?.[0];
+      assert.equal(eph?.name, 'debugger');
+      // Its environment is resolved as an ordinary container's ($(A) is not its own: kept).
+      assert.deepEqual(eph?.env, [{ name: 'B', value: '$(A)-b' }]);
+      // The app container's status is untouched and the pod stays Running and Ready.
+      const after = apiPod(api, 'web');
+      assert.equal(after?.status?.phase, 'Running');
+      assert.equal(after?.status?.containerStatuses?.[0]?.restartCount, 0);
+      assert.equal(after?.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
+    });
+
     test('a graceful delete writes the final status, then removes the pod with its UID', async (t) => {
       const { api, provider } = await setup(t, notify);
       const created = api.create('pods', pod('web'));

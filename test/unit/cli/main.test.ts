@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { main } from '../../../src/cli/main.js';
+import { defaultRunOptions, parseDomain, parseIpList } from '../../../src/cli/run.js';
 
 async function capture(argv: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
   const out: string[] = [];
@@ -49,4 +50,28 @@ test('a bad --pod-cidr is one line and exit code 1', async () => {
   const many = await capture(['run', '--pod-cidr', '10.1.2.0/24', '--nodes', '/nonexistent']);
   assert.equal(many.code, 1);
   assert.match(many.err.join('\n'), /--pod-cidr names the CIDR of one node/);
+});
+
+test('--cluster-dns takes IP addresses (repeated or comma-separated), --cluster-domain a DNS name', () => {
+  assert.deepEqual(parseIpList('10.96.0.10,fd00::a', parseIpList('10.0.0.2')), [
+    '10.0.0.2',
+    '10.96.0.10',
+    'fd00::a',
+  ]);
+  assert.throws(
+    () => parseIpList('10.96.0.10,dns.example'),
+    /expected IP addresses, got 'dns.example'/,
+  );
+  assert.equal(parseDomain('k8s.test.'), 'k8s.test');
+  assert.throws(() => parseDomain('Bad_Domain'), /expected a DNS domain/);
+  const defaults = defaultRunOptions({ out: () => undefined, err: () => undefined, exitCode: 0 });
+  assert.deepEqual(defaults.clusterDns, []);
+  assert.equal(defaults.clusterDomain, 'cluster.local');
+});
+
+test('a bad --cluster-dns value is one line and exit code 2', async () => {
+  const r = await capture(['run', '--cluster-dns', 'nameserver']);
+  assert.equal(r.code, 2);
+  assert.equal(r.err.length, 1);
+  assert.match(r.err[0] ?? '', /--cluster-dns.*expected IP addresses, got 'nameserver'/);
 });

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { readProviderConfig } from '../../../src/cli/registry.js';
+import { createProvider, readProviderConfig } from '../../../src/cli/registry.js';
 import { errorCode } from '../../../src/errors.js';
 import { parseMockConfig } from '../../../src/providers/mock/index.js';
-import { parseProcessConfig } from '../../../src/providers/process/index.js';
+import { parseProcessConfig, ProcessProvider } from '../../../src/providers/process/index.js';
+import { silentLogger } from '../../../src/log.js';
 
 async function dir(t: TestContext): Promise<string> {
   const path = await mkdtemp(join(tmpdir(), 'vk-unit-registry-'));
@@ -60,4 +61,43 @@ test('readProviderConfig: every failure is one line starting with the file', asy
     readProviderConfig(unknown, parseProcessConfig),
     /unknown\.json: process provider config: unknown field "nope"/,
   );
+});
+
+test('createProvider hands --cluster-dns and --cluster-domain to the process provider', async (t) => {
+  // Not dir(t): its removal would run before the pod's (after hooks run in order).
+  const d = await mkdtemp(join(tmpdir(), 'vk-unit-registry-'));
+  const config = join(d, 'process.json');
+  const nodeName = `unit-registry-${String(process.pid)}`;
+  await writeFile(config, JSON.stringify({ stateDir: join(d, 'state'), cgroups: 'none' }));
+  const provider = await createProvider('process', {
+    nodeName,
+    configPath: config,
+    nodeIP: '127.0.0.1',
+    clusterDNS: ['10.96.0.10'],
+    clusterDomain: 'k8s.test',
+    logger: silentLogger,
+  });
+  assert.ok(provider instanceof ProcessProvider);
+  const never = new AbortController().signal;
+  const pod = {
+    metadata: { namespace: 'ns', name: 'p', uid: 'uid-registry' },
+    spec: {
+      terminationGracePeriodSeconds: 0,
+      containers: [{ name: 'app', image: 'busybox', command: ['sleep', '60'] }],
+    },
+  };
+  t.after(async () => {
+    await provider.deletePod(pod, never);
+    await provider.close();
+    await rm(d, { recursive: true, force: true });
+  });
+  assert.ok(
+    provider.isolation.startsWith('namespaces'),
+    `the pod's resolv.conf needs mount namespaces: ${provider.isolation}`,
+  );
+  await provider.createPod(pod, never);
+  const podDir = provider.podRecord('ns', 'p')?.dir ?? '';
+  const resolv = await readFile(join(podDir, 'etc', 'resolv.conf'), 'utf8');
+  assert.match(resolv, /^search ns\.svc\.k8s\.test svc\.k8s\.test k8s\.test\b/);
+  assert.match(resolv, /^nameserver 10\.96\.0\.10$/m);
 });
