@@ -24,6 +24,8 @@ import type {
   PodEvent,
   PodEventNotifier,
   PodVolumes,
+  PodAddressProvider,
+  PodAddresses,
   PortForwarder,
   Provider,
   ResolvedVolume,
@@ -107,7 +109,8 @@ export class ProcessProvider
     PortForwarder,
     StatsProvider,
     PodVolumes,
-    PodEventNotifier
+    PodEventNotifier,
+    PodAddressProvider
 {
   readonly #nodeName: string;
   readonly #config: ProcessConfig;
@@ -202,6 +205,15 @@ export class ProcessProvider
       this.#tickAll();
     }, this.#config.monitorIntervalMs ?? 500);
     this.#monitor.unref();
+  }
+
+  /**
+   * Pods share the host's network: every pod's address is the node's, known before it starts.
+   * Sets nothing up, so there is nothing for `deletePod` to release.
+   */
+  preparePod(_pod: V1Pod, signal: AbortSignal): Promise<PodAddresses> {
+    signal.throwIfAborted();
+    return Promise.resolve({ podIPs: [this.#ctx.podIP], hostIP: this.#ctx.hostIP });
   }
 
   /** A short description of the isolation in use, also the Node annotation. */
