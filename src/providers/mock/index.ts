@@ -274,7 +274,8 @@ export class MockProvider
   /**
    * The pod's address, before it is created: from `podCIDR`, one per UID, the same on every
    * call (a retry, a restart of the agent, or of the provider with a `stateFile`), until
-   * `deletePod` frees it, whether or not `createPod` ran. `podIP`, when configured, for all.
+   * `deletePod` frees it, whether or not `createPod` ran. `podIP`, when configured, for all;
+   * the host's address for a `hostNetwork` pod.
    */
   async preparePod(pod: V1Pod, signal: AbortSignal): Promise<ContractPodAddresses> {
     this.#throwIfClosed();
@@ -285,6 +286,8 @@ export class MockProvider
 
   /** The address of `pod`, taken (and written to the state file) if it has none yet. */
   #podIP(pod: V1Pod, key: string): string {
+    // A pod on the host's network has the host's address, as under a kubelet.
+    if (pod.spec?.hostNetwork) return this.#hostIP;
     if (this.#config.podIP !== undefined) return this.#config.podIP;
     const holder = holderOf(pod, key);
     const known = this.#pool.get(holder);

@@ -70,6 +70,11 @@ test('preparePod: one address per UID from podCIDR, the one the status reports; 
   assert.equal((await provider.getPodStatus('ns', 'b', signal))?.podIP, '172.20.0.3');
   assert.equal(provider.addressesInUse, 2);
 
+  // A pod on the host's network has the host's address.
+  const host = pod('h', { hostNetwork: true });
+  assert.deepEqual((await provider.preparePod(host, signal)).podIPs, ['192.168.1.2']);
+  assert.equal(provider.addressesInUse, 2);
+
   const fixed = mock({ config: { podIP: '10.1.2.3' } }).provider;
   t.after(() => fixed.close());
   assert.deepEqual((await fixed.preparePod(pod('a'), signal)).podIPs, ['10.1.2.3']);
