@@ -92,7 +92,10 @@ for (const notify of [true, false]) {
     const pod = await waitRunning(ns, 'addr');
     const podIP = pod.status?.podIP ?? '';
     assert.match(podIP, /^10\.244\.\d+\.\d+$/, 'an address of the mock podCIDR');
-    assert.deepEqual(pod.status?.podIPs, [{ ip: podIP }]);
+    assert.deepEqual(
+      pod.status?.podIPs?.map((p) => p.ip),
+      [podIP],
+    );
     assert.equal(pod.status?.hostIP, '127.0.0.1');
     const printenv = async (name: string): Promise<string> =>
       (await kubectl(['exec', 'addr', '-n', ns, '--', 'printenv', name])).stdout.trim();
