@@ -319,6 +319,9 @@ export class MockProvider
     const state = readMockState(path);
     for (const [holder, ip] of state.addresses) this.#pool.restore(holder, ip);
     for (const [key, stored] of state.pods) {
+      // A file written before addresses were recorded has them only in the statuses.
+      const ip = stored.status.podIP;
+      if (ip !== undefined) this.#pool.restore(holderOf(stored.pod, key), ip);
       const entry: Entry = {
         pod: stored.pod,
         status: stored.status,
