@@ -1,4 +1,4 @@
-import type { CoreV1Event, V1EnvVar, V1Pod, V1PodSpec } from '../../../src/wire.js';
+import type { CoreV1Event, V1EnvVar, V1Pod, V1PodSpec, V1PodStatus } from '../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import { invalidInput, permanent, unavailable } from '../../../src/errors.js';
@@ -52,6 +52,45 @@ class AddressMock extends MockProvider {
     }
     await super.createPod(pod, signal);
   }
+}
+
+/** Dual-stack addresses from preparePod, and statuses that report no address at all. */
+class BareStatusMock extends AddressMock {
+  constructor(notify: boolean) {
+    super({ nodeName: NODE, notify, config: { logIntervalMs: 0 } });
+    const notifyPods = this.notifyPods;
+    if (notifyPods)
+      Object.defineProperty(this, 'notifyPods', {
+        value: (callback: (pod: V1Pod) => void) => {
+          notifyPods((pod) => {
+            callback(bare(pod) ?? pod);
+          });
+        },
+      });
+  }
+
+  override async preparePod(pod: V1Pod, signal: AbortSignal): Promise<PodAddresses> {
+    const { podIPs } = await super.preparePod(pod, signal);
+    return { podIPs: [...podIPs, 'fd00::9'] };
+  }
+
+  override async getPodStatus(
+    namespace: string,
+    name: string,
+    signal: AbortSignal,
+  ): Promise<V1PodStatus | undefined> {
+    return bare({ status: await super.getPodStatus(namespace, name, signal) })?.status;
+  }
+}
+
+function bare(pod: V1Pod): V1Pod | undefined {
+  if (!pod.status) return undefined;
+  const status = { ...pod.status };
+  delete status.podIP;
+  delete status.podIPs;
+  delete status.hostIP;
+  delete status.hostIPs;
+  return { ...pod, status };
 }
 
 async function setup(
@@ -121,6 +160,24 @@ for (const notify of [true, false]) {
       const created = provider.created[0]?.spec?.containers[0];
       const args = (created?.args ?? []).map((a) => expandEnvValue(a, (n) => env.get(n)));
       assert.deepEqual(args, [`--listen=${podIP}:8080`, `--advertise=${prepared?.hostIP ?? ''}`]);
+    });
+
+    test('the core writes status.podIP, podIPs, hostIP and hostIPs from preparePod when the provider reports none', async (t) => {
+      const api = await FakeApi.start(t);
+      const provider = new BareStatusMock(notify);
+      t.after(() => provider.close());
+      await runPodController(t, api, provider, { nodeName: NODE, nodeIP: '192.168.7.1' });
+      api.create('pods', addressPod('dual'));
+      const running = await waitPodPhase(api, NS, 'dual', 'Running', WAIT);
+      const podIP = provider.prepared[0]?.podIPs[0] ?? '';
+      assert.equal(running.status?.podIP, podIP);
+      assert.deepEqual(running.status?.podIPs, [{ ip: podIP }, { ip: 'fd00::9' }]);
+      assert.equal(running.status?.hostIP, '192.168.7.1');
+      assert.deepEqual(running.status?.hostIPs, [{ ip: '192.168.7.1' }]);
+      const env = envOf(provider.created[0]);
+      assert.equal(env.get('POD_IP'), podIP);
+      assert.equal(env.get('POD_IPS'), `${podIP},fd00::9`);
+      assert.equal(env.get('HOST_IP'), '192.168.7.1');
     });
 
     test('two pods get two addresses; a deleted pod frees its address', async (t) => {
