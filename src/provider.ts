@@ -10,7 +10,8 @@
  *   backoff) and which are final. An error without a code is retried.
  * - Providers never talk to the API server of the cluster they serve. The core resolves
  *   everything a pod refers to (env from config maps, secrets, the downward API, service links)
- *   before calling `createPod` or `updatePod`: `env` is complete and `envFrom` is empty.
+ *   before calling `createPod` or `updatePod`: `env` is complete and `envFrom` is empty. A
+ *   provider with `preparePod` gives the pod its addresses first, so `status.podIP` resolves.
  */
 import type { V1Node, V1Pod, V1PodStatus } from './wire.js';
 import type { Duplex, Readable, Writable } from 'node:stream';
@@ -355,6 +356,34 @@ export interface PodEventNotifier {
   notifyPodEvents(callback: (pod: V1Pod, event: PodEvent) => void): void;
 }
 
+/** The addresses a pod has before its containers start. */
+export interface PodAddresses {
+  /**
+   * The pod's IPs, the primary first (at most one per IP family, as the kubelet reports them).
+   * Never empty: a provider that has no address for the pod throws instead.
+   */
+  readonly podIPs: readonly string[];
+  /** The address of the node the pod runs on. Default: the node's address (`nodeIP`). */
+  readonly hostIP?: string;
+}
+
+/**
+ * Optional: gives a pod its addresses before its environment is resolved, as the kubelet makes
+ * a pod's sandbox (and so its network) before it starts any container. Without it, a pod whose
+ * environment reads `status.podIP` or `status.podIPs` cannot be started (see the provider guide).
+ */
+export interface PodAddressProvider {
+  /**
+   * Called before `createPod` (and before `setPodVolumes`), once per create attempt. The
+   * provider may set up the pod's sandbox or network here. Idempotent per pod UID: called again
+   * (after a retry, or a restart of the agent) it returns the same addresses and creates
+   * nothing twice. `deletePod` releases whatever it set up, also when `createPod` never ran.
+   * The status the provider reports for the pod carries the same `podIP`. Errors as for
+   * `createPod`: `Unavailable` is retried with backoff, `InvalidInput` is final.
+   */
+  preparePod(pod: V1Pod, signal: AbortSignal): Promise<PodAddresses>;
+}
+
 /**
  * Optional: releases what the provider holds (timers, sessions, connections) when the agent
  * stops, after every node that uses it has stopped. Pods it runs keep running unless the
@@ -378,6 +407,7 @@ export type Provider = PodLifecycleHandler &
       ResourceMetricsProvider &
       PodVolumes &
       PodEventNotifier &
+      PodAddressProvider &
       Closable
   >;
 
@@ -404,6 +434,7 @@ export interface CapabilityInterfaces {
   readonly metricsResource: ResourceMetricsProvider;
   readonly volumes: PodVolumes;
   readonly events: PodEventNotifier;
+  readonly podAddresses: PodAddressProvider;
   readonly close: Closable;
 }
 
@@ -424,6 +455,7 @@ export const CAPABILITIES = {
   metricsResource: { title: 'resource metrics', methods: ['getMetricsResource'] },
   volumes: { title: 'volumes', methods: ['setPodVolumes'] },
   events: { title: 'pod events', methods: ['notifyPodEvents'] },
+  podAddresses: { title: 'pod addresses before start', methods: ['preparePod'] },
   close: { title: 'close', methods: ['close'] },
 } as const satisfies {
   readonly [C in keyof CapabilityInterfaces]: {
@@ -482,4 +514,6 @@ export const hasPodVolumes = (p: Provider): p is Provider & PodVolumes =>
   hasCapability(p, 'volumes');
 export const hasPodEvents = (p: Provider): p is Provider & PodEventNotifier =>
   hasCapability(p, 'events');
+export const hasPodAddresses = (p: Provider): p is Provider & PodAddressProvider =>
+  hasCapability(p, 'podAddresses');
 export const isClosable = (p: Provider): p is Provider & Closable => hasCapability(p, 'close');

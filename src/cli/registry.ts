@@ -61,7 +61,8 @@ const mock =
     const config = ctx.configPath ? await readProviderConfig(ctx.configPath, parseMockConfig) : {};
     return new MockProvider({
       nodeName: ctx.nodeName,
-      config: { podIP: ctx.nodeIP, hostIP: ctx.nodeIP, ...config },
+      // Pods get addresses of the mock's podCIDR; their host is the node.
+      config: { hostIP: ctx.nodeIP, ...config },
       logger: ctx.logger,
       notify,
     });

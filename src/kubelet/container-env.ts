@@ -18,7 +18,7 @@
  */
 import { Buffer } from 'node:buffer';
 import type { V1ConfigMap, V1Container, V1EnvVar, V1Pod, V1Secret, V1Service } from '../wire.js';
-import { fieldRefValue, resourceFieldRefValue, type PodAddresses } from './downward-api.js';
+import { fieldRefValue, resourceFieldRefValue, type DownwardApiAddresses } from './downward-api.js';
 import { EnvResolutionError } from './env-error.js';
 import { expandEnvValue } from './env-expansion.js';
 import { isServiceIPSet, serviceLinkEnvVars } from './service-links.js';
@@ -96,7 +96,7 @@ interface Context {
   readonly namespace: string;
   readonly objects: EnvObjects;
   readonly options: ResolveEnvOptions;
-  readonly addresses: PodAddresses;
+  readonly addresses: DownwardApiAddresses;
   readonly events: EnvEvent[];
 }
 
@@ -137,7 +137,7 @@ export function resolvePodEnvFrom(
   return { pod: copy, events };
 }
 
-function addressesOf(pod: V1Pod, options: ResolveEnvOptions): PodAddresses {
+function addressesOf(pod: V1Pod, options: ResolveEnvOptions): DownwardApiAddresses {
   const status = pod.status;
   return {
     podIPs: firstList(

@@ -20,11 +20,30 @@ import {
 } from './quantity.js';
 
 /** The addresses the downward API reports; the first entry of each list is the primary. */
-export interface PodAddresses {
+export interface DownwardApiAddresses {
   readonly podIPs: readonly string[];
   readonly hostIPs: readonly string[];
   /** For `spec.nodeName` when the pod has none (it always has one once bound). */
   readonly nodeName: string | undefined;
+}
+
+/**
+ * Whether the environment of a container of `pod` (init, regular or ephemeral) reads the pod's
+ * own IP (`status.podIP` or `status.podIPs`), which only exists once the pod has a network.
+ */
+export function readsPodIP(pod: V1Pod): boolean {
+  const spec = pod.spec;
+  const containers = [
+    ...(spec?.initContainers ?? []),
+    ...(spec?.containers ?? []),
+    ...(spec?.ephemeralContainers ?? []),
+  ];
+  return containers.some((c) =>
+    (c.env ?? []).some((e) => {
+      const path = e.valueFrom?.fieldRef?.fieldPath;
+      return path === 'status.podIP' || path === 'status.podIPs';
+    }),
+  );
 }
 
 /** Resources a container limit falls back to when unset, like the node's allocatable. */
@@ -95,7 +114,7 @@ function splitSubscript(fieldPath: string): { path: string; key: string } | unde
 export function fieldRefValue(
   pod: V1Pod,
   selector: V1ObjectFieldSelector,
-  addresses: PodAddresses,
+  addresses: DownwardApiAddresses,
 ): string {
   const { fieldPath } = selector;
   const invalid = (why: string): EnvResolutionError =>

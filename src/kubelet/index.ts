@@ -26,8 +26,8 @@ export {
   podResolvConf,
 } from './dns.js';
 export type { DnsConfig, DnsEvent, HostsFileOptions, PodDns, PodDnsOptions } from './dns.js';
-export { fieldRefValue, resourceFieldRefValue } from './downward-api.js';
-export type { PodAddresses, ResourceDefaults } from './downward-api.js';
+export { fieldRefValue, readsPodIP, resourceFieldRefValue } from './downward-api.js';
+export type { DownwardApiAddresses, ResourceDefaults } from './downward-api.js';
 export { EnvResolutionError } from './env-error.js';
 export type { EnvResolutionReason } from './env-error.js';
 export { expandEnvValue } from './env-expansion.js';

@@ -1,4 +1,5 @@
 import type { V1ConfigMap, V1Pod, V1PodStatus, V1Secret } from '../wire.js';
+import { isIP } from 'node:net';
 import { abortOf, aborted, sleep } from '../abort.js';
 import { errorCode, errorMessage, invalidInput, isRetryable, unavailable } from '../errors.js';
 import type { KubeClient } from '../kube/client.js';
@@ -9,14 +10,17 @@ import { ServiceIndex } from './services.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import {
+  hasPodAddresses,
   hasPodEvents,
   hasPodVolumes,
   isPodNotifier,
+  type PodAddresses,
   type Provider,
   type ResolvedVolume,
 } from '../provider.js';
 import { WorkQueue } from '../queue/index.js';
 import { EnvResolutionError } from '../kubelet/env-error.js';
+import { readsPodIP } from '../kubelet/downward-api.js';
 import { resolvePodEnv, type EnvSource } from './env.js';
 import { deletedPodStatus, lostPodStatus, PollNotifier } from './poll-notifier.js';
 import { PodVolumeManager } from './volume-manager.js';
@@ -79,7 +83,7 @@ export interface PodControllerOptions {
    * until a late call settles, the pod's other calls wait (with backoff), except a deletion,
    * which aborts it.
    */
-  /** Deadline of `createPod` and `setPodVolumes`. Default: 60 000 ms. */
+  /** Deadline of `preparePod`, `createPod` and `setPodVolumes`. Default: 60 000 ms. */
   readonly createTimeoutMs?: number;
   /** Deadline of `updatePod`. Default: 60 000 ms. */
   readonly updateTimeoutMs?: number;
@@ -167,6 +171,10 @@ interface PodRecord {
   rejected?: string;
   /** The provider call in flight for this pod: never more than one. */
   call?: ProviderCall;
+  /** `preparePod` was called: a `deletePod` must release what it set up, created or not. */
+  prepared?: boolean;
+  /** What `preparePod` gave: the pod's addresses for its environment and its status. */
+  addresses?: PodAddresses;
 }
 
 /** The phases in which the provider has the pod (as far as the controller knows). */
@@ -769,6 +777,7 @@ export class PodController {
     const provider = this.#o.provider;
     const invalid = podSpecProblems(pod);
     if (invalid !== undefined) return rejectSpec(this.#specReject, record, pod, invalid, signal);
+    if (!(await this.#prepare(record, pod, signal))) return;
     const resolved = await this.#resolve(record, pod, signal, true);
     const volumes = await this.#resolveVolumes(record, pod, signal);
     if (record.phase === 'gone') return; // deleted meanwhile: the next pass removes it
@@ -819,9 +828,11 @@ export class PodController {
     creating: boolean,
   ): Promise<V1Pod> {
     try {
+      // Without addresses from preparePod, the pod status's (a pod created before) count.
+      const podIPs = record.addresses?.podIPs ?? (pod.spec?.hostNetwork ? [this.#nodeIP] : []);
       const { pod: resolved, events } = await resolvePodEnv(pod, this.#envSource(signal), {
-        hostIP: this.#nodeIP,
-        ...(pod.status?.podIP ? { podIP: pod.status.podIP } : {}),
+        hostIP: record.addresses?.hostIP ?? this.#nodeIP,
+        podIPs,
         nodeName: this.#o.nodeName,
       });
       for (const e of events) this.#o.events.record(podSubject(pod), e.type, e.reason, e.message);
@@ -837,6 +848,45 @@ export class PodController {
         }
       }
       throw err;
+    }
+  }
+
+  /**
+   * Gives the pod its addresses before its environment is resolved: `preparePod` of a provider
+   * with `podAddresses`, as the kubelet makes the sandbox first. Another provider has no address
+   * for a pod before it starts: a pod whose environment reads its own IP then fails (an empty
+   * value would be a silent misconfiguration), unless it uses the host's network, whose address
+   * is the node's. False when the pod failed for good (its status says why).
+   */
+  async #prepare(record: PodRecord, pod: V1Pod, signal: AbortSignal): Promise<boolean> {
+    const provider = this.#o.provider;
+    if (!hasPodAddresses(provider)) {
+      if (pod.spec?.hostNetwork || pod.status?.podIP || !readsPodIP(pod)) return true;
+      const message =
+        'the provider cannot give a pod its address before it starts (it has no preparePod), ' +
+        "and the pod's environment reads status.podIP";
+      this.#o.events.record(podSubject(pod), 'Warning', 'PodAddressUnavailable', message);
+      const status = {
+        ...providerFailedStatus(pod, message, true),
+        reason: 'PodAddressUnavailable',
+      };
+      await this.#putStatus(record, pod, status, signal).catch(ignoreStale);
+      return false;
+    }
+    record.prepared = true;
+    try {
+      const got = await this.#call(record, 'preparePod', this.#timeouts.create, signal, (s) =>
+        provider.preparePod(pod, s),
+      );
+      if (got.podIPs.length === 0 || !got.podIPs.every((ip) => isIP(ip) !== 0))
+        throw invalidInput(`preparePod gave no valid pod IPs: ${JSON.stringify(got.podIPs)}`);
+      const hostIP = got.hostIP && isIP(got.hostIP) !== 0 ? got.hostIP : this.#nodeIP;
+      record.addresses = { podIPs: [...got.podIPs], hostIP };
+      return true;
+    } catch (err) {
+      if (aborted(signal)) throw err;
+      await this.#createFailed(record, pod, err, signal);
+      return false;
     }
   }
 
@@ -1031,7 +1081,9 @@ export class PodController {
     );
     const uid = pod.metadata?.uid;
     const same = running && (!running.metadata?.uid || running.metadata.uid === uid);
-    if (same && !isTerminal(running.status)) {
+    // A pod prepared but never created still holds what preparePod set up.
+    const unreleased = !running && record.prepared && record.deleteGraceSeconds === undefined;
+    if ((same && !isTerminal(running.status)) || unreleased) {
       const { outcome } = await this.#startLong(
         record,
         'deletePod',
@@ -1083,7 +1135,9 @@ export class PodController {
     reported: V1PodStatus,
     signal: AbortSignal,
   ): Promise<void> {
-    const status = mergeStatus(pod, reported, { nodeIP: this.#nodeIP });
+    const status = mergeStatus(pod, withAddresses(reported, record.addresses), {
+      nodeIP: this.#nodeIP,
+    });
     if (sameStatus(status, pod.status)) return;
     const fingerprint = statusFingerprint(status);
     if (record.written === fingerprint) return;
@@ -1105,6 +1159,18 @@ export class PodController {
       throw err;
     }
   }
+}
+
+/** `status` with the addresses `preparePod` gave, where the provider reports none. */
+function withAddresses(status: V1PodStatus, addresses: PodAddresses | undefined): V1PodStatus {
+  if (!addresses || status.podIP) return status;
+  const out: V1PodStatus = { ...status, podIPs: addresses.podIPs.map((ip) => ({ ip })) };
+  out.podIP = addresses.podIPs[0];
+  if (!status.hostIP && addresses.hostIP) {
+    out.hostIP = addresses.hostIP;
+    out.hostIPs = [{ ip: addresses.hostIP }];
+  }
+  return out;
 }
 
 /** The grace period (s) a deletion of `pod` gives it, as the kubelet reads it. */

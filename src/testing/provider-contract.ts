@@ -9,10 +9,11 @@
 import type { V1Pod } from '../wire.js';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { isIP } from 'node:net';
 import { describe, test } from 'node:test';
 import { errorCode } from '../errors.js';
 import { isTerminalPhase } from '../kubelet/pod-status.js';
-import { isPodNotifier, type Provider } from '../provider.js';
+import { hasPodAddresses, isPodNotifier, type Provider } from '../provider.js';
 import { waitFor } from './wait.js';
 
 export interface ProviderUnderTest {
@@ -184,6 +185,44 @@ export function providerContractSuite(name: string, make: () => Promise<Provider
         assert.deepEqual(pod, snapshot);
         await provider.updatePod(pod, signal).catch(() => undefined);
         assert.deepEqual(pod, snapshot);
+      }));
+
+    test('podAddresses: preparePod answers the same again, the status reports its podIP, deletePod releases a pod never created', (t) =>
+      withProvider(async (provider, _pushed, signal) => {
+        if (!hasPodAddresses(provider)) {
+          t.skip('the provider has no preparePod (capability podAddresses)');
+          return;
+        }
+        const pod = testPod(podName('address'));
+        const { namespace = '', name = '' } = pod.metadata ?? {};
+        const first = await provider.preparePod(pod, signal);
+        assert.ok(first.podIPs.length > 0, 'at least one pod IP');
+        for (const ip of first.podIPs) assert.notEqual(isIP(ip), 0, `${ip} is an IP address`);
+        const again = await provider.preparePod(structuredClone(pod), signal);
+        assert.deepEqual([...again.podIPs], [...first.podIPs], 'the same addresses for the UID');
+        assert.equal(again.hostIP, first.hostIP);
+
+        await provider.createPod(pod, signal);
+        const status = await waitFor(
+          async () => {
+            const s = await provider.getPodStatus(namespace, name, signal);
+            return s?.podIP ? s : undefined;
+          },
+          { what: 'a status with a podIP', timeoutMs: 15_000, intervalMs: 20 },
+        );
+        assert.equal(status.podIP, first.podIPs[0], 'the status reports the prepared podIP');
+
+        // Prepared, never created: deletePod releases it and creates nothing.
+        const prepared = testPod(podName('prepared'));
+        await provider.preparePod(prepared, signal);
+        await provider.deletePod(deleting(prepared), signal).catch((err: unknown) => {
+          assert.equal(errorCode(err), 'NotFound');
+        });
+        const meta = prepared.metadata ?? {};
+        assert.equal(
+          await provider.getPod(meta.namespace ?? '', meta.name ?? '', signal),
+          undefined,
+        );
       }));
 
     test('a created pod is reported: pushed by a notifier, or found by the poll adapter', () =>

@@ -112,9 +112,11 @@ for (const notify of [true, false]) {
       },
       { what: '3 Running and Ready pods', timeoutMs: 60_000 },
     );
+    assert.equal(new Set(running.map((p) => p.status?.podIP)).size, 3, 'three addresses');
     for (const p of running) {
       assert.equal(p.status?.hostIP, '127.0.0.1');
-      assert.equal(p.status?.podIP, '127.0.0.1');
+      // Each pod has its own address of the mock's podCIDR.
+      assert.match(p.status?.podIP ?? '', /^10\.244\.\d+\.\d+$/);
       assert.ok(p.status?.startTime);
       assert.equal(p.status?.containerStatuses?.[0]?.ready, true);
       const types = (p.status?.conditions ?? []).map((c) => c.type).sort();

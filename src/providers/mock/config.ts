@@ -5,14 +5,24 @@
 import { isIP } from 'node:net';
 import { invalidInput } from '../../errors.js';
 import { parseQuantity } from '../../kubelet/quantity.js';
-import { LIFECYCLE_METHODS, type NodeProvider, type PodLifecycleHandler } from '../../provider.js';
+import {
+  LIFECYCLE_METHODS,
+  type NodeProvider,
+  type PodAddressProvider,
+  type PodLifecycleHandler,
+} from '../../provider.js';
+import { parsePodCIDR } from './addresses.js';
 import { MAX_LOG_LINES } from './logs.js';
 
-/** The provider methods a fault can be injected into: the contract's lifecycle, and `ping`. */
+/**
+ * The provider methods a fault can be injected into: the contract's lifecycle, `ping` and
+ * `preparePod`.
+ */
 export const FAULT_OPERATIONS = [
   ...LIFECYCLE_METHODS,
   'ping',
-] as const satisfies readonly (keyof (PodLifecycleHandler & NodeProvider))[];
+  'preparePod',
+] as const satisfies readonly (keyof (PodLifecycleHandler & NodeProvider & PodAddressProvider))[];
 
 export type FaultOperation = (typeof FAULT_OPERATIONS)[number];
 
@@ -64,8 +74,18 @@ export interface MockConfig {
   readonly others?: Readonly<Record<string, string>>;
   /** Written to the Node's `spec.providerID`. Default: not set. */
   readonly providerID?: string;
-  /** Every pod's IP. Default: `"127.0.0.1"`. */
+  /**
+   * Every pod's IP, the same for all (as if they used the host's network); `podCIDR` is then
+   * not used. Default: none, each pod gets an address of `podCIDR`.
+   */
   readonly podIP?: string;
+  /**
+   * The IPv4 range `preparePod` gives each pod an address of (prefix length 8 to 30; the
+   * network address, the first address and the broadcast address are never given): one per pod
+   * UID, the same again for the same UID, freed when the pod is deleted, kept in `stateFile`.
+   * Bookkeeping only: nothing is reachable there. Default: `"10.244.0.0/16"`.
+   */
+  readonly podCIDR?: string;
   /** The host IP reported in pod statuses. Default: `"127.0.0.1"`. */
   readonly hostIP?: string;
   /** Latency and errors per operation. Default: none. */
@@ -108,6 +128,7 @@ const TOP_LEVEL_FIELDS = new Set([
   'others',
   'providerID',
   'podIP',
+  'podCIDR',
   'hostIP',
   'faults',
   'containers',
@@ -283,6 +304,13 @@ export function parseMockConfig(json: unknown): MockConfig {
     out.providerID = input.providerID;
   }
   if (input.podIP !== undefined) out.podIP = ip(input.podIP, 'podIP');
+  if (input.podCIDR !== undefined) {
+    const cidr = input.podCIDR;
+    const range = typeof cidr === 'string' ? parsePodCIDR(cidr) : 'a string';
+    if (typeof cidr !== 'string' || typeof range === 'string')
+      throw invalidInput(`podCIDR must be ${typeof range === 'string' ? range : 'a string'}`);
+    out.podCIDR = cidr;
+  }
   if (input.hostIP !== undefined) out.hostIP = ip(input.hostIP, 'hostIP');
   if (input.faults !== undefined) {
     const faults: Partial<Record<FaultOperation, MockFault>> = {};

@@ -25,12 +25,15 @@ import type {
   ContainerLogs,
   NodeConfigurer,
   NodeProvider,
+  PodAddressProvider,
+  PodAddresses as ContractPodAddresses,
   PortForwarder,
   Provider,
   StatsProvider,
   Summary,
 } from '../../provider.js';
 import { attach } from './attach.js';
+import { DEFAULT_POD_CIDR, PodAddressPool } from './addresses.js';
 import { ContainerRun } from './container-run.js';
 import { KILLED_EXIT_CODE, run as runCommand, TerminalSizes } from './exec.js';
 import { readLog } from './logs.js';
@@ -64,6 +67,7 @@ import { namespacedKey } from '../../kubelet/pod-key.js';
 import { isTerminalPhase, withoutStatus } from '../../kubelet/pod-status.js';
 
 export { MAX_LOG_LINES } from './logs.js';
+export { DEFAULT_POD_CIDR } from './addresses.js';
 export { readMockState, type MockState, type StoredPod } from './state.js';
 export {
   FAULT_OPERATIONS,
@@ -125,7 +129,7 @@ interface Runs {
 }
 
 const DEFAULTS = { cpu: '20', memory: '100Gi', pods: '110', ephemeralStorage: '100Gi' } as const;
-const DEFAULT_IP = '127.0.0.1';
+const DEFAULT_HOST_IP = '127.0.0.1';
 const DEFAULT_LOG_INTERVAL_MS = 1000;
 /** Timer key of a pod whose containers are shutting down after deletePod. */
 const STOPPING = '\u0000stopping';
@@ -145,6 +149,9 @@ function requirePodKey(pod: V1Pod): string {
   if (!namespace || !name) throw invalidInput('the pod has no metadata.namespace or metadata.name');
   return namespacedKey(namespace, name);
 }
+
+/** Who holds an address: the pod's UID (or its key, for a pod without one). */
+const holderOf = (pod: V1Pod, key: string): string => pod.metadata?.uid ?? `key:${key}`;
 
 const view = (entry: Entry): V1Pod => structuredClone({ ...entry.pod, status: entry.status });
 
@@ -171,7 +178,8 @@ export class MockProvider
     ContainerExec,
     ContainerAttach,
     PortForwarder,
-    StatsProvider
+    StatsProvider,
+    PodAddressProvider
 {
   /** Present only with `notify: true`; see the class comment. */
   declare readonly notifyPods?: (callback: (pod: V1Pod) => void) => void;
@@ -181,7 +189,9 @@ export class MockProvider
   readonly #log: Logger;
   readonly #clock: () => Date;
   readonly #random: () => number;
-  readonly #addresses: PodAddresses;
+  readonly #hostIP: string;
+  /** Pod IPs by UID, from `podCIDR` (unused when `podIP` gives every pod the same). */
+  readonly #pool: PodAddressPool;
   readonly #pods = new Map<string, Entry>();
   readonly #startedAt: Date;
   /** CPU used by every stopped run, in core-nanoseconds, so the node's counter never drops. */
@@ -208,10 +218,8 @@ export class MockProvider
     this.#clock = options.clock ?? (() => new Date());
     this.#random = options.random ?? Math.random;
     this.#startedAt = this.#clock();
-    this.#addresses = {
-      podIP: this.#config.podIP ?? DEFAULT_IP,
-      hostIP: this.#config.hostIP ?? DEFAULT_IP,
-    };
+    this.#hostIP = this.#config.hostIP ?? DEFAULT_HOST_IP;
+    this.#pool = new PodAddressPool(this.#config.podCIDR ?? DEFAULT_POD_CIDR);
     if (options.notify ?? true) {
       this.notifyPods = (callback) => {
         this.#podCallback = callback;
@@ -244,12 +252,14 @@ export class MockProvider
       this.#log.info({ pod: key }, 'createPod: replacing a pod of the same name');
       this.#pods.delete(key);
       this.#dispose(key, existing, this.#clock());
+      this.#release(holderOf(existing.pod, key));
     }
     const stored = withoutStatus(pod);
     const now = this.#clock();
+    const addresses: PodAddresses = { podIP: this.#podIP(pod, key), hostIP: this.#hostIP };
     const entry: Entry = {
       pod: stored,
-      status: startedStatus(pod, now.toISOString(), this.#addresses),
+      status: startedStatus(pod, now.toISOString(), addresses),
       timers: new Map(),
       runs: new Map(),
       retiredCpu: 0,
@@ -260,6 +270,39 @@ export class MockProvider
     this.#run(key, entry, now);
     this.#log.debug({ pod: key }, 'createPod: running');
     this.#emit(entry);
+  }
+
+  /**
+   * The pod's address, before it is created: from `podCIDR`, one per UID, the same on every
+   * call (a retry, a restart of the agent, or of the provider with a `stateFile`), until
+   * `deletePod` frees it, whether or not `createPod` ran. `podIP`, when configured, for all;
+   * the host's address for a `hostNetwork` pod.
+   */
+  async preparePod(pod: V1Pod, signal: AbortSignal): Promise<ContractPodAddresses> {
+    this.#throwIfClosed();
+    await this.#fault('preparePod', signal);
+    const key = requirePodKey(pod);
+    return { podIPs: [this.#podIP(pod, key)], hostIP: this.#hostIP };
+  }
+
+  /** The address of `pod`, taken (and written to the state file) if it has none yet. */
+  #podIP(pod: V1Pod, key: string): string {
+    // A pod on the host's network has the host's address, as under a kubelet.
+    if (pod.spec?.hostNetwork) return this.#hostIP;
+    if (this.#config.podIP !== undefined) return this.#config.podIP;
+    const holder = holderOf(pod, key);
+    const known = this.#pool.get(holder);
+    if (known !== undefined) return known;
+    const ip = this.#pool.take(holder);
+    this.#journal?.addressed(holder, ip);
+    return ip;
+  }
+
+  /** Frees the address of `holder`; whether it had one. */
+  #release(holder: string): boolean {
+    if (!this.#pool.release(holder)) return false;
+    this.#journal?.released(holder);
+    return true;
   }
 
   /** Starts the pod's containers, and the timers of those configured to exit. */
@@ -274,7 +317,12 @@ export class MockProvider
   /** Runs again the pods of the state file, as they were recorded. */
   #restore(path: string): void {
     const now = this.#clock();
-    for (const [key, stored] of readMockState(path).pods) {
+    const state = readMockState(path);
+    for (const [holder, ip] of state.addresses) this.#pool.restore(holder, ip);
+    for (const [key, stored] of state.pods) {
+      // A file written before addresses were recorded has them only in the statuses.
+      const ip = stored.status.podIP;
+      if (ip !== undefined) this.#pool.restore(holderOf(stored.pod, key), ip);
       const entry: Entry = {
         pod: stored.pod,
         status: stored.status,
@@ -339,11 +387,18 @@ export class MockProvider
     await this.#fault('deletePod', signal);
     const key = requirePodKey(pod);
     const entry = this.#pods.get(key);
-    if (!entry) throw notFound(`pod ${key} is not known to the mock provider`);
     const uid = pod.metadata?.uid;
     // A newer pod of the same name is not the one being deleted.
-    if (uid && entry.pod.metadata?.uid && uid !== entry.pod.metadata.uid)
-      throw notFound(`pod ${key} with UID ${uid} is not known to the mock provider`);
+    const other = uid && entry?.pod.metadata?.uid && uid !== entry.pod.metadata.uid;
+    if (!entry || other) {
+      // Prepared but never created: its address is all it holds.
+      if (this.#release(holderOf(pod, key))) return;
+      throw notFound(
+        other
+          ? `pod ${key} with UID ${uid} is not known to the mock provider`
+          : `pod ${key} is not known to the mock provider`,
+      );
+    }
     // Containers that handle SIGTERM slowly take their time, up to the grace period.
     const grace =
       pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
@@ -386,6 +441,7 @@ export class MockProvider
     settle(entry.status, at);
     this.#pods.delete(key);
     this.#journal?.forgotten(key, entry.pod.metadata?.uid);
+    this.#pool.release(holderOf(entry.pod, key));
     this.#dispose(key, entry, now);
     this.#log.debug({ pod: key, phase: entry.status.phase }, 'deletePod: stopped and forgotten');
     this.#emit(entry);
@@ -618,6 +674,11 @@ export class MockProvider
     for (const line of lines) run.log.append(line, now);
   }
 
+  /** How many pods hold an address of `podCIDR` (created, or prepared and not yet deleted). */
+  get addressesInUse(): number {
+    return this.#pool.size;
+  }
+
   /**
    * Test hook: drops a pod without stopping it or reporting anything, as a backend that lost it
    * would. Returns whether the pod was known.
@@ -628,6 +689,7 @@ export class MockProvider
     if (!entry) return false;
     this.#pods.delete(key);
     this.#journal?.forgotten(key, entry.pod.metadata?.uid);
+    this.#pool.release(holderOf(entry.pod, key));
     this.#dispose(key, entry, this.#clock());
     return true;
   }

@@ -25,6 +25,8 @@ import type {
   PodEvent,
   PodEventNotifier,
   PodVolumes,
+  PodAddressProvider,
+  PodAddresses,
   PortForwarder,
   Provider,
   ResolvedVolume,
@@ -137,7 +139,8 @@ export class ProcessProvider
     PortForwarder,
     StatsProvider,
     PodVolumes,
-    PodEventNotifier
+    PodEventNotifier,
+    PodAddressProvider
 {
   readonly #nodeName: string;
   readonly #config: ProcessConfig;
@@ -272,6 +275,16 @@ export class ProcessProvider
       this.#tickAll();
     }, this.#config.monitorIntervalMs ?? 500);
     this.#monitor.unref();
+  }
+
+  /**
+   * The pod's network, made before its environment is resolved (as the kubelet makes the sandbox
+   * first): with CNI its own namespace and an address of the pod CIDR, else the node's address.
+   * Idempotent per pod UID; `deletePod` removes it also when `createPod` never ran.
+   */
+  async preparePod(pod: V1Pod, signal: AbortSignal): Promise<PodAddresses> {
+    const { podIPs, hostIP } = await this.ensurePodNetwork(pod, signal);
+    return { podIPs, hostIP };
   }
 
   /** A short description of the isolation in use, also the Node annotation. */
