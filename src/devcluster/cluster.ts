@@ -66,6 +66,10 @@ export interface ClusterInfo {
   readonly server: string;
   readonly adminKubeconfig: string;
   readonly pkiDir: string;
+  /**
+   * etcd's client URL (HTTPS on 127.0.0.1). etcd admits only client certificates signed by its
+   * own CA (`<pkiDir>/etcd-ca.crt`); `<pkiDir>/apiserver-etcd-client.{crt,key}` is one.
+   */
   readonly etcdUrl: string;
   /** The pids at start; a restarted component has another (see {@link DevCluster.pid}). */
   readonly pids: Readonly<Partial<Record<Component, number>>>;
@@ -129,7 +133,8 @@ export class DevCluster {
     if (o.apiserverPort !== undefined) await assertPortFree(o.apiserverPort);
     const [etcdPort, etcdPeerPort, kcmPort, schedPort, freeApiPort, msPort] = await freePorts(6);
     const apiPort = o.apiserverPort ?? freeApiPort ?? 0;
-    const etcdUrl = `http://127.0.0.1:${String(etcdPort)}`;
+    const etcdUrl = `https://127.0.0.1:${String(etcdPort)}`;
+    const etcdPeerUrl = `https://127.0.0.1:${String(etcdPeerPort)}`;
     const server = `https://127.0.0.1:${String(apiPort)}`;
 
     try {
@@ -138,22 +143,36 @@ export class DevCluster {
         cert: await readFile(pki(PKI.admin)),
         key: await readFile(pki(PKI.admin, 'key')),
       };
+      // etcd admits only certificates of its own CA: the apiserver's client certificate.
+      const etcdClientTls = {
+        ca: await readFile(pki(PKI.etcdCa)),
+        cert: await readFile(pki(PKI.apiserverEtcdClient)),
+        key: await readFile(pki(PKI.apiserverEtcdClient, 'key')),
+      };
       const insecure = { rejectUnauthorized: false };
       const isOk = (b: string): boolean => b.trim() === 'ok';
       this.#launch(
         'etcd',
         o.binaries.etcd,
         `${etcdUrl}/health`,
-        {},
+        etcdClientTls,
         (body) => body.includes('"health":"true"'),
         [
           '--name=dev',
           `--data-dir=${join(o.dir, 'etcd')}`,
           `--listen-client-urls=${etcdUrl}`,
           `--advertise-client-urls=${etcdUrl}`,
-          `--listen-peer-urls=http://127.0.0.1:${String(etcdPeerPort)}`,
-          `--initial-advertise-peer-urls=http://127.0.0.1:${String(etcdPeerPort)}`,
-          `--initial-cluster=dev=http://127.0.0.1:${String(etcdPeerPort)}`,
+          `--cert-file=${pki(PKI.etcdServer)}`,
+          `--key-file=${pki(PKI.etcdServer, 'key')}`,
+          `--trusted-ca-file=${pki(PKI.etcdCa)}`,
+          '--client-cert-auth=true',
+          `--listen-peer-urls=${etcdPeerUrl}`,
+          `--initial-advertise-peer-urls=${etcdPeerUrl}`,
+          `--initial-cluster=dev=${etcdPeerUrl}`,
+          `--peer-cert-file=${pki(PKI.etcdServer)}`,
+          `--peer-key-file=${pki(PKI.etcdServer, 'key')}`,
+          `--peer-trusted-ca-file=${pki(PKI.etcdCa)}`,
+          '--peer-client-cert-auth=true',
           '--listen-metrics-urls=',
           '--auto-compaction-retention=1',
           '--quota-backend-bytes=8589934592',
@@ -164,6 +183,9 @@ export class DevCluster {
 
       this.#launch('kube-apiserver', o.binaries.kubeApiserver, `${server}/readyz`, adminTls, isOk, [
         `--etcd-servers=${etcdUrl}`,
+        `--etcd-cafile=${pki(PKI.etcdCa)}`,
+        `--etcd-certfile=${pki(PKI.apiserverEtcdClient)}`,
+        `--etcd-keyfile=${pki(PKI.apiserverEtcdClient, 'key')}`,
         '--bind-address=127.0.0.1',
         `--secure-port=${String(apiPort)}`,
         // Loopback-only machines have no default route to derive an address from; the
