@@ -28,6 +28,10 @@ export const PKI = {
   etcdServer: 'etcd-server',
   /** kube-apiserver's client certificate for etcd. */
   apiserverEtcdClient: 'apiserver-etcd-client',
+  /** kube-proxy's identity: `system:kube-proxy`, bound to `system:node-proxier` by default. */
+  kubeProxy: 'kube-proxy',
+  /** CoreDNS's identity: `system:coredns`, bound to the ClusterRole the dev cluster ships. */
+  coredns: 'coredns',
   /** Service-account signing key pair: `sa.key` and `sa.pub`. */
   serviceAccount: 'sa',
 } as const;
@@ -101,6 +105,8 @@ export async function ensurePki(dir: string): Promise<void> {
       usage: 'client',
       ca: PKI.etcdCa,
     },
+    { name: PKI.kubeProxy, cn: 'system:kube-proxy', usage: 'client' },
+    { name: PKI.coredns, cn: 'system:coredns', usage: 'client' },
   ];
   await Promise.all(
     leaves.map(async (leaf) => {
