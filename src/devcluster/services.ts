@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { DevClusterError } from './errors.js';
 import { isAlive } from './process.js';
 
@@ -93,7 +94,7 @@ export function resolveServices(options: ServicesOptions): ServicesInfo {
  * lock left by a dead process is taken over. Resolves to the release function.
  */
 export async function lockServices(path = SERVICES_LOCK): Promise<() => Promise<void>> {
-  for (let attempt = 0; attempt < 3; attempt++) {
+  for (let attempt = 0; attempt < 4; attempt++) {
     try {
       const handle = await open(path, 'wx');
       await handle.writeFile(String(process.pid));
@@ -103,7 +104,14 @@ export async function lockServices(path = SERVICES_LOCK): Promise<() => Promise<
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-    if (Number.isInteger(holder) && holder !== process.pid && isAlive(holder))
+    // An empty lock may be one being written this instant: looked at again before it counts as
+    // stale.
+    if (!Number.isInteger(holder) && attempt === 0) {
+      await delay(200);
+      continue;
+    }
+    // This process counts too: two clusters in one process would fight just the same.
+    if (Number.isInteger(holder) && isAlive(holder))
       throw new DevClusterError(
         'StartFailed',
         `another dev cluster with services runs on this host (pid ${String(holder)}, lock ${path}): ` +

@@ -306,6 +306,29 @@ test('a pod reaches a ClusterIP whose endpoint is a pod on the same bridge, with
   );
 });
 
+test('a second cluster with services on this host fails at once, naming the one that runs', async (t) => {
+  const other = await mkdtemp(join(tmpdir(), 'vk-e2e-services-2-'));
+  await writeFile(join(other, 'owner.pid'), String(process.pid));
+  const second = new DevCluster({
+    dir: other,
+    binaries: await ensureBinaries({ services: true }),
+    services: { nodeName: 'vk-other', podCidr: POD_CIDR },
+  });
+  t.after(async () => {
+    await second.stop();
+    await rm(other, { recursive: true, force: true });
+  });
+  await assert.rejects(second.start(), {
+    code: 'StartFailed',
+    message: /another dev cluster with services runs on this host/,
+  });
+  // Its failed start removed nothing of the first: DNS still answers.
+  const resolver = new Resolver({ timeout: 2_000, tries: 2 });
+  resolver.setServers([info.services?.dnsServerAddress ?? '']);
+  assert.deepEqual(await resolver.resolve4('kubernetes.default.svc.cluster.local'), ['10.96.0.1']);
+  assert.equal(spawnSync('nft', ['list', 'table', 'ip', 'kube-proxy']).status, 0);
+});
+
 test('stopping the cluster leaves no kube-proxy rules, dummy interface or process', async () => {
   const c = cluster;
   assert.ok(c);
