@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import {
+  lockServices,
   resolveServices,
   servicesManifest,
   writeCorefile,
@@ -77,4 +79,24 @@ test('kube-proxy runs in nftables mode for the node, with its servers on loopbac
   assert.match(text, /^healthzBindAddress: 127\.0\.0\.1:2001$/m);
   assert.match(text, /^metricsBindAddress: 127\.0\.0\.1:2002$/m);
   assert.match(text, /^ {2}maxPerCore: 0$/m);
+});
+
+test('the services lock admits one holder, this process included, and takes over a dead one', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vk-services-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const path = join(dir, 'services.lock');
+  const release = await lockServices(path);
+  await assert.rejects(lockServices(path), {
+    code: 'StartFailed',
+    message: new RegExp(
+      `another dev cluster with services runs on this host \\(pid ${String(process.pid)}`,
+    ),
+  });
+  await release();
+  // A lock whose holder has exited is stale.
+  const dead = spawnSync('true').pid;
+  await writeFile(path, String(dead));
+  const again = await lockServices(path);
+  assert.equal(await readFile(path, 'utf8'), String(process.pid));
+  await again();
 });
