@@ -126,6 +126,7 @@ if (wantsE2e && skipE2e) {
       VK_E2E_KUBECONFIG: info.adminKubeconfig,
       VK_E2E_SERVER: info.server,
       VK_E2E_PKI_DIR: info.pkiDir,
+      VK_E2E_ETCD_URL: info.etcdUrl,
       VK_E2E_DIR: clusterDir,
       VK_E2E_KUBECTL: binaries.kubectl,
     });

@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import {
   binaryPaths,
   cacheRoot,
+  DEFAULT_POD_CIDR,
   defaultClusterDir,
   down,
   ensureBinaries,
@@ -25,6 +26,25 @@ function dirOption(): Option {
     .argParser((d) => resolve(d));
 }
 
+interface ServicesFlags {
+  services?: string;
+  podCidr: string;
+}
+
+function servicesOption(): Option {
+  return new Option(
+    '--services <node>',
+    'also run kube-proxy (for the pods of virtual node <node>) and CoreDNS as kube-dns (10.96.0.10); ' +
+      'needs root, one such cluster per host',
+  );
+}
+
+function podCidrOption(): Option {
+  return new Option('--pod-cidr <cidr>', "the pods' address range, for kube-proxy").default(
+    DEFAULT_POD_CIDR,
+  );
+}
+
 /** The command that re-runs this CLI (same node, same loader flags, same entry script). */
 function selfCommand(args: string[]): [string, ...string[]] {
   return [process.execPath, ...process.execArgv, process.argv[1] ?? '', ...args];
@@ -37,9 +57,11 @@ export function devClusterCommand(io: Io): Command {
 
   cmd
     .command('build')
-    .description('build the control-plane binaries into the cache (done by up when needed)')
+    .description(
+      'build the control-plane binaries, kube-proxy and CoreDNS into the cache (done by up when needed)',
+    )
     .action(async () => {
-      const bins = await ensureBinaries({ progress: io.err });
+      const bins = await ensureBinaries({ progress: io.err, services: true });
       io.err(`binaries in ${cacheRoot()}`);
       io.out(Object.values(bins).join('\n'));
     });
@@ -49,7 +71,9 @@ export function devClusterCommand(io: Io): Command {
     .description('start the control plane in the background and print the KUBECONFIG line')
     .addOption(dirOption())
     .option('--port <port>', 'kube-apiserver port on 127.0.0.1 (default: a free port)', parsePort)
-    .action(async (opts: DirOptions & { port?: number }) => {
+    .addOption(servicesOption())
+    .addOption(podCidrOption())
+    .action(async (opts: DirOptions & ServicesFlags & { port?: number }) => {
       const running = await liveState(opts.dir);
       if (!running) {
         const last = await readState(opts.dir);
@@ -58,10 +82,13 @@ export function devClusterCommand(io: Io): Command {
             `the last dev cluster in ${opts.dir} stopped: ${last.error ?? 'no reason recorded'}`,
           );
       }
-      if (running?.status !== 'ready') await ensureBinaries({ progress: io.err });
+      if (running?.status !== 'ready')
+        await ensureBinaries({ progress: io.err, services: opts.services !== undefined });
       io.err(running ? '' : `starting the dev cluster in ${opts.dir}`);
       const serveArgs = ['dev-cluster', 'serve', '--dir', opts.dir];
       if (opts.port !== undefined) serveArgs.push('--port', String(opts.port));
+      if (opts.services !== undefined)
+        serveArgs.push('--services', opts.services, '--pod-cidr', opts.podCidr);
       const { state, started } = await up({ dir: opts.dir, serveCommand: selfCommand(serveArgs) });
       io.err(
         started
@@ -78,12 +105,17 @@ export function devClusterCommand(io: Io): Command {
     .description('run the control plane in the foreground (what up runs in the background)')
     .addOption(dirOption())
     .option('--port <port>', 'kube-apiserver port', parsePort)
-    .action(async (opts: DirOptions & { port?: number }) => {
+    .addOption(servicesOption())
+    .addOption(podCidrOption())
+    .action(async (opts: DirOptions & ServicesFlags & { port?: number }) => {
       const signal = shutdownSignal(io);
       await serve({
         dir: opts.dir,
         binaries: binaryPaths(),
         ...(opts.port === undefined ? {} : { apiserverPort: opts.port }),
+        ...(opts.services === undefined
+          ? {}
+          : { services: { nodeName: opts.services, podCidr: opts.podCidr } }),
         log: io.err,
         signal,
       });

@@ -61,7 +61,8 @@ export function startCommand(io: Io): Command {
       let adminKubeconfig = running?.kubeconfig;
       if (!server) {
         io.err('no cluster configured: starting the local dev cluster');
-        const binaries = await ensureBinaries({ progress: io.err, signal });
+        // kube-proxy and CoreDNS too, so the cache is ready for a cluster with services.
+        const binaries = await ensureBinaries({ progress: io.err, services: true, signal });
         cluster = new DevCluster({ dir, binaries, metricsServer: true, log: io.err });
         const info = await cluster.start(signal);
         server = info.server;

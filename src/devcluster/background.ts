@@ -1,11 +1,17 @@
 import { spawn } from 'node:child_process';
-import { mkdir, open, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Binaries } from './build.js';
 import { DevCluster, type Component } from './cluster.js';
 import { DevClusterError } from './errors.js';
 import { isAlive, isAliveAs } from './process.js';
+import {
+  cleanUpServices,
+  SERVICES_LOCK,
+  type ServicesInfo,
+  type ServicesOptions,
+} from './services.js';
 
 /** What `state.json` in a cluster directory says about the cluster that lives there. */
 export interface ClusterState {
@@ -15,6 +21,8 @@ export interface ClusterState {
   readonly server?: string;
   readonly kubeconfig?: string;
   readonly components?: Readonly<Partial<Record<Component, number>>>;
+  /** Set when the cluster runs kube-proxy and CoreDNS: what `down` removes from the host. */
+  readonly services?: ServicesInfo & { readonly kubeProxy: string };
   readonly error?: string;
   readonly updatedAt: string;
 }
@@ -46,6 +54,8 @@ export interface ServeOptions {
   readonly dir: string;
   readonly binaries: Binaries;
   readonly apiserverPort?: number;
+  /** Run kube-proxy and CoreDNS too (see `DevClusterOptions.services`). Default: off. */
+  readonly services?: ServicesOptions;
   readonly log: (line: string) => void;
   /** Ends the cluster. */
   readonly signal: AbortSignal;
@@ -66,6 +76,7 @@ export async function serve(options: ServeOptions): Promise<void> {
     binaries: options.binaries,
     metricsServer: true,
     ...(options.apiserverPort === undefined ? {} : { apiserverPort: options.apiserverPort }),
+    ...(options.services ? { services: options.services } : {}),
     log,
     onComponentExit: (component, code, sig) => {
       death = `${component} exited unexpectedly (${sig ?? `code ${String(code)}`}); log: ${cluster.logPath(component)}`;
@@ -81,6 +92,9 @@ export async function serve(options: ServeOptions): Promise<void> {
       server: info.server,
       kubeconfig: info.adminKubeconfig,
       components: info.pids,
+      ...(info.services
+        ? { services: { ...info.services, kubeProxy: options.binaries.kubeProxy } }
+        : {}),
     });
     await new Promise<void>((resolve) => {
       if (both.aborted) resolve();
@@ -155,12 +169,32 @@ export async function up(options: UpOptions): Promise<{ state: ClusterState; sta
 }
 
 /**
- * Stops the dev cluster in `dir` and waits until its owner and every component are gone.
- * Resolves to false when nothing was running.
+ * Stops the dev cluster in `dir` and waits until its owner and every component are gone; with
+ * services, also removes kube-proxy's rules and the dummy interface if an owner that was killed
+ * left them. Resolves to false when nothing was running.
  */
 export async function down(dir: string, timeoutMs = 60_000): Promise<boolean> {
   const state = await readState(dir);
   if (!state) return false;
+  try {
+    return await stopOwner(state, timeoutMs);
+  } finally {
+    if (state.services) await sweepServices(state, state.services);
+  }
+}
+
+/** Host leftovers of a services cluster whose owner is gone, unless another cluster owns them. */
+async function sweepServices(
+  state: ClusterState,
+  services: NonNullable<ClusterState['services']>,
+): Promise<void> {
+  const holder = Number.parseInt(await readFile(SERVICES_LOCK, 'utf8').catch(() => ''), 10);
+  if (Number.isInteger(holder) && holder !== state.pid && isAlive(holder)) return;
+  await cleanUpServices(services.kubeProxy, services.dummyInterface);
+  if (holder === state.pid || !isAlive(holder)) await rm(SERVICES_LOCK, { force: true });
+}
+
+async function stopOwner(state: ClusterState, timeoutMs: number): Promise<boolean> {
   // Each pid with the name its command line must carry, so a reused pid is left alone.
   const owned: [number, string][] = [
     [state.pid, 'dev-cluster'],

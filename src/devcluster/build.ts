@@ -7,7 +7,12 @@ import { fileURLToPath } from 'node:url';
 import { DevClusterError } from './errors.js';
 import { acquireLock } from './lock.js';
 import { cacheRoot, modulesDir } from './paths.js';
-import { ETCD_VERSION, KUBERNETES_VERSION, METRICS_SERVER_VERSION } from './versions.js';
+import {
+  COREDNS_VERSION,
+  ETCD_VERSION,
+  KUBERNETES_VERSION,
+  METRICS_SERVER_VERSION,
+} from './versions.js';
 
 /** Absolute paths of the control-plane binaries. */
 export interface Binaries {
@@ -17,6 +22,10 @@ export interface Binaries {
   readonly kubeScheduler: string;
   readonly kubectl: string;
   readonly metricsServer: string;
+  /** Built only when asked for (`services`): the cluster runs it for a pod network. */
+  readonly kubeProxy: string;
+  /** Built only when asked for (`services`): the cluster's DNS server (kube-dns). */
+  readonly coredns: string;
 }
 
 export interface BuildOptions {
@@ -30,6 +39,11 @@ export interface BuildOptions {
   readonly parallelism?: number;
   /** The Go command. Default: `go` from PATH. */
   readonly goBinary?: string;
+  /**
+   * Also build kube-proxy and CoreDNS, which a cluster with `services` runs (the control plane
+   * alone does not need them). Default: false.
+   */
+  readonly services?: boolean;
   readonly signal?: AbortSignal;
 }
 
@@ -54,6 +68,45 @@ interface ModuleBuild {
 
 function kubernetesBuild(): ModuleBuild {
   const v = KUBERNETES_VERSION;
+  return {
+    module: 'kubernetes',
+    dirName: `k8s-${v}`,
+    tags: ['selinux', 'notest', 'grpcnotrace'],
+    ldflags: kubernetesLdflags(),
+    targets: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'].map(
+      (name) => ({ name, pkg: `k8s.io/kubernetes/cmd/${name}` }),
+    ),
+  };
+}
+
+/**
+ * kube-proxy from the same k8s.io/kubernetes release, in a module of its own (the control
+ * plane's modules plus the netfilter libraries it needs), so adding it leaves the control
+ * plane's build and cache as they are.
+ */
+function kubeProxyBuild(): ModuleBuild {
+  return {
+    module: 'kube-proxy',
+    dirName: `kube-proxy-${KUBERNETES_VERSION}`,
+    tags: ['selinux', 'notest', 'grpcnotrace'],
+    ldflags: kubernetesLdflags(),
+    targets: [{ name: 'kube-proxy', pkg: 'k8s.io/kubernetes/cmd/kube-proxy' }],
+  };
+}
+
+function corednsBuild(): ModuleBuild {
+  return {
+    module: 'coredns',
+    dirName: `coredns-${COREDNS_VERSION}`,
+    tags: [],
+    ldflags: ['-s', '-w'],
+    targets: [{ name: 'coredns', pkg: 'github.com/coredns/coredns' }],
+  };
+}
+
+/** Version stamps a Kubernetes binary reports (`kubectl version`, `/version`). */
+function kubernetesLdflags(): string[] {
+  const v = KUBERNETES_VERSION;
   const [major, minor] = v.slice(1).split('.');
   const stamp = (pkg: string): string[] => [
     `-X ${pkg}.gitVersion=${v}`,
@@ -61,20 +114,12 @@ function kubernetesBuild(): ModuleBuild {
     `-X ${pkg}.gitMinor=${minor ?? ''}`,
     `-X ${pkg}.gitTreeState=clean`,
   ];
-  return {
-    module: 'kubernetes',
-    dirName: `k8s-${v}`,
-    tags: ['selinux', 'notest', 'grpcnotrace'],
-    ldflags: [
-      '-s',
-      '-w',
-      ...stamp('k8s.io/component-base/version'),
-      ...stamp('k8s.io/client-go/pkg/version'),
-    ],
-    targets: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'].map(
-      (name) => ({ name, pkg: `k8s.io/kubernetes/cmd/${name}` }),
-    ),
-  };
+  return [
+    '-s',
+    '-w',
+    ...stamp('k8s.io/component-base/version'),
+    ...stamp('k8s.io/client-go/pkg/version'),
+  ];
 }
 
 function metricsServerBuild(): ModuleBuild {
@@ -107,11 +152,14 @@ export function binaryPaths(cacheDir: string = cacheRoot()): Binaries {
     kubeScheduler: join(k8s, 'kube-scheduler'),
     kubectl: join(k8s, 'kubectl'),
     metricsServer: join(cacheDir, metricsServerBuild().dirName, 'bin', 'metrics-server'),
+    kubeProxy: join(cacheDir, kubeProxyBuild().dirName, 'bin', 'kube-proxy'),
+    coredns: join(cacheDir, corednsBuild().dirName, 'bin', 'coredns'),
   };
 }
 
 /**
- * Builds the control-plane binaries into the cache unless a build with the same inputs (go.mod,
+ * Builds the control-plane binaries (and with `services`, kube-proxy and CoreDNS) into the cache
+ * unless a build with the same inputs (go.mod,
  * go.sum, tags, flags, Go version) is already there. Safe to call from several processes at once:
  * one builds, the others wait for it. The first build takes many minutes; progress says which
  * component is compiling and for how long.
@@ -122,7 +170,9 @@ export async function ensureBinaries(options: BuildOptions = {}): Promise<Binari
   const goVersion = await detectGo(options.goBinary ?? 'go');
   const started = Date.now();
   let built = false;
-  for (const build of [etcdBuild(), kubernetesBuild(), metricsServerBuild()]) {
+  const builds = [etcdBuild(), kubernetesBuild(), metricsServerBuild()];
+  if (options.services) builds.push(kubeProxyBuild(), corednsBuild());
+  for (const build of builds) {
     built = (await ensureModule(build, cacheDir, goVersion, options, say)) || built;
   }
   if (built) say(`control plane built in ${formatSeconds(Date.now() - started)}`);

@@ -10,9 +10,26 @@ import { formatSeconds } from './build.js';
 import { DevClusterError } from './errors.js';
 import { ensurePki, PKI, renderKubeconfig } from './pki.js';
 import { spawnOwned, stopProcess } from './process.js';
+import {
+  cleanUpServices,
+  createDnsInterface,
+  lockServices,
+  resolveServices,
+  servicesManifest,
+  writeCorefile,
+  writeKubeProxyConfig,
+  type ServicesInfo,
+  type ServicesOptions,
+} from './services.js';
 
 export type Component =
-  'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kube-scheduler' | 'metrics-server';
+  | 'etcd'
+  | 'kube-apiserver'
+  | 'kube-controller-manager'
+  | 'kube-scheduler'
+  | 'metrics-server'
+  | 'kube-proxy'
+  | 'coredns';
 
 export interface DevClusterOptions {
   /** Working directory: pki/, etcd data, one log per component, kubeconfigs. Created if missing. */
@@ -35,6 +52,14 @@ export interface DevClusterOptions {
   readonly metricsServer?: boolean;
   /** Default: 10. */
   readonly metricResolutionSeconds?: number;
+  /**
+   * Also make Services and DNS work for the pods of one virtual node: kube-proxy (nftables mode,
+   * on the host) and CoreDNS as `kube-dns` (10.96.0.10) on a dummy interface. Needs root,
+   * iproute2 and nft, and `binaries` built with `services: true`. Only one cluster with services
+   * can run on a host at a time (kube-proxy's rules are host-wide): a second one fails to start.
+   * Default: off.
+   */
+  readonly services?: ServicesOptions;
   /** Extra kube-apiserver flags (`--name=value`), appended last so they win. */
   readonly extraApiserverArgs?: readonly string[];
   /** Progress lines for people. Default: discard. */
@@ -59,6 +84,9 @@ const RESTARTABLE: ReadonlySet<Component> = new Set([
   'kube-controller-manager',
   'kube-scheduler',
   'metrics-server',
+  // kube-proxy exits on purpose when its node appears, changes addresses or goes away.
+  'kube-proxy',
+  'coredns',
 ]);
 
 /** Where a started cluster listens and which files it uses. */
@@ -66,7 +94,13 @@ export interface ClusterInfo {
   readonly server: string;
   readonly adminKubeconfig: string;
   readonly pkiDir: string;
+  /**
+   * etcd's client URL (HTTPS on 127.0.0.1). etcd admits only client certificates signed by its
+   * own CA (`<pkiDir>/etcd-ca.crt`); `<pkiDir>/apiserver-etcd-client.{crt,key}` is one.
+   */
   readonly etcdUrl: string;
+  /** Set when the cluster runs with `services`: what pods of the node need for DNS. */
+  readonly services?: ServicesInfo;
   /** The pids at start; a restarted component has another (see {@link DevCluster.pid}). */
   readonly pids: Readonly<Partial<Record<Component, number>>>;
 }
@@ -105,8 +139,13 @@ export class DevCluster {
           `DevCluster: apiserverPort must be an integer port (1-65535), got ${String(p)}`,
         );
     }
+    this.#servicesInfo = options.services ? resolveServices(options.services) : undefined;
     this.#options = options;
   }
+
+  readonly #servicesInfo: ServicesInfo | undefined;
+  /** Releases the host-wide services lock; set while this cluster holds it. */
+  #releaseServices: (() => Promise<void>) | undefined;
 
   /** Set once {@link start} has resolved. */
   get info(): ClusterInfo {
@@ -127,16 +166,36 @@ export class DevCluster {
     await ensurePki(pkiDir);
 
     if (o.apiserverPort !== undefined) await assertPortFree(o.apiserverPort);
-    const [etcdPort, etcdPeerPort, kcmPort, schedPort, freeApiPort, msPort] = await freePorts(6);
+    const [
+      etcdPort,
+      etcdPeerPort,
+      kcmPort,
+      schedPort,
+      freeApiPort,
+      msPort,
+      proxyHealthPort,
+      proxyMetricsPort,
+      dnsHealthPort,
+      dnsReadyPort,
+    ] = await freePorts(10);
     const apiPort = o.apiserverPort ?? freeApiPort ?? 0;
-    const etcdUrl = `http://127.0.0.1:${String(etcdPort)}`;
+    const etcdUrl = `https://127.0.0.1:${String(etcdPort)}`;
+    const etcdPeerUrl = `https://127.0.0.1:${String(etcdPeerPort)}`;
     const server = `https://127.0.0.1:${String(apiPort)}`;
 
     try {
+      // First, so a second cluster with services fails before it starts anything.
+      if (this.#servicesInfo) this.#releaseServices = await lockServices();
       const adminTls = {
         ca: await readFile(pki(PKI.ca)),
         cert: await readFile(pki(PKI.admin)),
         key: await readFile(pki(PKI.admin, 'key')),
+      };
+      // etcd admits only certificates of its own CA: the apiserver's client certificate.
+      const etcdClientTls = {
+        ca: await readFile(pki(PKI.etcdCa)),
+        cert: await readFile(pki(PKI.apiserverEtcdClient)),
+        key: await readFile(pki(PKI.apiserverEtcdClient, 'key')),
       };
       const insecure = { rejectUnauthorized: false };
       const isOk = (b: string): boolean => b.trim() === 'ok';
@@ -144,16 +203,24 @@ export class DevCluster {
         'etcd',
         o.binaries.etcd,
         `${etcdUrl}/health`,
-        {},
+        etcdClientTls,
         (body) => body.includes('"health":"true"'),
         [
           '--name=dev',
           `--data-dir=${join(o.dir, 'etcd')}`,
           `--listen-client-urls=${etcdUrl}`,
           `--advertise-client-urls=${etcdUrl}`,
-          `--listen-peer-urls=http://127.0.0.1:${String(etcdPeerPort)}`,
-          `--initial-advertise-peer-urls=http://127.0.0.1:${String(etcdPeerPort)}`,
-          `--initial-cluster=dev=http://127.0.0.1:${String(etcdPeerPort)}`,
+          `--cert-file=${pki(PKI.etcdServer)}`,
+          `--key-file=${pki(PKI.etcdServer, 'key')}`,
+          `--trusted-ca-file=${pki(PKI.etcdCa)}`,
+          '--client-cert-auth=true',
+          `--listen-peer-urls=${etcdPeerUrl}`,
+          `--initial-advertise-peer-urls=${etcdPeerUrl}`,
+          `--initial-cluster=dev=${etcdPeerUrl}`,
+          `--peer-cert-file=${pki(PKI.etcdServer)}`,
+          `--peer-key-file=${pki(PKI.etcdServer, 'key')}`,
+          `--peer-trusted-ca-file=${pki(PKI.etcdCa)}`,
+          '--peer-client-cert-auth=true',
           '--listen-metrics-urls=',
           '--auto-compaction-retention=1',
           '--quota-backend-bytes=8589934592',
@@ -164,6 +231,9 @@ export class DevCluster {
 
       this.#launch('kube-apiserver', o.binaries.kubeApiserver, `${server}/readyz`, adminTls, isOk, [
         `--etcd-servers=${etcdUrl}`,
+        `--etcd-cafile=${pki(PKI.etcdCa)}`,
+        `--etcd-certfile=${pki(PKI.apiserverEtcdClient)}`,
+        `--etcd-keyfile=${pki(PKI.apiserverEtcdClient, 'key')}`,
         '--bind-address=127.0.0.1',
         `--secure-port=${String(apiPort)}`,
         // Loopback-only machines have no default route to derive an address from; the
@@ -265,17 +335,34 @@ export class DevCluster {
         );
       }
 
+      if (this.#servicesInfo) {
+        await this.#startServices(this.#servicesInfo, {
+          adminKubeconfig,
+          proxyKubeconfig: await kubeconfig('kube-proxy', PKI.kubeProxy),
+          dnsKubeconfig: await kubeconfig('coredns', PKI.coredns),
+          ports: [proxyHealthPort, proxyMetricsPort, dnsHealthPort, dnsReadyPort].map(
+            (p) => p ?? 0,
+          ),
+          timeoutMs,
+          signal,
+        });
+      }
+
       this.#info = {
         server,
         adminKubeconfig,
         pkiDir,
         etcdUrl,
+        ...(this.#servicesInfo ? { services: this.#servicesInfo } : {}),
         pids: {
           etcd: this.pid('etcd'),
           'kube-apiserver': this.pid('kube-apiserver'),
           'kube-controller-manager': this.pid('kube-controller-manager'),
           'kube-scheduler': this.pid('kube-scheduler'),
           ...(o.metricsServer ? { 'metrics-server': this.pid('metrics-server') } : {}),
+          ...(this.#servicesInfo
+            ? { 'kube-proxy': this.pid('kube-proxy'), coredns: this.pid('coredns') }
+            : {}),
         },
       };
       say(`control plane ready at ${server} in ${formatSeconds(Date.now() - started)}`);
@@ -286,13 +373,28 @@ export class DevCluster {
     }
   }
 
-  /** Stops the components in reverse start order; SIGKILL after 10 s each. Idempotent. */
+  /**
+   * Stops the components in reverse start order; SIGKILL after 10 s each. With services, removes
+   * kube-proxy's rules and the dummy interface once kube-proxy and CoreDNS have exited.
+   * Idempotent.
+   */
   async stop(): Promise<void> {
     this.#stopping = true;
     const stop = (c: Component): Promise<void> => {
       const child = this.#children.get(c);
       return child ? stopProcess(child, 10_000) : Promise.resolve();
     };
+    await Promise.all([stop('coredns'), stop('kube-proxy')]);
+    const release = this.#releaseServices;
+    this.#releaseServices = undefined;
+    if (release && this.#servicesInfo) {
+      const problems = await cleanUpServices(
+        this.#options.binaries.kubeProxy,
+        this.#servicesInfo.dummyInterface,
+      );
+      for (const p of problems) this.#options.log?.(`cleaning up the services: ${p}`);
+      await release();
+    }
     await Promise.all([
       stop('metrics-server'),
       stop('kube-scheduler'),
@@ -350,6 +452,66 @@ export class DevCluster {
       `  service: {name: metrics-server, namespace: kube-system, port: ${String(port)}}`,
     ].join('\n');
     await runKubectl(o.binaries.kubectl, kubeconfig, ['apply', '-f', '-'], manifest);
+  }
+
+  async #startServices(
+    info: ServicesInfo,
+    a: {
+      adminKubeconfig: string;
+      proxyKubeconfig: string;
+      dnsKubeconfig: string;
+      ports: number[];
+      timeoutMs: number;
+      signal: AbortSignal | undefined;
+    },
+  ): Promise<void> {
+    const o = this.#options;
+    const [proxyHealthPort = 0, proxyMetricsPort = 0, dnsHealthPort = 0, dnsReadyPort = 0] =
+      a.ports;
+    // Rules or an interface left by a cluster that was killed: this host's lock is ours now.
+    await cleanUpServices(o.binaries.kubeProxy, info.dummyInterface);
+    await createDnsInterface(info);
+    await runKubectl(
+      o.binaries.kubectl,
+      a.adminKubeconfig,
+      ['apply', '-f', '-'],
+      servicesManifest(info),
+    );
+    const dir = join(o.dir, 'services');
+    const proxyConfig = await writeKubeProxyConfig(info, {
+      dir,
+      kubeconfig: a.proxyKubeconfig,
+      healthzPort: proxyHealthPort,
+      metricsPort: proxyMetricsPort,
+    });
+    const corefile = await writeCorefile(info, {
+      dir,
+      kubeconfig: a.dnsKubeconfig,
+      healthPort: dnsHealthPort,
+      readyPort: dnsReadyPort,
+    });
+    const anyOk = (): boolean => true;
+    this.#launch(
+      'kube-proxy',
+      o.binaries.kubeProxy,
+      // /livez: /healthz also fails while the node is missing or unschedulable (nodeEligible).
+      `http://127.0.0.1:${String(proxyHealthPort)}/livez`,
+      {},
+      anyOk,
+      [`--config=${proxyConfig}`],
+    );
+    this.#launch(
+      'coredns',
+      o.binaries.coredns,
+      `http://127.0.0.1:${String(dnsReadyPort)}/ready`,
+      {},
+      anyOk,
+      [`-conf=${corefile}`],
+    );
+    await Promise.all([
+      this.#waitHealthy('kube-proxy', a.timeoutMs, a.signal),
+      this.#waitHealthy('coredns', a.timeoutMs, a.signal),
+    ]);
   }
 
   /** Log file of a component. */

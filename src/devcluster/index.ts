@@ -9,5 +9,22 @@ export type { DevClusterErrorCode } from './errors.js';
 export { ensurePki, issueCert, renderKubeconfig, writeNodeKubeconfig, PKI } from './pki.js';
 export type { CertRequest, KubeconfigOptions, NodeKubeconfigOptions } from './pki.js';
 export { cacheRoot, defaultClusterDir } from './paths.js';
+export {
+  cleanUpServices,
+  CLUSTER_DNS_IP,
+  CLUSTER_DOMAIN,
+  DEFAULT_DNS_SERVER_ADDRESS,
+  DEFAULT_POD_CIDR,
+  DNS_INTERFACE,
+  ENDPOINTSLICE_MANAGER,
+  KUBE_PROXY_NFT_TABLES,
+  SERVICE_CIDR,
+} from './services.js';
+export type { ServicesInfo, ServicesOptions } from './services.js';
 export { spawnOwned, stopProcess, isAlive, isAliveAs } from './process.js';
-export { KUBERNETES_VERSION, ETCD_VERSION, METRICS_SERVER_VERSION } from './versions.js';
+export {
+  KUBERNETES_VERSION,
+  ETCD_VERSION,
+  METRICS_SERVER_VERSION,
+  COREDNS_VERSION,
+} from './versions.js';

@@ -22,11 +22,22 @@ export const PKI = {
   controllerManager: 'kube-controller-manager',
   scheduler: 'kube-scheduler',
   frontProxyClient: 'front-proxy-client',
+  /** etcd's own CA: it signs etcd's serving/peer certificate and the clients etcd accepts. */
+  etcdCa: 'etcd-ca',
+  /** etcd's serving and peer certificate (server and client usage, 127.0.0.1). */
+  etcdServer: 'etcd-server',
+  /** kube-apiserver's client certificate for etcd. */
+  apiserverEtcdClient: 'apiserver-etcd-client',
+  /** kube-proxy's identity: `system:kube-proxy`, bound to `system:node-proxier` by default. */
+  kubeProxy: 'kube-proxy',
+  /** CoreDNS's identity: `system:coredns`, bound to the ClusterRole the dev cluster ships. */
+  coredns: 'coredns',
   /** Service-account signing key pair: `sa.key` and `sa.pub`. */
   serviceAccount: 'sa',
 } as const;
 
-export type CertUsage = 'client' | 'server';
+/** `peer`: both server and client usage (etcd's peer certificate is both). */
+export type CertUsage = 'client' | 'server' | 'peer';
 
 export interface CertRequest {
   /** File stem inside the PKI directory. */
@@ -62,6 +73,8 @@ export async function ensurePki(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await ensureCa(dir, PKI.ca, 'virtual-kubelet-dev-ca');
   await ensureCa(dir, PKI.frontProxyCa, 'virtual-kubelet-dev-front-proxy-ca');
+  // A CA of its own: a certificate from the cluster CA (a node's, a user's) must not open etcd.
+  await ensureCa(dir, PKI.etcdCa, 'virtual-kubelet-dev-etcd-ca');
   const leaves: CertRequest[] = [
     { name: PKI.apiserver, cn: 'kube-apiserver', usage: 'server', sans: API_SANS },
     { name: PKI.admin, cn: 'kubernetes-admin', organizations: ['system:masters'], usage: 'client' },
@@ -79,6 +92,21 @@ export async function ensurePki(dir: string): Promise<void> {
       usage: 'client',
       ca: PKI.frontProxyCa,
     },
+    {
+      name: PKI.etcdServer,
+      cn: 'etcd',
+      usage: 'peer',
+      sans: ['IP:127.0.0.1', 'DNS:localhost'],
+      ca: PKI.etcdCa,
+    },
+    {
+      name: PKI.apiserverEtcdClient,
+      cn: 'kube-apiserver-etcd-client',
+      usage: 'client',
+      ca: PKI.etcdCa,
+    },
+    { name: PKI.kubeProxy, cn: 'system:kube-proxy', usage: 'client' },
+    { name: PKI.coredns, cn: 'system:coredns', usage: 'client' },
   ];
   await Promise.all(
     leaves.map(async (leaf) => {
@@ -114,7 +142,10 @@ export async function issueCert(dir: string, req: CertRequest): Promise<void> {
       subject: { commonName: req.cn, organizations: req.organizations ?? [] },
       altNames: parseSans(req.sans ?? []),
       keyUsages: ['digitalSignature', 'keyEncipherment'],
-      extendedKeyUsages: [req.usage === 'server' ? 'serverAuth' : 'clientAuth'],
+      extendedKeyUsages:
+        req.usage === 'peer'
+          ? ['serverAuth', 'clientAuth']
+          : [req.usage === 'server' ? 'serverAuth' : 'clientAuth'],
       validityDays: req.days ?? 825,
     },
   );

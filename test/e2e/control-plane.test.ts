@@ -1,6 +1,8 @@
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import * as http from 'node:http';
+import * as https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -24,6 +26,49 @@ test('the apiserver is ready and reports the pinned version', async () => {
   };
   assert.equal(version.serverVersion.gitVersion, KUBERNETES_VERSION);
   assert.equal(version.clientVersion.gitVersion, KUBERNETES_VERSION);
+});
+
+/** The outcome of one request to etcd: its status, or the error that stopped it. */
+function etcdGet(url: string, tls: https.RequestOptions = {}): Promise<string> {
+  return new Promise((resolve) => {
+    const get = url.startsWith('https:') ? https.request : http.request;
+    const req = get(url, { ...tls, timeout: 5_000, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(`HTTP ${String(res.statusCode)}`));
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? err.message}`));
+    req.end();
+  });
+}
+
+test('etcd admits only TLS clients with a certificate of its own CA; the apiserver has one', async () => {
+  const c = testCluster();
+  assert.match(c.etcdUrl, /^https:\/\/127\.0\.0\.1:\d+$/);
+  const pem = (name: string): Promise<Buffer> => readFile(join(c.pkiDir, name));
+  const ca = await pem('etcd-ca.crt');
+  const health = `${c.etcdUrl}/health`;
+  // The control: the apiserver's own client certificate is let in.
+  const allowed = await etcdGet(health, {
+    ca,
+    cert: await pem('apiserver-etcd-client.crt'),
+    key: await pem('apiserver-etcd-client.key'),
+  });
+  assert.equal(allowed, 'HTTP 200');
+  // Plain HTTP on the client port: no TLS handshake, no answer.
+  const plain = await etcdGet(health.replace('https:', 'http:'));
+  assert.doesNotMatch(plain, /^HTTP 2/, `plain HTTP got ${plain}`);
+  // TLS without a client certificate: the handshake is refused.
+  const anonymous = await etcdGet(health, { ca });
+  assert.match(anonymous, /^error /, `TLS without a certificate got ${anonymous}`);
+  // A certificate of the cluster CA (the admin's) is no etcd client either.
+  const admin = await etcdGet(health, {
+    ca,
+    cert: await pem('admin.crt'),
+    key: await pem('admin.key'),
+  });
+  assert.match(admin, /^error /, `the admin certificate got ${admin}`);
+  assert.equal((await kubectl(['get', '--raw', '/readyz'])).stdout.trim(), 'ok');
 });
 
 test('a ConfigMap and a Secret round-trip through kubectl', async (t) => {

@@ -10,6 +10,8 @@ export interface TestCluster {
   readonly kubectlPath: string;
   readonly server: string;
   readonly pkiDir: string;
+  /** etcd's client URL (HTTPS, client certificates of `<pkiDir>/etcd-ca.crt` only). */
+  readonly etcdUrl: string;
   /** The run's scratch directory (removed when the run ends). */
   readonly dir: string;
   readonly kc: k8s.KubeConfig;
@@ -38,6 +40,7 @@ export function testCluster(): TestCluster {
     kubectlPath: env.VK_E2E_KUBECTL,
     server: env.VK_E2E_SERVER,
     pkiDir: env.VK_E2E_PKI_DIR ?? '',
+    etcdUrl: env.VK_E2E_ETCD_URL ?? '',
     dir: env.VK_E2E_DIR ?? '',
     kc,
   };
