@@ -1,6 +1,6 @@
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { tmpdir } from 'node:os';
@@ -200,6 +200,8 @@ test('a Deployment gets a ReplicaSet and Pending pods from the controller manage
 test('components stop and start one at a time, on the same port, data and certificates', async (t) => {
   // A control plane of its own: the shared one serves the other tests meanwhile.
   const dir = await mkdtemp(join(tmpdir(), 'vk-e2e-components-'));
+  // The runner's sweep of stale vk-e2e-* directories leaves those of a live owner alone.
+  await writeFile(join(dir, 'owner.pid'), String(process.pid));
   const exits: Component[] = [];
   const cluster = new DevCluster({
     dir,

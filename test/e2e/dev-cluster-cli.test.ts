@@ -1,6 +1,6 @@
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -30,6 +30,8 @@ function processesUsing(dir: string): string[] {
 async function scratch(t: TestContext): Promise<string> {
   testCluster(); // these tests need the built binaries: fail with the reason when there are none
   const dir = await mkdtemp(join(tmpdir(), 'vk-e2e-cli-'));
+  // The runner's sweep of stale vk-e2e-* directories leaves those of a live owner alone.
+  await writeFile(join(dir, 'owner.pid'), String(process.pid));
   const stopCluster = (): void => {
     spawnSync(process.execPath, [bin, 'dev-cluster', 'down', '--dir', dir]);
   };
