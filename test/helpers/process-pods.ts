@@ -14,7 +14,10 @@ import {
   parseCidr,
   routeConflict,
 } from '../../src/providers/process/network.js';
+import type { TestContext } from 'node:test';
+import { ProcessProvider, type ProcessProviderOptions } from '../../src/providers/process/index.js';
 import type { PodRecord } from '../../src/providers/process/state.js';
+import { onOrphaned } from './orphan-watchdog.js';
 
 /** A fresh state directory outside /tmp (pods get a private /tmp there). */
 export function processStateDir(): string {
@@ -105,4 +108,49 @@ export function randomPodCidr(): string {
     if (routeConflict(parseCidr(text, 'test pod CIDR'), '') === undefined) return text;
   }
   throw new Error('no free /24 in 10.200.0.0/13 for a test pod CIDR');
+}
+
+/** Providers on one node name and state directory, reaped after the test. */
+export interface ProcessFixture {
+  /** The first provider, made at once. */
+  readonly provider: ProcessProvider;
+  /** Another provider on the same node and state directory (an agent restart). */
+  readonly make: () => ProcessProvider;
+  readonly nodeName: string;
+  readonly dir: string;
+}
+
+let fixtures = 0;
+
+/**
+ * A process provider for a test: node `unit-<tag>-<pid>-<n>`, a fresh state directory, checks
+ * every 100 ms unless `config` says otherwise. Every provider made is closed after the test,
+ * and what its pods left is reaped (also when the test process is orphaned).
+ */
+export function processFixture(
+  t: TestContext,
+  tag: string,
+  options: Omit<ProcessProviderOptions, 'nodeName'> = {},
+): ProcessFixture {
+  const nodeName = `unit-${tag}-${String(process.pid)}-${String(++fixtures)}`;
+  const dir = processStateDir();
+  const made: ProcessProvider[] = [];
+  const make = (): ProcessProvider => {
+    const p = new ProcessProvider({
+      ...options,
+      nodeName,
+      config: { stateDir: dir, monitorIntervalMs: 100, ...options.config },
+    });
+    made.push(p);
+    return p;
+  };
+  const forget = onOrphaned(() => {
+    reap(dir, nodeName);
+  });
+  t.after(async () => {
+    forget();
+    for (const p of made) await p.close();
+    reap(dir, nodeName);
+  });
+  return { provider: make(), make, nodeName, dir };
 }

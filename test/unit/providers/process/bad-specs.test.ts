@@ -18,12 +18,10 @@ import { podHostname } from '../../../../src/kubelet/hostname.js';
 import { ProcessProvider, type ProcessConfig } from '../../../../src/providers/process/index.js';
 import { isAlive, processRef } from '../../../../src/providers/process/proc.js';
 import { notedProcesses, podDirName } from '../../../../src/providers/process/state.js';
-import { processStateDir, reap } from '../../../helpers/process-pods.js';
-import { onOrphaned } from '../../../helpers/orphan-watchdog.js';
+import { processFixture } from '../../../helpers/process-pods.js';
 import { waitFor } from '../../../helpers/wait.js';
 
 const signal = new AbortController().signal;
-let nodes = 0;
 
 /** A logger that keeps the messages of error lines. */
 function errorLog(): { logger: Logger; errors: string[] } {
@@ -48,27 +46,10 @@ function setup(
   config: ProcessConfig = {},
   logger?: Logger,
 ): { provider: ProcessProvider; make: () => ProcessProvider; dir: string } {
-  const nodeName = `unit-bad-${String(process.pid)}-${String(++nodes)}`;
-  const dir = processStateDir();
-  const made: ProcessProvider[] = [];
-  const make = (): ProcessProvider => {
-    const p = new ProcessProvider({
-      nodeName,
-      config: { stateDir: dir, monitorIntervalMs: 50, network: 'host', ...config },
-      ...(logger ? { logger } : {}),
-    });
-    made.push(p);
-    return p;
-  };
-  const forget = onOrphaned(() => {
-    reap(dir, nodeName);
+  return processFixture(t, 'bad', {
+    config: { monitorIntervalMs: 50, network: 'host', ...config },
+    ...(logger ? { logger } : {}),
   });
-  t.after(async () => {
-    forget();
-    for (const p of made) await p.close();
-    reap(dir, nodeName);
-  });
-  return { provider: make(), make, dir };
 }
 
 function pod(name: string, spec: Partial<V1PodSpec>): V1Pod {

@@ -11,28 +11,13 @@ import { text } from 'node:stream/consumers';
 import { test, type TestContext } from 'node:test';
 import { ProcessProvider } from '../../../../src/providers/process/index.js';
 import { isAlive } from '../../../../src/providers/process/proc.js';
-import { processStateDir, reap } from '../../../helpers/process-pods.js';
-import { onOrphaned } from '../../../helpers/orphan-watchdog.js';
+import { processFixture } from '../../../helpers/process-pods.js';
 import { waitFor } from '../../../helpers/wait.js';
 
 const signal = new AbortController().signal;
-let nodes = 0;
 
 function setup(t: TestContext): ProcessProvider {
-  const nodeName = `unit-ephemeral-${String(process.pid)}-${String(++nodes)}`;
-  const dir = processStateDir();
-  const provider = new ProcessProvider({
-    nodeName,
-    config: { stateDir: dir, monitorIntervalMs: 100 },
-  });
-  const forget = onOrphaned(() => {
-    reap(dir, nodeName);
-  });
-  t.after(async () => {
-    forget();
-    await provider.close();
-    reap(dir, nodeName);
-  });
+  const { provider } = processFixture(t, 'ephemeral');
   assert.ok(
     provider.isolation.startsWith('namespaces'),
     `sharing the pod's PID namespace needs namespaces: ${provider.isolation}`,

@@ -11,37 +11,23 @@ import { test, type TestContext } from 'node:test';
 import { ProcessProvider } from '../../../../src/providers/process/index.js';
 import type { PodEvent } from '../../../../src/provider.js';
 import { parseResolvConf } from '../../../../src/kubelet/dns.js';
-import { processStateDir, reap } from '../../../helpers/process-pods.js';
-import { onOrphaned } from '../../../helpers/orphan-watchdog.js';
+import { processFixture } from '../../../helpers/process-pods.js';
 import { waitFor } from '../../../helpers/wait.js';
 
 const signal = new AbortController().signal;
-let nodes = 0;
 const NODE_IP = '127.0.0.1';
 
 function setup(
   t: TestContext,
   clusterDNS: readonly string[] = ['10.96.0.10'],
 ): { provider: ProcessProvider; events: PodEvent[] } {
-  const nodeName = `unit-etc-${String(process.pid)}-${String(++nodes)}`;
-  const dir = processStateDir();
-  const provider = new ProcessProvider({
-    nodeName,
+  const { provider } = processFixture(t, 'etc', {
     nodeIP: NODE_IP,
     clusterDNS,
     clusterDomain: 'cluster.test',
-    config: { stateDir: dir, monitorIntervalMs: 100 },
   });
   const events: PodEvent[] = [];
   provider.notifyPodEvents((_pod, e) => events.push(e));
-  const forget = onOrphaned(() => {
-    reap(dir, nodeName);
-  });
-  t.after(async () => {
-    forget();
-    await provider.close();
-    reap(dir, nodeName);
-  });
   assert.ok(
     provider.isolation.startsWith('namespaces'),
     `the pod's /etc files need mount namespaces: ${provider.isolation}`,

@@ -40,12 +40,10 @@ import {
   parseCidr,
   bridgeName,
 } from '../../../../src/providers/process/network.js';
-import { processStateDir, randomPodCidr, reap } from '../../../helpers/process-pods.js';
-import { onOrphaned } from '../../../helpers/orphan-watchdog.js';
+import { processFixture, processStateDir, randomPodCidr } from '../../../helpers/process-pods.js';
 import { waitFor } from '../../../helpers/wait.js';
 
 const signal = new AbortController().signal;
-let nodes = 0;
 
 test('the conflist: bridge with gateway, no masquerade, hairpin; host-local; only the service route', () => {
   const list = confList({
@@ -190,28 +188,9 @@ interface Setup {
 
 function setup(t: TestContext, config: ProcessConfig = {}): Setup {
   requireCni();
-  const nodeName = `unit-net-${String(process.pid)}-${String(++nodes)}`;
-  const dir = processStateDir();
   const cidr = randomPodCidr();
-  const made: ProcessProvider[] = [];
-  const make = (): ProcessProvider => {
-    const p = new ProcessProvider({
-      nodeName,
-      nodeIP: '127.0.0.1',
-      config: { stateDir: dir, monitorIntervalMs: 100, podCIDR: cidr, ...config },
-    });
-    made.push(p);
-    return p;
-  };
-  const forget = onOrphaned(() => {
-    reap(dir, nodeName);
-  });
-  t.after(async () => {
-    forget();
-    for (const p of made) await p.close();
-    reap(dir, nodeName);
-  });
-  return { provider: make(), make, nodeName, dir, cidr };
+  const f = processFixture(t, 'net', { nodeIP: '127.0.0.1', config: { podCIDR: cidr, ...config } });
+  return { ...f, cidr };
 }
 
 function pod(name: string, spec: Partial<V1PodSpec>): V1Pod {

@@ -21,37 +21,16 @@ import {
 } from '../../../../src/providers/process/index.js';
 import type { TerminalSize } from '../../../../src/provider.js';
 import { errorCode, errorMessage } from '../../../../src/errors.js';
-import { processStateDir, reap } from '../../../helpers/process-pods.js';
-import { onOrphaned } from '../../../helpers/orphan-watchdog.js';
+import { processFixture, processStateDir } from '../../../helpers/process-pods.js';
 import { waitFor } from '../../../helpers/wait.js';
 
 const signal = new AbortController().signal;
-let nodes = 0;
 
 function setup(
   t: TestContext,
   config: ProcessConfig = {},
 ): { provider: ProcessProvider; make: () => ProcessProvider } {
-  const nodeName = `unit-process-${String(process.pid)}-${String(++nodes)}`;
-  const dir = processStateDir();
-  const made: ProcessProvider[] = [];
-  const make = (): ProcessProvider => {
-    const p = new ProcessProvider({
-      nodeName,
-      config: { stateDir: dir, monitorIntervalMs: 100, network: 'host', ...config },
-    });
-    made.push(p);
-    return p;
-  };
-  const forget = onOrphaned(() => {
-    reap(dir, nodeName);
-  });
-  t.after(async () => {
-    forget();
-    for (const p of made) await p.close();
-    reap(dir, nodeName);
-  });
-  return { provider: make(), make };
+  return processFixture(t, 'process', { config: { network: 'host', ...config } });
 }
 
 function pod(name: string, spec: Partial<V1PodSpec>): V1Pod {

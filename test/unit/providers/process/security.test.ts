@@ -31,8 +31,7 @@ import {
   runAsNonRootProblem,
   setprivOptions,
 } from '../../../../src/providers/process/security.js';
-import { processStateDir, reap } from '../../../helpers/process-pods.js';
-import { onOrphaned } from '../../../helpers/orphan-watchdog.js';
+import { processFixture, processStateDir } from '../../../helpers/process-pods.js';
 import { waitFor } from '../../../helpers/wait.js';
 
 const signal = new AbortController().signal;
@@ -220,25 +219,10 @@ test('hidden paths expand ~ and $VARS; read-only mounts keep volumes and kernel 
   assert.match(lines, /--bind \/dev\/null '\/etc\/kubeconfig'/);
 });
 
-let nodes = 0;
-
 /** A provider on a fresh state directory, reaped after the test; fails unless root with namespaces. */
 function setup(t: TestContext, config: ProcessConfig = {}): ProcessProvider {
   assert.equal(process.getuid?.(), 0, 'these tests need the agent to run as root');
-  const nodeName = `unit-security-${String(process.pid)}-${String(++nodes)}`;
-  const dir = processStateDir();
-  const provider = new ProcessProvider({
-    nodeName,
-    config: { stateDir: dir, monitorIntervalMs: 100, ...config },
-  });
-  const forget = onOrphaned(() => {
-    reap(dir, nodeName);
-  });
-  t.after(async () => {
-    forget();
-    await provider.close();
-    reap(dir, nodeName);
-  });
+  const { provider } = processFixture(t, 'security', { config });
   assert.ok(provider.isolation.startsWith('namespaces'), provider.isolation);
   return provider;
 }

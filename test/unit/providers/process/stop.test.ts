@@ -9,31 +9,15 @@ import { randomUUID } from 'node:crypto';
 import { text } from 'node:stream/consumers';
 import { test, type TestContext } from 'node:test';
 import { ProcessProvider } from '../../../../src/providers/process/index.js';
-import { processStateDir, reap } from '../../../helpers/process-pods.js';
-import { onOrphaned } from '../../../helpers/orphan-watchdog.js';
+import { processFixture } from '../../../helpers/process-pods.js';
 import { waitFor } from '../../../helpers/wait.js';
 
 const never = new AbortController().signal;
 /** The longest grace period the API accepts. */
 const FOREVER_SECONDS = 2_147_483_647;
-let nodes = 0;
 
 function setup(t: TestContext): ProcessProvider {
-  const nodeName = `unit-stop-${String(process.pid)}-${String(++nodes)}`;
-  const dir = processStateDir();
-  const provider = new ProcessProvider({
-    nodeName,
-    config: { stateDir: dir, monitorIntervalMs: 100, network: 'host' },
-  });
-  const forget = onOrphaned(() => {
-    reap(dir, nodeName);
-  });
-  t.after(async () => {
-    forget();
-    await provider.close();
-    reap(dir, nodeName);
-  });
-  return provider;
+  return processFixture(t, 'stop', { config: { network: 'host' } }).provider;
 }
 
 /** A pod whose only container ignores SIGTERM, with a grace period that never ends. */
