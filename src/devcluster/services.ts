@@ -1,9 +1,8 @@
 import { execFile } from 'node:child_process';
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { DevClusterError } from './errors.js';
-import { isAlive } from './process.js';
+import { tryLock } from './lock.js';
 
 /** What a cluster with Services and DNS for the pods of one virtual node needs to know. */
 export interface ServicesOptions {
@@ -94,32 +93,14 @@ export function resolveServices(options: ServicesOptions): ServicesInfo {
  * lock left by a dead process is taken over. Resolves to the release function.
  */
 export async function lockServices(path = SERVICES_LOCK): Promise<() => Promise<void>> {
-  for (let attempt = 0; attempt < 4; attempt++) {
-    try {
-      const handle = await open(path, 'wx');
-      await handle.writeFile(String(process.pid));
-      await handle.close();
-      return () => rm(path, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-    // An empty lock may be one being written this instant: looked at again before it counts as
-    // stale.
-    if (!Number.isInteger(holder) && attempt === 0) {
-      await delay(200);
-      continue;
-    }
-    // This process counts too: two clusters in one process would fight just the same.
-    if (Number.isInteger(holder) && isAlive(holder))
-      throw new DevClusterError(
-        'StartFailed',
-        `another dev cluster with services runs on this host (pid ${String(holder)}, lock ${path}): ` +
-          'kube-proxy rules are host-wide, so only one can run at a time; stop it first (dev-cluster down)',
-      );
-    await rm(path, { force: true });
-  }
-  throw new DevClusterError('StartFailed', `cannot take the services lock ${path}`);
+  const lock = await tryLock(path);
+  if ('release' in lock) return lock.release;
+  // This process counts too: two clusters in one process would fight just the same.
+  throw new DevClusterError(
+    'StartFailed',
+    `another dev cluster with services runs on this host (pid ${String(lock.holder)}, lock ${path}): ` +
+      'kube-proxy rules are host-wide, so only one can run at a time; stop it first (dev-cluster down)',
+  );
 }
 
 /** Runs a command; rejects with its stderr. */
