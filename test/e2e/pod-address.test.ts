@@ -12,7 +12,7 @@ import { ProcessProvider } from '../../src/providers/process/index.js';
 import { onNode, startNode, uniqueNodeName } from '../helpers/agent.js';
 import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
 import { onOrphaned } from '../helpers/orphan-watchdog.js';
-import { processStateDir, reap } from '../helpers/process-pods.js';
+import { processStateDir, randomPodCidr, reap } from '../helpers/process-pods.js';
 import { waitFor } from '../helpers/wait.js';
 
 const core = (): k8s.CoreV1Api => testCluster().kc.makeApiClient(k8s.CoreV1Api);
@@ -120,7 +120,7 @@ test('process: a pod prints POD_IP, HOST_IP and $(POD_IP), equal to its status',
   const dir = processStateDir();
   const provider = new ProcessProvider({
     nodeName,
-    config: { stateDir: dir, monitorIntervalMs: 200 },
+    config: { stateDir: dir, monitorIntervalMs: 200, podCIDR: randomPodCidr() },
   });
   const forget = onOrphaned(() => {
     reap(dir, nodeName);
@@ -161,6 +161,12 @@ test('process: a pod prints POD_IP, HOST_IP and $(POD_IP), equal to its status',
     { what: 'the pod to print its addresses' },
   );
   assert.equal(line, `env=${podIP},${hostIP} arg=${podIP}`);
-  // Its pods share the host's network: the pod's address is the node's.
-  assert.equal(podIP, hostIP);
+  // With a pod network (root, namespaces, the CNI plugins) the address is the pod's own, of the
+  // node's pod CIDR, made before the environment was resolved.
+  assert.match(provider.isolation, /cni-network /);
+  assert.notEqual(podIP, hostIP);
+  assert.equal(
+    podIP.split('.').slice(0, 3).join('.'),
+    provider.podCIDR?.split('.').slice(0, 3).join('.'),
+  );
 });

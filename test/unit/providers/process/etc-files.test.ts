@@ -67,14 +67,17 @@ async function etcOf(provider: ProcessProvider, name: string, spec: Partial<V1Po
     ),
   );
   const [resolv = '', hosts = ''] = out.split('---\n');
-  return { resolv, hosts };
+  // The pod's own address (its network namespace's, or the node's on the host network).
+  const podIP = (await provider.getPodStatus('etc-ns', name, signal))?.podIP ?? '';
+  assert.ok(podIP, `${name} has a pod IP`);
+  return { resolv, hosts, podIP: podIP.replaceAll('.', '\\.') };
 }
 
 const hostResolv = parseResolvConf(readFileSync('/etc/resolv.conf', 'utf8'));
 
 test('ClusterFirst: the cluster DNS server, the cluster search domains first, ndots:5', async (t) => {
   const { provider } = setup(t);
-  const { resolv, hosts } = await etcOf(provider, 'cluster-first', {});
+  const { resolv, hosts, podIP } = await etcOf(provider, 'cluster-first', {});
   const search = ['etc-ns.svc.cluster.test', 'svc.cluster.test', 'cluster.test'];
   for (const s of hostResolv.searches) if (!search.includes(s)) search.push(s);
   assert.equal(
@@ -82,7 +85,7 @@ test('ClusterFirst: the cluster DNS server, the cluster search domains first, nd
     `search ${search.slice(0, 32).join(' ')}\nnameserver 10.96.0.10\noptions ndots:5\n`,
   );
   assert.match(hosts, /^# Kubernetes-managed hosts file\.\n127\.0\.0\.1\tlocalhost\n/);
-  assert.match(hosts, /\n127\.0\.0\.1\tcluster-first\n$/);
+  assert.match(hosts, new RegExp(`\\n${podIP}\\tcluster-first\\n$`));
 });
 
 test('Default: the host resolv.conf as the kubelet rewrites it', async (t) => {
@@ -113,7 +116,7 @@ test('None with dnsConfig: only what dnsConfig says', async (t) => {
 
 test('hostAliases and a subdomain appear in /etc/hosts', async (t) => {
   const { provider } = setup(t);
-  const { hosts } = await etcOf(provider, 'aliases', {
+  const { hosts, podIP } = await etcOf(provider, 'aliases', {
     hostname: 'web',
     subdomain: 'front',
     hostAliases: [
@@ -123,7 +126,9 @@ test('hostAliases and a subdomain appear in /etc/hosts', async (t) => {
   });
   assert.match(
     hosts,
-    /\n127\.0\.0\.1\tweb\.front\.etc-ns\.svc\.cluster\.test\tweb\n\n# Entries added by HostAliases\.\n192\.0\.2\.10\tfoo\.local\tbar\.local\n192\.0\.2\.11\tbaz\.local\n$/,
+    new RegExp(
+      `\\n${podIP}\\tweb\\.front\\.etc-ns\\.svc\\.cluster\\.test\\tweb\\n\\n# Entries added by HostAliases\\.\\n192\\.0\\.2\\.10\\tfoo\\.local\\tbar\\.local\\n192\\.0\\.2\\.11\\tbaz\\.local\\n$`,
+    ),
   );
 });
 
