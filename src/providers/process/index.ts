@@ -78,7 +78,7 @@ import {
 import { metricsResource, podUsage, RateTracker, snapshot, statsSummary } from './stats.js';
 import {
   type PreparedVolume,
-  applyFsGroup,
+  applyEmptyDirAccess,
   containerMounts,
   createMountTargets,
   podFsGroup,
@@ -580,13 +580,10 @@ export class ProcessProvider
         this.#tools,
         signal,
       );
-      const fsGroup = podFsGroup(pod);
-      if (fsGroup !== undefined) {
-        // A memory emptyDir is a tmpfs of the sandbox's mount namespace, reached from here
-        // through its root.
-        for (const v of volumes.filter((x) => x.tmpfs))
-          applyFsGroup(join('/proc', String(ref.pid), 'root', v.source), fsGroup, false);
-      }
+      // A memory emptyDir is a tmpfs of the sandbox's mount namespace, reached from here
+      // through its root.
+      for (const v of volumes.filter((x) => x.tmpfs))
+        applyEmptyDirAccess(join('/proc', String(ref.pid), 'root', v.source), pod);
       return ref;
     } finally {
       closeSync(fd);

@@ -53,15 +53,11 @@ const hasContent = (v: V1Volume): boolean => CONTENT_KINDS.some((k) => v[k] !== 
  */
 export function prepareVolumes(pod: V1Pod, podDir: string): PreparedVolume[] {
   const out: PreparedVolume[] = [];
-  const fsGroup = podFsGroup(pod);
   for (const v of pod.spec?.volumes ?? []) {
     if (v.emptyDir !== undefined) {
       const dir = volumeDir(podDir, v.name);
-      // World-writable, as the kubelet makes it: only the pod reaches it (the state directory
-      // is hidden from pods and closed to other users).
-      mkdirSync(dir, { recursive: true, mode: 0o777 });
-      chmodSync(dir, 0o777);
-      if (fsGroup !== undefined) applyFsGroup(dir, fsGroup, false);
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      applyEmptyDirAccess(dir, pod);
       out.push({
         name: v.name,
         source: dir,
@@ -180,6 +176,38 @@ export function writeVolume(
     else if (!top.has(entry) && isSymlink(path)) rmSync(path, { force: true });
   }
   if (options.fsGroup !== undefined) applyFsGroup(dir, options.fsGroup, true);
+}
+
+/**
+ * Who may use the pod's emptyDirs. Not world-writable where that can be avoided: when every
+ * container runs as one user, that user owns it (mode 0770); else with `fsGroup` the group owns
+ * it (02770, and every container has the group); else, as the kubelet makes it, 0777, which
+ * only the pod reaches (the state directory is hidden from pods and closed to other users).
+ * An agent that is not root cannot give files away: 0777.
+ */
+export function emptyDirAccess(pod: V1Pod): { mode: number; uid?: number; fsGroup?: number } {
+  const agent = process.getuid?.();
+  if (agent !== 0) return { mode: 0o777 };
+  const podUser = pod.spec?.securityContext?.runAsUser;
+  const users = new Set(
+    [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].map(
+      (c) => c.securityContext?.runAsUser ?? podUser ?? agent,
+    ),
+  );
+  const fsGroup = podFsGroup(pod);
+  const [only] = users;
+  if (users.size === 1 && only !== undefined)
+    return { mode: 0o770, uid: only, ...(fsGroup !== undefined ? { fsGroup } : {}) };
+  if (fsGroup !== undefined) return { mode: 0o770, fsGroup };
+  return { mode: 0o777 };
+}
+
+/** Gives an emptyDir (on disk, or a tmpfs reached through the sandbox's root) its access. */
+export function applyEmptyDirAccess(dir: string, pod: V1Pod): void {
+  const access = emptyDirAccess(pod);
+  if (access.uid !== undefined) chownSync(dir, access.uid, -1);
+  chmodSync(dir, access.mode);
+  if (access.fsGroup !== undefined) applyFsGroup(dir, access.fsGroup, false);
 }
 
 /**

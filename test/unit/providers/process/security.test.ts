@@ -13,6 +13,7 @@ import { text } from 'node:stream/consumers';
 import { test, type TestContext } from 'node:test';
 import { parseProcessConfig } from '../../../../src/providers/process/config.js';
 import { ProcessProvider, type ProcessConfig } from '../../../../src/providers/process/index.js';
+import { emptyDirAccess } from '../../../../src/providers/process/volumes.js';
 import {
   expandHiddenPaths,
   isolationLines,
@@ -345,9 +346,29 @@ test("a pod running as 65534 reaches its own token and emptyDir, not another pod
   const priv = statSync(join(aDir, 'volumes', 'kube-api-access', 'private'));
   assert.equal(priv.gid, 4242);
   assert.equal(priv.mode & 0o777, 0o440);
+  // The emptyDir is not world-writable: its one user owns it, the group shares it.
   const scratch = statSync(join(aDir, 'volumes', 'scratch'));
+  assert.equal(scratch.uid, 65534);
   assert.equal(scratch.gid, 4242);
-  assert.equal(scratch.mode & 0o7777, 0o2777);
+  assert.equal(scratch.mode & 0o7777, 0o2770);
+  // B's containers run as root: root owns its emptyDir, 0770.
+  assert.equal(statSync(bScratch).mode & 0o7777, 0o770);
+});
+
+test('emptyDir access: one user owns it, else the fsGroup shares it, else 0777 as the kubelet', () => {
+  const spec = (users: (number | undefined)[], fsGroup?: number): V1Pod =>
+    pod('access', {
+      ...(fsGroup !== undefined ? { securityContext: { fsGroup } } : {}),
+      containers: users.map((u, i) => ({
+        name: `c${String(i)}`,
+        image: 'busybox',
+        ...(u !== undefined ? { securityContext: { runAsUser: u } } : {}),
+      })),
+    });
+  assert.deepEqual(emptyDirAccess(spec([1000, 1000])), { mode: 0o770, uid: 1000 });
+  assert.deepEqual(emptyDirAccess(spec([undefined])), { mode: 0o770, uid: 0 });
+  assert.deepEqual(emptyDirAccess(spec([1000, 2000], 3000)), { mode: 0o770, fsGroup: 3000 });
+  assert.deepEqual(emptyDirAccess(spec([1000, 2000])), { mode: 0o777 });
 });
 
 test("runAsNonRoot without a user is refused with the kubelet's message and an Event", async (t) => {
