@@ -6,16 +6,48 @@ import {
   binaryPaths,
   defaultClusterDir,
   DevCluster,
+  DevClusterError,
   ensureBinaries,
   issueCert,
   liveState,
   writeNodeKubeconfig,
+  type ServicesInfo,
 } from '../devcluster/index.js';
 import { defaultRunOptions, runNode } from './run.js';
 import { parentGoneSignal, shutdownSignal, type Io } from './util.js';
 
 const NODE_NAME = 'vk-process';
 const PROVIDER = 'process';
+/**
+ * The pods' addresses when `npm start` brings the dev cluster up: kube-proxy's cluster CIDR and
+ * the node's pod CIDR at once (one node).
+ */
+export const START_POD_CIDR = '10.244.0.0/24';
+
+/** The services of the dev cluster `npm start` brings up: for the pods of its one node. */
+export const START_SERVICES = { nodeName: NODE_NAME, podCidr: START_POD_CIDR } as const;
+
+/** The options of the node that make its pods use a cluster's Services and DNS. */
+export interface PodNetworkOptions {
+  readonly podCidr: string;
+  readonly clusterDns: string[];
+  readonly clusterDomain: string;
+}
+
+/**
+ * What the node needs from a dev cluster with services: `--cluster-dns` at the kube-dns
+ * Service, its domain, and a pod CIDR inside kube-proxy's cluster CIDR (its first /24 when the
+ * cluster's is larger; traffic from outside it would be masqueraded). Nothing without services.
+ */
+export function podNetworkOptions(services: ServicesInfo | undefined): Partial<PodNetworkOptions> {
+  if (!services) return {};
+  const [net = '', bits = '32'] = services.podCidr.split('/');
+  return {
+    podCidr: Number(bits) < 24 ? `${net}/24` : services.podCidr,
+    clusterDns: [services.dnsIp],
+    clusterDomain: services.clusterDomain,
+  };
+}
 
 /** Whether the user has a cluster configured: a kubeconfig, or a pod's service account. */
 export function clusterConfigured(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -45,7 +77,7 @@ export function startCommand(io: Io): Command {
       if (clusterConfigured()) {
         io.err(`using the configured cluster (${process.env.KUBECONFIG ?? '~/.kube/config'})`);
         await runNode(opts, io, signal, () => {
-          hints(io, process.env.KUBECONFIG);
+          io.out(hints(process.env.KUBECONFIG, false));
         });
         return;
       }
@@ -59,15 +91,41 @@ export function startCommand(io: Io): Command {
       let cluster: DevCluster | undefined;
       let server = running?.status === 'ready' ? running.server : undefined;
       let adminKubeconfig = running?.kubeconfig;
+      let services: ServicesInfo | undefined = server ? running?.services : undefined;
       if (!server) {
-        io.err('no cluster configured: starting the local dev cluster');
-        // kube-proxy and CoreDNS too, so the cache is ready for a cluster with services.
+        // kube-proxy's rules and CoreDNS's interface need root, as the pod network does.
+        const root = process.getuid?.() === 0;
+        io.err(
+          root
+            ? 'no cluster configured: starting the local dev cluster with kube-proxy and CoreDNS'
+            : 'no cluster configured: starting the local dev cluster (without services: not root)',
+        );
         const binaries = await ensureBinaries({ progress: io.err, services: true, signal });
-        cluster = new DevCluster({ dir, binaries, metricsServer: true, log: io.err });
-        const info = await cluster.start(signal);
+        const options = { dir, binaries, metricsServer: true, log: io.err };
+        cluster = new DevCluster(root ? { ...options, services: START_SERVICES } : options);
+        const info = await cluster.start(signal).catch(async (err: unknown) => {
+          // kube-proxy's rules are host-wide: one cluster with services per host. The node
+          // still runs, its pods without cluster DNS.
+          if (
+            !(err instanceof DevClusterError) ||
+            !/another dev cluster with services/.test(err.message)
+          )
+            throw err;
+          io.err(`${err.message}; starting the dev cluster without services`);
+          cluster = new DevCluster(options);
+          return cluster.start(signal);
+        });
         server = info.server;
         adminKubeconfig = info.adminKubeconfig;
-      } else io.err(`using the dev cluster already running in ${dir}`);
+        services = info.services;
+      } else
+        io.err(
+          `using the dev cluster already running in ${dir}` +
+            (services
+              ? ' with its kube-proxy and CoreDNS'
+              : ' (without services: pods get no cluster DNS)'),
+        );
+      const network = podNetworkOptions(services);
       try {
         const pkiDir = join(dir, 'pki');
         const kubeconfig = await writeNodeKubeconfig({
@@ -88,8 +146,8 @@ export function startCommand(io: Io): Command {
           tlsCertFile: join(pkiDir, `serving-${NODE_NAME}.crt`),
           tlsPrivateKeyFile: join(pkiDir, `serving-${NODE_NAME}.key`),
         };
-        await runNode({ ...opts, ...tls, kubeconfig }, io, signal, () => {
-          hints(io, adminKubeconfig);
+        await runNode({ ...opts, ...network, ...tls, kubeconfig }, io, signal, () => {
+          io.out(hints(adminKubeconfig, services !== undefined));
         });
       } finally {
         if (cluster) {
@@ -108,21 +166,30 @@ export const HELLO_OVERRIDES = JSON.stringify({
   },
 });
 
-function hints(io: Io, kubeconfig: string | undefined): void {
-  const example = new URL('../../examples/process-deployment.yaml', import.meta.url).pathname;
-  io.out(
-    [
-      '',
-      `The virtual node ${NODE_NAME} is Ready; its containers run as local processes. In another terminal:`,
-      ...(kubeconfig ? [`  export KUBECONFIG=${kubeconfig}`] : []),
-      `  export PATH=${dirname(binaryPaths().kubectl)}:$PATH   # the kubectl of the cluster's version`,
-      '  kubectl get nodes -o wide',
-      `  kubectl run hello --image=busybox --restart=Never --overrides='${HELLO_OVERRIDES}' -- sh -c 'echo hello from a virtual node'`,
-      '  kubectl logs hello',
-      `  kubectl apply -f ${example}`,
-      '  kubectl get pods -o wide',
-      'Press Ctrl-C to stop (pods keep running; delete them with kubectl to stop them).',
-      '',
-    ].join('\n'),
-  );
+/**
+ * What to try once the node is Ready; with `services`, a Service of two pods reached by name from
+ * a third pod.
+ */
+export function hints(kubeconfig: string | undefined, services: boolean): string {
+  const example = (name: string): string =>
+    new URL(`../../examples/${name}`, import.meta.url).pathname;
+  return [
+    '',
+    `The virtual node ${NODE_NAME} is Ready; its containers run as local processes. In another terminal:`,
+    ...(kubeconfig ? [`  export KUBECONFIG=${kubeconfig}`] : []),
+    `  export PATH=${dirname(binaryPaths().kubectl)}:$PATH   # the kubectl of the cluster's version`,
+    '  kubectl get nodes -o wide',
+    `  kubectl run hello --image=busybox --restart=Never --overrides='${HELLO_OVERRIDES}' -- sh -c 'echo hello from a virtual node'`,
+    '  kubectl logs hello',
+    `  kubectl apply -f ${example('process-deployment.yaml')}`,
+    '  kubectl get pods -o wide',
+    ...(services
+      ? [
+          `  kubectl apply -f ${example('process-service.yaml')}   # Deployment and Service web`,
+          `  kubectl run client --image=busybox --restart=Never --rm -i --overrides='${HELLO_OVERRIDES}' -- wget -qO- http://web:8080`,
+        ]
+      : []),
+    'Press Ctrl-C to stop (pods keep running; delete them with kubectl to stop them).',
+    '',
+  ].join('\n');
 }

@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { parseAllDocuments } from 'yaml';
+import {
+  HELLO_OVERRIDES,
+  hints,
+  podNetworkOptions,
+  START_POD_CIDR,
+  START_SERVICES,
+} from '../../../src/cli/start.js';
+import { resolveServices } from '../../../src/devcluster/services.js';
+
+test('npm start runs its dev cluster with services for vk-process, and the node with its DNS and pod CIDR', () => {
+  assert.deepEqual(START_SERVICES, { nodeName: 'vk-process', podCidr: START_POD_CIDR });
+  // The node's pod CIDR is kube-proxy's cluster CIDR: no traffic of a pod is masqueraded.
+  assert.deepEqual(podNetworkOptions(resolveServices(START_SERVICES)), {
+    podCidr: '10.244.0.0/24',
+    clusterDns: ['10.96.0.10'],
+    clusterDomain: 'cluster.local',
+  });
+});
+
+test('a running dev cluster with services gives the node a /24 of its pod CIDR; one without, nothing', () => {
+  // `dev-cluster up --services NODE` without --pod-cidr: kube-proxy's default 10.244.0.0/16.
+  assert.deepEqual(podNetworkOptions(resolveServices({ nodeName: 'other' })), {
+    podCidr: '10.244.0.0/24',
+    clusterDns: ['10.96.0.10'],
+    clusterDomain: 'cluster.local',
+  });
+  assert.equal(
+    podNetworkOptions(resolveServices({ nodeName: 'n', podCidr: '10.214.1.0/26' })).podCidr,
+    '10.214.1.0/26',
+  );
+  assert.deepEqual(podNetworkOptions(undefined), {});
+});
+
+test('the hints show a Service reached by name from another pod only when the cluster has services', () => {
+  const withServices = hints('/k/admin.kubeconfig', true);
+  const lines = withServices.split('\n');
+  assert.ok(lines.includes('  export KUBECONFIG=/k/admin.kubeconfig'));
+  const apply = lines.find((l) => l.includes('process-service.yaml')) ?? '';
+  assert.match(apply, /^ {2}kubectl apply -f \/\S+\/examples\/process-service\.yaml /);
+  assert.ok(
+    lines.includes(
+      `  kubectl run client --image=busybox --restart=Never --rm -i --overrides='${HELLO_OVERRIDES}' -- wget -qO- http://web:8080`,
+    ),
+  );
+  const without = hints(undefined, false);
+  assert.doesNotMatch(without, /process-service|wget|KUBECONFIG/);
+  assert.match(without, /kubectl apply -f \S+\/examples\/process-deployment\.yaml/);
+});
+
+test('examples/process-service.yaml: two pods on the virtual node behind the Service web:8080', () => {
+  const path = new URL('../../../examples/process-service.yaml', import.meta.url);
+  const docs = parseAllDocuments(readFileSync(path, 'utf8')).map((d) => d.toJS() as Manifest);
+  const deployment = docs.find((d) => d.kind === 'Deployment');
+  const service = docs.find((d) => d.kind === 'Service');
+  assert.equal(deployment?.metadata.name, 'web');
+  assert.equal(deployment.spec.replicas, 2);
+  const pod = deployment.spec.template?.spec;
+  // The same placement as the hint's --overrides, so the client pod lands on the node too.
+  const overrides = JSON.parse(HELLO_OVERRIDES) as { spec: Record<string, unknown> };
+  assert.deepEqual(pod?.nodeSelector, overrides.spec.nodeSelector);
+  assert.deepEqual(pod?.tolerations, overrides.spec.tolerations);
+  assert.equal(pod?.containers?.[0]?.ports?.[0]?.containerPort, 8080);
+  assert.equal(service?.metadata.name, 'web');
+  assert.deepEqual(service.spec.selector, deployment.spec.template?.metadata?.labels);
+  assert.deepEqual(service.spec.ports, [{ port: 8080, targetPort: 8080 }]);
+});
+
+interface Manifest {
+  kind: string;
+  metadata: { name: string };
+  spec: {
+    replicas?: number;
+    selector?: Record<string, string>;
+    ports?: unknown[];
+    template?: {
+      metadata?: { labels?: Record<string, string> };
+      spec?: {
+        nodeSelector?: unknown;
+        tolerations?: unknown;
+        containers?: { ports?: { containerPort: number }[] }[];
+      };
+    };
+  };
+}
