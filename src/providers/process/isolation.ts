@@ -120,7 +120,8 @@ export function isolationLines(
     const cover = h.file
       ? `${q(tools.mount)} --bind /dev/null ${q(h.path)}`
       : `${q(tools.mount)} -t tmpfs -o ro,nosuid,nodev,noexec,size=4k,mode=000 tmpfs ${q(h.path)}`;
-    lines.push(`${cover} || fail ${q(`cannot hide ${h.path}`)}`);
+    // A path the container does not see (under its private /tmp, say) needs no cover.
+    lines.push(`if [ -e ${q(h.path)} ]; then ${cover} || fail ${q(`cannot hide ${h.path}`)}; fi`);
   }
   return lines;
 }

@@ -7,7 +7,8 @@
 import type { V1Pod, V1PodSpec, V1PodStatus } from '../../../../src/wire.js';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import { test, type TestContext } from 'node:test';
@@ -482,15 +483,20 @@ test('readOnlyRootFilesystem: /etc is read-only, the emptyDir and /tmp are writa
   assert.equal(statSync(marker, { throwIfNoEntry: false }), undefined);
 });
 
-test('configured hidden paths are covered: a directory and a file', async (t) => {
+test('configured hidden paths are covered: a directory and a file; one the pod cannot see is no error', async (t) => {
   const root = processStateDir();
   mkdirSync(join(root, 'pki'), { recursive: true });
   writeFileSync(join(root, 'pki', 'ca.key'), 'secret-key');
   writeFileSync(join(root, 'admin.conf'), 'secret-conf');
+  // On the host, but not in the pod's view: each pod has a /tmp of its own.
+  const underTmp = mkdtempSync(join(tmpdir(), 'vk-hidden-'));
   t.after(() => {
     rmSync(root, { recursive: true, force: true });
+    rmSync(underTmp, { recursive: true, force: true });
   });
-  const provider = setup(t, { hiddenPaths: [join(root, 'pki'), join(root, 'admin.conf')] });
+  const provider = setup(t, {
+    hiddenPaths: [join(root, 'pki'), join(root, 'admin.conf'), underTmp],
+  });
   const p = pod('hidden', {
     restartPolicy: 'Never',
     containers: [
