@@ -328,6 +328,19 @@ export async function teardownRun(
   nodeName: string,
   signal: AbortSignal,
 ): Promise<void> {
+  if (agent?.podsOutliveAgent && agent.exited() === undefined && !signal.aborted) {
+    // Its pods would run on after it stops: delete them (default grace, the agent stops them and
+    // then removes the objects) and wait until none is left.
+    await client.request('DELETE', `/api/v1/namespaces/${namespace}/pods`).catch(() => undefined);
+    const deadline = performance.now() + 180_000;
+    while (performance.now() < deadline && agent.exited() === undefined) {
+      const list = await client
+        .request<PodListObject>('GET', `/api/v1/namespaces/${namespace}/pods`)
+        .catch(() => undefined);
+      if (list?.items.length === 0) break;
+      await delay(500);
+    }
+  }
   await agent?.stop();
   await client
     .request('DELETE', `/api/v1/namespaces/${namespace}/pods`, {

@@ -20,6 +20,7 @@ import {
   type BenchSystem,
   isSystemName,
   makeSystem,
+  PROCESS_MAX_PODS,
   SYSTEM_NAMES,
   type SystemName,
   type SystemSettings,
@@ -51,16 +52,58 @@ export interface Harness {
 
 /** `--systems a,b,c` as systems, or a message naming the unknown ones. */
 export function parseSystems(
-  list: string,
+  list: string | readonly string[],
   settings: SystemSettings,
   allowed: readonly SystemName[] = SYSTEM_NAMES,
 ): BenchSystem[] | string {
-  const names = list.split(',').filter(Boolean);
+  const names = typeof list === 'string' ? list.split(',').filter(Boolean) : [...list];
   const unknown = names.filter((s) => !isSystemName(s) || !allowed.includes(s));
   if (unknown.length > 0)
     return `unknown system(s) ${unknown.join(', ')}: choose from ${allowed.join(', ')}`;
   if (names.length === 0) return 'no system given';
   return (names as SystemName[]).map((name) => makeSystem(name, settings));
+}
+
+export const PROCESS_NETWORKS = ['cni', 'host', 'both'] as const;
+
+/**
+ * The systems a scenario runs, from `--systems`, `--provider` and `--process-network`:
+ * `--provider process` runs ours with the process provider, with the pod network
+ * (`ours-process-cni`), without it (`ours-process-host`) or both (`--process-network`, default
+ * both); the default `--provider mock` runs `--systems` (default `defaults`). Returns a message
+ * for a combination that makes no sense, or when more than `maxPods` pods would be alive at once
+ * on a process-provider node (`pods`; its pod CIDR is a /24).
+ */
+export function resolveSystemNames(
+  options: {
+    readonly systems?: string;
+    readonly provider?: string;
+    readonly processNetwork?: string;
+  },
+  defaults: string,
+  pods: number,
+): string[] | string {
+  const provider = options.provider ?? 'mock';
+  if (provider !== 'mock' && provider !== 'process')
+    return `unknown provider '${provider}': choose mock or process`;
+  let names: string[];
+  if (provider === 'process') {
+    if (options.systems !== undefined)
+      return '--provider process picks its systems (ours-process-cni, ours-process-host): give --process-network instead of --systems';
+    const net = options.processNetwork ?? 'both';
+    if (!(PROCESS_NETWORKS as readonly string[]).includes(net))
+      return `--process-network must be one of ${PROCESS_NETWORKS.join(', ')}, not '${net}'`;
+    names =
+      net === 'both'
+        ? ['ours-process-cni', 'ours-process-host']
+        : [net === 'cni' ? 'ours-process-cni' : 'ours-process-host'];
+  } else {
+    if (options.processNetwork !== undefined) return '--process-network needs --provider process';
+    names = (options.systems ?? defaults).split(',').filter(Boolean);
+  }
+  if (names.some((n) => n.startsWith('ours-process-')) && pods > PROCESS_MAX_PODS)
+    return `the process provider's node holds at most ${String(PROCESS_MAX_PODS)} pods at once (a /24 pod CIDR): ${String(pods)} asked for`;
+  return names;
 }
 
 /** What the result files record about where they were measured. */

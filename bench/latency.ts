@@ -6,6 +6,7 @@
 //
 //   npm run bench -- latency [--rate 50] [--duration 60] [--runs 3]
 //                            [--systems ours,kwok,go-vk,limit] [--json FILE] [--smoke]
+//   npm run bench -- latency --provider process [--process-network cni|host|both] [--rate 5]
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -19,7 +20,15 @@ import {
   withRetries,
   writeJson,
 } from './common.js';
-import { controlPlane, controlPlaneLine, machine, parseSystems, withHarness } from './harness.js';
+import {
+  controlPlane,
+  controlPlaneLine,
+  machine,
+  parseSystems,
+  resolveSystemNames,
+  withHarness,
+} from './harness.js';
+import { networkCost, networkCostTable } from './network-cost.js';
 import { cpuSeconds, peakRssBytes } from './proc.js';
 import {
   type AgentHandle,
@@ -171,6 +180,8 @@ export function latencyReport(
       r.p99Ms === undefined ? '-' : r.p99Ms <= TARGET_P99_MS ? 'yes' : 'NO',
     ]);
   }
+  const cni = results['ours-process-cni'];
+  const host = results['ours-process-host'];
   const out = [
     `scenario latency, ${String(rate)} pods/s for ${String(durationSeconds)} s (${String(Math.round(rate * durationSeconds))} pods), ${String(runsRequested)} run(s) per system, interleaved; medians of the runs that completed`,
     'latency: create request sent to the watch event showing the pod Running, by the harness clock',
@@ -190,6 +201,12 @@ export function latencyReport(
       ratioText(r.peakRssBytes),
     ]);
   if (ratioRows.length > 1) out.push(table(ratioRows), '');
+  if (cni && host)
+    out.push(
+      'the process provider with its pod network (cni) and without it (host); seconds: first create to last Running',
+      networkCostTable(cni, host),
+      '',
+    );
   out.push('settings:');
   for (const [name, r] of Object.entries(results)) out.push(`  ${name}: ${r.settings}`);
   for (const [name, r] of Object.entries(results))
@@ -341,7 +358,9 @@ export async function latency(argv: string[]): Promise<number> {
       rate: { type: 'string', default: '50' },
       duration: { type: 'string', default: '60' },
       runs: { type: 'string', default: '3' },
-      systems: { type: 'string', default: 'ours,kwok,go-vk,limit' },
+      systems: { type: 'string' },
+      provider: { type: 'string' },
+      'process-network': { type: 'string' },
       json: { type: 'string' },
       smoke: { type: 'boolean', default: false },
       grace: { type: 'string', default: '60' },
@@ -359,7 +378,21 @@ export async function latency(argv: string[]): Promise<number> {
     say('--rate, --duration, --runs and --grace must be positive numbers');
     return 2;
   }
-  const systems = parseSystems(values.systems, {
+  const total = Math.round(rate * durationSeconds);
+  const names = resolveSystemNames(
+    {
+      systems: values.systems,
+      provider: values.provider,
+      processNetwork: values['process-network'],
+    },
+    'ours,kwok,go-vk,limit',
+    total,
+  );
+  if (typeof names === 'string') {
+    say(names);
+    return 2;
+  }
+  const systems = parseSystems(names, {
     goVkTunedWorkers: Number(values['go-vk-tuned-workers']),
     limitConcurrency: Number(values['limit-concurrency']),
     oursLogIntervalMs: Number(values['ours-log-interval-ms']),
@@ -368,7 +401,6 @@ export async function latency(argv: string[]): Promise<number> {
     say(systems);
     return 2;
   }
-  const total = Math.round(rate * durationSeconds);
   const podCapacity = Number(values['pod-capacity'] ?? Math.max(20_000, total));
   const settings: LatencySettings = { rate, durationSeconds, graceMs: graceSeconds * 1000 };
   const outcome = { failed: false };
@@ -407,7 +439,7 @@ export async function latency(argv: string[]): Promise<number> {
         values.json ??
         (values.smoke
           ? undefined
-          : `bench/results/${new Date().toISOString().slice(0, 10)}-latency.json`);
+          : `bench/results/${new Date().toISOString().slice(0, 10)}-latency${values.provider === 'process' ? '-process' : ''}.json`);
       if (jsonPath) {
         await writeJson(jsonPath, {
           scenario: 'latency',
@@ -422,6 +454,14 @@ export async function latency(argv: string[]): Promise<number> {
           commit: await gitCommit(),
           systems: results,
           ratios: latencyRatios(results),
+          ...(results['ours-process-cni'] && results['ours-process-host']
+            ? {
+                podNetworkCost: networkCost(
+                  results['ours-process-cni'],
+                  results['ours-process-host'],
+                ),
+              }
+            : {}),
         });
         say(`wrote ${jsonPath}`);
       }

@@ -6,6 +6,7 @@
 //
 //   npm run bench -- rollout [--n 1000] [--runs 3] [--systems ours,go-vk,kwok,limit]
 //                            [--json FILE] [--smoke] [--concurrency 32] [--timeout SECONDS]
+//   npm run bench -- rollout --provider process [--process-network cni|host|both] --n 200
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { stat } from 'node:fs/promises';
@@ -26,7 +27,15 @@ import {
   withRetries,
   writeJson,
 } from './common.js';
-import { controlPlane, controlPlaneLine, machine, parseSystems, withHarness } from './harness.js';
+import {
+  controlPlane,
+  controlPlaneLine,
+  machine,
+  parseSystems,
+  resolveSystemNames,
+  withHarness,
+} from './harness.js';
+import { networkCost, networkCostTable, type NetworkFigures } from './network-cost.js';
 import { cpuSeconds, peakRssBytes } from './proc.js';
 import {
   type AgentHandle,
@@ -64,6 +73,7 @@ export interface RunFigures {
   readonly etcdCpuSeconds?: number;
   /** Per pod, create sent to Running observed. */
   readonly latencyP50Ms?: number;
+  readonly latencyP90Ms?: number;
   readonly latencyP99Ms?: number;
   /** Agent start to its Node Ready. */
   readonly readySeconds?: number;
@@ -97,6 +107,8 @@ export interface SystemResult {
   readonly cpuRolloutSeconds?: number;
   readonly apiserverCpuSeconds?: number;
   readonly apiserverCpuRolloutSeconds?: number;
+  readonly latencyP50Ms?: number;
+  readonly latencyP90Ms?: number;
   readonly latencyP99Ms?: number;
   readonly runs: RunFigures[];
 }
@@ -242,6 +254,7 @@ async function oneRun(
       apiserverCpuRolloutSeconds: diff(api0, api1),
       etcdCpuSeconds: diff(etcd0, etcd2),
       latencyP50Ms: percentile(latencies, 50),
+      latencyP90Ms: percentile(latencies, 90),
       latencyP99Ms: percentile(latencies, 99),
       readySeconds,
       loadAverage,
@@ -285,6 +298,8 @@ function summarize(settings: string, runs: RunFigures[]): SystemResult {
     cpuRolloutSeconds: m('cpuRolloutSeconds'),
     apiserverCpuSeconds: m('apiserverCpuSeconds'),
     apiserverCpuRolloutSeconds: m('apiserverCpuRolloutSeconds'),
+    latencyP50Ms: m('latencyP50Ms'),
+    latencyP90Ms: m('latencyP90Ms'),
     latencyP99Ms: m('latencyP99Ms'),
     runs,
   };
@@ -350,6 +365,14 @@ function report(
     }
   }
   if (ratioRows.length > 1) out.push(table(ratioRows), '');
+  const cni = results['ours-process-cni'];
+  const host = results['ours-process-host'];
+  if (cni && host)
+    out.push(
+      'the process provider with its pod network (cni) and without it (host): per-pod create to Running, and first create to all Running',
+      networkCostTable(rolloutNetworkFigures(cni), rolloutNetworkFigures(host)),
+      '',
+    );
   out.push('settings:');
   for (const [name, r] of Object.entries(results)) out.push(`  ${name}: ${r.settings}`);
   for (const [name, r] of Object.entries(results))
@@ -357,6 +380,13 @@ function report(
       if (!run.ok) out.push(`FAILED ${name} run ${String(run.run)}: ${run.error ?? ''}`);
   return `${out.join('\n')}\n`;
 }
+
+const rolloutNetworkFigures = (r: SystemResult): NetworkFigures => ({
+  p50Ms: r.latencyP50Ms,
+  p90Ms: r.latencyP90Ms,
+  p99Ms: r.latencyP99Ms,
+  seconds: r.seconds,
+});
 
 function ratios(
   results: Partial<Record<SystemName, SystemResult>>,
@@ -388,7 +418,9 @@ export async function rollout(argv: string[]): Promise<number> {
       runs: { type: 'string', default: '3' },
       // go-vk-tuned only on request: it measures the same binary as go-vk, and its extra
       // workers make a data race in the Go mock provider likely (it can crash).
-      systems: { type: 'string', default: 'ours,go-vk,kwok,limit' },
+      systems: { type: 'string' },
+      provider: { type: 'string' },
+      'process-network': { type: 'string' },
       json: { type: 'string' },
       smoke: { type: 'boolean', default: false },
       concurrency: { type: 'string', default: '32' },
@@ -406,7 +438,20 @@ export async function rollout(argv: string[]): Promise<number> {
     say('--n, --runs and --concurrency must be positive numbers');
     return 2;
   }
-  const systems = parseSystems(values.systems, {
+  const names = resolveSystemNames(
+    {
+      systems: values.systems,
+      provider: values.provider,
+      processNetwork: values['process-network'],
+    },
+    'ours,go-vk,kwok,limit',
+    n,
+  );
+  if (typeof names === 'string') {
+    say(names);
+    return 2;
+  }
+  const systems = parseSystems(names, {
     goVkTunedWorkers: Number(values['go-vk-tuned-workers']),
     limitConcurrency: Number(values['limit-concurrency']),
     oursLogIntervalMs: Number(values['ours-log-interval-ms']),
@@ -455,7 +500,7 @@ export async function rollout(argv: string[]): Promise<number> {
         values.json ??
         (values.smoke
           ? undefined
-          : `bench/results/${new Date().toISOString().slice(0, 10)}-rollout-${String(n)}.json`);
+          : `bench/results/${new Date().toISOString().slice(0, 10)}-rollout-${values.provider === 'process' ? 'process-' : ''}${String(n)}.json`);
       if (jsonPath) {
         await writeJson(jsonPath, {
           scenario: 'rollout',
@@ -469,6 +514,14 @@ export async function rollout(argv: string[]): Promise<number> {
           createConcurrency: concurrency,
           systems: results,
           ratios: ratios(results),
+          ...(results['ours-process-cni'] && results['ours-process-host']
+            ? {
+                podNetworkCost: networkCost(
+                  rolloutNetworkFigures(results['ours-process-cni']),
+                  rolloutNetworkFigures(results['ours-process-host']),
+                ),
+              }
+            : {}),
         });
         say(`wrote ${jsonPath}`);
       }

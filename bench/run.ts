@@ -6,7 +6,8 @@
 //   rollout   N pods bound to one node, create to all Running, then delete to all gone, for our
 //             agent, the Go virtual-kubelet, kwok and the ideal `limit` agent (bench/rollout.ts).
 //   latency   pods created at a steady rate, create-to-Running p50/p90/p99 per system
-//             (bench/latency.ts).
+//             (bench/latency.ts). Both with `--provider process`: the process provider with and
+//             without its pod network (bench/network-cost.ts).
 //   nodes     1 000 nodes in one agent process for 3 minutes: CPU, RSS, every node kept Ready
 //             (bench/nodes.ts).
 //   chart     an SVG of rollout seconds against N from result files (bench/chart.ts).

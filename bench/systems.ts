@@ -4,9 +4,13 @@
 //   go-vk-tuned  the same with the best settings its CLI allows
 //   kwok         kwok managing one fake Node that the harness creates
 //   limit        bench/limit-agent.ts, the ideal agent (see there)
+//   ours-process-cni   our CLI with the process provider, a pod network per pod (CNI)
+//   ours-process-host  the same with `network: "host"`: what the pod network costs is the gap
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFile } from 'node:child_process';
@@ -16,9 +20,27 @@ import { freePorts } from '../src/devcluster/cluster.js';
 import { spawnOwned, stopProcess } from '../src/devcluster/process.js';
 import { errorCode } from '../src/errors.js';
 import type { KubeClient } from '../src/kube/client.js';
+import {
+  bridgeName,
+  CNI_BIN_DIRS,
+  findCniBinDir,
+  netnsName,
+  nftTableName,
+  parseCidr,
+  routeConflict,
+} from '../src/providers/process/network.js';
+import type { PodRecord } from '../src/providers/process/state.js';
 import { cachedPeer, ensurePeer, kwokStagesConfig, type Peer } from './peers.js';
 
-export const SYSTEM_NAMES = ['ours', 'go-vk', 'go-vk-tuned', 'kwok', 'limit'] as const;
+export const SYSTEM_NAMES = [
+  'ours',
+  'go-vk',
+  'go-vk-tuned',
+  'kwok',
+  'limit',
+  'ours-process-cni',
+  'ours-process-host',
+] as const;
 export type SystemName = (typeof SYSTEM_NAMES)[number];
 
 export const isSystemName = (s: string): s is SystemName =>
@@ -52,6 +74,11 @@ export interface AgentHandle {
   exited(): string | undefined;
   /** Stops it (SIGTERM, SIGKILL after 10 s); resolves once it has exited. */
   stop(): Promise<void>;
+  /**
+   * Whether its pods outlive it (the process provider's run on when it stops): the harness then
+   * deletes the pods and waits for them to be gone while it still runs.
+   */
+  readonly podsOutliveAgent?: boolean;
 }
 
 export interface BenchSystem {
@@ -93,7 +120,7 @@ export const logFile = (ctx: BenchContext, nodeName: string): string =>
 
 /** Our CLI agent as a user runs it, plus the few settings a benchmark node needs. */
 export class Ours implements BenchSystem {
-  readonly name = 'ours';
+  readonly name: SystemName;
   readonly #logIntervalMs: number;
   readonly #provider: string;
   readonly #mockConfig: Readonly<Record<string, unknown>>;
@@ -110,8 +137,11 @@ export class Ours implements BenchSystem {
       provider?: string;
       mockConfig?: Readonly<Record<string, unknown>>;
       providerConfig?: (dir: string) => Readonly<Record<string, unknown>>;
+      /** The system's name in reports (default `ours`). */
+      name?: SystemName;
     } = {},
   ) {
+    this.name = options.name ?? 'ours';
     this.#logIntervalMs = logIntervalMs;
     this.#provider = options.provider ?? 'mock';
     this.#mockConfig = options.mockConfig ?? {};
@@ -343,6 +373,202 @@ class Limit implements BenchSystem {
   }
 }
 
+/** The process provider's pod network: one per pod through CNI, or the host's. */
+export type ProcessNetwork = 'cni' | 'host';
+
+/** The most pods a process-provider system may hold at once: a /24 pod CIDR less its gateway. */
+export const PROCESS_MAX_PODS = 250;
+
+/**
+ * A random /24 pod CIDR in 10.200.0.0/13 that no route of this machine overlaps, so agents of
+ * this and other runs on the machine do not share addresses.
+ */
+export function freePodCidr(): string {
+  for (let i = 0; i < 100; i++) {
+    const text = `10.${String(randomInt(200, 240))}.${String(randomInt(0, 256))}.0/24`;
+    if (routeConflict(parseCidr(text, 'bench pod CIDR'), '') === undefined) return text;
+  }
+  throw new Error('no free /24 in 10.200.0.0/13 for a bench pod CIDR');
+}
+
+/** What `command` prints as a check (`ip`, `nft`): whether it exits 0. */
+const succeeds = (command: string, args: string[]): boolean =>
+  spawnSync(command, args, { stdio: 'ignore' }).status === 0;
+
+/**
+ * What a process-provider node left on the machine after its agent stopped: the bridge, the
+ * nftables table, pod network namespaces and processes of pods still on record.
+ */
+export function processLeftovers(stateDir: string, nodeName: string): string[] {
+  const left: string[] = [];
+  if (succeeds('ip', ['link', 'show', bridgeName(nodeName)]))
+    left.push(`bridge ${bridgeName(nodeName)}`);
+  if (succeeds('nft', ['list', 'table', 'inet', nftTableName(nodeName)]))
+    left.push(`nft table inet ${nftTableName(nodeName)}`);
+  const netPods = join(stateDir, 'network', 'pods');
+  for (const f of existsSync(netPods) ? readdirSync(netPods) : [])
+    if (f.endsWith('.json') && existsSync(join('/var/run/netns', netnsName(f.slice(0, -5)))))
+      left.push(`netns ${netnsName(f.slice(0, -5))}`);
+  for (const r of podRecords(stateDir))
+    if (r.sandbox !== undefined && alive(r.sandbox.pid))
+      left.push(`pod ${r.pod.metadata?.name ?? '?'} (sandbox pid ${String(r.sandbox.pid)})`);
+  return left;
+}
+
+function podRecords(stateDir: string): PodRecord[] {
+  const pods = join(stateDir, 'pods');
+  const out: PodRecord[] = [];
+  for (const d of existsSync(pods) ? readdirSync(pods) : []) {
+    try {
+      out.push(JSON.parse(readFileSync(join(pods, d, 'state.json'), 'utf8')) as PodRecord);
+    } catch {
+      // A pod directory without a readable record has no process to find.
+    }
+  }
+  return out;
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const kill = (pid: number | undefined): void => {
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // Gone already.
+  }
+};
+
+/**
+ * Removes what `processLeftovers` finds (after a failed run, when the agent could not delete its
+ * pods): kills the pods' processes, deletes their netns, the bridge and the table, and the node's
+ * cgroups (empty once the processes are gone).
+ */
+export function reapProcessNode(stateDir: string, nodeName: string): void {
+  for (const r of podRecords(stateDir)) {
+    kill(r.sandbox?.pid);
+    for (const c of r.containers) {
+      const main = c.run?.main?.pid;
+      if (main !== undefined) kill(-main);
+      kill(main);
+      kill(c.run?.wrapper.pid);
+    }
+  }
+  const netPods = join(stateDir, 'network', 'pods');
+  for (const f of existsSync(netPods) ? readdirSync(netPods) : [])
+    if (f.endsWith('.json'))
+      spawnSync('ip', ['netns', 'del', netnsName(f.slice(0, -5))], { stdio: 'ignore' });
+  spawnSync('ip', ['link', 'del', bridgeName(nodeName)], { stdio: 'ignore' });
+  spawnSync('nft', ['delete', 'table', 'inet', nftTableName(nodeName)], { stdio: 'ignore' });
+}
+
+/** Removes the node's (empty) cgroup directories under every hierarchy, deepest first. */
+function removeNodeCgroups(nodeName: string): void {
+  const removeTree = (dir: string): void => {
+    if (!existsSync(dir)) return;
+    for (const e of readdirSync(dir, { withFileTypes: true }))
+      if (e.isDirectory()) removeTree(join(dir, e.name));
+    try {
+      rmdirSync(dir);
+    } catch {
+      // Still has a process: reported by processLeftovers.
+    }
+  };
+  for (const controller of ['memory', 'cpu', 'cpuacct', 'pids', 'unified', ''])
+    removeTree(join('/sys/fs/cgroup', controller, 'virtual-kubelet', nodeName));
+}
+
+/**
+ * Our CLI with the process provider, as root: each agent gets a fresh state directory under
+ * /var/tmp (pods get a private /tmp, so not there), a random free /24 pod CIDR and room for
+ * PROCESS_MAX_PODS pods; `registry.k8s.io/pause*` runs `sleep`. With `cni` every pod gets its
+ * own network namespace and address; with `host` pods share the host's network, as before the
+ * pod network existed. Its pods outlive the agent (the provider's design), so the harness deletes
+ * them while it runs; after it stopped, whatever is left (bridge, nft table, netns, processes)
+ * is reported and removed, and the state directory removed.
+ */
+export class OursProcess implements BenchSystem {
+  readonly name: 'ours-process-cni' | 'ours-process-host';
+  readonly network: ProcessNetwork;
+
+  constructor(network: ProcessNetwork) {
+    this.network = network;
+    this.name = network === 'cni' ? 'ours-process-cni' : 'ours-process-host';
+  }
+
+  #config(stateDir: string, podCidr: string): Record<string, unknown> {
+    return {
+      stateDir,
+      network: this.network,
+      podCIDR: podCidr,
+      pods: String(PROCESS_MAX_PODS),
+      images: { 'registry.k8s.io/pause*': { cmd: ['sleep', '86400'] } },
+    };
+  }
+
+  settings(): string {
+    const config = JSON.stringify(
+      this.#config('<fresh dir under /var/tmp>', '<random free 10.2xx.y.0/24>'),
+    );
+    return `bin/virtual-kubelet --provider process, default settings (10 pod-sync workers, qps 1000, burst 2000); changed: --provider-config ${config}, --authorization-mode AlwaysAllow, --node-ip 127.0.0.1, a free --listen-port, serving cert from the cluster CA`;
+  }
+
+  async prepare(say: (line: string) => void): Promise<void> {
+    if (process.getuid?.() !== 0)
+      throw new Error(
+        `${this.name} needs root (the process provider's namespaces and cgroups${this.network === 'cni' ? ', a bridge and nftables' : ''})`,
+      );
+    if (this.network === 'cni') {
+      if (findCniBinDir(CNI_BIN_DIRS) === undefined)
+        throw new Error(
+          `${this.name} needs the CNI plugins (bridge, host-local, portmap, loopback) in ${CNI_BIN_DIRS.join(' or ')}`,
+        );
+      if (!succeeds('nft', ['--version'])) throw new Error(`${this.name} needs nft (nftables)`);
+    }
+    await ensureDist(say);
+  }
+
+  async start(ctx: BenchContext, nodeName: string): Promise<AgentHandle> {
+    const stateDir = await mkdtemp('/var/tmp/vk-bench-process-');
+    const podCidr = freePodCidr();
+    const ours = new Ours(0, {
+      provider: 'process',
+      name: this.name,
+      providerConfig: () => this.#config(stateDir, podCidr),
+    });
+    let agent: AgentHandle;
+    try {
+      agent = await ours.start(ctx, nodeName);
+    } catch (err) {
+      await rm(stateDir, { recursive: true, force: true });
+      throw err;
+    }
+    return {
+      pid: agent.pid,
+      logPath: agent.logPath,
+      exited: () => agent.exited(),
+      podsOutliveAgent: true,
+      stop: async () => {
+        await agent.stop();
+        const left = processLeftovers(stateDir, nodeName);
+        if (left.length > 0) {
+          ctx.say(`${this.name}: left behind by ${nodeName}: ${left.join(', ')}; removing them`);
+          reapProcessNode(stateDir, nodeName);
+        }
+        removeNodeCgroups(nodeName);
+        await rm(stateDir, { recursive: true, force: true });
+      },
+    };
+  }
+}
+
 export interface SystemSettings {
   /** `--pod-sync-workers` of go-vk-tuned. */
   readonly goVkTunedWorkers: number;
@@ -364,6 +590,10 @@ export function makeSystem(name: SystemName, s: SystemSettings): BenchSystem {
       return new Kwok();
     case 'limit':
       return new Limit(s.limitConcurrency);
+    case 'ours-process-cni':
+      return new OursProcess('cni');
+    case 'ours-process-host':
+      return new OursProcess('host');
   }
 }
 
