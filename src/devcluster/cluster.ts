@@ -324,6 +324,9 @@ export class DevCluster {
         this.#waitHealthy('kube-controller-manager', timeoutMs, signal),
         this.#waitHealthy('kube-scheduler', timeoutMs, signal),
       ]);
+      // The controller manager makes each namespace's default ServiceAccount a moment after it
+      // is healthy; a pod applied before then is refused (serviceaccount "default" not found).
+      await this.#waitDefaultServiceAccount(server, adminTls, timeoutMs, signal);
 
       if (o.metricsServer) {
         await this.#startMetricsServer(
@@ -674,6 +677,34 @@ export class DevCluster {
       throw new DevClusterError('NotRunning', 'the dev cluster is not running');
     if (!this.#launches.has(component))
       throw new DevClusterError('NotRunning', `this dev cluster does not run ${component}`);
+  }
+
+  async #waitDefaultServiceAccount(
+    server: string,
+    tls: TlsOptions,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const url = `${server}/api/v1/namespaces/default/serviceaccounts/default`;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (signal?.aborted)
+        throw new DevClusterError('Aborted', 'start of the control plane was cancelled');
+      let last: string;
+      try {
+        const { status } = await get(url, tls);
+        if (status === 200) return;
+        last = `HTTP ${String(status)}`;
+      } catch (err) {
+        last = (err as Error).message;
+      }
+      if (Date.now() > deadline)
+        throw await this.#failure(
+          'kube-controller-manager',
+          `the default ServiceAccount did not appear within ${formatSeconds(timeoutMs)} (${last})`,
+        );
+      await delay(100);
+    }
   }
 
   async #waitHealthy(

@@ -59,6 +59,12 @@ test('dev-cluster up, status and down: a working cluster, then no process left',
 
   const ready = await kubectl(['get', '--raw', '/readyz'], { kubeconfig });
   assert.equal(ready.stdout.trim(), 'ok');
+  // A pod applied right after `up` is accepted: the default ServiceAccount is there already.
+  const first = await kubectl(
+    ['run', 'right-after-up', '--image=busybox', '--restart=Never', '--', 'true'],
+    { kubeconfig, allowFailure: true },
+  );
+  assert.equal(first.code, 0, first.stderr);
   const pods = await kubectl(['get', 'pods', '-A'], { kubeconfig, allowFailure: true });
   assert.equal(pods.code, 0, pods.stderr);
 
