@@ -21,6 +21,7 @@ const WAIT = { timeoutMs: 5_000, intervalMs: 20 };
 class AddressMock extends MockProvider {
   readonly prepared: PodAddresses[] = [];
   readonly created: V1Pod[] = [];
+  readonly updated: V1Pod[] = [];
   readonly unprepared: string[] = [];
   /** What the next `preparePod` calls throw (one each), or `'hang'` (until aborted). */
   prepareFaults: (Error | 'hang')[] = [];
@@ -41,6 +42,11 @@ class AddressMock extends MockProvider {
     this.prepared.push(addresses);
     this.#uids.add(pod.metadata?.uid ?? '');
     return addresses;
+  }
+
+  override async updatePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
+    this.updated.push(structuredClone(pod));
+    await super.updatePod(pod, signal);
   }
 
   override async createPod(pod: V1Pod, signal: AbortSignal): Promise<void> {
@@ -214,6 +220,24 @@ for (const notify of [true, false]) {
       assert.deepEqual([...ips], [running.status?.podIP]);
       assert.equal(provider.addressesInUse, 1);
       assert.equal(envOf(provider.created.at(-1)).get('POD_IP'), running.status?.podIP);
+    });
+
+    test("after a restart of the controller an update resolves POD_IP from the pod's status", async (t) => {
+      const api = await FakeApi.start(t);
+      const provider = new AddressMock({ nodeName: NODE, notify, config: { logIntervalMs: 0 } });
+      t.after(() => provider.close());
+      const first = await runPodController(t, api, provider, { nodeName: NODE });
+      api.create('pods', addressPod('web'));
+      const running = await waitPodPhase(api, NS, 'web', 'Running', WAIT);
+      await first.stop();
+      // A new controller adopts the running pod: it prepares nothing, the status has the address.
+      await runPodController(t, api, provider, { nodeName: NODE });
+      api.update('pods', NS, 'web', (p) => {
+        p.metadata = { ...p.metadata, labels: { ...p.metadata?.labels, tier: 'front' } };
+      });
+      await waitFor(() => provider.updated.length > 0, { ...WAIT, what: 'an updatePod' });
+      assert.equal(envOf(provider.updated.at(-1)).get('POD_IP'), running.status?.podIP);
+      assert.equal(provider.prepared.length, 1);
     });
 
     test('a pod prepared but never created is released by deletePod', async (t) => {
