@@ -8,8 +8,7 @@
 //   ours-process-host  the same with `network: "host"`: what the pod network costs is the gap
 import type { ChildProcess } from 'node:child_process';
 import { spawnSync } from 'node:child_process';
-import { randomInt } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,11 +25,10 @@ import {
   findCniBinDir,
   netnsName,
   nftTableName,
-  parseCidr,
-  routeConflict,
 } from '../src/providers/process/network.js';
 import type { PodRecord } from '../src/providers/process/state.js';
 import { cachedPeer, ensurePeer, kwokStagesConfig, type Peer } from './peers.js';
+import { randomPodCidr, reap } from '../test/helpers/process-pods.js';
 
 export const SYSTEM_NAMES = [
   'ours',
@@ -379,18 +377,6 @@ export type ProcessNetwork = 'cni' | 'host';
 /** The most pods a process-provider system may hold at once: a /24 pod CIDR less its gateway. */
 export const PROCESS_MAX_PODS = 250;
 
-/**
- * A random /24 pod CIDR in 10.200.0.0/13 that no route of this machine overlaps, so agents of
- * this and other runs on the machine do not share addresses.
- */
-export function freePodCidr(): string {
-  for (let i = 0; i < 100; i++) {
-    const text = `10.${String(randomInt(200, 240))}.${String(randomInt(0, 256))}.0/24`;
-    if (routeConflict(parseCidr(text, 'bench pod CIDR'), '') === undefined) return text;
-  }
-  throw new Error('no free /24 in 10.200.0.0/13 for a bench pod CIDR');
-}
-
 /** What `command` prints as a check (`ip`, `nft`): whether it exits 0. */
 const succeeds = (command: string, args: string[]): boolean =>
   spawnSync(command, args, { stdio: 'ignore' }).status === 0;
@@ -436,54 +422,6 @@ const alive = (pid: number): boolean => {
     return false;
   }
 };
-
-const kill = (pid: number | undefined): void => {
-  if (pid === undefined) return;
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // Gone already.
-  }
-};
-
-/**
- * Removes what `processLeftovers` finds (after a failed run, when the agent could not delete its
- * pods): kills the pods' processes, deletes their netns, the bridge and the table, and the node's
- * cgroups (empty once the processes are gone).
- */
-export function reapProcessNode(stateDir: string, nodeName: string): void {
-  for (const r of podRecords(stateDir)) {
-    kill(r.sandbox?.pid);
-    for (const c of r.containers) {
-      const main = c.run?.main?.pid;
-      if (main !== undefined) kill(-main);
-      kill(main);
-      kill(c.run?.wrapper.pid);
-    }
-  }
-  const netPods = join(stateDir, 'network', 'pods');
-  for (const f of existsSync(netPods) ? readdirSync(netPods) : [])
-    if (f.endsWith('.json'))
-      spawnSync('ip', ['netns', 'del', netnsName(f.slice(0, -5))], { stdio: 'ignore' });
-  spawnSync('ip', ['link', 'del', bridgeName(nodeName)], { stdio: 'ignore' });
-  spawnSync('nft', ['delete', 'table', 'inet', nftTableName(nodeName)], { stdio: 'ignore' });
-}
-
-/** Removes the node's (empty) cgroup directories under every hierarchy, deepest first. */
-function removeNodeCgroups(nodeName: string): void {
-  const removeTree = (dir: string): void => {
-    if (!existsSync(dir)) return;
-    for (const e of readdirSync(dir, { withFileTypes: true }))
-      if (e.isDirectory()) removeTree(join(dir, e.name));
-    try {
-      rmdirSync(dir);
-    } catch {
-      // Still has a process: reported by processLeftovers.
-    }
-  };
-  for (const controller of ['memory', 'cpu', 'cpuacct', 'pids', 'unified', ''])
-    removeTree(join('/sys/fs/cgroup', controller, 'virtual-kubelet', nodeName));
-}
 
 /**
  * Our CLI with the process provider, as root: each agent gets a fresh state directory under
@@ -537,7 +475,7 @@ export class OursProcess implements BenchSystem {
 
   async start(ctx: BenchContext, nodeName: string): Promise<AgentHandle> {
     const stateDir = await mkdtemp('/var/tmp/vk-bench-process-');
-    const podCidr = freePodCidr();
+    const podCidr = randomPodCidr();
     const ours = new Ours(0, {
       provider: 'process',
       name: this.name,
@@ -558,12 +496,10 @@ export class OursProcess implements BenchSystem {
       stop: async () => {
         await agent.stop();
         const left = processLeftovers(stateDir, nodeName);
-        if (left.length > 0) {
+        if (left.length > 0)
           ctx.say(`${this.name}: left behind by ${nodeName}: ${left.join(', ')}; removing them`);
-          reapProcessNode(stateDir, nodeName);
-        }
-        removeNodeCgroups(nodeName);
-        await rm(stateDir, { recursive: true, force: true });
+        // What is left, the node's cgroups and the state directory: the tests' own clean-up.
+        reap(stateDir, nodeName);
       },
     };
   }
