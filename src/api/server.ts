@@ -30,6 +30,16 @@ import {
   type Route,
 } from './routes/table.js';
 import { resolveStreamTimeouts } from './streams/spdy-upgrade.js';
+import {
+  ATTR,
+  endSpan,
+  extractTraceContext,
+  podAttributes,
+  SpanKind,
+  startSpan,
+  withSpan,
+  type Span,
+} from '../tracing.js';
 import type { StreamTimeouts } from './streams/types.js';
 
 export type { PodSource } from './routes/context.js';
@@ -227,24 +237,52 @@ export class KubeletServer {
     if (!allowed) throw new HttpError(403, `Forbidden (${what})`);
   }
 
+  /**
+   * A server span for a request, the child of the trace context the request carries (an API
+   * server with tracing on sends one).
+   */
+  #span(req: IncomingMessage, url: URL | undefined, label: string): Span {
+    return startSpan(`${req.method ?? ''} ${label}`, {
+      kind: SpanKind.SERVER,
+      parent: extractTraceContext(req.headers),
+      attributes: () => ({
+        [ATTR.node]: this.#o.nodeName,
+        [ATTR.httpMethod]: req.method ?? '',
+        [ATTR.httpRoute]: label,
+        ...(url ? { [ATTR.urlPath]: url.pathname } : {}),
+      }),
+    });
+  }
+
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = parseTarget(req.url);
     const label = routeLabel(url && findRoute(url.pathname));
+    const span = this.#span(req, url, label);
     res.on('finish', () =>
       this.#requests.inc({ path: label, method: req.method ?? '', code: String(res.statusCode) }),
     );
     const abort = new AbortController();
-    res.on('close', () => abort.abort());
+    res.on('close', () => {
+      abort.abort();
+      if (span.isRecording()) span.setAttribute(ATTR.httpStatus, res.statusCode);
+      endSpan(
+        span,
+        res.statusCode >= 500 ? new Error(`status ${String(res.statusCode)}`) : undefined,
+      );
+    });
     try {
       const [route, target, params] = await this.#admit(req, url);
-      await route.serve({
-        kubelet: this.#context,
-        req,
-        res,
-        url: target,
-        params,
-        signal: abort.signal,
-      });
+      if (span.isRecording()) span.setAttributes(paramAttributes(params));
+      await withSpan(span, () =>
+        route.serve({
+          kubelet: this.#context,
+          req,
+          res,
+          url: target,
+          params,
+          signal: abort.signal,
+        }),
+      );
     } catch (err) {
       if (!(err instanceof HttpError))
         this.#log.warn({ path: url?.pathname, err: errorMessage(err) }, 'request failed');
@@ -262,16 +300,30 @@ export class KubeletServer {
   async #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const url = parseTarget(req.url);
     const label = routeLabel(url && findRoute(url.pathname));
+    const span = this.#span(req, url, label);
     let code = 101;
     try {
       const [route, target, params] = await this.#admit(req, url);
+      if (span.isRecording()) span.setAttributes(paramAttributes(params));
       if (!route.upgrade) throw new HttpError(404, `${target.pathname} not found`);
-      await route.upgrade({ kubelet: this.#context, req, socket, head, url: target, params });
+      const upgrade = route.upgrade;
+      await withSpan(span, () =>
+        upgrade({ kubelet: this.#context, req, socket, head, url: target, params }),
+      );
     } catch (err) {
       code = statusOf(err);
       refuseUpgrade(socket, code, errorMessage(err), err instanceof HttpError ? err.headers : {});
     } finally {
       this.#requests.inc({ path: label, method: req.method ?? '', code: String(code) });
+      if (span.isRecording()) span.setAttribute(ATTR.httpStatus, code);
+      endSpan(span, code >= 500 ? new Error(`status ${String(code)}`) : undefined);
     }
   }
+}
+
+/** The pod (and container) a route's path names, as span attributes. */
+function paramAttributes(params: RouteParams): Record<string, string> {
+  const out = podAttributes(params.namespace, params.pod, params.uid) as Record<string, string>;
+  if (params.container) out[ATTR.container] = params.container;
+  return out;
 }

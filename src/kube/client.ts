@@ -5,6 +5,7 @@ import type { IncomingMessage } from 'node:http';
 import type { V1Status } from '../wire.js';
 import { VirtualKubeletError, errorCode, invalidInput, type ErrorCode } from '../errors.js';
 import type { KubeConfigSource } from './kubeconfig.js';
+import { ATTR, endSpan, injectTraceHeaders, SpanKind, startSpan, type Span } from '../tracing.js';
 
 export { loadKubeConfig } from './kubeconfig.js';
 export type { KubeConfigSource } from './kubeconfig.js';
@@ -193,6 +194,7 @@ export class KubeClient {
     path: string,
     options: RequestOptionsLite,
     idleTimeoutMs?: number,
+    span?: Span,
   ): Promise<IncomingMessage> {
     if (!options.unthrottled) await this.#bucket.take(options.signal);
     const url = new URL(path, this.server);
@@ -205,6 +207,8 @@ export class KubeClient {
       accept: 'application/json',
       'user-agent': this.#userAgent,
     };
+    // traceparent: an API server with tracing on continues the trace.
+    if (span) injectTraceHeaders(span, headers);
     if (body !== undefined) {
       headers['content-type'] = options.contentType ?? 'application/json';
       headers['content-length'] = String(Buffer.byteLength(body));
@@ -232,18 +236,35 @@ export class KubeClient {
   /** Sends a request and parses the JSON answer. Non-2xx answers throw {@link ApiError}. */
   async request<T>(method: string, path: string, options: RequestOptionsLite = {}): Promise<T> {
     const started = performance.now();
+    const span = startSpan(method, {
+      kind: SpanKind.CLIENT,
+      attributes: () => ({
+        [ATTR.httpMethod]: method,
+        [ATTR.urlPath]: path,
+        [ATTR.serverAddress]: this.server.hostname,
+        [ATTR.serverPort]: Number(this.server.port || 443),
+      }),
+    });
     let res: IncomingMessage;
     let text: string;
     try {
-      res = await this.#open(method, path, options, options.timeoutMs ?? this.#timeoutMs);
+      res = await this.#open(method, path, options, options.timeoutMs ?? this.#timeoutMs, span);
       text = await readAll(res);
     } catch (err) {
       this.#observed(method, 0, started);
+      endSpan(span, err);
       throw err;
     }
     const status = res.statusCode ?? 0;
     this.#observed(method, status, started);
-    if (status < 200 || status > 299) throw apiError(status, text, method, path);
+    if (span.isRecording()) span.setAttribute(ATTR.httpStatus, status);
+    if (status < 200 || status > 299) {
+      const err = apiError(status, text, method, path);
+      // A 404 or 409 is an answer the caller expects as often as not; the status code tells.
+      endSpan(span, status >= 500 ? err : undefined);
+      throw err;
+    }
+    span.end();
     return (text ? JSON.parse(text) : undefined) as T;
   }
 

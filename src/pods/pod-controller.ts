@@ -37,6 +37,17 @@ import {
   statusFingerprint,
 } from '../kubelet/pod-status.js';
 import { mutableFingerprint, needsSync } from './status.js';
+import {
+  ATTR,
+  endSpan,
+  KeyedContexts,
+  podAttributes,
+  podKeyAttributes,
+  rootContext,
+  startSpan,
+  withSpan,
+  type Context,
+} from '../tracing.js';
 import { podSpecProblems } from '../kubelet/pod-validation.js';
 import { rejectSpec, type SpecRejection } from './spec-check.js';
 
@@ -231,6 +242,9 @@ export class PodController {
   >;
   /** The controllers of the calls in flight, by the signal that aborts them (see `#link`). */
   readonly #linked = new WeakMap<AbortSignal, Set<AbortController>>();
+  /** The trace context that queued each key, per queue (empty with tracing off). */
+  readonly #syncContexts = new KeyedContexts();
+  readonly #statusContexts = new KeyedContexts();
   #markReady: () => void = () => undefined;
   readonly #ready = new Promise<void>((resolve) => (this.#markReady = resolve));
 
@@ -263,11 +277,12 @@ export class PodController {
       deleteWait: timeout('deleteWaitMs', options.deleteWaitMs, 1_000),
     };
     const queue = (
-      name: string,
-      handler: (key: string, signal: AbortSignal) => Promise<void>,
+      name: 'sync' | 'status',
+      untraced: (key: string, signal: AbortSignal) => Promise<void>,
       workers: number,
-    ): WorkQueue =>
-      new WorkQueue({
+    ): WorkQueue => {
+      const handler = this.#traced(name, untraced);
+      return new WorkQueue({
         name,
         workers,
         handler: options.onHandled
@@ -290,6 +305,7 @@ export class PodController {
           );
         },
       });
+    };
     this.#sync = queue('sync', (key, signal) => this.#syncPod(key, signal), workers);
     this.#status = queue(
       'status',
@@ -304,19 +320,24 @@ export class PodController {
           record.phase = 'new';
           delete record.lastSeen;
         }
-        this.#sync.add(podKey(pod));
+        this.#watched('ADDED', pod, () => this.#addSync(podKey(pod)));
       },
       onUpdate: (oldPod, newPod) => {
         const key = podKey(newPod);
         const replaced = oldPod.metadata?.uid !== newPod.metadata?.uid;
         if (replaced) this.#markGone(oldPod);
-        if (replaced || needsSync(oldPod, newPod)) this.#sync.add(key);
+        const sync = replaced || needsSync(oldPod, newPod);
         // A status we did not write (or wrote from an older report) may need correcting.
-        if (this.#records.get(idOf(newPod))?.reported) this.#status.add(key);
+        const status = this.#records.get(idOf(newPod))?.reported !== undefined;
+        if (!sync && !status) return;
+        this.#watched('MODIFIED', newPod, () => {
+          if (sync) this.#addSync(key);
+          if (status) this.#addStatus(key);
+        });
       },
       onDelete: (pod) => {
         this.#markGone(pod);
-        this.#sync.add(podKey(pod));
+        this.#watched('DELETED', pod, () => this.#addSync(podKey(pod)));
       },
     };
     this.#pods = options.shared
@@ -434,6 +455,70 @@ export class PodController {
     ]);
   }
 
+  /**
+   * Runs `queue` (which adds the pod's key to the queues) under a span for the watch event that
+   * changed the pod: the root of the trace its handlers continue.
+   */
+  #watched(event: string, pod: V1Pod, queue: () => void): void {
+    const span = startSpan(`pod ${event}`, {
+      parent: rootContext,
+      attributes: () => ({
+        [ATTR.node]: this.#o.nodeName,
+        [ATTR.watchEvent]: event,
+        ...podAttributes(pod.metadata?.namespace, pod.metadata?.name, pod.metadata?.uid),
+      }),
+    });
+    withSpan(span, queue);
+    span.end();
+  }
+
+  /** Queues `key` for a sync, keeping the active trace context for the handler. */
+  #addSync(key: string): void {
+    this.#syncContexts.remember(key);
+    this.#sync.add(key);
+  }
+
+  #addSyncAfter(key: string, delayMs: number): void {
+    this.#syncContexts.remember(key);
+    this.#sync.addAfter(key, delayMs);
+  }
+
+  /** Queues `key` for a status write, keeping the active trace context for the handler. */
+  #addStatus(key: string): void {
+    this.#statusContexts.remember(key);
+    this.#status.add(key);
+  }
+
+  /**
+   * `handler` under a span per pass (`pod sync`, `pod status`), the child of the context that
+   * queued the key; a failed pass gives that context back, so its retry joins the same trace.
+   */
+  #traced(
+    queue: 'sync' | 'status',
+    handler: (key: string, signal: AbortSignal) => Promise<void>,
+  ): (key: string, signal: AbortSignal) => Promise<void> {
+    const contexts = queue === 'sync' ? this.#syncContexts : this.#statusContexts;
+    return async (key, signal) => {
+      const parent: Context | undefined = contexts.take(key);
+      const span = startSpan(`pod ${queue}`, {
+        parent: parent ?? rootContext,
+        attributes: () => ({
+          [ATTR.node]: this.#o.nodeName,
+          [ATTR.queue]: queue,
+          ...podKeyAttributes(key, this.#pods.get(key)?.metadata?.uid),
+        }),
+      });
+      try {
+        await withSpan(span, () => handler(key, signal));
+      } catch (err) {
+        if (parent) contexts.restore(key, parent);
+        endSpan(span, err);
+        throw err;
+      }
+      span.end();
+    };
+  }
+
   /** The record of `pod`, made (phase `new`) if it has none. */
   #recordOf(pod: V1Pod): PodRecord {
     const uid = idOf(pod);
@@ -475,9 +560,17 @@ export class PodController {
     signal.throwIfAborted();
     const controller = new AbortController();
     const unlink = this.#link(signal, controller);
+    const span = startSpan(`provider ${method}`, {
+      attributes: () => ({
+        [ATTR.node]: this.#o.nodeName,
+        [ATTR.providerMethod]: method,
+        ...(record ? podKeyAttributes(record.key, record.uid) : {}),
+      }),
+    });
     const timer =
       timeoutMs <= MAX_TIMER_MS
         ? setTimeout(() => {
+            span.addEvent('deadline exceeded', { 'virtual_kubelet.deadline_ms': timeoutMs });
             controller.abort(
               unavailable(
                 `the provider's ${method} call did not end within ${String(timeoutMs)} ms`,
@@ -495,7 +588,7 @@ export class PodController {
     if (record) record.call = call;
     let result: Promise<T>;
     try {
-      result = fn(controller.signal);
+      result = withSpan(span, () => fn(controller.signal));
     } catch (err) {
       result = Promise.reject(err instanceof Error ? err : new Error(errorMessage(err)));
     }
@@ -507,12 +600,15 @@ export class PodController {
       .then((done) => {
         clearTimeout(timer);
         unlink();
+        if (call.detached && span.isRecording())
+          span.setAttribute('virtual_kubelet.provider.detached', true);
+        endSpan(span, done.ok ? undefined : done.error);
         if (record && record.call === call) delete record.call;
         settle();
         if (call.detached) {
           call.onLate?.(done);
           // Level-triggered: what the call did (or did not do) is read again by the next sync.
-          if (record && !aborted(signal)) this.#sync.add(record.key);
+          if (record && !aborted(signal)) this.#addSync(record.key);
         }
         return done;
       });
@@ -648,7 +744,7 @@ export class PodController {
       uid === undefined || uid === api.metadata?.uid ? this.#recordOf(api) : this.#records.get(uid);
     if (!record || record.phase === 'gone') return;
     if (pod.status) record.reported = pod.status;
-    this.#status.add(record.key);
+    this.#addStatus(record.key);
   }
 
   /**
@@ -686,7 +782,7 @@ export class PodController {
         }
         if (!api) {
           this.#markGone(pod);
-          this.#sync.add(key);
+          this.#addSync(key);
         }
       }
       return;
@@ -698,7 +794,7 @@ export class PodController {
     if (period === 0) return;
     while (!aborted(signal)) {
       await sleep(period, signal);
-      for (const pod of this.#pods.list()) this.#sync.add(podKey(pod));
+      for (const pod of this.#pods.list()) this.#addSync(podKey(pod));
     }
   }
 
@@ -804,7 +900,7 @@ export class PodController {
     if (phaseOf(record) !== 'creating') {
       // Deleted (or replaced) while the provider was creating it: the informer marked the
       // record gone, and the next pass of its key takes it back out of the provider.
-      this.#sync.add(record.key);
+      this.#addSync(record.key);
       return;
     }
     record.phase = 'created';
@@ -963,7 +1059,7 @@ export class PodController {
     record.deletionSeenAtMs ??= Date.now();
     const deadline = record.deletionSeenAtMs + grace * 1000;
     const later = (): void =>
-      this.#sync.addAfter(
+      this.#addSyncAfter(
         record.key,
         Math.min(MAX_TIMER_MS, Math.max(0, deadline - Date.now()) + 50),
       );
@@ -1031,7 +1127,7 @@ export class PodController {
     const final = status ?? record.reported;
     if (final) record.finalStatus = final;
     else delete record.finalStatus;
-    this.#status.add(record.key);
+    this.#addStatus(record.key);
   }
 
   /** A pod the provider cannot stop still leaves the API when its grace period is over. */
@@ -1118,7 +1214,7 @@ export class PodController {
       (isTerminal(reported) || allContainersStopped(reported))
     ) {
       // The deletion writes this final status itself, just before removing the object.
-      this.#sync.add(key);
+      this.#addSync(key);
       return;
     }
     if (isTerminal(pod.status)) return; // a terminal status is final
@@ -1146,15 +1242,26 @@ export class PodController {
     for (const field of ['reason', 'message'] as const) {
       if (status[field] === undefined && pod.status?.[field] !== undefined) body[field] = null;
     }
+    const span = startSpan('pod status write', {
+      attributes: () => ({
+        [ATTR.node]: this.#o.nodeName,
+        ...podAttributes(namespace, name, pod.metadata?.uid),
+        'k8s.pod.phase': status.phase ?? '',
+      }),
+    });
     try {
-      await this.#o.client.patch(
-        `/api/v1/namespaces/${namespace}/pods/${name}/status`,
-        'strategic',
-        { metadata: { uid: pod.metadata?.uid }, status: body },
-        signal,
+      await withSpan(span, () =>
+        this.#o.client.patch(
+          `/api/v1/namespaces/${namespace}/pods/${name}/status`,
+          'strategic',
+          { metadata: { uid: pod.metadata?.uid }, status: body },
+          signal,
+        ),
       );
       record.written = fingerprint;
+      span.end();
     } catch (err) {
+      endSpan(span, errorCode(err) === 'NotFound' ? undefined : err);
       if (errorCode(err) === 'NotFound') return;
       throw err;
     }
