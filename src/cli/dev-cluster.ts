@@ -13,6 +13,7 @@ import {
   up,
   writeNodeKubeconfig,
 } from '../devcluster/index.js';
+import { ensureJaeger } from '../devcluster/jaeger.js';
 import { join } from 'node:path';
 import { parsePort, shutdownSignal, type Io } from './util.js';
 
@@ -60,10 +61,13 @@ export function devClusterCommand(io: Io): Command {
     .description(
       'build the control-plane binaries, kube-proxy and CoreDNS into the cache (done by up when needed)',
     )
-    .action(async () => {
+    .option('--jaeger', 'also build Jaeger, the trace collector of the tracing tests', false)
+    .action(async (opts: { jaeger: boolean }) => {
       const bins = await ensureBinaries({ progress: io.err, services: true });
+      const jaeger = opts.jaeger ? await ensureJaeger({ progress: io.err }) : undefined;
       io.err(`binaries in ${cacheRoot()}`);
       io.out(Object.values(bins).join('\n'));
+      if (jaeger) io.out(jaeger.binary);
     });
 
   cmd

@@ -2,20 +2,23 @@
 // written for the Go binary should either work here or stop with one line that says what to use
 // instead; it must never fail with a bare "unknown option". Each flag is accepted with the
 // meaning it has in Go, accepted and ignored with a note (it does nothing in Go either), or
-// refused with the alternative.
-import { Option, type Command } from 'commander';
+// refused with the alternative. The trace flags are this agent's own too, so --help shows them.
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { VirtualKubeletError } from '../errors.js';
 
-/** What the Go flags set, as commander parses them (hidden from --help). */
+/** What the Go flags set, as commander parses them. */
 export interface GoFlagOptions {
   metricsAddr?: string;
   enableNodeLease?: boolean;
   taint?: string;
   namespace?: string;
-  traceExporter?: string;
+  /** `--trace-exporter`: `otlp` (on) or `none` (off); see `cli/tracing.ts`. */
+  traceExporter?: 'otlp' | 'none';
   traceServiceName?: string;
-  traceTag?: string;
-  traceSampleRate?: string;
+  /** `--trace-tag k=v`: resource attributes of the spans. */
+  traceTag?: Record<string, string>;
+  /** `--trace-sample-rate`: percent of traces sampled, 0 to 100 (`always` 100, `never` 0). */
+  traceSampleRate?: number;
 }
 
 interface GoFlag {
@@ -24,10 +27,54 @@ interface GoFlag {
   /** `ignore`: a note on stderr and go on; `refuse`: one line, exit status 1. */
   readonly action: 'use' | 'ignore' | 'refuse';
   readonly note?: string;
+  /** Shown in `--help` (the others are hidden: they exist for Go command lines). */
+  readonly help?: string;
+  readonly parse?: (value: string, previous: unknown) => unknown;
 }
 
-const NO_TRACES =
-  'this agent exports no traces; its metrics are served at /metrics on the kubelet port';
+/** `--trace-sample-rate`: `always`, `never`, or a percentage from 0 to 100, as Go takes it. */
+export function parseSampleRate(value: string): number {
+  const v = value.trim().toLowerCase();
+  if (v === 'always') return 100;
+  if (v === 'never') return 0;
+  const n = Number(v);
+  if (v === '' || !Number.isFinite(n) || n < 0 || n > 100)
+    throw new InvalidArgumentError(
+      `expected always, never or a percentage from 0 to 100, got '${value}'`,
+    );
+  return n;
+}
+
+/**
+ * `--trace-exporter`: names separated by commas, as Go takes them. Go's exporters were
+ * OpenCensus ones; this agent speaks OTLP, which Jaeger and the OpenTelemetry Collector receive.
+ */
+export function parseTraceExporter(value: string): 'otlp' | 'none' {
+  const names = value
+    .split(',')
+    .map((n) => n.trim().toLowerCase())
+    .filter(Boolean);
+  const other = names.find((n) => n !== 'otlp' && n !== 'none');
+  if (other !== undefined)
+    throw new InvalidArgumentError(
+      `'${other}' is not an exporter of this agent: it sends OTLP over HTTP, which Jaeger and the OpenTelemetry Collector receive; use --trace-exporter otlp and OTEL_EXPORTER_OTLP_ENDPOINT (for Jaeger: http://<host>:4318)`,
+    );
+  return names.includes('otlp') ? 'otlp' : 'none';
+}
+
+/** `--trace-tag key=value` (commas separate several; the flag may be repeated). */
+export function parseTraceTags(
+  value: string,
+  previous: Record<string, string> = {},
+): Record<string, string> {
+  const out = { ...previous };
+  for (const pair of value.split(',').filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new InvalidArgumentError(`expected key=value, got '${pair}'`);
+    out[pair.slice(0, eq).trim()] = pair.slice(eq + 1);
+  }
+  return out;
+}
 
 const GO_FLAGS: readonly GoFlag[] = [
   {
@@ -50,25 +97,42 @@ const GO_FLAGS: readonly GoFlag[] = [
     action: 'refuse',
     note: 'the node runs the pods of every namespace that are bound to it; keep pods off it with its taint (--disable-taint removes it) or with node selectors',
   },
-  { flags: '--trace-exporter <name>', key: 'traceExporter', action: 'refuse', note: NO_TRACES },
+  {
+    flags: '--trace-exporter <names>',
+    key: 'traceExporter',
+    action: 'use',
+    help: 'otlp: send traces over OTLP/HTTP (to OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318); none: no traces',
+    parse: parseTraceExporter,
+  },
   {
     flags: '--trace-service-name <name>',
     key: 'traceServiceName',
-    action: 'refuse',
-    note: NO_TRACES,
+    action: 'use',
+    help: 'service.name of the traces (default: $OTEL_SERVICE_NAME, else virtual-kubelet)',
   },
-  { flags: '--trace-tag <k=v>', key: 'traceTag', action: 'refuse', note: NO_TRACES },
+  {
+    flags: '--trace-tag <k=v>',
+    key: 'traceTag',
+    action: 'use',
+    help: 'a resource attribute of the traces (repeatable)',
+    parse: (value, previous) => parseTraceTags(value, previous as Record<string, string>),
+  },
   {
     flags: '--trace-sample-rate <rate>',
     key: 'traceSampleRate',
-    action: 'refuse',
-    note: NO_TRACES,
+    action: 'use',
+    help: 'percent of traces to sample: 0 to 100, always or never; 0 turns tracing off (default: off unless an OTLP endpoint is set, then $OTEL_TRACES_SAMPLER or all)',
+    parse: parseSampleRate,
   },
 ];
 
-/** Adds the Go flags to `run`, hidden from its help. */
+/** Adds the Go flags to `run`; those without help text are hidden from its help. */
 export function addGoFlags(cmd: Command): Command {
-  for (const f of GO_FLAGS) cmd.addOption(new Option(f.flags).hideHelp());
+  for (const f of GO_FLAGS) {
+    const option = new Option(f.flags, f.help);
+    if (f.parse) option.argParser(f.parse);
+    cmd.addOption(f.help === undefined ? option.hideHelp() : option);
+  }
   return cmd;
 }
 

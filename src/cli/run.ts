@@ -26,6 +26,7 @@ import { checkPodCidr, createProvider, providerNames } from './registry.js';
 import { isClosable, type Provider } from '../provider.js';
 import { addGoFlags, checkGoFlags, type GoFlagOptions } from './go-flags.js';
 import { agentLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './logger.js';
+import { startTracing, tracingPlan } from './tracing.js';
 import { parsePort, shutdownSignal, type Io } from './util.js';
 import { VERSION } from './version.js';
 
@@ -356,7 +357,23 @@ export async function runNode(
       '--pod-cidr names the CIDR of one node: with --nodes, give each node "podCIDR" in its provider config',
     );
   const logger = makeLogger(opts.logLevel, opts.logFormat);
+  const plan = tracingPlan(opts);
   const kc = loadKubeConfig(opts.kubeconfig);
+  const stopTracing = await startTracing(plan, logger);
+  try {
+    await runNodeTraced(opts, logger, kc, signal, onReady);
+  } finally {
+    await stopTracing();
+  }
+}
+
+async function runNodeTraced(
+  opts: RunOptions,
+  logger: Logger,
+  kc: KubeConfig,
+  signal: AbortSignal,
+  onReady: (() => void) | undefined,
+): Promise<void> {
   const client = await KubeClient.create(kc, { qps: opts.kubeApiQps, burst: opts.kubeApiBurst });
   try {
     await client.request('GET', '/version', {

@@ -21,22 +21,37 @@ test('Go flags that do nothing in Go either are accepted with a note', () => {
   assert.deepEqual(checkGoFlags({ taint: 'example.com/vk' }), []);
 });
 
-for (const flag of ['--namespace', '--trace-exporter']) {
-  test(`${flag} is refused with one line saying what to use instead, exit 1`, async () => {
-    const r = await capture([
-      'run',
-      '--kubeconfig',
-      '/nonexistent/kubeconfig',
-      flag,
-      flag === '--namespace' ? 'default' : 'jaeger',
-    ]);
-    assert.equal(r.code, 1);
-    assert.equal(r.err.length, 1);
-    assert.match(r.err[0] ?? '', new RegExp(`^virtual-kubelet: ${flag} is not used: `));
+test('--namespace is refused with one line saying what to use instead, exit 1', async () => {
+  const r = await capture([
+    'run',
+    '--kubeconfig',
+    '/nonexistent/kubeconfig',
+    '--namespace',
+    'default',
+  ]);
+  assert.equal(r.code, 1);
+  assert.equal(r.err.length, 1);
+  assert.match(r.err[0] ?? '', /^virtual-kubelet: --namespace is not used: /);
+});
+
+for (const [flag, value, says] of [
+  [
+    '--trace-exporter',
+    'jaeger',
+    /'jaeger' is not an exporter of this agent: .*--trace-exporter otlp/,
+  ],
+  ['--trace-sample-rate', '150', /expected always, never or a percentage from 0 to 100/],
+  ['--trace-tag', 'novalue', /expected key=value/],
+] as const) {
+  test(`${flag} ${value} is refused with one line, exit 2 (a usage error)`, async () => {
+    const r = await capture(['run', '--kubeconfig', '/nonexistent/kubeconfig', flag, value]);
+    assert.equal(r.code, 2, r.err.join('\n'));
+    assert.equal(r.err.length, 1, r.err.join('\n'));
+    assert.match(r.err[0] ?? '', says);
   });
 }
 
-test('Go flags are not in the help', async () => {
+test('Go flags without a meaning here are not in the help; the trace flags are', async () => {
   let help = '';
   const write = process.stdout.write.bind(process.stdout);
   process.stdout.write = (chunk: string): boolean => {
@@ -49,7 +64,14 @@ test('Go flags are not in the help', async () => {
     process.stdout.write = write;
   }
   assert.match(help, /--log-format/);
-  assert.doesNotMatch(help, /--metrics-addr|--namespace|--trace-exporter/);
+  assert.doesNotMatch(help, /--metrics-addr|--namespace/);
+  for (const flag of [
+    '--trace-sample-rate',
+    '--trace-exporter',
+    '--trace-service-name',
+    '--trace-tag',
+  ])
+    assert.match(help, new RegExp(flag));
 });
 
 test('klog flags are dropped with their values, with one note', () => {
