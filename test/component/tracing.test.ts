@@ -7,10 +7,12 @@ import {
   SimpleSpanProcessor,
   type ReadableSpan,
 } from '@opentelemetry/sdk-trace-node';
-import { MockProvider } from '../../../src/providers/mock/index.js';
-import { FakeApi } from '../../helpers/fake-api.js';
-import { runPodController, testPod, waitPodPhase } from '../../helpers/pod-controller.js';
-import { waitFor } from '../../helpers/wait.js';
+import { request } from 'node:https';
+import { MockProvider } from '../../src/providers/mock/index.js';
+import { FakeApi } from '../helpers/fake-api.js';
+import { startKubeletServer } from '../helpers/kubelet-server.js';
+import { runPodController, testPod, waitPodPhase } from '../helpers/pod-controller.js';
+import { waitFor } from '../helpers/wait.js';
 
 const NODE = 'traced-node';
 const NS = 'apps';
@@ -112,4 +114,51 @@ test('a failed provider call marks its span failed and the retry joins the same 
   assert.equal(failed.status.code, 2, 'the failed call has status ERROR');
   assert.equal(ok.status.code, 0);
   assert.equal(failed.spanContext().traceId, ok.spanContext().traceId);
+});
+
+test("a kubelet API request is a server span with the pod and container, continuing the caller's trace", async (t) => {
+  const spans = recordSpans(t);
+  const provider = new MockProvider({ nodeName: 'kubelet-test' });
+  t.after(() => provider.close());
+  const pod = testPod('default', 'kubelet-test', 'web');
+  pod.metadata = { ...pod.metadata, uid: 'uid-1' };
+  await provider.createPod(structuredClone(pod), AbortSignal.timeout(5_000));
+  const kubelet = await startKubeletServer(t, { provider });
+  kubelet.pods.add(pod);
+  const traceId = '0af7651916cd43dd8448eb211c80319c';
+  const callerSpan = 'b7ad6b7169203331';
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port: kubelet.port,
+        path: '/containerLogs/default/web/app?tailLines=1',
+        rejectUnauthorized: false,
+        agent: false,
+        headers: {
+          authorization: 'Bearer alice',
+          traceparent: `00-${traceId}-${callerSpan}-01`,
+        },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+  assert.equal(status, 200);
+  const served = await waitFor(
+    () => spans.getFinishedSpans().find((s) => s.name === 'GET /containerLogs'),
+    WAIT,
+  );
+  assert.equal(served.kind, 1, 'SpanKind.SERVER');
+  assert.equal(served.spanContext().traceId, traceId);
+  assert.equal(parentOf(served), callerSpan);
+  assert.equal(served.attributes['k8s.node.name'], 'kubelet-test');
+  assert.equal(served.attributes['k8s.namespace.name'], 'default');
+  assert.equal(served.attributes['k8s.pod.name'], 'web');
+  assert.equal(served.attributes['k8s.container.name'], 'app');
+  assert.equal(served.attributes['http.response.status_code'], 200);
 });
