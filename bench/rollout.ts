@@ -6,6 +6,9 @@
 //
 //   npm run bench -- rollout [--n 1000] [--runs 3] [--systems ours,go-vk,kwok,limit]
 //                            [--json FILE] [--smoke] [--concurrency 32] [--timeout SECONDS]
+//   npm run bench -- rollout --systems ours-baseline,ours,ours-traced --baseline-dir DIR
+//     (what tracing costs: DIR is a built checkout of an earlier commit; ours-traced sends every
+//     span over OTLP/HTTP to a sink in the harness)
 //   npm run bench -- rollout --provider process [--process-network cni|host|both] --n 200
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
@@ -429,6 +432,7 @@ export async function rollout(argv: string[]): Promise<number> {
       'go-vk-tuned-workers': { type: 'string', default: '64' },
       'limit-concurrency': { type: 'string', default: '64' },
       'ours-log-interval-ms': { type: 'string', default: '0' },
+      'baseline-dir': { type: 'string' },
     },
   });
   const n = Number(values.n);
@@ -455,6 +459,7 @@ export async function rollout(argv: string[]): Promise<number> {
     goVkTunedWorkers: Number(values['go-vk-tuned-workers']),
     limitConcurrency: Number(values['limit-concurrency']),
     oursLogIntervalMs: Number(values['ours-log-interval-ms']),
+    ...(values['baseline-dir'] === undefined ? {} : { baselineDir: values['baseline-dir'] }),
   });
   if (typeof systems === 'string') {
     say(systems);

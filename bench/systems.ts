@@ -9,6 +9,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,6 +39,8 @@ export const SYSTEM_NAMES = [
   'limit',
   'ours-process-cni',
   'ours-process-host',
+  'ours-traced',
+  'ours-baseline',
 ] as const;
 export type SystemName = (typeof SYSTEM_NAMES)[number];
 
@@ -123,6 +126,9 @@ export class Ours implements BenchSystem {
   readonly #provider: string;
   readonly #mockConfig: Readonly<Record<string, unknown>>;
   readonly #providerConfig: ((dir: string) => Readonly<Record<string, unknown>>) | undefined;
+  readonly #traced: boolean;
+  readonly #root: string | undefined;
+  #sink: string | undefined;
 
   /**
    * `provider` (default mock); the mock gets a configuration file with the benchmark's capacity,
@@ -137,9 +143,15 @@ export class Ours implements BenchSystem {
       providerConfig?: (dir: string) => Readonly<Record<string, unknown>>;
       /** The system's name in reports (default `ours`). */
       name?: SystemName;
+      /** Send spans over OTLP/HTTP to a sink in this process (tracing on, every trace sampled). */
+      traced?: boolean;
+      /** A checkout (with dist/ built) to run instead of this one: the baseline. */
+      root?: string;
     } = {},
   ) {
     this.name = options.name ?? 'ours';
+    this.#traced = options.traced ?? false;
+    this.#root = options.root;
     this.#logIntervalMs = logIntervalMs;
     this.#provider = options.provider ?? 'mock';
     this.#mockConfig = options.mockConfig ?? {};
@@ -157,15 +169,26 @@ export class Ours implements BenchSystem {
         : other
           ? `changed: --provider-config ${JSON.stringify(other)}, `
           : 'changed: ';
+    const variant = this.#traced
+      ? ' with tracing on (OTEL_EXPORTER_OTLP_ENDPOINT at an OTLP/HTTP sink in the harness that answers 200, every trace sampled)'
+      : this.#root
+        ? ` of the baseline checkout ${this.#root}`
+        : '';
     return (
-      `bin/virtual-kubelet --provider ${this.#provider}, default settings (10 pod-sync workers, qps 1000, burst 2000); ` +
+      `bin/virtual-kubelet${variant} --provider ${this.#provider}, default settings (10 pod-sync workers, qps 1000, burst 2000); ` +
       config +
       '--authorization-mode AlwaysAllow, --node-ip 127.0.0.1, a free --listen-port, serving cert from the cluster CA'
     );
   }
 
-  prepare(say: (line: string) => void): Promise<void> {
-    return ensureDist(say);
+  async prepare(say: (line: string) => void): Promise<void> {
+    if (this.#root !== undefined) {
+      if (!existsSync(join(this.#root, 'dist', 'cli', 'main.js')))
+        throw new Error(
+          `${this.name}: ${this.#root} has no dist/: check out the baseline commit there and run npm run build`,
+        );
+    } else await ensureDist(say);
+    if (this.#traced && this.#sink === undefined) this.#sink = await otlpSink();
   }
 
   async start(ctx: BenchContext, nodeName: string): Promise<AgentHandle> {
@@ -185,9 +208,19 @@ export class Ours implements BenchSystem {
         }),
       );
     const logPath = logFile(ctx, nodeName);
+    const root = this.#root ?? repoRoot;
     const child = spawnOwned(process.execPath, {
+      ...(this.#sink === undefined
+        ? {}
+        : {
+            env: {
+              ...process.env,
+              OTEL_EXPORTER_OTLP_ENDPOINT: this.#sink,
+              OTEL_TRACES_SAMPLER: 'always_on',
+            },
+          }),
       args: [
-        join(repoRoot, 'bin', 'virtual-kubelet'),
+        join(root, 'bin', 'virtual-kubelet'),
         '--kubeconfig',
         ctx.info.adminKubeconfig,
         '--nodename',
@@ -207,10 +240,26 @@ export class Ours implements BenchSystem {
         ctx.servingCert.key,
       ],
       logPath,
-      cwd: repoRoot,
+      cwd: root,
     });
     return handle(child, logPath);
   }
+}
+
+/**
+ * An OTLP/HTTP receiver that reads each export and answers 200 with an empty response: what
+ * the agent pays to send its spans, without a collector's own CPU on the machine. Lives as long
+ * as the benchmark process.
+ */
+async function otlpSink(): Promise<string> {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  server.unref();
+  const address = server.address();
+  return `http://127.0.0.1:${String(typeof address === 'object' && address ? address.port : 0)}`;
 }
 
 /** The Go virtual-kubelet with its mock provider. */
@@ -512,6 +561,8 @@ export interface SystemSettings {
   readonly limitConcurrency: number;
   /** The mock provider's `logIntervalMs` for ours (its default is 1000). */
   readonly oursLogIntervalMs: number;
+  /** A checkout of an earlier commit, built, that `ours-baseline` runs. */
+  readonly baselineDir?: string;
 }
 
 export function makeSystem(name: SystemName, s: SystemSettings): BenchSystem {
@@ -530,6 +581,13 @@ export function makeSystem(name: SystemName, s: SystemSettings): BenchSystem {
       return new OursProcess('cni');
     case 'ours-process-host':
       return new OursProcess('host');
+    case 'ours-traced':
+      return new Ours(s.oursLogIntervalMs, { name: 'ours-traced', traced: true });
+    case 'ours-baseline':
+      return new Ours(s.oursLogIntervalMs, {
+        name: 'ours-baseline',
+        root: s.baselineDir ?? '(no --baseline-dir given)',
+      });
   }
 }
 
