@@ -424,22 +424,38 @@ export class LeaderElector {
   }
 }
 
-/** client-go's checks of the three durations, as `InvalidInput` naming the flags' meaning. */
-export function checkTimings(leaseMs: number, renewDeadlineMs: number, retryMs: number): void {
+/** What {@link checkTimings} calls the three durations in its errors. */
+export interface TimingNames {
+  readonly lease: string;
+  readonly renew: string;
+  readonly retry: string;
+}
+
+/**
+ * client-go's checks of the three durations: lease duration (at least 1 s) > renew deadline >
+ * 1.2 x retry period > 0. Throws `InvalidInput` naming them as `names` says.
+ */
+export function checkTimings(
+  leaseMs: number,
+  renewDeadlineMs: number,
+  retryMs: number,
+  names: TimingNames = {
+    lease: 'leaseDurationMs',
+    renew: 'renewDeadlineMs',
+    retry: 'retryPeriodMs',
+  },
+): void {
+  const ms = (n: number): string => `${String(n)} ms`;
   if (!(retryMs > 0))
-    throw invalidInput(
-      `leader election: the retry period must be above 0, got ${String(retryMs)} ms`,
-    );
+    throw invalidInput(`leader election: ${names.retry} must be above 0, got ${ms(retryMs)}`);
   if (!(leaseMs >= 1000))
-    throw invalidInput(
-      `leader election: the lease duration must be at least 1 s, got ${String(leaseMs)} ms`,
-    );
+    throw invalidInput(`leader election: ${names.lease} must be at least 1 s, got ${ms(leaseMs)}`);
   if (!(leaseMs > renewDeadlineMs))
     throw invalidInput(
-      `leader election: the lease duration (${String(leaseMs)} ms) must be longer than the renew deadline (${String(renewDeadlineMs)} ms)`,
+      `leader election: ${names.lease} (${ms(leaseMs)}) must be longer than ${names.renew} (${ms(renewDeadlineMs)})`,
     );
   if (!(renewDeadlineMs > JITTER_FACTOR * retryMs))
     throw invalidInput(
-      `leader election: the renew deadline (${String(renewDeadlineMs)} ms) must be longer than 1.2 times the retry period (${String(retryMs)} ms)`,
+      `leader election: ${names.renew} (${ms(renewDeadlineMs)}) must be longer than 1.2 times ${names.retry} (${ms(retryMs)})`,
     );
 }

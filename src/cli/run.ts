@@ -425,6 +425,8 @@ export async function runNode(
       'InvalidInput',
       '--pod-cidr names the CIDR of one node: with --nodes, give each node "podCIDR" in its provider config',
     );
+  // Checked before anything else: a mistake in the flags is one line, at once.
+  const timings = opts.leaderElect ? electionTimings(opts) : undefined;
   const logger = makeLogger(opts.logLevel, opts.logFormat);
   const kc = loadKubeConfig(opts.kubeconfig);
   const client = await KubeClient.create(kc, { qps: opts.kubeApiQps, burst: opts.kubeApiBurst });
@@ -448,9 +450,9 @@ export async function runNode(
           ...(opts.providerConfig ? { providerConfig: opts.providerConfig } : {}),
         },
       ];
-  if (opts.leaderElect) {
+  if (timings) {
     try {
-      await runElected(opts, specs, { client, kc, logger, signal }, onReady);
+      await runElected(opts, specs, timings, { client, kc, logger, signal }, onReady);
     } finally {
       client.close();
     }
@@ -575,7 +577,11 @@ function electionTimings(
     renewDeadlineMs: opts.leaderElectRenewDeadline,
     retryPeriodMs: opts.leaderElectRetryPeriod,
   };
-  checkTimings(timings.leaseDurationMs, timings.renewDeadlineMs, timings.retryPeriodMs);
+  checkTimings(timings.leaseDurationMs, timings.renewDeadlineMs, timings.retryPeriodMs, {
+    lease: '--leader-elect-lease-duration',
+    renew: '--leader-elect-renew-deadline',
+    retry: '--leader-elect-retry-period',
+  });
   return timings;
 }
 
@@ -590,6 +596,7 @@ function electionTimings(
 async function runElected(
   opts: RunOptions,
   specs: readonly NodeSpec[],
+  timings: ReturnType<typeof electionTimings>,
   ctx: {
     readonly client: KubeClient;
     readonly kc: KubeConfig;
@@ -599,7 +606,6 @@ async function runElected(
   onReady: (() => void) | undefined,
 ): Promise<void> {
   const { client, kc, logger } = ctx;
-  const timings = electionTimings(opts);
   for (const spec of specs) await checkProvider(spec.provider, spec.providerConfig);
   const identity = opts.leaderElectIdentity ?? defaultIdentity();
   const nodeLeaseIsLock = opts.leaderElectNamespace === LEADER_ELECT_NODE_LEASE_NAMESPACE;

@@ -170,10 +170,15 @@ test('Lease objects: the record is read and written through spec, everything els
 test("client-go's rules for the three durations", () => {
   checkTimings(15_000, 10_000, 2_000);
   for (const [lease, renew, retry, what] of [
-    [10_000, 10_000, 2_000, /longer than the renew deadline/],
-    [15_000, 2_400, 2_000, /1\.2 times the retry period/],
-    [15_000, 10_000, 0, /retry period must be above 0/],
-    [500, 400, 100, /at least 1 s/],
+    [10_000, 10_000, 2_000, /leaseDurationMs \(10000 ms\) must be longer than renewDeadlineMs/],
+    [
+      15_000,
+      2_400,
+      2_000,
+      /renewDeadlineMs \(2400 ms\) must be longer than 1\.2 times retryPeriodMs/,
+    ],
+    [15_000, 10_000, 0, /retryPeriodMs must be above 0/],
+    [500, 400, 100, /leaseDurationMs must be at least 1 s/],
   ] as const) {
     assert.throws(
       () => {
