@@ -453,6 +453,9 @@ export async function runNode(
   if (timings) {
     try {
       await runElected(opts, specs, timings, { client, kc, logger, signal }, onReady);
+    } catch (err) {
+      // A stop while a leader was still starting is a normal way to stop, not a failure.
+      if (!signal.aborted) throw err;
     } finally {
       client.close();
     }
