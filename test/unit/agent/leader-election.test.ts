@@ -5,6 +5,7 @@ import { abortOf } from '../../../src/abort.js';
 import {
   checkTimings,
   decide,
+  KubeLeaseLock,
   LeaderElector,
   recordOf,
   releasedRecord,
@@ -14,6 +15,7 @@ import {
 } from '../../../src/agent/leader-election.js';
 import { conflict, errorCode, unavailable } from '../../../src/errors.js';
 import { ApiError } from '../../../src/kube/client.js';
+import { localApi } from '../../helpers/local-api.js';
 import { waitFor } from '../../helpers/wait.js';
 
 const held = (holder: string, renewTimeMs: number, transitions = 0): LeaseRecord => ({
@@ -348,4 +350,53 @@ test('run: after a lost Lease the replica stands by again and leads once it can'
   await running;
   assert.deepEqual(log, ['a start', 'a stop', 'a start', 'a stop']);
   assert.equal(lock.holder, '');
+});
+
+test('KubeLeaseLock: reads, creates and replaces the Lease with its resourceVersion; a stale write is a Conflict', async (t) => {
+  const seen: string[] = [];
+  let stored: V1Lease | undefined;
+  const { client } = await localApi(t, (req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      seen.push(`${req.method ?? ''} ${req.url ?? ''}`);
+      const reply = (status: number, value: unknown): void => {
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(value));
+      };
+      const lease = body ? (JSON.parse(body) as V1Lease) : undefined;
+      if (req.method === 'GET') {
+        if (stored) reply(200, stored);
+        else reply(404, { kind: 'Status', reason: 'NotFound' });
+      } else if (
+        req.method === 'PUT' &&
+        lease?.metadata?.resourceVersion !== stored?.metadata?.resourceVersion
+      ) {
+        reply(409, { kind: 'Status', reason: 'Conflict', message: 'the object has been modified' });
+      } else {
+        const version = String(Number(stored?.metadata?.resourceVersion ?? '0') + 1);
+        stored = { ...lease, metadata: { ...lease?.metadata, resourceVersion: version } };
+        reply(req.method === 'POST' ? 201 : 200, stored);
+      }
+    });
+  });
+  const lock = new KubeLeaseLock(client, 'kube-node-lease', 'vk-1');
+  const signal = new AbortController().signal;
+  assert.equal(lock.description, 'kube-node-lease/vk-1');
+  assert.equal(await lock.get(signal), undefined);
+  const created = await lock.create(held('a', 2_000), signal);
+  assert.equal(created.metadata?.name, 'vk-1');
+  assert.equal(created.spec?.holderIdentity, 'a');
+  const renewed = await lock.update(created, held('a', 4_000), signal);
+  assert.equal(recordOf(renewed).renewTimeMs, 4_000);
+  await assert.rejects(
+    lock.update(created, held('b', 5_000), signal),
+    (err: unknown) => errorCode(err) === 'Conflict',
+  );
+  assert.deepEqual(seen, [
+    'GET /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/vk-1',
+    'POST /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases',
+    'PUT /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/vk-1',
+    'PUT /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/vk-1',
+  ]);
 });
