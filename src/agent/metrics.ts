@@ -82,6 +82,25 @@ export class AgentMetrics {
   }
 }
 
+/**
+ * Registers `virtual_kubelet_leader{node}`: 1 for each node this process leads, 0 for each it
+ * stands by for (`--leader-elect`), read from `leading` when `/metrics` is scraped.
+ */
+export function watchLeadership(
+  registry: Registry,
+  leading: () => Iterable<readonly [node: string, leads: boolean]>,
+): void {
+  new Gauge({
+    name: 'virtual_kubelet_leader',
+    help: 'Whether this replica leads the node (1) or stands by for it (0), with --leader-elect.',
+    labelNames: ['node'],
+    registers: [registry],
+    collect() {
+      for (const [node, leads] of leading()) this.set({ node }, leads ? 1 : 0);
+    },
+  });
+}
+
 /** Every method of the contract is timed; any other function of the provider is only bound. */
 const TIMED: ReadonlySet<string> = new Set(CONTRACT_METHODS);
 

@@ -34,6 +34,7 @@ export interface VirtualNodeOptions {
     NodeControllerOptions,
     | 'leaseDurationSeconds'
     | 'leaseRenewIntervalMs'
+    | 'renewLease'
     | 'statusUpdateIntervalMs'
     | 'pingIntervalMs'
     | 'pingTimeoutMs'

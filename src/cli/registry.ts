@@ -82,19 +82,42 @@ const processProvider: Factory = async (ctx) => {
 };
 
 /** The only place that names the built-in providers. */
-const PROVIDERS: Readonly<Record<string, { description: string; create: Factory }>> = {
-  mock: { description: 'pods run in memory and report Running at once', create: mock(true) },
+const PROVIDERS: Readonly<
+  Record<string, { description: string; create: Factory; parse: (json: unknown) => unknown }>
+> = {
+  mock: {
+    description: 'pods run in memory and report Running at once',
+    create: mock(true),
+    parse: parseMockConfig,
+  },
   'mock-polling': {
     description: 'the mock without status notifications: the core polls it',
     create: mock(false),
+    parse: parseMockConfig,
   },
   process: {
     description: 'containers run as local processes in Linux namespaces, limited by cgroups',
     create: processProvider,
+    parse: parseProcessConfig,
   },
 };
 
 export const providerNames = (): string[] => Object.keys(PROVIDERS);
+
+/**
+ * Checks a provider's name and reads its `--provider-config` (one-line `InvalidInput` errors, as
+ * {@link createProvider} gives them) without making the provider: a standby of `--leader-elect`
+ * makes it only once it leads, yet refuses a bad configuration at start.
+ */
+export async function checkProvider(name: string, configPath: string | undefined): Promise<void> {
+  const entry = PROVIDERS[name];
+  if (!entry)
+    throw new VirtualKubeletError(
+      'InvalidInput',
+      `unknown provider '${name}': choose one of ${providerNames().join(', ')}`,
+    );
+  if (configPath !== undefined) await readProviderConfig(configPath, entry.parse);
+}
 
 export async function createProvider(name: string, ctx: ProviderContext): Promise<Provider> {
   const entry = PROVIDERS[name];

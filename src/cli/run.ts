@@ -22,7 +22,24 @@ import { VirtualNode, type VirtualNodeOptions } from '../agent/virtual-node.js';
 import { NodeGroup } from '../agent/node-group.js';
 import type { KubeletServer } from '../api/server.js';
 import { KUBERNETES_VERSION } from '../devcluster/versions.js';
-import { checkPodCidr, createProvider, providerNames } from './registry.js';
+import {
+  checkPodCidr,
+  checkProvider,
+  createProvider,
+  providerNames,
+  type ProviderContext,
+} from './registry.js';
+import { Registry } from 'prom-client';
+import { abortOf } from '../abort.js';
+import {
+  checkTimings,
+  defaultIdentity,
+  KubeLeaseLock,
+  LeaderElector,
+  type LeaderElectorOptions,
+} from '../agent/leader-election.js';
+import { watchLeadership } from '../agent/metrics.js';
+import { runTogether } from '../agent/wiring.js';
 import { isClosable, type Provider } from '../provider.js';
 import { addGoFlags, checkGoFlags, type GoFlagOptions } from './go-flags.js';
 import { agentLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './logger.js';
@@ -69,6 +86,14 @@ export interface RunOptions extends GoFlagOptions {
   streamCreationTimeout: number;
   /** A file listing many nodes to run in this process. */
   nodes?: string;
+  /** Several replicas serve each node; one leads it through a Lease. */
+  leaderElect: boolean;
+  /** Milliseconds (whole seconds). */
+  leaderElectLeaseDuration: number;
+  leaderElectRenewDeadline: number;
+  leaderElectRetryPeriod: number;
+  leaderElectNamespace: string;
+  leaderElectIdentity?: string;
 }
 
 /** Parses Go durations as the Go CLI takes them: `90s`, `1m30s`, `500ms`, `0`. Returns ms. */
@@ -331,6 +356,44 @@ export function runCommand(io: Io): Command {
         .default(30_000, '30s')
         .argParser(parseDuration),
     )
+    .option(
+      '--leader-elect',
+      'several replicas serve each node: one leads it through a Lease, the others stand by',
+      false,
+    )
+    .addOption(
+      new Option(
+        '--leader-elect-lease-duration <duration>',
+        'a standby takes over a Lease its holder has not renewed for this long',
+      )
+        .default(15_000, '15s')
+        .argParser(parsePositiveDuration),
+    )
+    .addOption(
+      new Option(
+        '--leader-elect-renew-deadline <duration>',
+        'the leader stops leading when it could not renew its Lease for this long',
+      )
+        .default(10_000, '10s')
+        .argParser(parsePositiveDuration),
+    )
+    .addOption(
+      new Option(
+        '--leader-elect-retry-period <duration>',
+        'between two attempts to acquire or renew the Lease',
+      )
+        .default(2_000, '2s')
+        .argParser(parsePositiveDuration),
+    )
+    .option(
+      '--leader-elect-namespace <namespace>',
+      "where each node's Lease is (named after the node); kube-node-lease: the node's own heartbeat Lease",
+      LEADER_ELECT_NODE_LEASE_NAMESPACE,
+    )
+    .option(
+      '--leader-elect-identity <id>',
+      'the holderIdentity this replica writes (default: <host name>_<random UUID>)',
+    )
     .action(async (opts: RunOptions) => {
       for (const note of checkGoFlags(opts)) io.err(`virtual-kubelet: ${note}`);
       await runNode(opts, io);
@@ -342,6 +405,13 @@ export function runCommand(io: Io): Command {
 export function defaultRunOptions(io: Io): RunOptions {
   return runCommand(io).opts<RunOptions>();
 }
+
+/**
+ * The namespace of the nodes' own Leases. With it as `--leader-elect-namespace`, the node's Lease
+ * is the election's lock and the leader's renewals are the node's heartbeat: the one Lease a
+ * kubelet identity (`system:node:<name>`) may write under NodeRestriction.
+ */
+export const LEADER_ELECT_NODE_LEASE_NAMESPACE = 'kube-node-lease';
 
 /** Runs one virtual node until `signal` (by default SIGINT/SIGTERM); `onReady` once it is Ready. */
 export async function runNode(
@@ -356,6 +426,8 @@ export async function runNode(
       'InvalidInput',
       '--pod-cidr names the CIDR of one node: with --nodes, give each node "podCIDR" in its provider config',
     );
+  // Checked before anything else: a mistake in the flags is one line, at once.
+  const timings = opts.leaderElect ? electionTimings(opts) : undefined;
   const logger = makeLogger(opts.logLevel, opts.logFormat);
   const plan = tracingPlan(opts);
   const kc = loadKubeConfig(opts.kubeconfig);
@@ -395,6 +467,17 @@ async function runNodeTraced(
           ...(opts.providerConfig ? { providerConfig: opts.providerConfig } : {}),
         },
       ];
+  if (timings) {
+    try {
+      await runElected(opts, specs, timings, { client, kc, logger, signal }, onReady);
+    } catch (err) {
+      // A stop while a leader was still starting is a normal way to stop, not a failure.
+      if (!signal.aborted) throw err;
+    } finally {
+      client.close();
+    }
+    return;
+  }
   const providers: Provider[] = [];
   // Once running, each node closes its own provider when it stops.
   const closeProviders = async (): Promise<void> => {
@@ -411,18 +494,7 @@ async function runNodeTraced(
         ? await servingCertificate(opts, client, logger, signal)
         : undefined;
     for (const spec of specs) {
-      const provider = await createProvider(spec.provider, {
-        nodeName: spec.name,
-        nodeIP: opts.nodeIp,
-        ...(opts.podCidr !== undefined ? { podCIDR: opts.podCidr } : {}),
-        clusterDNS: opts.clusterDns,
-        clusterDomain: opts.clusterDomain,
-        logger: logger.child({
-          provider: spec.provider,
-          ...(opts.nodes ? { node: spec.name } : {}),
-        }),
-        ...(spec.providerConfig ? { configPath: spec.providerConfig } : {}),
-      });
+      const provider = await createProvider(spec.provider, providerContext(opts, spec, logger));
       providers.push(provider);
       const names = { ...opts, nodename: spec.name };
       const serving = sharedSelfSigned ?? (await servingCertificate(names, client, logger, signal));
@@ -509,6 +581,166 @@ async function runNodeTraced(
   } finally {
     client.close();
   }
+}
+
+/** The leader-election flags checked, as the elector's options. */
+function electionTimings(
+  opts: RunOptions,
+): Pick<LeaderElectorOptions, 'leaseDurationMs' | 'renewDeadlineMs' | 'retryPeriodMs'> {
+  if (opts.leaderElectLeaseDuration % 1000 !== 0)
+    throw new VirtualKubeletError(
+      'InvalidInput',
+      `--leader-elect-lease-duration must be whole seconds (a Lease keeps seconds), got ${String(opts.leaderElectLeaseDuration)} ms`,
+    );
+  const timings = {
+    leaseDurationMs: opts.leaderElectLeaseDuration,
+    renewDeadlineMs: opts.leaderElectRenewDeadline,
+    retryPeriodMs: opts.leaderElectRetryPeriod,
+  };
+  checkTimings(timings.leaseDurationMs, timings.renewDeadlineMs, timings.retryPeriodMs, {
+    lease: '--leader-elect-lease-duration',
+    renew: '--leader-elect-renew-deadline',
+    retry: '--leader-elect-retry-period',
+  });
+  return timings;
+}
+
+/**
+ * `--leader-elect`: each node has its elector and Lease; while this replica leads a node, it
+ * runs the node as a restart would (a fresh provider, which adopts its pods, and the Node
+ * adopted), and stops it when the leadership ends. A standby makes no provider, writes nothing
+ * but its attempts on the Lease, and serves no kubelet API: the Node names the leader's port and
+ * address, and logs, exec and stats are of pods the leader's provider runs. Each node keeps its
+ * own watches (a group's nodes do not share them, as each may lead elsewhere).
+ */
+async function runElected(
+  opts: RunOptions,
+  specs: readonly NodeSpec[],
+  timings: ReturnType<typeof electionTimings>,
+  ctx: {
+    readonly client: KubeClient;
+    readonly kc: KubeConfig;
+    readonly logger: Logger;
+    readonly signal: AbortSignal;
+  },
+  onReady: (() => void) | undefined,
+): Promise<void> {
+  const { client, kc, logger } = ctx;
+  for (const spec of specs) await checkProvider(spec.provider, spec.providerConfig);
+  const identity = opts.leaderElectIdentity ?? defaultIdentity();
+  const nodeLeaseIsLock = opts.leaderElectNamespace === LEADER_ELECT_NODE_LEASE_NAMESPACE;
+  const electors = specs.map(
+    (spec) =>
+      new LeaderElector({
+        lock: new KubeLeaseLock(client, opts.leaderElectNamespace, spec.name),
+        identity,
+        ...timings,
+        logger: logger.child({ node: spec.name }),
+      }),
+  );
+  const leadership = (): [string, boolean][] =>
+    specs.map((spec, i) => [spec.name, electors[i]?.isLeader ?? false]);
+  logger.info(
+    { identity, nodes: specs.map((s) => s.name), namespace: opts.leaderElectNamespace },
+    'leader election: standing by',
+  );
+  const lead = (spec: NodeSpec) => async (term: AbortSignal) => {
+    const nodeLogger = logger.child({ node: spec.name });
+    const provider = await createProvider(spec.provider, providerContext(opts, spec, logger));
+    let node: VirtualNode;
+    let serving: ServingCertificate;
+    try {
+      serving = await servingCertificate({ ...opts, nodename: spec.name }, client, logger, term);
+      const registry = new Registry();
+      watchLeadership(registry, leadership);
+      const base = nodeOptions(opts, spec, provider, serving, client, kc);
+      node = new VirtualNode({
+        ...base,
+        client,
+        logger,
+        node: { ...base.node, renewLease: !nodeLeaseIsLock },
+        ...(base.api ? { api: { ...base.api, registry } } : {}),
+      });
+    } catch (err) {
+      if (isClosable(provider)) await provider.close(AbortSignal.timeout(10_000));
+      throw err;
+    }
+    await runTogether(term, (own) => [
+      node.run(own),
+      readyWithin(node, opts.startupTimeout, own).then(() => {
+        if (own.aborted) return;
+        nodeLogger.info({ identity, provider: spec.provider }, 'virtual node ready: leading');
+        onReady?.();
+      }),
+      ...(opts.rotateServerCertificates
+        ? [
+            rotateCertificate(
+              serving,
+              (s) =>
+                certificateFromCsr(
+                  { client, names: servingNames({ ...opts, nodename: spec.name }), logger },
+                  s,
+                ),
+              (c) => node.server?.setCertificate(c.cert, c.key),
+              own,
+              logger,
+            ),
+          ]
+        : []),
+    ]);
+  };
+  await runTogether(ctx.signal, (own) =>
+    electors.map((elector, i) => {
+      const spec = specs[i];
+      if (!spec) return Promise.resolve();
+      return elector.run(own, lead(spec)).catch((err: unknown) => {
+        // The node's name leads the message: the process stops with it, so it must say which.
+        if (err instanceof Error && !err.message.includes(spec.name))
+          err.message = `node ${spec.name}: ${err.message}`;
+        throw err;
+      });
+    }),
+  );
+}
+
+/**
+ * Resolves when `node` is Ready or `signal` aborts; rejects when `timeoutMs` (0: none) passes
+ * first.
+ */
+function readyWithin(node: VirtualNode, timeoutMs: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            reject(
+              new VirtualKubeletError(
+                'Unavailable',
+                `node ${node.nodeName} was not ready within ${String(timeoutMs / 1000)} s of leading it`,
+              ),
+            );
+          }, timeoutMs)
+        : undefined;
+    void Promise.race([node.whenReady(), abortOf(signal)]).then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** What `createProvider` gets for one node. */
+function providerContext(opts: RunOptions, spec: NodeSpec, logger: Logger): ProviderContext {
+  return {
+    nodeName: spec.name,
+    nodeIP: opts.nodeIp,
+    ...(opts.podCidr !== undefined ? { podCIDR: opts.podCidr } : {}),
+    clusterDNS: opts.clusterDns,
+    clusterDomain: opts.clusterDomain,
+    logger: logger.child({
+      provider: spec.provider,
+      ...(opts.nodes ? { node: spec.name } : {}),
+    }),
+    ...(spec.providerConfig ? { configPath: spec.providerConfig } : {}),
+  };
 }
 
 /** One node of `--nodes` (or the single node of the flags). */

@@ -31,6 +31,11 @@ export interface NodeControllerOptions {
   readonly kubeletVersion?: string;
   /** Default: 40. */
   readonly leaseDurationSeconds?: number;
+  /**
+   * Create and renew the node's Lease (`kube-node-lease/<nodeName>`, its heartbeat). False when
+   * another part keeps that Lease renewed: a leader elector whose lock it is. Default: true.
+   */
+  readonly renewLease?: boolean;
   /** Default: a quarter of the lease duration (10 000 ms). */
   readonly leaseRenewIntervalMs?: number;
   /** Status written at least this often. Default: 60 000 ms. */
@@ -118,7 +123,7 @@ export class NodeController {
     return this.#node;
   }
 
-  /** Resolves once the Node is registered and its Lease exists. */
+  /** Resolves once the Node is registered and its Lease exists (when it keeps the Lease). */
   whenReady(): Promise<void> {
     return this.#ready;
   }
@@ -137,14 +142,16 @@ export class NodeController {
         this.#wakeStatus.fire();
       });
     }
+    const renewLease = this.#o.renewLease ?? true;
     await this.#retry(signal, 'register the node', () => this.#register(signal));
-    await this.#retry(signal, 'create the node lease', () => this.#renewLease(signal));
+    if (renewLease)
+      await this.#retry(signal, 'create the node lease', () => this.#renewLease(signal));
     this.#log.info({ uid: this.#uid }, 'node registered');
     this.#markReady();
 
     await Promise.all([
       this.#watcher.run(signal),
-      this.#leaseLoop(signal),
+      renewLease ? this.#leaseLoop(signal) : Promise.resolve(),
       this.#statusLoop(signal),
       isNodeProvider(p) ? this.#pingLoop(signal, p) : Promise.resolve(),
     ]);
@@ -308,7 +315,7 @@ export class NodeController {
       try {
         if (!this.#uid) {
           await this.#register(signal);
-          await this.#renewLease(signal);
+          if (this.#o.renewLease ?? true) await this.#renewLease(signal);
         } else await this.#writeStatus(signal);
       } catch (err) {
         if (aborted(signal)) return;

@@ -75,3 +75,27 @@ test('a bad --cluster-dns value is one line and exit code 2', async () => {
   assert.equal(r.err.length, 1);
   assert.match(r.err[0] ?? '', /--cluster-dns.*expected IP addresses, got 'nameserver'/);
 });
+
+test('--leader-elect durations that break the election rules are one line naming the flags', async () => {
+  const cases: [string[], RegExp][] = [
+    [
+      ['--leader-elect-lease-duration', '1500ms'],
+      /--leader-elect-lease-duration must be whole seconds/,
+    ],
+    [
+      ['--leader-elect-renew-deadline', '20s'],
+      /--leader-elect-lease-duration \(15000 ms\) must be longer than --leader-elect-renew-deadline \(20000 ms\)/,
+    ],
+    [
+      ['--leader-elect-retry-period', '9s'],
+      /--leader-elect-renew-deadline \(10000 ms\) must be longer than 1\.2 times --leader-elect-retry-period/,
+    ],
+  ];
+  for (const [flags, message] of cases) {
+    const r = await capture(['run', '--leader-elect', ...flags]);
+    assert.equal(r.code, 1);
+    assert.equal(r.err.length, 1, r.err.join('\n'));
+    assert.match(r.err[0] ?? '', /^virtual-kubelet: /);
+    assert.match(r.err[0] ?? '', message);
+  }
+});
