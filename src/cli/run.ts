@@ -433,7 +433,7 @@ export async function runNode(
   const kc = loadKubeConfig(opts.kubeconfig);
   const stopTracing = await startTracing(plan, logger);
   try {
-    await runNodeTraced(opts, logger, kc, signal, onReady);
+    await runNodeTraced(opts, logger, kc, signal, onReady, timings);
   } finally {
     await stopTracing();
   }
@@ -445,6 +445,7 @@ async function runNodeTraced(
   kc: KubeConfig,
   signal: AbortSignal,
   onReady: (() => void) | undefined,
+  timings: ReturnType<typeof electionTimings> | undefined,
 ): Promise<void> {
   const client = await KubeClient.create(kc, { qps: opts.kubeApiQps, burst: opts.kubeApiBurst });
   try {
