@@ -165,13 +165,17 @@ function servingNames(opts: RunOptions): ServingNames {
   return { nodeName: opts.nodename, ips: [...new Set([opts.nodeIp, '127.0.0.1'])] };
 }
 
+/**
+ * What a kubelet-serving CSR asks for: the node's name and its address (`--node-ip`) and nothing
+ * else, as a kubelet asks for the addresses of its Node, so an approver can match the request
+ * against the Node.
+ */
+function csrNames(opts: RunOptions): ServingNames {
+  return { nodeName: opts.nodename, ips: [opts.nodeIp] };
+}
+
 /** The serving certificate: from files, from a CSR the cluster signs, or self-signed. */
-async function servingCertificate(
-  opts: RunOptions,
-  client: KubeClient,
-  logger: Logger,
-  signal: AbortSignal,
-): Promise<ServingCertificate> {
+async function servingCertificate(opts: RunOptions, logger: Logger): Promise<ServingCertificate> {
   if (opts.tlsCertFile || opts.tlsPrivateKeyFile) {
     if (!opts.tlsCertFile || !opts.tlsPrivateKeyFile)
       throw new VirtualKubeletError(
@@ -180,8 +184,15 @@ async function servingCertificate(
       );
     return certificateFromFiles(opts.tlsCertFile, opts.tlsPrivateKeyFile);
   }
-  if (opts.rotateServerCertificates)
-    return certificateFromCsr({ client, names: servingNames(opts), logger }, signal);
+  if (opts.rotateServerCertificates) {
+    // As a kubelet does, the node registers first and asks for its certificate after, so that an
+    // approver can compare the request with the Node; until it is signed, a self-signed one.
+    logger.info(
+      { node: opts.nodename },
+      'serving a self-signed certificate until the kubelet-serving CSR is approved and signed',
+    );
+    return selfSignedCertificate(servingNames(opts));
+  }
   logger.warn(
     'no serving certificate given: using a self-signed one, which the API server refuses when it verifies kubelets (pass --tls-cert-file/--tls-private-key-file or --rotate-server-certificates)',
   );
@@ -303,7 +314,7 @@ export function runCommand(io: Io): Command {
     )
     .option(
       '--rotate-server-certificates',
-      'get the serving certificate from the cluster (a kubelet-serving CSR someone must approve) and renew it',
+      'get the serving certificate from the cluster (a kubelet-serving CSR for the node name and --node-ip, asked once the node is registered, which an approver or kubectl certificate approve approves) and renew it; self-signed until then',
       false,
     )
     .addOption(
@@ -391,7 +402,7 @@ export async function runNode(
     // A group without certificate files shares one self-signed certificate.
     const sharedSelfSigned =
       specs.length > 1 && !opts.tlsCertFile && !opts.rotateServerCertificates
-        ? await servingCertificate(opts, client, logger, signal)
+        ? await servingCertificate(opts, logger)
         : undefined;
     for (const spec of specs) {
       const provider = await createProvider(spec.provider, {
@@ -408,7 +419,7 @@ export async function runNode(
       });
       providers.push(provider);
       const names = { ...opts, nodename: spec.name };
-      const serving = sharedSelfSigned ?? (await servingCertificate(names, client, logger, signal));
+      const serving = sharedSelfSigned ?? (await servingCertificate(names, logger));
       nodes.push({
         spec,
         serving,
@@ -439,19 +450,27 @@ export async function runNode(
   const running = Promise.all([
     group.run(both),
     ...(opts.rotateServerCertificates
-      ? nodes.map((n, i) =>
-          rotateCertificate(
-            n.serving,
-            (s) =>
-              certificateFromCsr(
-                { client, names: servingNames({ ...opts, nodename: n.spec.name }), logger },
-                s,
-              ),
-            (c) => servers()[i]?.setCertificate(c.cert, c.key),
-            both,
-            logger,
-          ),
-        )
+      ? nodes.map(async (n, i) => {
+          const names = csrNames({ ...opts, nodename: n.spec.name });
+          const apply = (c: ServingCertificate): void => {
+            servers()[i]?.setCertificate(c.cert, c.key);
+          };
+          const renew = (s: AbortSignal): Promise<ServingCertificate> =>
+            certificateFromCsr({ client, names, logger }, s);
+          let first: ServingCertificate;
+          try {
+            first = await renew(both);
+          } catch (err) {
+            if (both.aborted) return;
+            throw err;
+          }
+          apply(first);
+          logger.info(
+            { node: n.spec.name, notAfter: first.notAfter.toISOString() },
+            'serving certificate from the cluster in use',
+          );
+          await rotateCertificate(first, renew, apply, both, logger);
+        })
       : []),
   ]).then(() => undefined);
   let timer: NodeJS.Timeout | undefined;
