@@ -77,7 +77,8 @@ export function devClusterCommand(io: Io): Command {
       // helm is not part of the cluster: the tests lint and render the chart with it.
       const helm = await ensureHelm({ progress: io.err });
       io.err(`binaries in ${cacheRoot()}`);
-      io.out([...Object.values(bins), helm].join('\n'));
+      io.out(Object.values(bins).join('\n'));
+      io.out(helm);
     });
 
   cmd
