@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import {
   binaryPaths,
@@ -7,11 +8,13 @@ import {
   defaultClusterDir,
   down,
   ensureBinaries,
+  ensureHelm,
   liveState,
   readState,
   serve,
   up,
   writeNodeKubeconfig,
+  writeNodeServingCertificate,
 } from '../devcluster/index.js';
 import { ensureJaeger } from '../devcluster/jaeger.js';
 import { join } from 'node:path';
@@ -30,6 +33,15 @@ function dirOption(): Option {
 interface ServicesFlags {
   services?: string;
   podCidr: string;
+  /** False with `--no-approve-serving-csrs`. */
+  approveServingCsrs: boolean;
+}
+
+function noApproveOption(): Option {
+  return new Option(
+    '--no-approve-serving-csrs',
+    "leave every kubelet-serving CSR for kubectl certificate approve (by default, a node's own request for its names and addresses is approved at once)",
+  );
 }
 
 function servicesOption(): Option {
@@ -59,14 +71,17 @@ export function devClusterCommand(io: Io): Command {
   cmd
     .command('build')
     .description(
-      'build the control-plane binaries, kube-proxy and CoreDNS into the cache (done by up when needed)',
+      'build the control-plane binaries, kube-proxy, CoreDNS and helm into the cache (done by up when needed)',
     )
     .option('--jaeger', 'also build Jaeger, the trace collector of the tracing tests', false)
     .action(async (opts: { jaeger: boolean }) => {
       const bins = await ensureBinaries({ progress: io.err, services: true });
+      // helm is not part of the cluster: the tests lint and render the chart with it.
+      const helm = await ensureHelm({ progress: io.err });
       const jaeger = opts.jaeger ? await ensureJaeger({ progress: io.err }) : undefined;
       io.err(`binaries in ${cacheRoot()}`);
       io.out(Object.values(bins).join('\n'));
+      io.out(helm);
       if (jaeger) io.out(jaeger.binary);
     });
 
@@ -77,6 +92,7 @@ export function devClusterCommand(io: Io): Command {
     .option('--port <port>', 'kube-apiserver port on 127.0.0.1 (default: a free port)', parsePort)
     .addOption(servicesOption())
     .addOption(podCidrOption())
+    .addOption(noApproveOption())
     .action(async (opts: DirOptions & ServicesFlags & { port?: number }) => {
       const running = await liveState(opts.dir);
       if (!running) {
@@ -93,6 +109,7 @@ export function devClusterCommand(io: Io): Command {
       if (opts.port !== undefined) serveArgs.push('--port', String(opts.port));
       if (opts.services !== undefined)
         serveArgs.push('--services', opts.services, '--pod-cidr', opts.podCidr);
+      if (!opts.approveServingCsrs) serveArgs.push('--no-approve-serving-csrs');
       const { state, started } = await up({ dir: opts.dir, serveCommand: selfCommand(serveArgs) });
       io.err(
         started
@@ -111,6 +128,7 @@ export function devClusterCommand(io: Io): Command {
     .option('--port <port>', 'kube-apiserver port', parsePort)
     .addOption(servicesOption())
     .addOption(podCidrOption())
+    .addOption(noApproveOption())
     .action(async (opts: DirOptions & ServicesFlags & { port?: number }) => {
       const signal = shutdownSignal(io);
       await serve({
@@ -120,6 +138,7 @@ export function devClusterCommand(io: Io): Command {
         ...(opts.services === undefined
           ? {}
           : { services: { nodeName: opts.services, podCidr: opts.podCidr } }),
+        approveServingCsrs: opts.approveServingCsrs,
         log: io.err,
         signal,
       });
@@ -153,6 +172,10 @@ export function devClusterCommand(io: Io): Command {
       }
       io.out(`dev cluster in ${opts.dir}: ${state.status} (pid ${String(state.pid)})`);
       if (state.server) io.out(`  server: ${state.server}`);
+      if (state.approvesServingCsrs !== undefined)
+        io.out(
+          `  kubelet-serving CSRs: ${state.approvesServingCsrs ? 'approved when they match their node' : 'left for kubectl certificate approve'}`,
+        );
       for (const [name, pid] of Object.entries(state.components ?? {}))
         io.out(`  ${name}: pid ${String(pid)}`);
       if (state.kubeconfig) io.out(`export KUBECONFIG=${state.kubeconfig}`);
@@ -161,12 +184,25 @@ export function devClusterCommand(io: Io): Command {
   cmd
     .command('node-kubeconfig')
     .description(
-      'write a kubeconfig with the identity of a kubelet (system:node:<name>) and print its path',
+      'write a kubeconfig with the identity of a kubelet (system:node:<name>) and print its path; ' +
+        'also write a serving certificate for the node from the cluster CA (DIR/pki/node-<name>-serving.crt ' +
+        'and .key, for --tls-cert-file and --tls-private-key-file). Or run the agent with ' +
+        '--rotate-server-certificates: the dev cluster approves its CSR at once',
     )
     .addOption(dirOption())
     .requiredOption('--name <node>', 'node name')
     .option('--out <path>', 'where to write it (default: DIR/node-<name>.kubeconfig)')
-    .action(async (opts: DirOptions & { name: string; out?: string }) => {
+    .option(
+      '--node-ip <ip>',
+      "the node's address in the serving certificate (the agent's --node-ip)",
+      '127.0.0.1',
+    )
+    .action(async (opts: DirOptions & { name: string; out?: string; nodeIp: string }) => {
+      if (isIP(opts.nodeIp) === 0) {
+        io.err(`--node-ip: ${opts.nodeIp} is not an IP address`);
+        io.exitCode = 1;
+        return;
+      }
       const state = await liveState(opts.dir);
       if (!state?.server) {
         io.err(`no dev cluster running in ${opts.dir}: run dev-cluster up first`);
@@ -179,7 +215,15 @@ export function devClusterCommand(io: Io): Command {
         nodeName: opts.name,
         path: resolve(opts.out ?? join(opts.dir, `node-${opts.name}.kubeconfig`)),
       });
+      const serving = await writeNodeServingCertificate({
+        pkiDir: join(opts.dir, 'pki'),
+        nodeName: opts.name,
+        ips: [opts.nodeIp],
+      });
       io.out(path);
+      io.err(
+        `serving certificate for ${opts.name}: --tls-cert-file ${serving.certFile} --tls-private-key-file ${serving.keyFile}`,
+      );
     });
 
   return cmd;

@@ -191,13 +191,47 @@ function servingNames(opts: RunOptions): ServingNames {
   return { nodeName: opts.nodename, ips: [...new Set([opts.nodeIp, '127.0.0.1'])] };
 }
 
-/** The serving certificate: from files, from a CSR the cluster signs, or self-signed. */
-async function servingCertificate(
+/**
+ * What a kubelet-serving CSR asks for: the node's name and its address (`--node-ip`) and nothing
+ * else, as a kubelet asks for the addresses of its Node, so an approver can match the request
+ * against the Node.
+ */
+function csrNames(opts: RunOptions): ServingNames {
+  return { nodeName: opts.nodename, ips: [opts.nodeIp] };
+}
+
+/**
+ * `--rotate-server-certificates`: asks for the node's kubelet-serving certificate (once the node
+ * is registered, so that an approver can compare the request with the Node), puts it in use with
+ * `apply`, and renews it until `signal` aborts.
+ */
+async function certificatesFromCluster(
   opts: RunOptions,
   client: KubeClient,
   logger: Logger,
+  apply: (c: ServingCertificate) => void,
   signal: AbortSignal,
-): Promise<ServingCertificate> {
+): Promise<void> {
+  const names = csrNames(opts);
+  const renew = (s: AbortSignal): Promise<ServingCertificate> =>
+    certificateFromCsr({ client, names, logger }, s);
+  let first: ServingCertificate;
+  try {
+    first = await renew(signal);
+  } catch (err) {
+    if (signal.aborted) return;
+    throw err;
+  }
+  apply(first);
+  logger.info(
+    { node: opts.nodename, notAfter: first.notAfter.toISOString() },
+    'serving certificate from the cluster in use',
+  );
+  await rotateCertificate(first, renew, apply, signal, logger);
+}
+
+/** The serving certificate: from files, from a CSR the cluster signs, or self-signed. */
+async function servingCertificate(opts: RunOptions, logger: Logger): Promise<ServingCertificate> {
   if (opts.tlsCertFile || opts.tlsPrivateKeyFile) {
     if (!opts.tlsCertFile || !opts.tlsPrivateKeyFile)
       throw new VirtualKubeletError(
@@ -206,8 +240,15 @@ async function servingCertificate(
       );
     return certificateFromFiles(opts.tlsCertFile, opts.tlsPrivateKeyFile);
   }
-  if (opts.rotateServerCertificates)
-    return certificateFromCsr({ client, names: servingNames(opts), logger }, signal);
+  if (opts.rotateServerCertificates) {
+    // As a kubelet does, the node registers first and asks for its certificate after, so that an
+    // approver can compare the request with the Node; until it is signed, a self-signed one.
+    logger.info(
+      { node: opts.nodename },
+      'serving a self-signed certificate until the kubelet-serving CSR is approved and signed',
+    );
+    return selfSignedCertificate(servingNames(opts));
+  }
   logger.warn(
     'no serving certificate given: using a self-signed one, which the API server refuses when it verifies kubelets (pass --tls-cert-file/--tls-private-key-file or --rotate-server-certificates)',
   );
@@ -329,7 +370,7 @@ export function runCommand(io: Io): Command {
     )
     .option(
       '--rotate-server-certificates',
-      'get the serving certificate from the cluster (a kubelet-serving CSR someone must approve) and renew it',
+      'get the serving certificate from the cluster (a kubelet-serving CSR for the node name and --node-ip, asked once the node is registered, which an approver or kubectl certificate approve approves) and renew it; self-signed until then',
       false,
     )
     .addOption(
@@ -492,13 +533,13 @@ async function runNodeTraced(
     // A group without certificate files shares one self-signed certificate.
     const sharedSelfSigned =
       specs.length > 1 && !opts.tlsCertFile && !opts.rotateServerCertificates
-        ? await servingCertificate(opts, client, logger, signal)
+        ? await servingCertificate(opts, logger)
         : undefined;
     for (const spec of specs) {
       const provider = await createProvider(spec.provider, providerContext(opts, spec, logger));
       providers.push(provider);
       const names = { ...opts, nodename: spec.name };
-      const serving = sharedSelfSigned ?? (await servingCertificate(names, client, logger, signal));
+      const serving = sharedSelfSigned ?? (await servingCertificate(names, logger));
       nodes.push({
         spec,
         serving,
@@ -530,16 +571,12 @@ async function runNodeTraced(
     group.run(both),
     ...(opts.rotateServerCertificates
       ? nodes.map((n, i) =>
-          rotateCertificate(
-            n.serving,
-            (s) =>
-              certificateFromCsr(
-                { client, names: servingNames({ ...opts, nodename: n.spec.name }), logger },
-                s,
-              ),
+          certificatesFromCluster(
+            { ...opts, nodename: n.spec.name },
+            client,
+            logger,
             (c) => servers()[i]?.setCertificate(c.cert, c.key),
             both,
-            logger,
           ),
         )
       : []),
@@ -651,7 +688,7 @@ async function runElected(
     let node: VirtualNode;
     let serving: ServingCertificate;
     try {
-      serving = await servingCertificate({ ...opts, nodename: spec.name }, client, logger, term);
+      serving = await servingCertificate({ ...opts, nodename: spec.name }, logger);
       const registry = new Registry();
       watchLeadership(registry, leadership);
       const base = nodeOptions(opts, spec, provider, serving, client, kc);
@@ -675,16 +712,12 @@ async function runElected(
       }),
       ...(opts.rotateServerCertificates
         ? [
-            rotateCertificate(
-              serving,
-              (s) =>
-                certificateFromCsr(
-                  { client, names: servingNames({ ...opts, nodename: spec.name }), logger },
-                  s,
-                ),
+            certificatesFromCluster(
+              { ...opts, nodename: spec.name },
+              client,
+              logger,
               (c) => node.server?.setCertificate(c.cert, c.key),
               own,
-              logger,
             ),
           ]
         : []),

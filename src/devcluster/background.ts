@@ -23,6 +23,8 @@ export interface ClusterState {
   readonly components?: Readonly<Partial<Record<Component, number>>>;
   /** Set when the cluster runs kube-proxy and CoreDNS: what `down` removes from the host. */
   readonly services?: ServicesInfo & { readonly kubeProxy: string };
+  /** Whether matching kubelet-serving CSRs are approved automatically (set once ready). */
+  readonly approvesServingCsrs?: boolean;
   readonly error?: string;
   readonly updatedAt: string;
 }
@@ -56,6 +58,8 @@ export interface ServeOptions {
   readonly apiserverPort?: number;
   /** Run kube-proxy and CoreDNS too (see `DevClusterOptions.services`). Default: off. */
   readonly services?: ServicesOptions;
+  /** See `DevClusterOptions.approveServingCsrs`. Default: true. */
+  readonly approveServingCsrs?: boolean;
   readonly log: (line: string) => void;
   /** Ends the cluster. */
   readonly signal: AbortSignal;
@@ -77,6 +81,7 @@ export async function serve(options: ServeOptions): Promise<void> {
     metricsServer: true,
     ...(options.apiserverPort === undefined ? {} : { apiserverPort: options.apiserverPort }),
     ...(options.services ? { services: options.services } : {}),
+    approveServingCsrs: options.approveServingCsrs ?? true,
     log,
     onComponentExit: (component, code, sig) => {
       death = `${component} exited unexpectedly (${sig ?? `code ${String(code)}`}); log: ${cluster.logPath(component)}`;
@@ -92,6 +97,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       server: info.server,
       kubeconfig: info.adminKubeconfig,
       components: info.pids,
+      approvesServingCsrs: info.approvesServingCsrs,
       ...(info.services
         ? { services: { ...info.services, kubeProxy: options.binaries.kubeProxy } }
         : {}),

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Binaries } from './build.js';
 import { formatSeconds } from './build.js';
+import { ServingCsrApprover } from './csr-approver.js';
 import { DevClusterError } from './errors.js';
 import { ensurePki, PKI, renderKubeconfig } from './pki.js';
 import { spawnOwned, stopProcess } from './process.js';
@@ -60,6 +61,12 @@ export interface DevClusterOptions {
    * Default: off.
    */
   readonly services?: ServicesOptions;
+  /**
+   * Approve the kubelet-serving CSRs of nodes whose names and addresses match their Node, so an
+   * agent with `--rotate-server-certificates` serves at once (see `ServingCsrApprover`); other
+   * requests stay pending for `kubectl certificate approve`. Default: true.
+   */
+  readonly approveServingCsrs?: boolean;
   /** Extra kube-apiserver flags (`--name=value`), appended last so they win. */
   readonly extraApiserverArgs?: readonly string[];
   /** Progress lines for people. Default: discard. */
@@ -101,6 +108,8 @@ export interface ClusterInfo {
   readonly etcdUrl: string;
   /** Set when the cluster runs with `services`: what pods of the node need for DNS. */
   readonly services?: ServicesInfo;
+  /** Whether matching kubelet-serving CSRs are approved automatically. */
+  readonly approvesServingCsrs: boolean;
   /** The pids at start; a restarted component has another (see {@link DevCluster.pid}). */
   readonly pids: Readonly<Partial<Record<Component, number>>>;
 }
@@ -129,6 +138,9 @@ export class DevCluster {
   readonly #waiting = new Set<Component>();
   #info: ClusterInfo | undefined;
   #stopping = false;
+  /** Stops the serving-CSR approver; set while it runs. */
+  #approverStop: AbortController | undefined;
+  #approverRun: Promise<void> | undefined;
 
   constructor(options: DevClusterOptions) {
     if (options.apiserverPort !== undefined) {
@@ -327,6 +339,16 @@ export class DevCluster {
       // The controller manager makes each namespace's default ServiceAccount a moment after it
       // is healthy; a pod applied before then is refused (serviceaccount "default" not found).
       await this.#waitDefaultServiceAccount(server, adminTls, timeoutMs, signal);
+      const approvesServingCsrs = o.approveServingCsrs ?? true;
+      if (approvesServingCsrs) {
+        const stop = new AbortController();
+        this.#approverStop = stop;
+        this.#approverRun = new ServingCsrApprover({
+          server,
+          tls: adminTls,
+          log: say,
+        }).run(stop.signal);
+      }
 
       if (o.metricsServer) {
         await this.#startMetricsServer(
@@ -356,6 +378,7 @@ export class DevCluster {
         adminKubeconfig,
         pkiDir,
         etcdUrl,
+        approvesServingCsrs,
         ...(this.#servicesInfo ? { services: this.#servicesInfo } : {}),
         pids: {
           etcd: this.pid('etcd'),
@@ -383,6 +406,8 @@ export class DevCluster {
    */
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#approverStop?.abort();
+    await this.#approverRun;
     const stop = (c: Component): Promise<void> => {
       const child = this.#children.get(c);
       return child ? stopProcess(child, 10_000) : Promise.resolve();

@@ -6,8 +6,33 @@ export { up, down, serve, readState, liveState } from './background.js';
 export type { ClusterState, ServeOptions, UpOptions } from './background.js';
 export { DevClusterError } from './errors.js';
 export type { DevClusterErrorCode } from './errors.js';
-export { ensurePki, issueCert, renderKubeconfig, writeNodeKubeconfig, PKI } from './pki.js';
-export type { CertRequest, KubeconfigOptions, NodeKubeconfigOptions } from './pki.js';
+export {
+  ensurePki,
+  issueCert,
+  renderKubeconfig,
+  writeNodeKubeconfig,
+  writeNodeServingCertificate,
+  PKI,
+} from './pki.js';
+export type {
+  CertRequest,
+  KubeconfigOptions,
+  NodeKubeconfigOptions,
+  NodeServingCertificateOptions,
+} from './pki.js';
+export {
+  isDecided,
+  KUBELET_SERVING_SIGNER,
+  ServingCsrApprover,
+  servingCsrDecision,
+} from './csr-approver.js';
+export type {
+  ServingCsr,
+  ServingCsrApproverOptions,
+  ServingCsrDecision,
+  ServingNode,
+} from './csr-approver.js';
+export { ensureHelm, helmPath, HELM_VERSION } from './helm.js';
 export { cacheRoot, defaultClusterDir } from './paths.js';
 export {
   cleanUpServices,

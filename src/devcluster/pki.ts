@@ -252,3 +252,31 @@ export async function writeNodeKubeconfig(options: NodeKubeconfigOptions): Promi
   await writeFile(options.path, text, { mode: 0o600 });
   return options.path;
 }
+
+export interface NodeServingCertificateOptions {
+  readonly pkiDir: string;
+  readonly nodeName: string;
+  /** The node's addresses the API server dials (its InternalIP). Default: `['127.0.0.1']`. */
+  readonly ips?: readonly string[];
+}
+
+/**
+ * Issues a kubelet serving certificate for a node from the cluster CA, with the subject and
+ * names a kubelet-serving CSR of that node would get (`CN=system:node:<nodeName>`,
+ * `O=system:nodes`, DNS the node name, IP its addresses), as `<pkiDir>/node-<nodeName>-serving.crt`
+ * and `.key`. Resolves to both paths (for `--tls-cert-file` and `--tls-private-key-file`).
+ */
+export async function writeNodeServingCertificate(
+  options: NodeServingCertificateOptions,
+): Promise<{ certFile: string; keyFile: string }> {
+  const name = `node-${options.nodeName}-serving`;
+  await issueCert(options.pkiDir, {
+    name,
+    cn: `system:node:${options.nodeName}`,
+    organizations: ['system:nodes'],
+    usage: 'server',
+    sans: [`DNS:${options.nodeName}`, ...(options.ips ?? ['127.0.0.1']).map((ip) => `IP:${ip}`)],
+    days: 365,
+  });
+  return files(options.pkiDir, name);
+}

@@ -163,7 +163,12 @@ export class KubeConfig implements KubeConfigSource {
     if (this.#inClusterPossible()) this.loadFromCluster();
   }
 
-  /** The API server and service account of the pod this runs in. */
+  /**
+   * The API server (`KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT`) and service account of
+   * the pod this runs in: `ca.crt` and `token` of the service-account directory, the token read
+   * again for every request (the kubelet rotates it), and `namespace`, when present, as the
+   * context's namespace.
+   */
   loadFromCluster(): void {
     const host = this.#env.KUBERNETES_SERVICE_HOST;
     const port = this.#env.KUBERNETES_SERVICE_PORT;
@@ -182,7 +187,13 @@ export class KubeConfig implements KubeConfigSource {
       },
     ];
     this.users = [{ name, tokenFile: join(this.#serviceAccountDir, 'token') }];
-    this.contexts = [{ name, cluster: name, user: name }];
+    let namespace: string | undefined;
+    try {
+      namespace = readFileSync(join(this.#serviceAccountDir, 'namespace'), 'utf8').trim();
+    } catch {
+      // A projected service-account volume need not carry the namespace.
+    }
+    this.contexts = [{ name, cluster: name, user: name, ...(namespace ? { namespace } : {}) }];
     this.currentContext = name;
   }
 

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { createServer } from 'node:net';
 import { binaryPaths, isAlive, type ClusterState } from '../../src/devcluster/index.js';
+import { readCertificate } from '../../src/pki/index.js';
 import { kubectl, testCluster } from '../helpers/cluster.js';
 import { onOrphaned } from '../helpers/orphan-watchdog.js';
 import { waitFor } from '../helpers/wait.js';
@@ -71,6 +72,46 @@ test('dev-cluster up, status and down: a working cluster, then no process left',
   const status = await cli(['dev-cluster', 'status', '--dir', dir]);
   assert.equal(status.code, 0);
   assert.match(status.stdout, /ready/);
+  assert.match(status.stdout, /kubelet-serving CSRs: approved when they match their node/);
+
+  // A node's kubeconfig, and a serving certificate for it from the cluster CA.
+  const node = await cli([
+    'dev-cluster',
+    'node-kubeconfig',
+    '--dir',
+    dir,
+    '--name',
+    'vk-cli',
+    '--node-ip',
+    '10.1.2.3',
+  ]);
+  assert.equal(node.code, 0, node.stderr);
+  assert.equal(node.stdout.trim(), join(dir, 'node-vk-cli.kubeconfig'));
+  const certFile = join(dir, 'pki', 'node-vk-cli-serving.crt');
+  assert.match(
+    node.stderr,
+    new RegExp(
+      `--tls-cert-file ${certFile} --tls-private-key-file ${join(dir, 'pki', 'node-vk-cli-serving.key')}`,
+    ),
+  );
+  const serving = readCertificate(await readFile(certFile));
+  assert.equal(serving.subject.commonName, 'system:node:vk-cli');
+  assert.deepEqual(serving.subject.organizations, ['system:nodes']);
+  assert.deepEqual(serving.altNames, { dnsNames: ['vk-cli'], ipAddresses: ['10.1.2.3'] });
+  assert.deepEqual(serving.extendedKeyUsages, ['serverAuth']);
+  assert.equal(serving.issuer.commonName, 'virtual-kubelet-dev-ca');
+  const badIp = await cli([
+    'dev-cluster',
+    'node-kubeconfig',
+    '--dir',
+    dir,
+    '--name',
+    'x',
+    '--node-ip',
+    'nope',
+  ]);
+  assert.equal(badIp.code, 1);
+  assert.equal(badIp.stderr.trim(), '--node-ip: nope is not an IP address');
   for (const c of [
     'etcd',
     'kube-apiserver',
@@ -113,11 +154,13 @@ test('dev-cluster up, status and down: a working cluster, then no process left',
   assert.match(after.stdout, /no dev cluster running/);
 });
 
-test('a SIGKILLed owner takes every control-plane process with it', async (t) => {
+test('a SIGKILLed owner takes every control-plane process with it; serve --no-approve-serving-csrs records that it approves none', async (t) => {
   const dir = await scratch(t);
-  const owner = spawn(process.execPath, [bin, 'dev-cluster', 'serve', '--dir', dir], {
-    stdio: 'ignore',
-  });
+  const owner = spawn(
+    process.execPath,
+    [bin, 'dev-cluster', 'serve', '--dir', dir, '--no-approve-serving-csrs'],
+    { stdio: 'ignore' },
+  );
   t.after(onOrphaned(() => owner.kill('SIGKILL')));
   t.after(() => owner.kill('SIGKILL'));
   const state = await waitFor(
@@ -128,6 +171,7 @@ test('a SIGKILLed owner takes every control-plane process with it', async (t) =>
     },
     { what: 'the dev cluster to be ready', timeoutMs: 120_000 },
   );
+  assert.equal(state.approvesServingCsrs, false, '--no-approve-serving-csrs');
   const pids = Object.values(state.components ?? {});
   assert.equal(pids.length, 5);
   assert.ok(pids.every(isAlive));

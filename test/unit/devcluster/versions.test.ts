@@ -6,6 +6,7 @@ import {
   ETCD_VERSION,
   KUBERNETES_VERSION,
 } from '../../../src/devcluster/versions.js';
+import { HELM_VERSION } from '../../../src/devcluster/helm.js';
 
 const mod = (name: string): Promise<string> =>
   readFile(new URL(`../../../src/devcluster/modules/${name}/go.mod`, import.meta.url), 'utf8');
@@ -60,4 +61,12 @@ test('the CoreDNS go.mod pins github.com/coredns/coredns to COREDNS_VERSION', as
     await mod('coredns'),
     new RegExp(`github\\.com/coredns/coredns ${COREDNS_VERSION.replace(/\./g, '\\.')}\\b`, 'm'),
   );
+});
+
+test('the helm go.mod pins helm.sh/helm/v4 to HELM_VERSION', async () => {
+  assert.match(
+    await mod('helm'),
+    new RegExp(`^\\s*helm\\.sh/helm/v4 ${HELM_VERSION.replace(/\./g, '\\.')}\\b`, 'm'),
+  );
+  assert.match(await mod('helm'), /^tool helm\.sh\/helm\/v4\/cmd\/helm$/m);
 });

@@ -374,7 +374,7 @@ test('exec plugin failures are one line naming the command', async (t) => {
   await rejectsWith(apply(kc), /exited with 3/);
 });
 
-test('in-cluster: the service account token and CA, the token re-read', async (t) => {
+test('in-cluster: the service account token, CA and namespace, the token re-read', async (t) => {
   const dir = await tempDir(t);
   const sa = join(dir, 'sa');
   await mkdir(sa);
@@ -384,6 +384,13 @@ test('in-cluster: the service account token and CA, the token re-read', async (t
   const kc = loadKubeConfig(undefined, { ...isolated(dir, env), serviceAccountDir: sa });
   assert.equal(kc.getCurrentCluster()?.server, 'https://10.96.0.1:443');
   assert.equal(kc.getCurrentCluster()?.caFile, join(sa, 'ca.crt'));
+  assert.equal(kc.getCurrentContext()?.namespace, undefined, 'no namespace file, no namespace');
+  await writeFile(join(sa, 'namespace'), 'vk-system\n');
+  assert.equal(
+    loadKubeConfig(undefined, { ...isolated(dir, env), serviceAccountDir: sa }).getCurrentContext()
+      ?.namespace,
+    'vk-system',
+  );
   let opts = await apply(kc);
   assert.equal(text(opts.ca), 'SA CA');
   assert.equal(authorization(opts), 'Bearer sa-token-1');
