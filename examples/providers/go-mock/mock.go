@@ -32,8 +32,24 @@ var capabilities = []string{
 	"portForward", "stats", "metricsResource", "events", "podAddresses",
 }
 
+// envOr is the environment variable `name`, or `def` when it is not set.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// Settings from the environment: the node's capacity and how often containers log a tick line
+// (0: never).
+var (
+	capacityCPU     = envOr("VK_MOCK_CPU", "20")
+	capacityMemory  = envOr("VK_MOCK_MEMORY", "100Gi")
+	capacityPods    = envOr("VK_MOCK_PODS", "110")
+	tickInterval, _ = time.ParseDuration(envOr("VK_MOCK_LOG_INTERVAL_MS", "1000") + "ms")
+)
+
 const (
-	tickInterval = time.Second
 	// Synthetic usage of every running container.
 	containerNanoCores = 10_000_000
 	containerMemory    = 16 << 20
@@ -227,6 +243,9 @@ func (m *mock) event(pod Obj, kind, reason, message string) {
 func (m *mock) startRun(key, name string) *run {
 	r := &run{startedAt: time.Now(), changed: make(chan struct{})}
 	r.append(fmt.Sprintf("mock: container %s of %s started", name, key))
+	if tickInterval <= 0 {
+		return r
+	}
 	go func() {
 		t := time.NewTicker(tickInterval)
 		defer t.Stop()
@@ -484,7 +503,7 @@ func (m *mock) unary() map[string]UnaryFunc {
 				return nil, err
 			}
 			st := obj(node, "status")
-			resources := Obj{"cpu": "20", "memory": "100Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+			resources := Obj{"cpu": capacityCPU, "memory": capacityMemory, "pods": capacityPods, "ephemeral-storage": "100Gi"}
 			st["capacity"], st["allocatable"] = resources, resources
 			info := obj(st, "nodeInfo")
 			info["operatingSystem"], info["architecture"] = "linux", runtime.GOARCH

@@ -26,13 +26,15 @@ export interface ExternalConfig {
    * runs on its own).
    */
   readonly command?: readonly string[];
+  /** Added to the environment of `command`. Default: none. */
+  readonly env?: Readonly<Record<string, string>>;
   /** The deadline of every unary call, in milliseconds. Default: 30 000. */
   readonly callTimeoutMs?: number;
   /** How long to wait for the first handshake, in milliseconds. Default: 30 000. */
   readonly connectTimeoutMs?: number;
 }
 
-const FIELDS = new Set(['address', 'tls', 'command', 'callTimeoutMs', 'connectTimeoutMs']);
+const FIELDS = new Set(['address', 'tls', 'command', 'env', 'callTimeoutMs', 'connectTimeoutMs']);
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -42,11 +44,12 @@ export function parseExternalConfig(json: unknown): ExternalConfig {
   if (!isObject(json)) throw invalidInput('the external provider config must be a JSON object');
   for (const key of Object.keys(json))
     if (!FIELDS.has(key)) throw invalidInput(`unknown field "${key}"`);
-  const { address, tls, command, callTimeoutMs, connectTimeoutMs } = json;
+  const { address, tls, command, env, callTimeoutMs, connectTimeoutMs } = json;
   const out: {
     address?: string;
     tls?: ExternalTlsConfig;
     command?: string[];
+    env?: Record<string, string>;
     callTimeoutMs?: number;
     connectTimeoutMs?: number;
   } = {};
@@ -76,6 +79,12 @@ export function parseExternalConfig(json: unknown): ExternalConfig {
     )
       throw invalidInput('command must be a non-empty array of non-empty strings');
     out.command = command;
+  }
+  if (env !== undefined) {
+    if (!isObject(env) || !Object.values(env).every((v) => typeof v === 'string'))
+      throw invalidInput('env must be an object of strings');
+    if (command === undefined) throw invalidInput('env is for command: give command too');
+    out.env = env as Record<string, string>;
   }
   for (const [name, value] of [
     ['callTimeoutMs', callTimeoutMs],

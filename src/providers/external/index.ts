@@ -78,7 +78,7 @@ export async function startExternalProvider(
   if (config.command) {
     const child = new ProviderProcess({
       command: config.command,
-      env: { [ADDRESS_ENV]: address },
+      env: { ...config.env, [ADDRESS_ENV]: address },
       logger,
     });
     running = child.run(stopProcess.signal);
