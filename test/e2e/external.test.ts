@@ -20,7 +20,7 @@ import {
 } from '../../src/providers/external/index.js';
 import { onNode, startNode, uniqueNodeName, type InProcessNode } from '../helpers/agent.js';
 import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
-import { buildGoMock } from '../helpers/example-providers.js';
+import { buildGoMock, protocolDescriptorSet, PYTHON_MOCK } from '../helpers/example-providers.js';
 import { onOrphaned } from '../helpers/orphan-watchdog.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -370,4 +370,32 @@ test('go provider: killed, the node goes NotReady; restarted, Ready again and ru
   );
   assert.equal(await provider.getPod(ns, 'before', never), undefined);
   await runningPod(f, 'after');
+});
+
+test('python provider: a pod runs end to end (Running, logs, exec, deleted)', async (t) => {
+  const ns = await testNamespace(t);
+  const nodeName = uniqueNodeName('py');
+  const provider = await startExternalProvider({
+    nodeName,
+    config: {
+      command: ['/usr/bin/python3', PYTHON_MOCK],
+      env: { VK_PROVIDER_DESCRIPTOR_SET: protocolDescriptorSet() },
+    },
+  });
+  const node = await startNode(t, { nodeName, provider, api: true });
+  t.after(() => provider.close(AbortSignal.timeout(10_000)));
+  const f: Fixture = { ns, nodeName, node, provider, port: node.node.server?.port ?? 0 };
+  await runningPod(f, 'snake');
+  assert.match((await kubectl(['logs', 'snake', '-n', ns])).stdout, /python-mock: container app/);
+  assert.equal(
+    (await kubectl(['exec', 'snake', '-n', ns, '--', 'echo', 'from', 'python'])).stdout,
+    'from python\n',
+  );
+  const exit4 = await kubectl(['exec', 'snake', '-n', ns, '--', 'sh', '-c', 'exit 4'], {
+    allowFailure: true,
+  });
+  assert.equal(exit4.code, 4);
+  await core().deleteNamespacedPod({ name: 'snake', namespace: ns });
+  await waitGone(ns, 'snake');
+  assert.equal(await provider.getPod(ns, 'snake', never), undefined);
 });

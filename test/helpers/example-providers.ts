@@ -13,9 +13,12 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  writeFileSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import protobuf from 'protobufjs';
+import descriptor from 'protobufjs/ext/descriptor/index.js';
 import { cacheRoot } from '../../src/devcluster/paths.js';
 import { PROTO_PATH } from '../../src/providers/external/index.js';
 
@@ -76,4 +79,28 @@ export async function buildGoMock(signal?: AbortSignal): Promise<string> {
   rmSync(dir, { recursive: true, force: true });
   renameSync(work, dir);
   return binary;
+}
+
+export const PYTHON_MOCK = join(ROOT, 'examples/providers/python-mock/provider.py');
+
+/**
+ * The protocol as a FileDescriptorSet (binary), for languages that build their messages from
+ * descriptors at run time (the Python example): written into the cache by protobufjs, keyed by
+ * a hash of the `.proto`.
+ */
+export function protocolDescriptorSet(): string {
+  const text = readFileSync(PROTO_PATH);
+  const hash = createHash('sha256').update(text).digest('hex').slice(0, 16);
+  const path = join(cacheRoot(), 'example-providers', `provider-${hash}.binpb`);
+  if (existsSync(path)) return path;
+  const root = new protobuf.Root();
+  root.loadSync(PROTO_PATH, { keepCase: true });
+  const set = (root as unknown as { toDescriptor(syntax: string): protobuf.Message }).toDescriptor(
+    'proto3',
+  );
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${String(process.pid)}`;
+  writeFileSync(tmp, descriptor.FileDescriptorSet.encode(set).finish());
+  renameSync(tmp, path);
+  return path;
 }

@@ -370,22 +370,21 @@ export class ExternalProvider implements Provider {
 
   /**
    * Keeps a server stream open until close: reopened with back-off when it ends or fails.
-   * `onReopen` runs each time a reopened stream is accepted.
+   * `onOpen` runs each time the provider accepts the stream (its headers arrive), the first time
+   * too: a change made before the provider took the stream is not lost.
    */
-  #watch(method: string, onMessage: (m: unknown) => void, onReopen?: () => Promise<void>): void {
+  #watch(method: string, onMessage: (m: unknown) => void, onOpen?: () => Promise<void>): void {
     const closing = this.#closing.signal;
     void (async () => {
       let attempt = 0;
-      let first = true;
       while (!closing.aborted) {
         const call = this.#serverStream(method, {});
-        const reopened = !first;
-        first = false;
         const ended = new Promise<void>((resolve) => {
           call.on('metadata', () => {
             attempt = 0;
-            if (reopened && onReopen)
-              onReopen().catch((err: unknown) => {
+            // Also the first time: what changed before the provider took the stream is listed.
+            if (onOpen)
+              onOpen().catch((err: unknown) => {
                 this.#log.warn({ err, method }, 'resync after a reconnect failed');
               });
           });
@@ -420,7 +419,7 @@ export class ExternalProvider implements Provider {
       (m) => {
         callback(parse((m as PodUpdate).podJson, 'a pod') as V1Pod);
       },
-      // Changes made while the stream was down are not replayed: list them instead.
+      // Changes made while the stream was down (or not yet open) are not replayed: list them.
       async () => {
         for (const pod of await this.getPods(this.#closing.signal)) callback(pod);
       },
