@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex, PassThrough, Readable } from 'node:stream';
@@ -10,8 +10,15 @@ import {
   codeOfStatus,
   ExternalProvider,
   ProviderServer,
+  startExternalProvider,
   statusOfCode,
 } from '../../../../src/providers/external/index.js';
+import {
+  createCertificateAuthority,
+  issueCertificate,
+  privateKeyToPem,
+  writeCertifiedKeyPair,
+} from '../../../../src/pki/index.js';
 import { MockProvider } from '../../../../src/providers/mock/index.js';
 import { providerContractSuite } from '../../../../src/testing/index.js';
 import { waitFor } from '../../../helpers/wait.js';
@@ -291,3 +298,64 @@ function duplexPair(): [Duplex, Duplex] {
     Duplex.from({ writable: bToA, readable: aToB }),
   ];
 }
+
+test('TCP with mutual TLS: a client with the CA-signed certificate connects, one without is refused', async () => {
+  const tlsDir = mkdtempSync(join(tmpdir(), 'vk-protocol-tls-'));
+  const mock = new MockProvider({ nodeName: 'node-1' });
+  const server = new ProviderServer({ provider: mock });
+  try {
+    const ca = await createCertificateAuthority({ subject: { commonName: 'provider-ca' } });
+    const serving = await issueCertificate(ca, {
+      subject: { commonName: 'provider' },
+      altNames: { ipAddresses: ['127.0.0.1'] },
+      extendedKeyUsages: ['serverAuth'],
+    });
+    const client = await issueCertificate(ca, {
+      subject: { commonName: 'agent' },
+      extendedKeyUsages: ['clientAuth'],
+    });
+    const files = {
+      ca: join(tlsDir, 'ca.crt'),
+      cert: join(tlsDir, 'agent.crt'),
+      key: join(tlsDir, 'agent.key'),
+    };
+    writeFileSync(files.ca, ca.certificate);
+    await writeCertifiedKeyPair(client, { certFile: files.cert, keyFile: files.key });
+    const port = await server.listen(
+      '127.0.0.1:0',
+      grpc.ServerCredentials.createSsl(
+        Buffer.from(ca.certificate),
+        [
+          {
+            cert_chain: Buffer.from(serving.certificate),
+            private_key: Buffer.from(await privateKeyToPem(serving.keys)),
+          },
+        ],
+        true,
+      ),
+    );
+    const address = `127.0.0.1:${String(port)}`;
+    const provider = await startExternalProvider({
+      nodeName: 'node-1',
+      config: { address, tls: files, connectTimeoutMs: 10_000 },
+    });
+    await provider.createPod(pod('over-tls'), signal);
+    assert.equal((await provider.getPod('ns', 'over-tls', signal))?.metadata?.name, 'over-tls');
+    await provider.close(signal);
+    // Without a client certificate the provider refuses the connection.
+    await assert.rejects(
+      ExternalProvider.connect(
+        {
+          nodeName: 'node-1',
+          address,
+          credentials: grpc.credentials.createSsl(Buffer.from(ca.certificate)),
+        },
+        AbortSignal.timeout(2000),
+      ),
+    );
+  } finally {
+    server.close();
+    await mock.close();
+    rmSync(tlsDir, { recursive: true, force: true });
+  }
+});
