@@ -328,7 +328,7 @@ test('go provider: killed, the node goes NotReady; restarted, Ready again and ru
     command: [binary],
     env: { VK_PROVIDER_ADDRESS: address },
     logger: silentLogger,
-    restartInitialMs: 3000,
+    restartInitialMs: 8000,
   });
   const stopChild = new AbortController();
   const running = child.run(stopChild.signal);
