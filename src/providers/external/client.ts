@@ -87,6 +87,9 @@ const parse = (bytes: Buffer, what: string): unknown => {
   }
 };
 
+/** The HTTP/2 flow-control window of the connection and of each stream. */
+const FLOW_CONTROL_WINDOW_BYTES = 8 * 1024 * 1024;
+
 /** Back-off of the `attempt`-th retry: 100 ms doubling up to `maxMs`. */
 const backoffMs = (attempt: number, maxMs: number): number =>
   Math.min(maxMs, 100 * 2 ** Math.min(attempt, 16));
@@ -252,8 +255,14 @@ export class ExternalProvider implements Provider {
     const client = new Client(
       options.address,
       options.credentials ?? grpc.credentials.createInsecure(),
-      // Keep reconnect attempts frequent: a restarted provider is reachable within a second.
-      { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
+      {
+        // Keep reconnect attempts frequent: a restarted provider is reachable within a second.
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': 1000,
+        // HTTP/2's default window (64 KiB) caps a stream at one window per round trip: exec,
+        // logs and port-forward carry bulk data.
+        'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
+      },
     );
     const log = options.logger ?? silentLogger;
     for (let attempt = 0; ; attempt++) {
