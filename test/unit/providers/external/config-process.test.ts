@@ -64,7 +64,7 @@ describe('the provider process', () => {
     try {
       const pids = join(dir, 'pids');
       // Each run records its pid and ignores SIGTERM; the first two runs die at once.
-      const script = `echo $$ >> ${pids}; trap '' TERM; n=$(wc -l < ${pids}); if [ "$n" -le 2 ]; then exit 3; fi; while :; do sleep 0.1; done`;
+      const script = `trap '' TERM; echo $$ >> ${pids}; n=$(wc -l < ${pids}); if [ "$n" -le 2 ]; then exit 3; fi; while :; do sleep 0.1; done`;
       const child = new ProviderProcess({
         command: ['sh', '-c', script],
         env: { VK_PROVIDER_ADDRESS: 'unix:///nowhere' },
@@ -74,13 +74,16 @@ describe('the provider process', () => {
       });
       const controller = new AbortController();
       const running = child.run(controller.signal);
-      await waitFor(() => child.restarts === 2 && child.pid !== undefined, {
+      const started = (): number =>
+        existsSync(pids) ? readFileSync(pids, 'utf8').trim().split('\n').length : 0;
+      // The third run has written its pid, so its trap is set.
+      await waitFor(() => child.restarts === 2 && child.pid !== undefined && started() === 3, {
         what: 'two restarts and a running third process',
       });
       const last = child.pid ?? 0;
       controller.abort();
       await running;
-      assert.equal(readFileSync(pids, 'utf8').trim().split('\n').length, 3);
+      assert.equal(started(), 3);
       assert.throws(() => process.kill(last, 0), 'the process that ignored SIGTERM was killed');
     } finally {
       rmSync(dir, { recursive: true, force: true });
