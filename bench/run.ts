@@ -12,6 +12,8 @@
 //             (bench/nodes.ts).
 //   chart     an SVG of rollout seconds against N from result files (bench/chart.ts).
 //   cni       the process provider's pod network: CNI ADD and DEL per pod, p50/p99 (bench/cni.ts).
+//   protocol  what the provider protocol costs: exec -i MiB/s and pod calls per second, the mock
+//             in process against the same over the protocol and the Go example (bench/protocol.ts).
 //   chaos     the chaos and abuse suite: agent crashes, control-plane outages, provider faults,
 //             bad specs, a kubelet-API fuzzer, the authorization matrix (bench/chaos/).
 //
@@ -21,6 +23,7 @@ import { chart } from './chart.js';
 import { cni } from './cni.js';
 import { latency } from './latency.js';
 import { nodes } from './nodes.js';
+import { protocol } from './protocol.js';
 import { rollout } from './rollout.js';
 import { exec, logs, streams } from './streams.js';
 import { say } from './util.js';
@@ -35,6 +38,7 @@ const SCENARIOS: Readonly<Record<string, (argv: string[]) => Promise<number>>> =
   chart,
   chaos,
   cni,
+  protocol,
 };
 
 const argv = process.argv.slice(2);

@@ -4,9 +4,11 @@
 //   port-forward  `kubectl port-forward` to the mock's echo port (bytes each way; mock only)
 // against our agent (bin/virtual-kubelet, its own process) with the mock provider or, with
 // `--provider process`, the process provider (skipped with a clear line when the built CLI does
-// not have it). `exec` and `logs` are `streams --only exec` and `streams --only logs`.
+// not have it), or, with `--provider external`, the Go example provider over the provider protocol
+// (exec and port-forward: against the mock, what the protocol costs). `exec` and `logs` are
+// `streams --only exec` and `streams --only logs`.
 //
-//   npm run bench -- streams [--only exec,logs,port-forward] [--provider mock|process]
+//   npm run bench -- streams [--only exec,logs,port-forward] [--provider mock|process|external]
 //                            [--mib 100] [--runs 5] [--json FILE]
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -19,6 +21,7 @@ import { controlPlane, controlPlaneLine, machine, withHarness } from './harness.
 import { cpuSeconds, peakRssBytes } from './proc.js';
 import { type AgentHandle, cliRunHelp, ensureDist, helpProviders, Ours } from './systems.js';
 import { fixed, medianOf, mib, say, table } from './util.js';
+import { buildGoMock } from '../test/helpers/example-providers.js';
 
 const KINDS = ['exec', 'logs', 'port-forward'] as const;
 type StreamKind = (typeof KINDS)[number];
@@ -131,7 +134,11 @@ export async function streams(argv: string[], scenario = 'streams'): Promise<num
     return 2;
   }
   const defaults: readonly StreamKind[] =
-    provider === 'mock' ? KINDS : KINDS.filter((k) => k !== 'port-forward');
+    provider === 'mock'
+      ? KINDS
+      : provider === 'external'
+        ? KINDS.filter((k) => k !== 'logs')
+        : KINDS.filter((k) => k !== 'port-forward');
   const kinds = values.only ? values.only.split(',').filter(Boolean) : [...defaults];
   const bad = kinds.filter((k) => !(KINDS as readonly string[]).includes(k));
   if (bad.length > 0 || kinds.length === 0) {
@@ -149,9 +156,18 @@ export async function streams(argv: string[], scenario = 'streams'): Promise<num
   const bytes = Math.round(size * MIB);
   // The process provider rotates a container's log at 10 MiB by default, and `kubectl logs`
   // reads the current file only: room for the whole log; its state stays in the run's directory.
+  const goMock = provider === 'external' ? await buildGoMock() : '';
   const system = new Ours(0, {
     provider,
     mockConfig: { logFillBytes: bytes },
+    ...(provider === 'external'
+      ? {
+          providerConfig: () => ({
+            command: [goMock],
+            env: { VK_MOCK_LOG_INTERVAL_MS: '0' },
+          }),
+        }
+      : {}),
     ...(provider === 'process'
       ? {
           providerConfig: (dir: string) => ({

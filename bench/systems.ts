@@ -6,6 +6,8 @@
 //   limit        bench/limit-agent.ts, the ideal agent (see there)
 //   ours-process-cni   our CLI with the process provider, a pod network per pod (CNI)
 //   ours-process-host  the same with `network: "host"`: what the pod network costs is the gap
+//   ours-external  our CLI with the external provider: examples/providers/go-mock (Go) over the
+//                  provider protocol on a unix socket; against `ours`, what the protocol costs
 import type { ChildProcess } from 'node:child_process';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -30,6 +32,7 @@ import {
 import type { PodRecord } from '../src/providers/process/state.js';
 import { cachedPeer, ensurePeer, kwokStagesConfig, type Peer } from './peers.js';
 import { randomPodCidr, reap } from '../test/helpers/process-pods.js';
+import { buildGoMock } from '../test/helpers/example-providers.js';
 
 export const SYSTEM_NAMES = [
   'ours',
@@ -41,6 +44,7 @@ export const SYSTEM_NAMES = [
   'ours-process-host',
   'ours-traced',
   'ours-baseline',
+  'ours-external',
 ] as const;
 export type SystemName = (typeof SYSTEM_NAMES)[number];
 
@@ -554,6 +558,50 @@ export class OursProcess implements BenchSystem {
   }
 }
 
+/**
+ * Our CLI with `--provider external` running the Go example provider, which the agent starts
+ * itself. The Go mock gets the benchmark's capacity and the same log interval as `ours`. The
+ * measured process is the agent; the provider is its child.
+ */
+export class OursExternal implements BenchSystem {
+  readonly name = 'ours-external' as const;
+  readonly #logIntervalMs: number;
+  #binary = '';
+
+  constructor(logIntervalMs: number) {
+    this.#logIntervalMs = logIntervalMs;
+  }
+
+  #config(ctx: { podCapacity: number } | undefined): Record<string, unknown> {
+    return {
+      command: [this.#binary || '<cache>/example-providers/go-mock-<hash>/go-mock'],
+      env: {
+        VK_MOCK_CPU: '1000',
+        VK_MOCK_MEMORY: '10000Gi',
+        VK_MOCK_PODS: ctx ? String(ctx.podCapacity) : '<capacity>',
+        VK_MOCK_LOG_INTERVAL_MS: String(this.#logIntervalMs),
+      },
+    };
+  }
+
+  settings(): string {
+    return `bin/virtual-kubelet --provider external, default settings (10 pod-sync workers, qps 1000, burst 2000); changed: --provider-config ${JSON.stringify(this.#config(undefined))}, --authorization-mode AlwaysAllow, --node-ip 127.0.0.1, a free --listen-port, serving cert from the cluster CA`;
+  }
+
+  async prepare(say: (line: string) => void, options: PrepareOptions): Promise<void> {
+    await ensureDist(say);
+    this.#binary = await buildGoMock(options.signal);
+  }
+
+  start(ctx: BenchContext, nodeName: string): Promise<AgentHandle> {
+    return new Ours(0, {
+      provider: 'external',
+      name: this.name,
+      providerConfig: () => this.#config(ctx),
+    }).start(ctx, nodeName);
+  }
+}
+
 export interface SystemSettings {
   /** `--pod-sync-workers` of go-vk-tuned. */
   readonly goVkTunedWorkers: number;
@@ -588,6 +636,8 @@ export function makeSystem(name: SystemName, s: SystemSettings): BenchSystem {
         name: 'ours-baseline',
         root: s.baselineDir ?? '(no --baseline-dir given)',
       });
+    case 'ours-external':
+      return new OursExternal(s.oursLogIntervalMs);
   }
 }
 

@@ -171,4 +171,17 @@ export { EventRecorder } from './kube/events.js';
 export { WorkQueue } from './queue/index.js';
 export type { WorkQueueOptions, WorkQueueStats } from './queue/index.js';
 export { MockProvider } from './providers/mock/index.js';
+export {
+  ExternalProvider,
+  ProviderServer,
+  PROTOCOL_VERSION,
+  PROTO_PATH,
+  startExternalProvider,
+} from './providers/external/index.js';
+export type {
+  ExternalConfig,
+  ExternalProviderOptions,
+  ProviderServerOptions,
+  StartExternalOptions,
+} from './providers/external/index.js';
 export type { MockProviderOptions, MockConfig } from './providers/mock/index.js';

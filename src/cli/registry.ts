@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { errorMessage, invalidInput, VirtualKubeletError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Provider } from '../provider.js';
+import { parseExternalConfig, startExternalProvider } from '../providers/external/index.js';
 import { MockProvider, parseMockConfig } from '../providers/mock/index.js';
 import { parseCidr, parseProcessConfig, ProcessProvider } from '../providers/process/index.js';
 
@@ -81,6 +82,13 @@ const processProvider: Factory = async (ctx) => {
   });
 };
 
+const external: Factory = async (ctx) => {
+  if (!ctx.configPath)
+    throw invalidInput('--provider external needs --provider-config (address and/or command)');
+  const config = await readProviderConfig(ctx.configPath, parseExternalConfig);
+  return startExternalProvider({ nodeName: ctx.nodeName, config, logger: ctx.logger });
+};
+
 /** The only place that names the built-in providers. */
 const PROVIDERS: Readonly<
   Record<string, { description: string; create: Factory; parse: (json: unknown) => unknown }>
@@ -99,6 +107,11 @@ const PROVIDERS: Readonly<
     description: 'containers run as local processes in Linux namespaces, limited by cgroups',
     create: processProvider,
     parse: parseProcessConfig,
+  },
+  external: {
+    description: 'a provider in another process, in any language, over the provider protocol',
+    create: external,
+    parse: parseExternalConfig,
   },
 };
 

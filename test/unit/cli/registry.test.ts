@@ -101,3 +101,17 @@ test('createProvider hands --cluster-dns and --cluster-domain to the process pro
   assert.match(resolv, /^search ns\.svc\.k8s\.test svc\.k8s\.test k8s\.test\b/);
   assert.match(resolv, /^nameserver 10\.96\.0\.10$/m);
 });
+
+test('--provider external: needs a config; a bad one is one line naming the file', async (t) => {
+  const ctx = { nodeName: 'n', nodeIP: '127.0.0.1', logger: silentLogger };
+  await rejectsInvalid(
+    createProvider('external', ctx),
+    /--provider external needs --provider-config/,
+  );
+  const bad = join(await dir(t), 'external.json');
+  await writeFile(bad, JSON.stringify({ address: '127.0.0.1:9000' }));
+  await rejectsInvalid(
+    createProvider('external', { ...ctx, configPath: bad }),
+    /external\.json: .*tls .*required/,
+  );
+});
