@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { errorMessage, invalidInput, VirtualKubeletError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Provider } from '../provider.js';
+import { CriProvider, parseCriConfig } from '../providers/cri/index.js';
 import { MockProvider, parseMockConfig } from '../providers/mock/index.js';
 import { parseCidr, parseProcessConfig, ProcessProvider } from '../providers/process/index.js';
 
@@ -81,6 +82,23 @@ const processProvider: Factory = async (ctx) => {
   });
 };
 
+const criProvider: Factory = async (ctx) => {
+  if (!ctx.configPath)
+    throw invalidInput(
+      '--provider cri needs --provider-config with {"runtimeEndpoint": "unix:///path/to/socket"}',
+    );
+  const config = await readProviderConfig(ctx.configPath, parseCriConfig);
+  return new CriProvider({
+    nodeName: ctx.nodeName,
+    nodeIP: ctx.nodeIP,
+    ...(ctx.podCIDR !== undefined ? { podCIDR: ctx.podCIDR } : {}),
+    ...(ctx.clusterDNS ? { clusterDNS: ctx.clusterDNS } : {}),
+    ...(ctx.clusterDomain !== undefined ? { clusterDomain: ctx.clusterDomain } : {}),
+    config,
+    logger: ctx.logger,
+  });
+};
+
 /** The only place that names the built-in providers. */
 const PROVIDERS: Readonly<Record<string, { description: string; create: Factory }>> = {
   mock: { description: 'pods run in memory and report Running at once', create: mock(true) },
@@ -91,6 +109,10 @@ const PROVIDERS: Readonly<Record<string, { description: string; create: Factory 
   process: {
     description: 'containers run as local processes in Linux namespaces, limited by cgroups',
     create: processProvider,
+  },
+  cri: {
+    description: 'real containers from OCI images through a CRI v1 runtime (containerd)',
+    create: criProvider,
   },
 };
 

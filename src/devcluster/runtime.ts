@@ -137,6 +137,9 @@ export class DevRuntime {
     const runc = ['/usr/sbin/runc', '/usr/bin/runc'].find((p) => existsSync(p));
     if (!runc) throw new DevClusterError('StartFailed', 'runc is missing: apt-get install runc');
     const cniBinDir = findCniBinDir();
+    // containerd writes the CNI configuration from the template only when none is there: the
+    // one of an earlier start names another bridge.
+    await rm(join(dir, 'cni', 'net.d'), { recursive: true, force: true });
     for (const d of ['logs', 'root', 'state', 'cni/net.d', 'certs.d', 'registry', 'private'])
       await mkdir(join(dir, d), { recursive: true });
 
@@ -318,6 +321,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  # A negative oom_score_adj needs CAP_SYS_RESOURCE, which a containerized host may lack.
+  restrict_oom_score_adj = true
   max_container_log_line_size = 16384
 
 [${cri}.containerd]
@@ -329,6 +334,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
 [${cri}.containerd.runtimes.runc.options]
   BinaryName = "${o.runc}"
+  Root = "${join(o.dir, 'runc')}"
   SystemdCgroup = false
 
 [${cri}.cni]
