@@ -35,6 +35,10 @@ import type {
 import { CriClient, nanosToIso, type Message } from './client.js';
 import type { CriConfig } from './config.js';
 import { readCriLog } from './logs.js';
+import { ProbeManager, type ProbeRuntime } from '../../probes/index.js';
+
+/** The most output of an exec probe that is kept, as the kubelet keeps it. */
+const MAX_PROBE_OUTPUT_BYTES = 10_240;
 
 export { parseCriConfig } from './config.js';
 export type { CriConfig } from './config.js';
@@ -138,10 +142,37 @@ export class CriProvider {
   #runtimeConfigured?: Promise<void>;
   #adopted?: Promise<void>;
   #closed = false;
+  readonly #probes: ProbeManager;
 
   constructor(options: CriProviderOptions) {
     this.#o = options;
     this.#log = options.logger;
+    this.#probes = new ProbeManager({
+      logger: options.logger,
+      onChange: (pod) => {
+        const rec = this.#pods.get(podKeyOf(pod));
+        if (rec) this.#push(rec);
+      },
+      onRestartNeeded: (restart) => {
+        const rec = this.#pods.get(podKeyOf(restart.pod));
+        const r = rec?.containers.get(restart.container);
+        if (r?.current?.id !== restart.instance) return;
+        // The restart policy applies once it has stopped.
+        void this.#cri
+          .runtime(
+            'StopContainer',
+            { container_id: restart.instance, timeout: String(restart.gracePeriodSeconds) },
+            undefined,
+            (restart.gracePeriodSeconds + 30) * 1000,
+          )
+          .catch((err: unknown) => {
+            this.#log.warn({ err: errorMessage(err) }, 'stopping a container for a probe failed');
+          });
+      },
+      onEvent: (pod, event) => {
+        this.#event(pod, event);
+      },
+    });
     this.#cri = new CriClient({
       runtimeEndpoint: options.config.runtimeEndpoint,
       ...(options.config.imageEndpoint ? { imageEndpoint: options.config.imageEndpoint } : {}),
@@ -276,6 +307,20 @@ export class CriProvider {
         { filter: { label_selector: { [L_NODE]: this.#o.nodeName } } },
         signal,
       );
+      // Pods this node ran before a restart: known again by name and UID, so the core either
+      // hands them back (createPod adopts their sandbox and containers) or deletes them.
+      for (const sb of res.items) {
+        const m = sb.metadata as { name?: string; namespace?: string; uid?: string } | undefined;
+        if (!m?.name || !m.uid) continue;
+        const k = key(m.namespace ?? 'default', m.name);
+        if (this.#pods.has(k)) continue;
+        const rec = this.#newRecord({
+          metadata: { name: m.name, namespace: m.namespace ?? 'default', uid: m.uid },
+          spec: { containers: [] },
+        });
+        if (sb.state === 'SANDBOX_READY') rec.sandboxId = sb.id as string;
+        this.#pods.set(k, rec);
+      }
       this.#log.info({ sandboxes: res.items.length }, 'found sandboxes of this node');
     })().catch((err: unknown) => {
       this.#adopted = undefined;
@@ -369,7 +414,7 @@ export class CriProvider {
     if (!rec || rec.pod.metadata?.uid !== pod.metadata?.uid) {
       rec = this.#newRecord(pod);
       this.#pods.set(k, rec);
-    }
+    } else if (!rec.loop) rec.pod = structuredClone(pod);
     await this.#ensureSandbox(rec, signal);
     if (!rec.podIP) throw unavailable(`the runtime gave pod ${k} no IP address`);
     return { podIPs: [rec.podIP], hostIP: this.#o.nodeIP };
@@ -380,13 +425,13 @@ export class CriProvider {
     for (const c of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])])
       if (!c.image) throw invalidInput(`container ${c.name} has no image`);
     const k = podKeyOf(pod);
+    await this.#adopt(signal);
     let rec = this.#pods.get(k);
     if (rec?.loop && rec.pod.metadata?.uid === pod.metadata?.uid) return;
     if (!rec || rec.pod.metadata?.uid !== pod.metadata?.uid) {
       rec = this.#newRecord(pod);
       this.#pods.set(k, rec);
-    }
-    await this.#adopt(signal);
+    } else rec.pod = structuredClone(pod);
     await this.#ensureSandbox(rec, signal);
     const r = rec;
     r.loop = this.#syncLoop(r).catch((err: unknown) => {
@@ -410,6 +455,7 @@ export class CriProvider {
     rec.deleting = true;
     rec.abort.abort();
     await rec.loop;
+    this.#probes.forget(pod.metadata?.uid ?? '');
     const grace =
       pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
     const uid = pod.metadata?.uid ?? '';
@@ -457,13 +503,15 @@ export class CriProvider {
     return Promise.resolve(rec ? this.#status(rec) : undefined);
   }
 
-  getPods(): Promise<V1Pod[]> {
-    return Promise.resolve(
-      [...this.#pods.values()].map((rec) => ({
-        ...structuredClone(rec.pod),
-        status: this.#status(rec),
-      })),
-    );
+  /** Every pod of this node, those found in the runtime after a restart included. */
+  async getPods(signal?: AbortSignal): Promise<V1Pod[]> {
+    await this.#adopt(signal ?? AbortSignal.timeout(60_000)).catch((err: unknown) => {
+      this.#log.warn({ err: errorMessage(err) }, 'cannot list the sandboxes of the runtime');
+    });
+    return [...this.#pods.values()].map((rec) => ({
+      ...structuredClone(rec.pod),
+      status: this.#status(rec),
+    }));
   }
 
   notifyPods(callback: (pod: V1Pod) => void): void {
@@ -592,7 +640,7 @@ export class CriProvider {
     this.#closed = true;
     for (const rec of this.#pods.values()) rec.abort.abort();
     this.#cri.close();
-    return Promise.resolve();
+    return this.#probes.close();
   }
 
   // The pod's containers, synced every syncIntervalMs until the pod is deleted.
@@ -608,14 +656,59 @@ export class CriProvider {
         if (aborted()) return;
         this.#log.warn({ pod: podKeyOf(rec.pod), err: errorMessage(err) }, 'pod sync failed');
       }
-      const status = this.#status(rec);
-      if (JSON.stringify(status) !== JSON.stringify(rec.status)) {
-        rec.status = status;
-        this.#notify({ metadata: rec.pod.metadata ?? {}, status });
+      this.#syncProbes(rec);
+      const status = this.#push(rec);
+      if (status.phase === 'Succeeded' || status.phase === 'Failed') {
+        this.#probes.forget(rec.pod.metadata?.uid ?? '');
+        return;
       }
-      if (status.phase === 'Succeeded' || status.phase === 'Failed') return;
       await delay(interval, undefined, { signal }).catch(() => undefined);
     }
+  }
+
+  /** Pushes the pod's status when it changed; returns it. */
+  #push(rec: PodRecord): V1PodStatus {
+    const status = this.#status(rec);
+    if (JSON.stringify(status) !== JSON.stringify(rec.status)) {
+      rec.status = status;
+      this.#notify({ metadata: rec.pod.metadata ?? {}, status });
+    }
+    return status;
+  }
+
+  /** Starts a prober per running container with probes (a new one per container ID). */
+  #syncProbes(rec: PodRecord): void {
+    const running = [];
+    for (const c of rec.pod.spec?.containers ?? []) {
+      const r = rec.containers.get(c.name);
+      if (r?.current && r.status?.state === 'CONTAINER_RUNNING')
+        running.push({
+          name: c.name,
+          instance: r.current.id,
+          startedAt: new Date(nanosToIso(r.status.started_at) ?? Date.now()),
+        });
+    }
+    this.#probes.sync(rec.pod, this.#probeRuntime(rec), running, rec.deleting);
+  }
+
+  #probeRuntime(rec: PodRecord): ProbeRuntime {
+    return {
+      podIP: rec.podIP ?? this.#o.nodeIP,
+      exec: async (name, command, { timeoutMs, signal }) => {
+        const id = rec.containers.get(name)?.current?.id;
+        if (!id) throw new Error(`container ${name} is not running`);
+        const res = await this.#cri.runtime<{ stdout: Buffer; stderr: Buffer; exit_code: number }>(
+          'ExecSync',
+          { container_id: id, cmd: [...command], timeout: String(Math.ceil(timeoutMs / 1000)) },
+          signal,
+          timeoutMs + 5000,
+        );
+        const output = Buffer.concat([res.stdout, res.stderr])
+          .subarray(0, MAX_PROBE_OUTPUT_BYTES)
+          .toString();
+        return { exitCode: res.exit_code, output };
+      },
+    };
   }
 
   async #refresh(rec: PodRecord, signal: AbortSignal): Promise<void> {
@@ -905,6 +998,7 @@ export class CriProvider {
   }
 
   #containerStatus(
+    rec: PodRecord,
     c: V1Container,
     r: ContainerRecord | undefined,
     init: boolean,
@@ -919,13 +1013,15 @@ export class CriProvider {
     };
     const st = r?.status;
     if (r?.waiting) return { ...base, ready: false, started: false, state: { waiting: r.waiting } };
-    if (st?.state === 'CONTAINER_RUNNING')
+    if (st?.state === 'CONTAINER_RUNNING') {
+      const probed = init ? undefined : this.#probes.state(rec.pod, c.name, r?.current?.id);
       return {
         ...base,
-        ready: !init,
-        started: true,
+        ready: !init && (probed?.ready ?? true),
+        started: probed?.started ?? true,
         state: { running: { startedAt: nanosToIso(st.started_at) ?? '' } },
       };
+    }
     if (st?.state === 'CONTAINER_EXITED')
       return { ...base, ready: false, started: false, state: { terminated: terminatedOf(st) } };
     return {
@@ -940,10 +1036,10 @@ export class CriProvider {
     const spec = rec.pod.spec ?? { containers: [] };
     const policy = spec.restartPolicy ?? 'Always';
     const inits = (spec.initContainers ?? []).map((c) =>
-      this.#containerStatus(c, rec.containers.get(c.name), true),
+      this.#containerStatus(rec, c, rec.containers.get(c.name), true),
     );
     const mains = spec.containers.map((c) =>
-      this.#containerStatus(c, rec.containers.get(c.name), false),
+      this.#containerStatus(rec, c, rec.containers.get(c.name), false),
     );
     const initFailed =
       policy === 'Never' &&
