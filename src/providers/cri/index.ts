@@ -23,6 +23,7 @@ import type {
   PodAddresses,
   PodEvent,
   ResolvedVolume,
+  Summary,
 } from '../../provider.js';
 import type {
   V1Container,
@@ -35,6 +36,7 @@ import type {
 import { CriClient, nanosToIso, type Message } from './client.js';
 import type { CriConfig } from './config.js';
 import { readCriLog } from './logs.js';
+import { containerSamples, resourceMetricsOf, summaryOf } from './stats.js';
 import { ProbeManager, type ProbeRuntime } from '../../probes/index.js';
 
 /** The most output of an exec probe that is kept, as the kubelet keeps it. */
@@ -630,6 +632,50 @@ export class CriProvider {
     if (!r?.current || r.status?.state !== 'CONTAINER_RUNNING')
       throw invalidInput(`container ${container} of pod ${namespace}/${pod} is not running`);
     return r.current.id;
+  }
+
+  async #samples(signal: AbortSignal): Promise<ReturnType<typeof containerSamples>> {
+    const res = await this.#cri.runtime<{ stats: Message[] }>(
+      'ListContainerStats',
+      { filter: { label_selector: { [L_NODE]: this.#o.nodeName } } },
+      signal,
+      30_000,
+    );
+    // Only the current run of each container of a pod this provider runs.
+    const current = new Set(
+      [...this.#pods.values()].flatMap((rec) =>
+        [...rec.containers.values()].flatMap((r) =>
+          r.current && r.status?.state === 'CONTAINER_RUNNING' ? [r.current.id] : [],
+        ),
+      ),
+    );
+    return containerSamples(
+      res.stats.filter((s) => current.has((s.attributes as { id?: string } | null)?.id ?? '')),
+    );
+  }
+
+  #startTimes(): Map<string, { pod: string; containers: Map<string, unknown> }> {
+    return new Map(
+      [...this.#pods.values()].map((rec) => [
+        rec.pod.metadata?.uid ?? '',
+        {
+          pod: rec.startTime,
+          containers: new Map(
+            [...rec.containers.entries()].map(([name, r]) => [name, r.status?.started_at]),
+          ),
+        },
+      ]),
+    );
+  }
+
+  /** `/stats/summary` from the runtime's container stats. */
+  async getStatsSummary(signal: AbortSignal): Promise<Summary> {
+    return summaryOf(this.#o.nodeName, await this.#samples(signal), this.#startTimes());
+  }
+
+  /** `/metrics/resource` (what metrics-server and `kubectl top` read). */
+  async getMetricsResource(signal: AbortSignal): Promise<string> {
+    return resourceMetricsOf(await this.#samples(signal), this.#startTimes());
   }
 
   /**
