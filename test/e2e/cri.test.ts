@@ -280,3 +280,64 @@ test('init containers run in order before the main one; a Never pod that exits 0
   const logs = await kubectl(['logs', '-n', f.ns, 'job', '-c', 'main']);
   assert.equal(logs.stdout, 'one\ntwo\n');
 });
+
+test('a container over its 32Mi memory limit is OOMKilled', async (t) => {
+  const f = await fixture(t);
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'oom' },
+      spec: {
+        ...onNode(f.nodeName),
+        restartPolicy: 'Never',
+        containers: [
+          {
+            name: 'main',
+            image: info.images.busybox,
+            command: ['sh', '-c', 'a=xxxxxxxx; while true; do a=$a$a; done'],
+            resources: { limits: { memory: '32Mi' } },
+          },
+        ],
+      },
+    },
+  });
+  const pod = await waitPod(f, 'oom', 'Failed', (p) => p.status?.phase === 'Failed');
+  const term = pod.status?.containerStatuses?.[0]?.state?.terminated;
+  assert.equal(term?.reason, 'OOMKilled');
+  assert.equal(term?.exitCode, 137);
+});
+
+test('a failing exec liveness probe restarts the container, with Unhealthy and Killing Events', async (t) => {
+  const f = await fixture(t);
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'live' },
+      spec: {
+        ...onNode(f.nodeName),
+        terminationGracePeriodSeconds: 1,
+        containers: [
+          {
+            name: 'main',
+            image: info.images.busybox,
+            command: ['sh', '-c', 'touch /tmp/ok; sleep 3; rm /tmp/ok; sleep 3600'],
+            livenessProbe: {
+              exec: { command: ['cat', '/tmp/ok'] },
+              periodSeconds: 1,
+              failureThreshold: 1,
+            },
+          },
+        ],
+      },
+    },
+  });
+  await waitPod(
+    f,
+    'live',
+    'restarted by its liveness probe',
+    (p) => (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1,
+  );
+  const unhealthy = await waitEvent(f, 'live', 'Unhealthy');
+  assert.match(unhealthy.message ?? '', /Liveness probe failed/);
+  await waitEvent(f, 'live', 'Killing');
+});
