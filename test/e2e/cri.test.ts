@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { BUSYBOX_OS_RELEASE, DevRuntime, type RuntimeInfo } from '../../src/devcluster/index.js';
 import { CriProvider } from '../../src/providers/cri/index.js';
 import { onNode, startNode, uniqueNodeName, type InProcessNode } from '../helpers/agent.js';
@@ -61,12 +61,9 @@ async function fixture(t: TestContext): Promise<Fixture> {
   });
   const node = await startNode(t, { nodeName, api: true, provider });
   t.after(async () => {
-    // Pods go with the namespace; the provider's sandboxes are removed by deletePod.
-    await core().deleteCollectionNamespacedPod({ namespace: ns, gracePeriodSeconds: 0 });
-    await waitFor(async () => (await provider.getPods()).length === 0 || undefined, {
-      what: 'every pod of the node removed',
-      timeoutMs: 60_000,
-    }).catch(() => undefined);
+    // Whatever the core has not deleted yet goes now: sandboxes, containers, logs.
+    for (const pod of await provider.getPods())
+      await provider.deletePod(pod, AbortSignal.timeout(60_000)).catch(() => undefined);
     await provider.close();
     spawnSync('nft', [
       'delete',
@@ -340,4 +337,56 @@ test('a failing exec liveness probe restarts the container, with Unhealthy and K
   const unhealthy = await waitEvent(f, 'live', 'Unhealthy');
   assert.match(unhealthy.message ?? '', /Liveness probe failed/);
   await waitEvent(f, 'live', 'Killing');
+});
+
+test('kubectl port-forward reaches the server image on its pod IP; an HTTP readiness probe makes it ready', async (t) => {
+  const f = await fixture(t);
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'web' },
+      spec: {
+        ...onNode(f.nodeName),
+        terminationGracePeriodSeconds: 1,
+        containers: [
+          {
+            name: 'web',
+            image: info.images.server,
+            readinessProbe: { httpGet: { path: '/healthz', port: 8080 }, periodSeconds: 1 },
+          },
+        ],
+      },
+    },
+  });
+  await waitPod(
+    f,
+    'web',
+    'Running and ready',
+    (p) => p.status?.containerStatuses?.[0]?.ready === true,
+  );
+  const c = testCluster();
+  const pf = spawn(c.kubectlPath, ['port-forward', '-n', f.ns, 'pod/web', ':8080'], {
+    env: { ...process.env, KUBECONFIG: c.kubeconfigPath },
+  });
+  t.after(() => pf.kill());
+  const local = await new Promise<number>((resolve, reject) => {
+    let text = '';
+    pf.stdout.on('data', (d: Buffer) => {
+      text += d.toString();
+      const m = /Forwarding from 127\.0\.0\.1:(\d+)/.exec(text);
+      if (m?.[1]) resolve(Number(m[1]));
+    });
+    pf.on('exit', (code) => {
+      reject(new Error(`kubectl port-forward exited with ${String(code)}`));
+    });
+  });
+  const body = await waitFor(
+    async () => {
+      const res = await fetch(`http://127.0.0.1:${String(local)}/`);
+      return res.ok ? res.text() : undefined;
+    },
+    { what: 'an answer through the port-forward' },
+  );
+  // The server runs in the pod's sandbox: its hostname is the pod's name.
+  assert.equal(body, 'hello from web\n');
 });

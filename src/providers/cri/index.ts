@@ -11,7 +11,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
-import { Readable } from 'node:stream';
+import { connect } from 'node:net';
+import { pipeline, Readable, type Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { errorMessage, invalidInput, notFound, unavailable } from '../../errors.js';
 import { podHostname } from '../../kubelet/hostname.js';
@@ -627,6 +628,39 @@ export class CriProvider {
     return res.exit_code;
   }
 
+  /**
+   * Pipes `stream` to `port` of the pod: a TCP connection to the pod's address, which the node
+   * routes to the runtime's bridge (the loopback address for a pod on the host's network).
+   */
+  async portForward(
+    namespace: string,
+    pod: string,
+    port: number,
+    stream: Duplex,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const rec = this.#pods.get(key(namespace, pod));
+    if (!rec?.podIP) throw notFound(`pod ${namespace}/${pod} has no address`);
+    const host = rec.pod.spec?.hostNetwork ? '127.0.0.1' : rec.podIP;
+    const socket = connect({ host, port });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', (err) => {
+        reject(unavailable(`cannot connect to ${host}:${String(port)}: ${err.message}`, err));
+      });
+    });
+    await new Promise<void>((resolve) => {
+      const onAbort = (): void => {
+        socket.destroy();
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      pipeline(stream, socket, stream, () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      });
+    });
+  }
+
   #containerId(namespace: string, pod: string, container: string): string {
     const r = this.#pods.get(key(namespace, pod))?.containers.get(container);
     if (!r?.current || r.status?.state !== 'CONTAINER_RUNNING')
@@ -806,7 +840,16 @@ export class CriProvider {
         const restart = policy === 'Always' || (policy === 'OnFailure' && code !== 0);
         if (!restart) continue;
         if (!this.#backoffOver(rec, c, r)) continue;
-      } else if (r.backoffUntil !== undefined && Date.now() < r.backoffUntil) continue;
+      } else if (r.backoffUntil !== undefined && Date.now() < r.backoffUntil) {
+        if (r.waiting?.reason === 'ErrImagePull') {
+          r.waiting = {
+            reason: 'ImagePullBackOff',
+            message: `Back-off pulling image "${c.image ?? ''}"`,
+          };
+          this.#event(rec.pod, { type: 'Normal', reason: 'BackOff', message: r.waiting.message });
+        }
+        continue;
+      }
       await this.#start(rec, sandbox, c, r, signal).catch((err: unknown) => {
         if (signal.aborted) throw err;
         this.#log.warn(
