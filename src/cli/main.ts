@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { DevClusterError, KUBERNETES_VERSION } from '../devcluster/index.js';
 import { isVirtualKubeletError } from '../errors.js';
 import { devClusterCommand } from './dev-cluster.js';
+import { devRuntimeCommand } from './dev-runtime.js';
 import { withoutKlogFlags } from './go-flags.js';
 import { runCommand } from './run.js';
 import { startCommand } from './start.js';
@@ -27,6 +28,7 @@ export async function main(given: readonly string[], io?: Partial<Io>): Promise<
   program.addCommand(runCommand(ctx), { isDefault: true });
   program.addCommand(startCommand(ctx));
   program.addCommand(devClusterCommand(ctx));
+  program.addCommand(devRuntimeCommand(ctx));
   // Settings are not inherited by commands built apart and added later, so apply them to all.
   const configure = (cmd: Command): void => {
     cmd

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { errorMessage, invalidInput, VirtualKubeletError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Provider } from '../provider.js';
+import { CriProvider, parseCriConfig } from '../providers/cri/index.js';
 import { parseExternalConfig, startExternalProvider } from '../providers/external/index.js';
 import { MockProvider, parseMockConfig } from '../providers/mock/index.js';
 import { parseCidr, parseProcessConfig, ProcessProvider } from '../providers/process/index.js';
@@ -89,6 +90,23 @@ const external: Factory = async (ctx) => {
   return startExternalProvider({ nodeName: ctx.nodeName, config, logger: ctx.logger });
 };
 
+const criProvider: Factory = async (ctx) => {
+  if (!ctx.configPath)
+    throw invalidInput(
+      '--provider cri needs --provider-config with {"runtimeEndpoint": "unix:///path/to/socket"}',
+    );
+  const config = await readProviderConfig(ctx.configPath, parseCriConfig);
+  return new CriProvider({
+    nodeName: ctx.nodeName,
+    nodeIP: ctx.nodeIP,
+    ...(ctx.podCIDR !== undefined ? { podCIDR: ctx.podCIDR } : {}),
+    ...(ctx.clusterDNS ? { clusterDNS: ctx.clusterDNS } : {}),
+    ...(ctx.clusterDomain !== undefined ? { clusterDomain: ctx.clusterDomain } : {}),
+    config,
+    logger: ctx.logger,
+  });
+};
+
 /** The only place that names the built-in providers. */
 const PROVIDERS: Readonly<
   Record<string, { description: string; create: Factory; parse: (json: unknown) => unknown }>
@@ -112,6 +130,11 @@ const PROVIDERS: Readonly<
     description: 'a provider in another process, in any language, over the provider protocol',
     create: external,
     parse: parseExternalConfig,
+  },
+  cri: {
+    description: 'real containers from OCI images through a CRI v1 runtime (containerd)',
+    create: criProvider,
+    parse: parseCriConfig,
   },
 };
 

@@ -1,10 +1,15 @@
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import {
   binaryPaths,
   defaultClusterDir,
+  defaultRuntimeDir,
+  DevRuntime,
+  liveRuntimeState,
+  type RuntimeInfo,
   DevCluster,
   DevClusterError,
   ensureBinaries,
@@ -18,6 +23,8 @@ import { parentGoneSignal, shutdownSignal, type Io } from './util.js';
 
 const NODE_NAME = 'vk-process';
 const PROVIDER = 'process';
+/** The node of `npm start -- --provider cri`. */
+const CRI_NODE_NAME = 'vk-cri';
 /**
  * The pods' addresses when `npm start` brings the dev cluster up: kube-proxy's cluster CIDR and
  * the node's pod CIDR at once (one node).
@@ -65,20 +72,64 @@ export function clusterConfigured(env: NodeJS.ProcessEnv = process.env): boolean
 export function startCommand(io: Io): Command {
   return new Command('start')
     .description('run the main job: a virtual node, on a local dev cluster when none is configured')
-    .action(async () => {
+    .option(
+      '--provider <name>',
+      'process (containers as local processes) or cri (real containers through the dev runtime)',
+      PROVIDER,
+    )
+    .action(async (flags: { provider: string }) => {
+      if (flags.provider !== 'process' && flags.provider !== 'cri') {
+        io.err(`virtual-kubelet: start: --provider must be process or cri, not ${flags.provider}`);
+        io.exitCode = 2;
+        return;
+      }
+      const cri = flags.provider === 'cri';
+      const nodeName = cri ? CRI_NODE_NAME : NODE_NAME;
       // Under `npm start` the parent is npm's shell, which does not pass SIGTERM on.
       const signal = AbortSignal.any([shutdownSignal(io), parentGoneSignal(io)]);
-      const opts = {
+      const baseOpts = {
         ...defaultRunOptions(io),
-        nodename: NODE_NAME,
+        nodename: nodeName,
         nodeIp: '127.0.0.1',
-        provider: PROVIDER,
+        provider: flags.provider,
+      };
+      // The cri node runs on the dev runtime: the one `dev-runtime up` started, or its own.
+      let runtime: DevRuntime | undefined;
+      let runtimeInfo: RuntimeInfo | undefined;
+      const withRuntime = async (podCidr: string): Promise<typeof baseOpts> => {
+        if (!cri) return baseOpts;
+        const dir = defaultRuntimeDir();
+        const live = await liveRuntimeState(dir);
+        runtimeInfo = live?.status === 'ready' ? live.info : undefined;
+        if (runtimeInfo) io.err(`using the dev runtime already running in ${dir}`);
+        else {
+          io.err(`starting the dev runtime (containerd, registries, test images) in ${dir}`);
+          runtime = new DevRuntime({ dir, log: io.err });
+          runtimeInfo = await runtime.start(signal);
+        }
+        const configPath = join(dir, `provider-${nodeName}.json`);
+        await mkdir(dir, { recursive: true });
+        await writeFile(
+          configPath,
+          `${JSON.stringify({ runtimeEndpoint: runtimeInfo.runtimeEndpoint, podCIDR: podCidr }, null, 2)}\n`,
+        );
+        return { ...baseOpts, providerConfig: configPath };
+      };
+      const stopRuntime = async (): Promise<void> => {
+        if (!runtime) return;
+        io.err('stopping the dev runtime');
+        await runtime.stop();
       };
       if (clusterConfigured()) {
         io.err(`using the configured cluster (${process.env.KUBECONFIG ?? '~/.kube/config'})`);
-        await runNode(opts, io, signal, () => {
-          io.out(hints(process.env.KUBECONFIG, false));
-        });
+        try {
+          const opts = await withRuntime(START_POD_CIDR);
+          await runNode(opts, io, signal, () => {
+            io.out(hints(process.env.KUBECONFIG, false, runtimeInfo));
+          });
+        } finally {
+          await stopRuntime();
+        }
         return;
       }
       const dir = defaultClusterDir();
@@ -102,7 +153,8 @@ export function startCommand(io: Io): Command {
         );
         const binaries = await ensureBinaries({ progress: io.err, services: true, signal });
         const options = { dir, binaries, metricsServer: true, log: io.err };
-        cluster = new DevCluster(root ? { ...options, services: START_SERVICES } : options);
+        const startServices = { ...START_SERVICES, nodeName };
+        cluster = new DevCluster(root ? { ...options, services: startServices } : options);
         const info = await cluster.start(signal).catch(async (err: unknown) => {
           // kube-proxy's rules are host-wide: one cluster with services per host. The node
           // still runs, its pods without cluster DNS.
@@ -127,29 +179,31 @@ export function startCommand(io: Io): Command {
         );
       const network = podNetworkOptions(services);
       try {
+        const opts = await withRuntime(network.podCidr ?? START_POD_CIDR);
         const pkiDir = join(dir, 'pki');
         const kubeconfig = await writeNodeKubeconfig({
           pkiDir,
           server,
-          nodeName: NODE_NAME,
-          path: join(dir, `node-${NODE_NAME}.kubeconfig`),
+          nodeName,
+          path: join(dir, `node-${nodeName}.kubeconfig`),
         });
         // A serving certificate from the cluster CA, so the API server trusts the kubelet API.
         await issueCert(pkiDir, {
-          name: `serving-${NODE_NAME}`,
-          cn: `system:node:${NODE_NAME}`,
+          name: `serving-${nodeName}`,
+          cn: `system:node:${nodeName}`,
           organizations: ['system:nodes'],
           usage: 'server',
-          sans: ['IP:127.0.0.1', `DNS:${NODE_NAME}`],
+          sans: ['IP:127.0.0.1', `DNS:${nodeName}`],
         });
         const tls = {
-          tlsCertFile: join(pkiDir, `serving-${NODE_NAME}.crt`),
-          tlsPrivateKeyFile: join(pkiDir, `serving-${NODE_NAME}.key`),
+          tlsCertFile: join(pkiDir, `serving-${nodeName}.crt`),
+          tlsPrivateKeyFile: join(pkiDir, `serving-${nodeName}.key`),
         };
         await runNode({ ...opts, ...network, ...tls, kubeconfig }, io, signal, () => {
-          io.out(hints(adminKubeconfig, services !== undefined));
+          io.out(hints(adminKubeconfig, services !== undefined, runtimeInfo));
         });
       } finally {
+        await stopRuntime();
         if (cluster) {
           io.err('stopping the dev cluster');
           await cluster.stop();
@@ -170,9 +224,32 @@ export const HELLO_OVERRIDES = JSON.stringify({
  * What to try once the node is Ready; with `services`, a Service of two pods reached by name from
  * a third pod.
  */
-export function hints(kubeconfig: string | undefined, services: boolean): string {
+export function hints(
+  kubeconfig: string | undefined,
+  services: boolean,
+  runtime?: RuntimeInfo,
+): string {
   const example = (name: string): string =>
     new URL(`../../examples/${name}`, import.meta.url).pathname;
+  if (runtime) {
+    const busybox = runtime.images.busybox;
+    return [
+      '',
+      `The virtual node ${CRI_NODE_NAME} is Ready; its pods run as containers in containerd (${runtime.runtimeEndpoint}). In another terminal:`,
+      ...(kubeconfig ? [`  export KUBECONFIG=${kubeconfig}`] : []),
+      `  export PATH=${dirname(binaryPaths().kubectl)}:$PATH   # the kubectl of the cluster's version`,
+      '  kubectl get nodes -o wide',
+      `  kubectl run hello --image=${busybox} --restart=Never --overrides='${HELLO_OVERRIDES}' -- cat /etc/os-release`,
+      "  kubectl logs hello   # the test image's os-release, not the host's",
+      `  kubectl run shell --image=${busybox} --overrides='${HELLO_OVERRIDES}' -- sleep 3600`,
+      '  kubectl exec shell -- cat /etc/os-release',
+      `  kubectl run web --image=${runtime.images.server} --overrides='${HELLO_OVERRIDES}'   # an HTTP server on :8080`,
+      '  kubectl get pods -o wide',
+      `  kubectl run bad --image=${runtime.registry}/no-such-image:v1 --overrides='${HELLO_OVERRIDES}'   # ImagePullBackOff`,
+      'Press Ctrl-C to stop (the dev runtime it started stops with it, and its containers with it).',
+      '',
+    ].join('\n');
+  }
   return [
     '',
     `The virtual node ${NODE_NAME} is Ready; its containers run as local processes. In another terminal:`,

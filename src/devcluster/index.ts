@@ -53,3 +53,22 @@ export {
   METRICS_SERVER_VERSION,
   COREDNS_VERSION,
 } from './versions.js';
+export {
+  DevRuntime,
+  CRI_NAMESPACE,
+  liveRuntimeState,
+  readRuntimeState,
+  runtimeDown,
+  runtimeUp,
+  serveRuntime,
+} from './runtime.js';
+export type { DevRuntimeOptions, RuntimeComponent, RuntimeInfo, RuntimeState } from './runtime.js';
+export {
+  BUSYBOX_OS_RELEASE,
+  ensureTestImage,
+  pushImage,
+  TEST_IMAGE_NAMES,
+  TEST_IMAGE_TAG,
+} from './images.js';
+export type { RegistryCredentials, TestImageName } from './images.js';
+export { defaultRuntimeDir } from './paths.js';

@@ -23,3 +23,8 @@ export function defaultClusterDir(env: NodeJS.ProcessEnv = process.env): string 
 
 /** Directory holding the Go modules (go.mod, go.sum) the binaries are built from. */
 export const modulesDir = new URL('../../src/devcluster/modules/', import.meta.url);
+
+/** Default home of the background runtime started by `dev-runtime up`, next to the dev cluster's. */
+export function defaultRuntimeDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(defaultClusterDir(env), '..', 'dev-runtime');
+}

@@ -7,6 +7,6 @@
 //     return { provider, close: () => provider.close() };
 //   });
 export { providerContractSuite } from './provider-contract.js';
-export type { ProviderUnderTest } from './provider-contract.js';
+export type { ContractSuiteOptions, ProviderUnderTest } from './provider-contract.js';
 export { waitFor } from './wait.js';
 export type { WaitOptions } from './wait.js';

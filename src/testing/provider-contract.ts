@@ -3,8 +3,9 @@
  * built-in provider runs this suite, and so can a provider outside this repository: its own test
  * file, run with `node --test`, calls `providerContractSuite` with a factory.
  *
- * The pods used here have one container, image `busybox:1.36`, command `sleep 3600`, and a
- * termination grace period of 1 s, so a provider that really runs something can run them.
+ * The pods used here have one container, image `busybox:1.36` (or `options.image`), command
+ * `sleep 3600`, and a termination grace period of 1 s, so a provider that really runs something
+ * can run them.
  */
 import type { V1Pod } from '../wire.js';
 import assert from 'node:assert/strict';
@@ -23,7 +24,13 @@ export interface ProviderUnderTest {
 
 const NAMESPACE = 'conformance';
 
-function testPod(name: string): V1Pod {
+/** Options of {@link providerContractSuite}. */
+export interface ContractSuiteOptions {
+  /** The image the suite's pods run. Default: `busybox:1.36`. */
+  readonly image?: string;
+}
+
+function makeTestPod(name: string, image = 'busybox:1.36'): V1Pod {
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -38,7 +45,7 @@ function testPod(name: string): V1Pod {
       nodeName: 'conformance-node',
       restartPolicy: 'Always',
       terminationGracePeriodSeconds: 1,
-      containers: [{ name: 'main', image: 'busybox:1.36', command: ['sleep', '3600'] }],
+      containers: [{ name: 'main', image, command: ['sleep', '3600'] }],
     },
     status: { phase: 'Pending', qosClass: 'BestEffort' },
   };
@@ -60,8 +67,13 @@ function deleting(pod: V1Pod): V1Pod {
  * test; `close` is called when the test ends, whatever its outcome. As the core does, a notifier
  * gets its callback before the first `createPod`.
  */
-export function providerContractSuite(name: string, make: () => Promise<ProviderUnderTest>): void {
+export function providerContractSuite(
+  name: string,
+  make: () => Promise<ProviderUnderTest>,
+  options: ContractSuiteOptions = {},
+): void {
   let counter = 0;
+  const testPod = (pod: string): V1Pod => makeTestPod(pod, options.image);
   const podName = (what: string): string => `${what}-${String(++counter)}`;
 
   /** Runs `body` with a fresh provider and the pods it has pushed so far (if a notifier). */

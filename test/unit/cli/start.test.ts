@@ -86,3 +86,30 @@ interface Manifest {
     };
   };
 }
+
+test('the cri hints name the runtime, the test images of its registry and a bad image', () => {
+  const text = hints('/k/admin.kubeconfig', false, {
+    runtimeEndpoint: 'unix:///r/containerd.sock',
+    registry: '127.0.0.1:5000',
+    privateRegistry: '127.0.0.1:5001',
+    credentials: { username: 'vk', password: 'p' },
+    images: {
+      busybox: '127.0.0.1:5000/busybox:v1',
+      pause: '127.0.0.1:5000/pause:v1',
+      server: '127.0.0.1:5000/server:v1',
+    },
+    privateImage: '127.0.0.1:5001/private/busybox:v1',
+    cniNetwork: 'n',
+    cniBridge: 'b',
+    pids: {},
+  });
+  assert.match(
+    text,
+    /vk-cri is Ready; its pods run as containers in containerd \(unix:\/\/\/r\/containerd\.sock\)/,
+  );
+  assert.match(
+    text,
+    /kubectl run hello --image=127\.0\.0\.1:5000\/busybox:v1 .* -- cat \/etc\/os-release/,
+  );
+  assert.match(text, /--image=127\.0\.0\.1:5000\/no-such-image:v1/);
+});
