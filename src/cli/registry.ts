@@ -1,7 +1,9 @@
 import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { errorMessage, invalidInput, VirtualKubeletError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Provider } from '../provider.js';
+import { KubernetesProvider, parseKubernetesConfig } from '../providers/kubernetes/index.js';
 import { MockProvider, parseMockConfig } from '../providers/mock/index.js';
 import { parseCidr, parseProcessConfig, ProcessProvider } from '../providers/process/index.js';
 
@@ -81,6 +83,22 @@ const processProvider: Factory = async (ctx) => {
   });
 };
 
+const kubernetesProvider: Factory = async (ctx) => {
+  if (!ctx.configPath)
+    throw invalidInput(
+      'the kubernetes provider needs --provider-config with {"kubeconfig": "<remote cluster kubeconfig>"}',
+    );
+  const config = await readProviderConfig(ctx.configPath, parseKubernetesConfig);
+  return KubernetesProvider.create({
+    nodeName: ctx.nodeName,
+    nodeIP: ctx.nodeIP,
+    config,
+    // A relative kubeconfig path is read from the provider config's folder.
+    baseDir: dirname(ctx.configPath),
+    logger: ctx.logger,
+  });
+};
+
 /** The only place that names the built-in providers. */
 const PROVIDERS: Readonly<Record<string, { description: string; create: Factory }>> = {
   mock: { description: 'pods run in memory and report Running at once', create: mock(true) },
@@ -91,6 +109,10 @@ const PROVIDERS: Readonly<Record<string, { description: string; create: Factory 
   process: {
     description: 'containers run as local processes in Linux namespaces, limited by cgroups',
     create: processProvider,
+  },
+  kubernetes: {
+    description: 'pods run in another Kubernetes cluster, whose free capacity the node offers',
+    create: kubernetesProvider,
   },
 };
 
