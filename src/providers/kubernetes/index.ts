@@ -16,6 +16,7 @@ import {
   errorCode,
   errorMessage,
   invalidInput,
+  isVirtualKubeletError,
   notFound,
   permanent,
   unavailable,
@@ -96,7 +97,10 @@ interface Entry {
 
 /** A remote refusal, mapped to the contract's codes with a message people can act on. */
 export function refusalOf(err: unknown, what: string): VirtualKubeletError {
-  if (!(err instanceof ApiError)) return unavailable(`${what}: ${errorMessage(err)}`, err);
+  if (!(err instanceof ApiError))
+    return isVirtualKubeletError(err)
+      ? new VirtualKubeletError(err.code, `${what}: ${err.message}`, { cause: err })
+      : unavailable(`${what}: ${errorMessage(err)}`, err);
   const detail = `${what}: the remote cluster answered ${String(err.status)} ${err.reason}: ${err.message}`;
   if (err.status === 403 && /exceeded quota|forbidden: exceeded/i.test(err.message))
     // Quota frees up when other pods end: retried with backoff.
@@ -274,6 +278,10 @@ export class KubernetesProvider implements Provider {
   async #createRemote(entry: Entry, signal: AbortSignal): Promise<void> {
     const { remoteNamespace: ns } = entry;
     const name = entry.remote.metadata?.name ?? '';
+    const uid = entry.pod.metadata?.uid;
+    // Known from the watch already (a retried create, a restart): nothing to do.
+    const seen = this.#remoteOf(ns, name)?.metadata;
+    if (seen && seen.labels?.[ORIGIN_UID] === uid && seen.deletionTimestamp === undefined) return;
     try {
       await this.#client.create(
         `/api/v1/namespaces/${encodeURIComponent(ns)}/pods`,
@@ -287,7 +295,6 @@ export class KubernetesProvider implements Provider {
     // A pod of that name exists: ours (same origin UID) is adopted; another is in the way.
     const existing = await this.#client.get<V1Pod>(podPath(ns, name), signal);
     if (!existing) throw unavailable(`remote pod ${ns}/${name} exists and vanished: retrying`);
-    const uid = entry.pod.metadata?.uid;
     if (existing.metadata?.labels?.[ORIGIN_UID] === uid) return;
     if (existing.metadata?.labels?.[ORIGIN_NODE] === this.#nodeName) {
       // An older pod of the same name that this node offloaded: it goes first.
