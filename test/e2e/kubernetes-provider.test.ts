@@ -2,7 +2,8 @@
  * The kubernetes provider between two real control planes: the run's dev cluster (local) and
  * one this file starts (remote), whose worker is a mock-provider virtual node run in this
  * process with its kubelet API served, so the remote API server can proxy logs and exec to it.
- * The local virtual node runs the kubernetes provider against the remote cluster.
+ * The local virtual node runs the kubernetes provider against the remote cluster, as an identity
+ * that has only the shipped least-privilege ClusterRole there.
  */
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
@@ -16,6 +17,7 @@ import {
   DevCluster,
   ensureBinaries,
   issueCert,
+  renderKubeconfig,
   writeNodeKubeconfig,
   type ClusterInfo,
 } from '../../src/devcluster/index.js';
@@ -33,6 +35,8 @@ let remote: DevCluster | undefined;
 let info: ClusterInfo;
 let remoteCore: k8s.CoreV1Api;
 let workerName = '';
+/** The provider's identity in the remote cluster: bound by the shipped least-privilege manifest only. */
+let offloadKubeconfig = '';
 const cleanups: (() => Promise<void>)[] = [];
 
 /** The remote cluster's worker: a mock virtual node serving the kubelet API on a free port. */
@@ -95,6 +99,21 @@ before(async () => {
   kc.loadFromFile(info.adminKubeconfig);
   remoteCore = kc.makeApiClient(k8s.CoreV1Api);
   await startRemoteWorker();
+  const rbac = new URL('../../deploy/kubernetes-provider-remote-rbac.yaml', import.meta.url)
+    .pathname;
+  await kubectl(['apply', '-f', rbac], { kubeconfig: info.adminKubeconfig });
+  await issueCert(info.pkiDir, { name: 'offload', cn: 'virtual-kubelet-offload', usage: 'client' });
+  offloadKubeconfig = join(dir, 'offload.kubeconfig');
+  await writeFile(
+    offloadKubeconfig,
+    await renderKubeconfig({
+      server: info.server,
+      caFile: join(info.pkiDir, 'ca.crt'),
+      certFile: join(info.pkiDir, 'offload.crt'),
+      keyFile: join(info.pkiDir, 'offload.key'),
+      name: 'offload',
+    }),
+  );
 });
 
 after(async () => {
@@ -114,7 +133,7 @@ async function offloadNode(t: TestContext, nodeName?: string): Promise<Offload> 
     nodeName: nodeName ?? uniqueNodeName('kube'),
     nodeIP: '127.0.0.1',
     config: parseKubernetesConfig({
-      kubeconfig: info.adminKubeconfig,
+      kubeconfig: offloadKubeconfig,
       nodeSelector: { 'kubernetes.io/hostname': workerName },
       tolerations: [{ key: 'virtual-kubelet.io/provider', operator: 'Exists' }],
       capacityRefreshSeconds: 1,
