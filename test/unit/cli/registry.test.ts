@@ -101,3 +101,21 @@ test('createProvider hands --cluster-dns and --cluster-domain to the process pro
   assert.match(resolv, /^search ns\.svc\.k8s\.test svc\.k8s\.test k8s\.test\b/);
   assert.match(resolv, /^nameserver 10\.96\.0\.10$/m);
 });
+
+test('createProvider kubernetes: the config is required and checked, the kubeconfig read from its folder', async (t) => {
+  const d = await dir(t);
+  const ctx = { nodeName: 'vk-remote', nodeIP: '127.0.0.1', logger: silentLogger };
+  await rejectsInvalid(createProvider('kubernetes', ctx), /needs --provider-config .*kubeconfig/);
+  const noKubeconfig = join(d, 'none.json');
+  await writeFile(noKubeconfig, '{}');
+  await rejectsInvalid(
+    createProvider('kubernetes', { ...ctx, configPath: noKubeconfig }),
+    /none\.json: kubeconfig .* is required/,
+  );
+  const missing = join(d, 'missing.json');
+  await writeFile(missing, JSON.stringify({ kubeconfig: 'remote.kubeconfig' }));
+  await rejectsInvalid(
+    createProvider('kubernetes', { ...ctx, configPath: missing }),
+    new RegExp(`kubeconfig ${join(d, 'remote.kubeconfig')}: `),
+  );
+});
