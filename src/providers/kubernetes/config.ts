@@ -64,6 +64,11 @@ export interface KubernetesConfig {
   readonly clusterId?: string;
   /** How often the remote capacity is read again. Default: 10 s. */
   readonly capacityRefreshSeconds?: number;
+  /**
+   * Copy the remote cluster's Events about offloaded pods onto the local pods (a watch of the
+   * remote pod Events). Default: true.
+   */
+  readonly remoteEvents?: boolean;
 }
 
 const KEYS = new Set<string>([
@@ -80,6 +85,7 @@ const KEYS = new Set<string>([
   'hostIP',
   'clusterId',
   'capacityRefreshSeconds',
+  'remoteEvents',
 ]);
 
 const isRecord = (v: unknown): v is Record<string, unknown> =>
@@ -173,6 +179,11 @@ export function parseKubernetesConfig(json: unknown): KubernetesConfig {
     if (typeof s !== 'number' || !(s >= 1))
       throw invalidInput('capacityRefreshSeconds must be a number >= 1');
     out.capacityRefreshSeconds = s;
+  }
+  if (json.remoteEvents !== undefined) {
+    if (typeof json.remoteEvents !== 'boolean')
+      throw invalidInput('remoteEvents must be true or false');
+    out.remoteEvents = json.remoteEvents;
   }
   return out;
 }

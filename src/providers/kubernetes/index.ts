@@ -34,7 +34,7 @@ import type {
   Provider,
   ResolvedVolume,
 } from '../../provider.js';
-import type { V1Node, V1Pod, V1PodStatus, V1Taint } from '../../wire.js';
+import type { CoreV1Event, V1Node, V1Pod, V1PodStatus, V1Taint } from '../../wire.js';
 import { freeCapacity } from './capacity.js';
 import type { KubernetesConfig } from './config.js';
 import { Reflector } from './reflector.js';
@@ -126,6 +126,11 @@ export class KubernetesProvider implements Provider {
   /** Local pod UID to entry key. */
   readonly #byUid = new Map<string, string>();
   readonly #informer: Informer<V1Pod>;
+  /** The remote pods' UIDs, to find the local pod a remote Event is about. */
+  readonly #byRemoteUid = new Map<string, Entry>();
+  /** Remote Events already copied, by UID and count. */
+  readonly #copiedEvents = new Set<string>();
+  readonly #started = Date.now();
   readonly #reflector: Reflector;
   readonly #stop = new AbortController();
   readonly #loops: Promise<void>[] = [];
@@ -165,6 +170,48 @@ export class KubernetesProvider implements Provider {
       },
     });
     this.#loops.push(this.#informer.run(this.#stop.signal));
+    if (this.#config.remoteEvents ?? true) {
+      const events = new Informer<CoreV1Event>({
+        client: this.#client,
+        path: '/api/v1/events',
+        fieldSelector: 'involvedObject.kind=Pod',
+        logger: this.#log,
+        // Only what the handlers read is kept.
+        transform: (e) => ({
+          metadata: e.metadata,
+          involvedObject: { uid: e.involvedObject.uid },
+          type: e.type,
+          reason: e.reason,
+          message: e.message,
+          count: e.count,
+          lastTimestamp: e.lastTimestamp,
+          eventTime: e.eventTime,
+        }),
+        handlers: {
+          onAdd: (e) => this.#onRemoteEvent(e),
+          onUpdate: (_old, e) => this.#onRemoteEvent(e),
+        },
+      });
+      this.#loops.push(events.run(this.#stop.signal));
+    }
+  }
+
+  /** Copies a remote Event about an offloaded pod onto the local pod, once per occurrence. */
+  #onRemoteEvent(e: CoreV1Event): void {
+    const entry = this.#byRemoteUid.get(e.involvedObject.uid ?? '');
+    if (!entry || entry.deleting) return;
+    const at = Date.parse(e.lastTimestamp ?? e.eventTime ?? '');
+    // Events from before the provider started were copied by the agent that ran then.
+    if (Number.isFinite(at) && at < this.#started - 1_000) return;
+    const key = `${e.metadata.uid ?? ''}/${String(e.count ?? 1)}`;
+    if (this.#copiedEvents.has(key)) return;
+    this.#copiedEvents.add(key);
+    if (this.#copiedEvents.size > 10_000) this.#copiedEvents.clear();
+    this.#emit(entry.pod, {
+      type: e.type === 'Warning' ? 'Warning' : 'Normal',
+      reason: e.reason ?? 'Remote',
+      message: `remote: ${e.message ?? ''}`,
+    });
   }
 
   /**
@@ -231,6 +278,7 @@ export class KubernetesProvider implements Provider {
     const entry = this.#entryOf(remote);
     if (!entry) return;
     entry.remoteUid = remote.metadata?.uid;
+    if (entry.remoteUid !== undefined) this.#byRemoteUid.set(entry.remoteUid, entry);
     this.#notify?.({
       metadata: { ...entry.pod.metadata },
       status: this.#localStatus(entry, remote),
@@ -421,6 +469,8 @@ export class KubernetesProvider implements Provider {
       this.#entries.delete(key);
       this.#byUid.delete(uid);
     }
+    for (const [remoteUid, e] of this.#byRemoteUid)
+      if (e.pod.metadata?.uid === uid) this.#byRemoteUid.delete(remoteUid);
     await this.#reflector.release(uid, signal);
   }
 

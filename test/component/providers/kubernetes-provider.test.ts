@@ -274,3 +274,40 @@ test('a mirrored service account is created remotely; an existing remote object 
   assert.equal(h.api.get('serviceaccounts', 'shop', 'builder'), undefined);
   assert.ok(h.api.get('configmaps', 'shop', 'theirs'), 'not ours: never deleted');
 });
+
+test('remote Events about an offloaded pod are copied onto the local pod once', async (t) => {
+  const h = await harness(t);
+  await h.provider.createPod(pod('web', 'uid-web'), signal());
+  h.api.update('pods', 'shop', 'web', (p) => {
+    p.status = { phase: 'Pending' };
+  });
+  await waitFor(() => h.reports.length > 0, { what: 'the remote pod seen' });
+  const remoteUid = h.api.get('pods', 'shop', 'web')?.metadata?.uid ?? '';
+  const event = (name: string, uid: string, count: number) => ({
+    metadata: { namespace: 'shop', name },
+    involvedObject: { kind: 'Pod', namespace: 'shop', name: 'web', uid },
+    type: 'Warning',
+    reason: 'FailedMount',
+    message: 'volume not ready',
+    count,
+    lastTimestamp: new Date().toISOString(),
+  });
+  h.api.create('events', event('web.1', remoteUid, 1));
+  h.api.create('events', event('other.1', 'someone-else', 1));
+  await waitFor(() => h.events.some((e) => e.event.reason === 'FailedMount'), {
+    what: 'the remote Event copied',
+  });
+  h.api.update('events', 'shop', 'web.1', (e) => {
+    e.count = 2;
+  });
+  await waitFor(() => h.events.filter((e) => e.event.reason === 'FailedMount').length === 2, {
+    what: 'the repeated Event copied again',
+  });
+  assert.deepEqual(
+    h.events.map((e) => [e.pod.metadata?.uid, e.event.type, e.event.message]),
+    [
+      ['uid-web', 'Warning', 'remote: volume not ready'],
+      ['uid-web', 'Warning', 'remote: volume not ready'],
+    ],
+  );
+});
