@@ -7,6 +7,9 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +29,7 @@ import { KubernetesProvider, parseKubernetesConfig } from '../../src/providers/k
 import { MockProvider } from '../../src/providers/mock/index.js';
 import { startNode, uniqueNodeName, waitNodeReady, type InProcessNode } from '../helpers/agent.js';
 import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
+import { onOrphaned } from '../helpers/orphan-watchdog.js';
 import { waitFor } from '../helpers/wait.js';
 
 const ORIGIN_UID = 'virtual-kubelet.io/origin-uid';
@@ -312,6 +316,50 @@ test('kubectl logs and exec go through both API servers', async (t) => {
     input: 'from stdin\n',
   });
   assert.equal(cat.stdout, 'from stdin\n');
+});
+
+test('kubectl port-forward reaches the remote pod through both API servers', async (t) => {
+  const { local } = await offloadNode(t);
+  const ns = await testNamespace(t, 'kp');
+  await localCore().createNamespacedPod({
+    namespace: ns,
+    body: podOn(local.nodeName, 'echo', {
+      containers: [
+        { name: 'app', image: 'example.invalid/app:1', ports: [{ containerPort: 8080 }] },
+      ],
+    }),
+  });
+  await runningLocal(ns, 'echo');
+  const c = testCluster();
+  const pf = spawn(c.kubectlPath, ['port-forward', '-n', ns, 'pod/echo', ':8080'], {
+    env: { ...process.env, KUBECONFIG: c.kubeconfigPath },
+  });
+  t.after(onOrphaned(() => pf.kill('SIGKILL')));
+  t.after(() => pf.kill());
+  const port = await new Promise<number>((resolve, reject) => {
+    let text = '';
+    pf.stdout.on('data', (d: Buffer) => {
+      text += d.toString();
+      const m = /Forwarding from 127\.0\.0\.1:(\d+)/.exec(text);
+      if (m?.[1]) resolve(Number(m[1]));
+    });
+    pf.on('exit', (code) => reject(new Error(`kubectl port-forward exited with ${String(code)}`)));
+  });
+  const data = randomBytes(1024 * 1024);
+  const back = await new Promise<Buffer>((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    const got: Buffer[] = [];
+    let n = 0;
+    socket.on('data', (d: Buffer) => {
+      got.push(d);
+      n += d.length;
+      if (n >= data.length) socket.end();
+    });
+    socket.on('close', () => resolve(Buffer.concat(got)));
+    socket.on('error', reject);
+    socket.write(data);
+  });
+  assert.ok(back.equals(data), 'the echo came back whole');
 });
 
 test('a remote pod deleted behind the agents back is created again, with an Event', async (t) => {
