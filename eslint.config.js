@@ -31,13 +31,17 @@ function roomRules(root) {
       .filter((e) => e.isDirectory())
       .map((e) => `${dir}/${e.name}`);
   const tree = (dir) => [dir, ...subfolders(dir).flatMap(tree)];
+  /** Folders that are rooms of their own: a `*` room's subfolder among them is not its instance. */
+  const named = new Set(Object.values(rooms).map((r) => r.path.replace(/\/$/, '')));
   /** Each room's instances: a file, a folder, or one folder per subfolder (`src/providers/*\/`). */
   const instances = names.flatMap((name) => {
     const path = rooms[name].path;
     if (!path.endsWith('/')) return [{ name, path, file: true }];
     const dir = path.slice(0, -1);
     if (!dir.endsWith('/*')) return [{ name, path: dir, file: false }];
-    return subfolders(dir.slice(0, -2)).map((sub) => ({ name, path: sub, file: false }));
+    return subfolders(dir.slice(0, -2))
+      .filter((sub) => !named.has(sub))
+      .map((sub) => ({ name, path: sub, file: false }));
   });
   const escape = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   const relative = (from, to) => {

@@ -57,3 +57,6 @@ export type V1Status = Wire<k8s.V1Status>;
 export type V1Taint = Wire<k8s.V1Taint>;
 export type V1Volume = Wire<k8s.V1Volume>;
 export type V1VolumeProjection = Wire<k8s.V1VolumeProjection>;
+export type V1Toleration = Wire<k8s.V1Toleration>;
+export type V1ServiceAccount = Wire<k8s.V1ServiceAccount>;
+export type V1Namespace = Wire<k8s.V1Namespace>;

@@ -1,9 +1,11 @@
 import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { errorMessage, invalidInput, VirtualKubeletError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Provider } from '../provider.js';
 import { CriProvider, parseCriConfig } from '../providers/cri/index.js';
 import { parseExternalConfig, startExternalProvider } from '../providers/external/index.js';
+import { KubernetesProvider, parseKubernetesConfig } from '../providers/kubernetes/index.js';
 import { MockProvider, parseMockConfig } from '../providers/mock/index.js';
 import { parseCidr, parseProcessConfig, ProcessProvider } from '../providers/process/index.js';
 
@@ -107,6 +109,22 @@ const criProvider: Factory = async (ctx) => {
   });
 };
 
+const kubernetesProvider: Factory = async (ctx) => {
+  if (!ctx.configPath)
+    throw invalidInput(
+      'the kubernetes provider needs --provider-config with {"kubeconfig": "<remote cluster kubeconfig>"}',
+    );
+  const config = await readProviderConfig(ctx.configPath, parseKubernetesConfig);
+  return KubernetesProvider.create({
+    nodeName: ctx.nodeName,
+    nodeIP: ctx.nodeIP,
+    config,
+    // A relative kubeconfig path is read from the provider config's folder.
+    baseDir: dirname(ctx.configPath),
+    logger: ctx.logger,
+  });
+};
+
 /** The only place that names the built-in providers. */
 const PROVIDERS: Readonly<
   Record<string, { description: string; create: Factory; parse: (json: unknown) => unknown }>
@@ -135,6 +153,11 @@ const PROVIDERS: Readonly<
     description: 'real containers from OCI images through a CRI v1 runtime (containerd)',
     create: criProvider,
     parse: parseCriConfig,
+  },
+  kubernetes: {
+    description: 'pods run in another Kubernetes cluster, whose free capacity the node offers',
+    create: kubernetesProvider,
+    parse: parseKubernetesConfig,
   },
 };
 

@@ -268,6 +268,24 @@ export class KubeClient {
     return (text ? JSON.parse(text) : undefined) as T;
   }
 
+  /**
+   * Opens a GET and hands back the answer's body as a stream (a container log, `/readyz`): no
+   * parsing, no timeout once the headers arrived. Non-2xx answers throw {@link ApiError}. The
+   * caller consumes or destroys the stream.
+   */
+  async stream(
+    path: string,
+    query: Readonly<Record<string, string | number | boolean | undefined>> = {},
+    signal?: AbortSignal,
+  ): Promise<IncomingMessage> {
+    const res = await this.#open('GET', path, { query, signal }, this.#timeoutMs);
+    // The idle timeout guards the wait for headers only: a followed log may be silent for long.
+    res.socket.setTimeout(0);
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status > 299) throw apiError(status, await readAll(res), 'GET', path);
+    return res;
+  }
+
   /** GET that resolves to undefined on 404. */
   async get<T>(path: string, signal?: AbortSignal, unthrottled = false): Promise<T | undefined> {
     try {

@@ -3,10 +3,12 @@ import type {
   CoreV1Event,
   V1ConfigMap,
   V1Lease,
+  V1Namespace,
   V1Node,
   V1Pod,
   V1Secret,
   V1Service,
+  V1ServiceAccount,
 } from '../../src/wire.js';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -80,6 +82,8 @@ export interface Resources {
   events: CoreV1Event;
   leases: V1Lease;
   nodes: V1Node;
+  namespaces: V1Namespace;
+  serviceaccounts: V1ServiceAccount;
 }
 export type Resource = keyof Resources;
 
@@ -92,6 +96,8 @@ const RESOURCES: Readonly<Record<string, { namespaced: boolean; kind: string } |
   events: { namespaced: true, kind: 'Event' },
   leases: { namespaced: true, kind: 'Lease' },
   nodes: { namespaced: false, kind: 'Node' },
+  namespaces: { namespaced: false, kind: 'Namespace' },
+  serviceaccounts: { namespaced: true, kind: 'ServiceAccount' },
 };
 
 /** List fields a strategic merge patch merges element by element, by this key. */

@@ -115,3 +115,21 @@ test('--provider external: needs a config; a bad one is one line naming the file
     /external\.json: .*tls .*required/,
   );
 });
+
+test('createProvider kubernetes: the config is required and checked, the kubeconfig read from its folder', async (t) => {
+  const d = await dir(t);
+  const ctx = { nodeName: 'vk-remote', nodeIP: '127.0.0.1', logger: silentLogger };
+  await rejectsInvalid(createProvider('kubernetes', ctx), /needs --provider-config .*kubeconfig/);
+  const noKubeconfig = join(d, 'none.json');
+  await writeFile(noKubeconfig, '{}');
+  await rejectsInvalid(
+    createProvider('kubernetes', { ...ctx, configPath: noKubeconfig }),
+    /none\.json: kubeconfig .* is required/,
+  );
+  const missing = join(d, 'missing.json');
+  await writeFile(missing, JSON.stringify({ kubeconfig: 'remote.kubeconfig' }));
+  await rejectsInvalid(
+    createProvider('kubernetes', { ...ctx, configPath: missing }),
+    new RegExp(`kubeconfig ${join(d, 'remote.kubeconfig')}: `),
+  );
+});

@@ -1,0 +1,470 @@
+/**
+ * The kubernetes provider between two real control planes: the run's dev cluster (local) and
+ * one this file starts (remote), whose worker is a mock-provider virtual node run in this
+ * process with its kubelet API served, so the remote API server can proxy logs and exec to it.
+ * The local virtual node runs the kubernetes provider against the remote cluster, as an identity
+ * that has only the shipped least-privilege ClusterRole there.
+ */
+import * as k8s from '@kubernetes/client-node';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test, type TestContext } from 'node:test';
+import { WebhookAuthorizer } from '../../src/api/auth.js';
+import { VirtualNode } from '../../src/agent/virtual-node.js';
+import {
+  DevCluster,
+  ensureBinaries,
+  issueCert,
+  renderKubeconfig,
+  writeNodeKubeconfig,
+  type ClusterInfo,
+} from '../../src/devcluster/index.js';
+import { KubeClient, loadKubeConfig } from '../../src/kube/client.js';
+import { KubernetesProvider, parseKubernetesConfig } from '../../src/providers/kubernetes/index.js';
+import { MockProvider } from '../../src/providers/mock/index.js';
+import { startNode, uniqueNodeName, waitNodeReady, type InProcessNode } from '../helpers/agent.js';
+import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
+import { onOrphaned } from '../helpers/orphan-watchdog.js';
+import { waitFor } from '../helpers/wait.js';
+
+const ORIGIN_UID = 'virtual-kubelet.io/origin-uid';
+
+let dir = '';
+let remote: DevCluster | undefined;
+let info: ClusterInfo;
+let remoteCore: k8s.CoreV1Api;
+let workerName = '';
+/** The provider's identity in the remote cluster: bound by the shipped least-privilege manifest only. */
+let offloadKubeconfig = '';
+const cleanups: (() => Promise<void>)[] = [];
+
+/** The remote cluster's worker: a mock virtual node serving the kubelet API on a free port. */
+async function startRemoteWorker(): Promise<void> {
+  workerName = uniqueNodeName('remote-worker');
+  const kc = loadKubeConfig(
+    await writeNodeKubeconfig({
+      pkiDir: info.pkiDir,
+      server: info.server,
+      nodeName: workerName,
+      path: join(dir, `node-${workerName}.kubeconfig`),
+    }),
+  );
+  const client = await KubeClient.create(kc);
+  const certName = `serving-${workerName}`;
+  await issueCert(info.pkiDir, {
+    name: certName,
+    cn: `system:node:${workerName}`,
+    organizations: ['system:nodes'],
+    usage: 'server',
+    sans: ['IP:127.0.0.1', `DNS:${workerName}`],
+  });
+  const provider = new MockProvider({ nodeName: workerName, config: {}, notify: true });
+  const node = new VirtualNode({
+    client,
+    nodeName: workerName,
+    provider,
+    nodeIP: '127.0.0.1',
+    taints: [{ key: 'virtual-kubelet.io/provider', value: 'mock', effect: 'NoSchedule' }],
+    kubeletVersion: 'v1.37.2-vk-test',
+    node: { statusUpdateIntervalMs: 2_000, pingIntervalMs: 500, leaseDurationSeconds: 8 },
+    pods: { pollIntervalMs: 300, fullResyncPeriodMs: 10_000, maxBackoffMs: 2_000 },
+    api: {
+      cert: await readFile(join(info.pkiDir, `${certName}.crt`), 'utf8'),
+      key: await readFile(join(info.pkiDir, `${certName}.key`), 'utf8'),
+      clientCA: await readFile(join(info.pkiDir, 'ca.crt')),
+      port: 0,
+      host: '127.0.0.1',
+      authorizer: new WebhookAuthorizer({ client, nodeName: workerName }),
+    },
+  });
+  const controller = new AbortController();
+  const running = node.run(controller.signal);
+  cleanups.push(async () => {
+    controller.abort();
+    await running;
+    await provider.close();
+    client.close();
+  });
+  await Promise.race([node.whenReady(), running]);
+}
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'vk-e2e-kubeprov-'));
+  // The runner's sweep of stale vk-e2e-* directories leaves those of a live owner alone.
+  await writeFile(join(dir, 'owner.pid'), String(process.pid));
+  remote = new DevCluster({ dir, binaries: await ensureBinaries() });
+  info = await remote.start();
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(info.adminKubeconfig);
+  remoteCore = kc.makeApiClient(k8s.CoreV1Api);
+  await startRemoteWorker();
+  const rbac = new URL('../../deploy/kubernetes-provider-remote-rbac.yaml', import.meta.url)
+    .pathname;
+  await kubectl(['apply', '-f', rbac], { kubeconfig: info.adminKubeconfig });
+  await issueCert(info.pkiDir, { name: 'offload', cn: 'virtual-kubelet-offload', usage: 'client' });
+  offloadKubeconfig = join(dir, 'offload.kubeconfig');
+  await writeFile(
+    offloadKubeconfig,
+    await renderKubeconfig({
+      server: info.server,
+      caFile: join(info.pkiDir, 'ca.crt'),
+      certFile: join(info.pkiDir, 'offload.crt'),
+      keyFile: join(info.pkiDir, 'offload.key'),
+      name: 'offload',
+    }),
+  );
+});
+
+after(async () => {
+  for (const fn of cleanups.reverse()) await fn();
+  await remote?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+interface Offload {
+  readonly local: InProcessNode;
+  readonly provider: KubernetesProvider;
+}
+
+/** A local virtual node whose pods run in the remote cluster, on its worker. */
+async function offloadNode(t: TestContext, nodeName?: string): Promise<Offload> {
+  const name = nodeName ?? uniqueNodeName('kube');
+  const provider = await KubernetesProvider.create({
+    nodeName: name,
+    nodeIP: '127.0.0.1',
+    config: parseKubernetesConfig({
+      kubeconfig: offloadKubeconfig,
+      nodeSelector: { 'kubernetes.io/hostname': workerName },
+      tolerations: [{ key: 'virtual-kubelet.io/provider', operator: 'Exists' }],
+      capacityRefreshSeconds: 1,
+    }),
+  });
+  const local = await startNode(t, { nodeName: name, provider, api: true });
+  t.after(() => provider.close(AbortSignal.timeout(10_000)));
+  return { local, provider };
+}
+
+function podOn(nodeName: string, name: string, extra: Partial<k8s.V1PodSpec> = {}): k8s.V1Pod {
+  return {
+    metadata: { name, labels: { app: name } },
+    spec: {
+      nodeSelector: { 'kubernetes.io/hostname': nodeName },
+      tolerations: [{ key: 'virtual-kubelet.io/provider', operator: 'Exists' }],
+      containers: [{ name: 'app', image: 'example.invalid/app:1' }],
+      ...extra,
+    },
+  };
+}
+
+const localCore = (): k8s.CoreV1Api => testCluster().kc.makeApiClient(k8s.CoreV1Api);
+
+async function remotePodsOf(namespace: string, uid: string): Promise<k8s.V1Pod[]> {
+  const list = await remoteCore
+    .listNamespacedPod({ namespace, labelSelector: `${ORIGIN_UID}=${uid}` })
+    .catch(() => ({ items: [] }));
+  return list.items;
+}
+
+async function runningLocal(namespace: string, name: string): Promise<k8s.V1Pod> {
+  return waitFor(
+    async () => {
+      const p = await localCore().readNamespacedPod({ namespace, name });
+      return p.status?.phase === 'Running' && p.status.podIP ? p : undefined;
+    },
+    { what: `local pod ${namespace}/${name} Running with an IP`, timeoutMs: 60_000 },
+  );
+}
+
+test('a Deployment on the virtual node runs in the remote cluster, its status reflected', async (t) => {
+  const { local } = await offloadNode(t);
+  const ns = await testNamespace(t, 'kp');
+  const apps = testCluster().kc.makeApiClient(k8s.AppsV1Api);
+  const template = podOn(local.nodeName, 'web');
+  await apps.createNamespacedDeployment({
+    namespace: ns,
+    body: {
+      metadata: { name: 'web' },
+      spec: {
+        replicas: 2,
+        selector: { matchLabels: { app: 'web' } },
+        template: { metadata: template.metadata, spec: template.spec },
+      },
+    },
+  });
+  await waitFor(
+    async () =>
+      (await apps.readNamespacedDeployment({ name: 'web', namespace: ns })).status
+        ?.availableReplicas === 2,
+    { what: 'the Deployment available with 2 replicas', timeoutMs: 90_000 },
+  );
+  const pods = (await localCore().listNamespacedPod({ namespace: ns })).items;
+  assert.equal(pods.length, 2);
+  for (const p of pods) {
+    const uid = p.metadata?.uid ?? '';
+    const [copy, ...more] = await remotePodsOf(ns, uid);
+    assert.ok(copy, `a remote pod for ${p.metadata?.name ?? ''}`);
+    assert.equal(more.length, 0, 'created once');
+    assert.equal(copy.metadata?.name, p.metadata?.name, 'the name is kept');
+    assert.equal(copy.spec?.nodeName, workerName, 'scheduled by the remote scheduler');
+    assert.equal(copy.metadata?.annotations?.['virtual-kubelet.io/origin-namespace'], ns);
+    assert.equal(copy.metadata?.labels?.['virtual-kubelet.io/origin-node'], local.nodeName);
+    assert.equal(copy.metadata?.labels?.app, 'web');
+    assert.equal(p.status?.podIP, copy.status?.podIP, 'the remote pod IP is reported');
+    assert.equal(p.status?.phase, 'Running');
+    assert.ok(
+      p.status?.containerStatuses?.[0]?.ready,
+      'container statuses come from the remote pod',
+    );
+  }
+  // The remote namespace was made for the pods.
+  const remoteNs = await remoteCore.readNamespace({ name: ns });
+  assert.equal(remoteNs.metadata?.labels?.['virtual-kubelet.io/reflected'], 'true');
+  // Scaled down: the remote pod goes with the local one.
+  await apps.patchNamespacedDeploymentScale(
+    { name: 'web', namespace: ns, body: { spec: { replicas: 0 } } },
+    k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+  );
+  await waitFor(
+    async () =>
+      (await remoteCore.listNamespacedPod({ namespace: ns })).items.length === 0 &&
+      (await localCore().listNamespacedPod({ namespace: ns })).items.length === 0,
+    { what: 'local and remote pods gone', timeoutMs: 90_000 },
+  );
+});
+
+test('the virtual node offers the remote workers free capacity', async (t) => {
+  const { local } = await offloadNode(t);
+  const millicores = (q: string | undefined): number =>
+    q?.endsWith('m') ? Number(q.slice(0, -1)) : Number(q) * 1000;
+  // What other virtual nodes' pods (earlier tests) take of the worker is not offered.
+  const expected = async (): Promise<{ pods: number; cpu: number }> => {
+    const worker = await remoteCore.readNode({ name: workerName });
+    const others = (
+      await remoteCore.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${workerName}` })
+    ).items.filter(
+      (p) =>
+        p.status?.phase !== 'Succeeded' &&
+        p.status?.phase !== 'Failed' &&
+        p.metadata?.labels?.['virtual-kubelet.io/origin-node'] !== local.nodeName,
+    );
+    return {
+      pods: Number(worker.status?.allocatable?.pods) - others.length,
+      cpu: millicores(worker.status?.allocatable?.cpu),
+    };
+  };
+  let last = '';
+  const node = await waitFor(
+    async () => {
+      const n = await localCore().readNode({ name: local.nodeName });
+      const want = await expected();
+      last = `want ${JSON.stringify(want)}, node has ${JSON.stringify(n.status?.allocatable)}`;
+      return Number(n.status?.allocatable?.pods) === want.pods &&
+        millicores(n.status?.allocatable?.cpu) === want.cpu
+        ? n
+        : undefined;
+    },
+    { what: 'the remote capacity on the local node' },
+  ).catch((err: unknown) => {
+    throw new Error(`${(err as Error).message}: ${last}`);
+  });
+  assert.equal(node.metadata?.labels?.['virtual-kubelet.io/provider'], 'kubernetes');
+});
+
+test('a ConfigMap edit reaches the remote copy; the copy goes with the last pod', async (t) => {
+  const { local } = await offloadNode(t);
+  const ns = await testNamespace(t, 'kp');
+  await localCore().createNamespacedConfigMap({
+    namespace: ns,
+    body: { metadata: { name: 'settings' }, data: { 'app.conf': 'color=blue' } },
+  });
+  const pod = podOn(local.nodeName, 'reader', {
+    volumes: [{ name: 'cfg', configMap: { name: 'settings' } }],
+    containers: [
+      {
+        name: 'app',
+        image: 'example.invalid/app:1',
+        volumeMounts: [{ name: 'cfg', mountPath: '/cfg' }],
+      },
+    ],
+  });
+  await localCore().createNamespacedPod({ namespace: ns, body: pod });
+  await runningLocal(ns, 'reader');
+  const remoteData = async (): Promise<string | undefined> =>
+    (
+      await remoteCore
+        .readNamespacedConfigMap({ name: 'settings', namespace: ns })
+        .catch(() => undefined)
+    )?.data?.['app.conf'];
+  assert.equal(await remoteData(), 'color=blue');
+  await localCore().patchNamespacedConfigMap(
+    { name: 'settings', namespace: ns, body: { data: { 'app.conf': 'color=green' } } },
+    k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+  );
+  await waitFor(async () => (await remoteData()) === 'color=green', {
+    what: 'the edit in the remote copy',
+    timeoutMs: 120_000,
+  });
+  await localCore().deleteNamespacedPod({ name: 'reader', namespace: ns, gracePeriodSeconds: 0 });
+  await waitFor(async () => (await remoteData()) === undefined, {
+    what: 'the remote copy removed with its last pod',
+    timeoutMs: 60_000,
+  });
+});
+
+test('kubectl logs and exec go through both API servers', async (t) => {
+  const { local } = await offloadNode(t);
+  const ns = await testNamespace(t, 'kp');
+  await localCore().createNamespacedPod({ namespace: ns, body: podOn(local.nodeName, 'shell') });
+  await runningLocal(ns, 'shell');
+  const logs = await kubectl(['logs', '-n', ns, 'shell']);
+  assert.match(logs.stdout, new RegExp(`mock: container app of ${ns}/shell started`));
+  const exec = await kubectl(['exec', '-n', ns, 'shell', '--', 'sh', '-c', 'echo hello; exit 3'], {
+    allowFailure: true,
+  });
+  assert.equal(exec.stdout.trim(), 'hello');
+  assert.equal(exec.code, 3, 'the remote exit code comes back');
+  const cat = await kubectl(['exec', '-i', '-n', ns, 'shell', '--', 'cat'], {
+    input: 'from stdin\n',
+  });
+  assert.equal(cat.stdout, 'from stdin\n');
+});
+
+test('kubectl port-forward reaches the remote pod through both API servers', async (t) => {
+  const { local } = await offloadNode(t);
+  const ns = await testNamespace(t, 'kp');
+  await localCore().createNamespacedPod({
+    namespace: ns,
+    body: podOn(local.nodeName, 'echo', {
+      containers: [
+        { name: 'app', image: 'example.invalid/app:1', ports: [{ containerPort: 8080 }] },
+      ],
+    }),
+  });
+  await runningLocal(ns, 'echo');
+  const c = testCluster();
+  const pf = spawn(c.kubectlPath, ['port-forward', '-n', ns, 'pod/echo', ':8080'], {
+    env: { ...process.env, KUBECONFIG: c.kubeconfigPath },
+  });
+  t.after(onOrphaned(() => pf.kill('SIGKILL')));
+  t.after(() => pf.kill());
+  const port = await new Promise<number>((resolve, reject) => {
+    let text = '';
+    pf.stdout.on('data', (d: Buffer) => {
+      text += d.toString();
+      const m = /Forwarding from 127\.0\.0\.1:(\d+)/.exec(text);
+      if (m?.[1]) resolve(Number(m[1]));
+    });
+    pf.on('exit', (code) => reject(new Error(`kubectl port-forward exited with ${String(code)}`)));
+  });
+  const data = randomBytes(1024 * 1024);
+  const back = await new Promise<Buffer>((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    const got: Buffer[] = [];
+    let n = 0;
+    socket.on('data', (d: Buffer) => {
+      got.push(d);
+      n += d.length;
+      if (n >= data.length) socket.end();
+    });
+    socket.on('close', () => resolve(Buffer.concat(got)));
+    socket.on('error', reject);
+    socket.write(data);
+  });
+  assert.ok(back.equals(data), 'the echo came back whole');
+});
+
+test('a remote pod deleted behind the agents back is created again, with an Event', async (t) => {
+  const { local } = await offloadNode(t);
+  const ns = await testNamespace(t, 'kp');
+  const created = await localCore().createNamespacedPod({
+    namespace: ns,
+    body: podOn(local.nodeName, 'survivor'),
+  });
+  const uid = created.metadata?.uid ?? '';
+  await runningLocal(ns, 'survivor');
+  const [first] = await remotePodsOf(ns, uid);
+  assert.ok(first);
+  await remoteCore.deleteNamespacedPod({ name: 'survivor', namespace: ns, gracePeriodSeconds: 0 });
+  const second = await waitFor(
+    async () => {
+      const pods = await remotePodsOf(ns, uid);
+      return pods.length === 1 && pods[0]?.metadata?.uid !== first.metadata?.uid
+        ? pods[0]
+        : undefined;
+    },
+    { what: 'the remote pod made again', timeoutMs: 60_000 },
+  );
+  assert.equal(second.metadata?.name, 'survivor');
+  await waitFor(
+    async () =>
+      (await localCore().listNamespacedEvent({ namespace: ns })).items.some(
+        (e) => e.reason === 'RemotePodRecreated' && e.involvedObject.name === 'survivor',
+      ),
+    { what: 'the RemotePodRecreated Event' },
+  );
+  const kept = await localCore().readNamespacedPod({ name: 'survivor', namespace: ns });
+  assert.equal(kept.metadata?.uid, uid, 'the local pod is the truth: kept');
+});
+
+test('the remote API server stopped and started: pods kept, the node NotReady then Ready', async (t) => {
+  const { local } = await offloadNode(t);
+  const ns = await testNamespace(t, 'kp');
+  const created = await localCore().createNamespacedPod({
+    namespace: ns,
+    body: podOn(local.nodeName, 'steady'),
+  });
+  const uid = created.metadata?.uid ?? '';
+  await runningLocal(ns, 'steady');
+  const [before] = await remotePodsOf(ns, uid);
+  assert.ok(before);
+  await remote?.stopComponent('kube-apiserver');
+  try {
+    await waitNodeReady(local.nodeName, 'False', 60_000);
+    const kept = await localCore().readNamespacedPod({ name: 'steady', namespace: ns });
+    assert.equal(kept.metadata?.uid, uid, 'the local pod is kept');
+  } finally {
+    await remote?.startComponent('kube-apiserver');
+  }
+  await waitNodeReady(local.nodeName, 'True', 60_000);
+  const after = await remotePodsOf(ns, uid);
+  assert.equal(after.length, 1, 'nothing created twice');
+  assert.equal(after[0]?.metadata?.uid, before.metadata?.uid, 'the same remote pod');
+  await runningLocal(ns, 'steady');
+});
+
+test('a restarted agent adopts its remote pods by their origin UID and creates nothing twice', async (t) => {
+  const nodeName = uniqueNodeName('kube-restart');
+  const first = await offloadNode(t, nodeName);
+  const ns = await testNamespace(t, 'kp');
+  const created = await localCore().createNamespacedPod({
+    namespace: ns,
+    body: podOn(nodeName, 'adopted'),
+  });
+  const uid = created.metadata?.uid ?? '';
+  await runningLocal(ns, 'adopted');
+  const [before] = await remotePodsOf(ns, uid);
+  await first.local.stop();
+  await first.provider.close(AbortSignal.timeout(10_000));
+  await offloadNode(t, nodeName);
+  await waitNodeReady(nodeName, 'True', 60_000);
+  await runningLocal(ns, 'adopted');
+  // Give the new agent a full resync to do something wrong.
+  await waitFor(
+    async () => {
+      const p = await localCore().readNamespacedPod({ name: 'adopted', namespace: ns });
+      return p.status?.phase === 'Running';
+    },
+    { what: 'the adopted pod Running' },
+  );
+  const after = await remotePodsOf(ns, uid);
+  assert.equal(after.length, 1);
+  assert.equal(after[0]?.metadata?.uid, before?.metadata?.uid, 'the same remote pod, adopted');
+  // Logs still reach the remote pod after the restart.
+  const logs = await kubectl(['logs', '-n', ns, 'adopted']);
+  assert.match(logs.stdout, /started/);
+});
