@@ -1242,6 +1242,13 @@ export class PodController {
     for (const field of ['reason', 'message'] as const) {
       if (status[field] === undefined && pod.status?.[field] !== undefined) body[field] = null;
     }
+    // A strategic merge patch merges podIPs and hostIPs by address: a new address would be added
+    // beside the old one, which the API server refuses (two addresses of one family). The
+    // provider's list is the whole truth, so it replaces the stored one.
+    for (const field of ['podIPs', 'hostIPs'] as const) {
+      const list = status[field];
+      if (list) body[field] = [...list, { $patch: 'replace' }];
+    }
     const span = startSpan('pod status write', {
       attributes: () => ({
         [ATTR.node]: this.#o.nodeName,

@@ -409,6 +409,21 @@ test('a remote pod deleted behind the agents back is created again, with an Even
   );
   const kept = await localCore().readNamespacedPod({ name: 'survivor', namespace: ns });
   assert.equal(kept.metadata?.uid, uid, 'the local pod is the truth: kept');
+  const again = await waitFor(
+    async () => {
+      const [p] = await remotePodsOf(ns, uid);
+      return p?.status?.phase === 'Running' && p.status.podIP ? p : undefined;
+    },
+    { what: 'the new remote pod Running' },
+  );
+  // The local status follows the new remote pod, whose address may differ from the first's.
+  await waitFor(
+    async () => {
+      const p = await localCore().readNamespacedPod({ name: 'survivor', namespace: ns });
+      return p.status?.phase === 'Running' && p.status.podIP === again.status?.podIP;
+    },
+    { what: "the local pod's status from the new remote pod" },
+  );
 });
 
 test('the remote API server stopped and started: pods kept, the node NotReady then Ready', async (t) => {

@@ -5,6 +5,7 @@
  * And what the API server itself allows: a downwardAPI volume may not name `status.podIP`.
  */
 import * as k8s from '@kubernetes/client-node';
+import type { V1Pod, V1PodStatus } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MockProvider } from '../../src/providers/mock/index.js';
@@ -168,5 +169,63 @@ test('process: a pod prints POD_IP, HOST_IP and $(POD_IP), equal to its status',
   assert.equal(
     podIP.split('.').slice(0, 3).join('.'),
     provider.podCIDR?.split('.').slice(0, 3).join('.'),
+  );
+});
+
+/**
+ * A provider whose pods change address while they run, as a pod re-created in another cluster or
+ * a sandbox re-made by a runtime does.
+ */
+class MovingProvider extends MockProvider {
+  podIP = '10.250.0.1';
+
+  #moved(status: V1PodStatus | undefined): V1PodStatus | undefined {
+    if (!status) return status;
+    return { ...status, podIP: this.podIP, podIPs: [{ ip: this.podIP }] };
+  }
+
+  override async getPodStatus(
+    namespace: string,
+    name: string,
+    signal: AbortSignal,
+  ): Promise<V1PodStatus | undefined> {
+    return this.#moved(await super.getPodStatus(namespace, name, signal));
+  }
+
+  override async getPods(signal: AbortSignal): Promise<V1Pod[]> {
+    return (await super.getPods(signal)).map((p) => ({ ...p, status: this.#moved(p.status) }));
+  }
+}
+
+test("a running pod's new address replaces the old one in its status", async (t) => {
+  const ns = await testNamespace(t);
+  const nodeName = uniqueNodeName('addr-move');
+  const provider = new MovingProvider({ nodeName, notify: false, config: { logIntervalMs: 0 } });
+  t.after(() => provider.close());
+  await startNode(t, { nodeName, provider });
+  await core().createNamespacedPod({
+    namespace: ns,
+    body: {
+      metadata: { name: 'moving' },
+      spec: { ...onNode(nodeName), containers: [{ name: 'app', image: 'busybox' }] },
+    },
+  });
+  const first = await waitRunning(ns, 'moving');
+  assert.deepEqual(
+    first.status?.podIPs?.map((p) => p.ip),
+    ['10.250.0.1'],
+  );
+  provider.podIP = '10.250.0.2';
+  // A merge of the lists by address would hold both, which the API server refuses.
+  const moved = await waitFor(
+    async () => {
+      const p = await core().readNamespacedPod({ name: 'moving', namespace: ns });
+      return p.status?.podIP === '10.250.0.2' ? p : undefined;
+    },
+    { what: 'the new address in the status', timeoutMs: 30_000 },
+  );
+  assert.deepEqual(
+    moved.status?.podIPs?.map((p) => p.ip),
+    ['10.250.0.2'],
   );
 });

@@ -101,13 +101,21 @@ const RESOURCES: Readonly<Record<string, { namespaced: boolean; kind: string } |
 };
 
 /** List fields a strategic merge patch merges element by element, by this key. */
-const MERGE_KEYS: Readonly<Record<string, string>> = { conditions: 'type', addresses: 'type' };
+const MERGE_KEYS: Readonly<Record<string, string>> = {
+  conditions: 'type',
+  addresses: 'type',
+  podIPs: 'ip',
+  hostIPs: 'ip',
+};
 
 const PATH =
   /^\/(?:api\/v1|apis\/[^/]+\/[^/]+)(?:\/namespaces\/([^/]+))?\/([^/]+)(?:\/([^/]+))?(?:\/([^/]+))?$/;
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The strategic merge patch directive that makes a list replace the stored one. */
+const isReplace = (item: unknown): boolean => isObject(item) && item.$patch === 'replace';
 
 /** RFC 7386 merge patch; with `strategic`, the lists of MERGE_KEYS merge by their key. */
 function applyPatch(target: unknown, patch: unknown, strategic: boolean): unknown {
@@ -116,6 +124,8 @@ function applyPatch(target: unknown, patch: unknown, strategic: boolean): unknow
   for (const [field, value] of Object.entries(patch)) {
     const key = MERGE_KEYS[field];
     if (value === null) Reflect.deleteProperty(out, field);
+    else if (strategic && Array.isArray(value) && value.some(isReplace))
+      out[field] = structuredClone(value.filter((item) => !isReplace(item)));
     else if (strategic && key && Array.isArray(value) && Array.isArray(out[field])) {
       const merged = [...(out[field] as unknown[])];
       for (const item of value) {
