@@ -176,7 +176,7 @@ async function runningLocal(namespace: string, name: string): Promise<k8s.V1Pod>
       const p = await localCore().readNamespacedPod({ namespace, name });
       return p.status?.phase === 'Running' && p.status.podIP ? p : undefined;
     },
-    { what: `local pod ${namespace}/${name} Running with an IP`, timeoutMs: 60_000 },
+    { what: `local pod ${namespace}/${name} Running with an IP`, timeoutMs: 120_000 },
   );
 }
 
@@ -450,6 +450,21 @@ test('the remote API server stopped and started: pods kept, the node NotReady th
   assert.equal(after.length, 1, 'nothing created twice');
   assert.equal(after[0]?.metadata?.uid, before.metadata?.uid, 'the same remote pod');
   await runningLocal(ns, 'steady');
+  // The remote cluster's node controller may have tainted its worker while the API server was
+  // away; the tests after this one schedule remote pods, so the worker must be schedulable again.
+  await waitFor(
+    async () => {
+      const worker = await remoteCore.readNode({ name: workerName }).catch(() => undefined);
+      const ready = worker?.status?.conditions?.some(
+        (c) => c.type === 'Ready' && c.status === 'True',
+      );
+      const tainted = worker?.spec?.taints?.some((taint) =>
+        taint.key.startsWith('node.kubernetes.io/'),
+      );
+      return ready === true && tainted !== true;
+    },
+    { what: 'the remote worker Ready and untainted', timeoutMs: 120_000 },
+  );
 });
 
 test('a restarted agent adopts its remote pods by their origin UID and creates nothing twice', async (t) => {
