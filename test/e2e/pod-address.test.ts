@@ -5,7 +5,7 @@
  * And what the API server itself allows: a downwardAPI volume may not name `status.podIP`.
  */
 import * as k8s from '@kubernetes/client-node';
-import type { V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import type { V1Pod, V1PodStatus } from '../../src/wire.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MockProvider } from '../../src/providers/mock/index.js';
