@@ -37,6 +37,7 @@ import type {
 import { CriClient, nanosToIso, type Message } from './client.js';
 import type { CriConfig } from './config.js';
 import { readCriLog } from './logs.js';
+import { runStream, streamFlags } from './streaming.js';
 import { containerSamples, resourceMetricsOf, summaryOf } from './stats.js';
 import { ProbeManager, type ProbeRuntime } from '../../probes/index.js';
 
@@ -601,8 +602,9 @@ export class CriProvider {
   }
 
   /**
-   * Runs a command through the runtime's ExecSync: output comes when it ends. Interactive
-   * sessions (stdin, a terminal) need the runtime's streaming server, which is not bridged yet.
+   * Runs a command through the runtime's `Exec` and its streaming server: output as it comes,
+   * stdin, a terminal and its size (see streaming.ts; the process sees no end of file when the
+   * client's stdin ends). Probes use `ExecSync`.
    */
   async runInContainer(
     namespace: string,
@@ -612,20 +614,39 @@ export class CriProvider {
     streams: AttachStreams,
     signal: AbortSignal,
   ): Promise<number> {
-    if (streams.stdin || streams.tty)
-      throw invalidInput(
-        'the cri provider runs exec without stdin or a terminal only (the runtime streaming bridge is missing)',
-      );
     const id = this.#containerId(namespace, pod, container);
-    const res = await this.#cri.runtime<{ stdout: Buffer; stderr: Buffer; exit_code: number }>(
-      'ExecSync',
-      { container_id: id, cmd: [...command], timeout: '0' },
+    const { url } = await this.#cri.runtime<{ url: string }>(
+      'Exec',
+      { container_id: id, cmd: [...command], ...streamFlags(streams) },
       signal,
-      24 * 3600_000,
     );
-    streams.stdout?.write(res.stdout);
-    streams.stderr?.write(res.stderr);
-    return res.exit_code;
+    const { exitCode } = await runStream(url, streams, signal);
+    if (exitCode === undefined && !signal.aborted)
+      throw unavailable(
+        `exec in ${namespace}/${pod}/${container}: the runtime sent no exit status`,
+      );
+    return exitCode ?? 0;
+  }
+
+  /**
+   * Connects the streams to the container's main process through the runtime's `Attach` and
+   * its streaming server, until the process exits or `signal` fires. The container must have
+   * been created with `stdin` (and `tty`) for those streams.
+   */
+  async attachToContainer(
+    namespace: string,
+    pod: string,
+    container: string,
+    streams: AttachStreams,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const id = this.#containerId(namespace, pod, container);
+    const { url } = await this.#cri.runtime<{ url: string }>(
+      'Attach',
+      { container_id: id, ...streamFlags(streams) },
+      signal,
+    );
+    await runStream(url, streams, signal);
   }
 
   /**

@@ -1,0 +1,176 @@
+/**
+ * Interactive streams of the cri provider through the runtime's streaming server, against the
+ * real control plane and a real containerd (the dev runtime): `kubectl exec -i` and `-it`,
+ * `kubectl attach` and `kubectl cp` out of a container.
+ */
+import * as k8s from '@kubernetes/client-node';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test, type TestContext } from 'node:test';
+import { BUSYBOX_OS_RELEASE, DevRuntime, type RuntimeInfo } from '../../src/devcluster/index.js';
+import { CriProvider } from '../../src/providers/cri/index.js';
+import type { V1Container } from '../../src/wire.js';
+import { onNode, startNode, uniqueNodeName } from '../helpers/agent.js';
+import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
+import { randomPodCidr } from '../helpers/process-pods.js';
+import { waitFor } from '../helpers/wait.js';
+
+const core = (): k8s.CoreV1Api => testCluster().kc.makeApiClient(k8s.CoreV1Api);
+
+let dir = '';
+let runtime: DevRuntime | undefined;
+let info: RuntimeInfo;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'vk-e2e-cri-streams-'));
+  await writeFile(join(dir, 'owner.pid'), String(process.pid));
+  runtime = new DevRuntime({ dir: join(dir, 'rt') });
+  info = await runtime.start();
+});
+
+after(async () => {
+  await runtime?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const quiet = {
+  level: 'warn',
+  trace: () => undefined,
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+  fatal: () => undefined,
+  child() {
+    return this;
+  },
+};
+
+/** A CRI node with one pod of the busybox image; resolves to the namespace once it runs. */
+async function runningPod(
+  t: TestContext,
+  name: string,
+  container: Omit<V1Container, 'name' | 'image'>,
+  restartPolicy = 'Always',
+): Promise<string> {
+  const ns = await testNamespace(t);
+  const nodeName = uniqueNodeName('cris');
+  const provider = new CriProvider({
+    nodeName,
+    nodeIP: '127.0.0.1',
+    config: {
+      runtimeEndpoint: info.runtimeEndpoint,
+      podCIDR: randomPodCidr(),
+      stateDir: join(dir, 'state', nodeName),
+      syncIntervalMs: 300,
+    },
+    logger: quiet,
+  });
+  await startNode(t, { nodeName, api: true, provider });
+  t.after(async () => {
+    for (const pod of await provider.getPods())
+      await provider.deletePod(pod, AbortSignal.timeout(60_000)).catch(() => undefined);
+    await provider.close();
+    spawnSync('nft', [
+      'delete',
+      'table',
+      'inet',
+      `vk_cri_${nodeName.replace(/[^a-zA-Z0-9]/g, '_')}`,
+    ]);
+  });
+  await core().createNamespacedPod({
+    namespace: ns,
+    body: {
+      metadata: { name },
+      spec: {
+        ...onNode(nodeName),
+        restartPolicy,
+        terminationGracePeriodSeconds: 1,
+        containers: [{ name: 'main', image: info.images.busybox, ...container }],
+      },
+    },
+  });
+  await waitFor(
+    async () => {
+      const pod = await core().readNamespacedPod({ name, namespace: ns });
+      return pod.status?.containerStatuses?.[0]?.state?.running ? pod : undefined;
+    },
+    { what: `pod ${name} running`, timeoutMs: 120_000 },
+  );
+  return ns;
+}
+
+const sleeper = { command: ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 1; done'] };
+
+test('kubectl exec -i carries piped stdin and the exit code; plain exec streams output', async (t) => {
+  const ns = await runningPod(t, 'shell', sleeper);
+  const r = await kubectl(
+    [
+      'exec',
+      '-i',
+      'shell',
+      '-n',
+      ns,
+      '--',
+      'sh',
+      '-c',
+      'read l; echo "got $l"; echo err >&2; exit 3',
+    ],
+    { input: 'hello over stdin\n', allowFailure: true },
+  );
+  assert.equal(r.code, 3, r.stderr);
+  assert.equal(r.stdout, 'got hello over stdin\n');
+  assert.match(r.stderr, /^err$/m);
+  const cat = await kubectl(['exec', 'shell', '-n', ns, '--', 'cat', '/etc/os-release']);
+  assert.equal(cat.stdout, BUSYBOX_OS_RELEASE);
+  const ok = await kubectl(['exec', 'shell', '-n', ns, '--', 'true']);
+  assert.equal(ok.code, 0);
+});
+
+test('kubectl exec -it drives a terminal: the size reaches the container', async (t) => {
+  const ns = await runningPod(t, 'tty', sleeper);
+  const c = testCluster();
+  // `script` gives kubectl a real pseudo-terminal; stty sets its size.
+  const cmd = `stty rows 33 cols 101; ${c.kubectlPath} exec -it tty -n ${ns} -- sh -c 'stty size; [ -t 0 ] && echo is-a-tty; exit 4'; echo "kubectl=$?"`;
+  const out = await new Promise<string>((resolve) => {
+    const child = spawn('script', ['-qec', cmd, '/dev/null'], {
+      env: { ...process.env, KUBECONFIG: c.kubeconfigPath },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let text = '';
+    child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+    child.on('close', () => resolve(text));
+    child.stdin.end();
+  });
+  assert.match(out, /33 101/);
+  assert.match(out, /is-a-tty/);
+  assert.match(out, /kubectl=4/);
+});
+
+test('kubectl attach connects to the main process: its stdin and its output', async (t) => {
+  const ns = await runningPod(
+    t,
+    'attached',
+    { command: ['sh', '-c', 'read l; echo "attached: $l"'], stdin: true },
+    'Never',
+  );
+  const r = await kubectl(['attach', '-i', 'attached', '-n', ns], {
+    input: 'ping over attach\n',
+    allowFailure: true,
+    timeoutMs: 60_000,
+  });
+  assert.match(r.stdout, /attached: ping over attach/, r.stderr);
+});
+
+test('kubectl cp copies a file out of the container', async (t) => {
+  const ns = await runningPod(t, 'files', sleeper);
+  const local = await mkdtemp(join(tmpdir(), 'vk-e2e-cp-'));
+  t.after(() => rm(local, { recursive: true, force: true }));
+  await kubectl(['cp', `${ns}/files:/etc/os-release`, join(local, 'os-release')], {
+    timeoutMs: 60_000,
+  });
+  assert.equal(await readFile(join(local, 'os-release'), 'utf8'), BUSYBOX_OS_RELEASE);
+});
