@@ -212,6 +212,22 @@ func listen(address string) (net.Listener, []grpc.ServerOption, error) {
 	return l, []grpc.ServerOption{grpc.Creds(creds)}, err
 }
 
+// The HTTP/2 flow-control window of each stream and of the connection. grpc-go's default
+// starts at 64 KiB and grows it from its bandwidth estimate, which stays small on a unix socket
+// (its round trip is short): a stream of exec stdin then waits for a window update every
+// message. The agent opens the same windows on its side.
+const flowControlWindowBytes = 8 << 20
+
+// streamingOptions are the server's settings for bulk streams (exec, attach, port-forward,
+// logs): large flow-control windows, and read and write buffers that hold a whole message of
+// 64 KiB so that each is one system call.
+var streamingOptions = []grpc.ServerOption{
+	grpc.InitialWindowSize(flowControlWindowBytes),
+	grpc.InitialConnWindowSize(flowControlWindowBytes),
+	grpc.WriteBufferSize(256 << 10),
+	grpc.ReadBufferSize(256 << 10),
+}
+
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("go-mock: ")
@@ -229,7 +245,7 @@ func main() {
 	if err != nil {
 		log.Fatalf("listening on %s: %v", address, err)
 	}
-	server := grpc.NewServer(opts...)
+	server := grpc.NewServer(append(opts, streamingOptions...)...)
 	mock := newMock(proto)
 	proto.register(server, mock.unary(), mock.streams())
 	go func() {

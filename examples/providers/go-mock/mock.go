@@ -747,6 +747,10 @@ func (m *mock) logs(s grpc.ServerStream, _ protoreflect.MethodDescriptor) error 
 	}
 }
 
+// stdinBufferBytes is how much of a session's stdin may wait for the command, as in an
+// operating system's pipe (larger: the sender is not held up by a command that reads in bursts).
+const stdinBufferBytes = 1 << 20
+
 // session serves Exec (exec true) and Attach.
 func (m *mock) session(s grpc.ServerStream, exec bool) error {
 	first := m.p.New("StreamRequest")
@@ -793,10 +797,12 @@ func (m *mock) session(s grpc.ServerStream, exec bool) error {
 		defer sendMu.Unlock()
 		return s.SendMsg(out)
 	}
-	stdinR, stdinW := io.Pipe()
+	stdin := newPipe(stdinBufferBytes)
+	// The command may end before its stdin does: the receiving goroutine must not wait for it.
+	defer stdin.CloseRead()
 	sizes := make(chan [2]uint64, 16)
 	go func() {
-		defer stdinW.Close()
+		defer stdin.Close()
 		for {
 			msg := m.p.New("StreamRequest")
 			if err := s.RecvMsg(msg); err != nil {
@@ -804,11 +810,11 @@ func (m *mock) session(s grpc.ServerStream, exec bool) error {
 			}
 			switch kind, v := oneof(msg); kind {
 			case "stdin":
-				if _, err := stdinW.Write(v.Bytes()); err != nil {
+				if _, err := stdin.Write(v.Bytes()); err != nil {
 					return
 				}
 			case "stdin_close":
-				_ = stdinW.Close()
+				_ = stdin.Close()
 			case "resize":
 				select {
 				case sizes <- [2]uint64{getUint(v.Message(), "width"), getUint(v.Message(), "height")}:
@@ -818,10 +824,10 @@ func (m *mock) session(s grpc.ServerStream, exec bool) error {
 		}
 	}()
 	if !exec {
-		return m.attach(s.Context(), r, stdinR, getBool(start, "stdin"), sendOut, stop)
+		return m.attach(s.Context(), r, stdin, getBool(start, "stdin"), sendOut, stop)
 	}
 	sh := &shell{
-		stdin:  stdinR,
+		stdin:  stdin,
 		stdout: func(b []byte) error { return sendOut("stdout", b) },
 		stderr: func(b []byte) error { return sendOut("stderr", b) },
 		env:    env, hostname: podName, sizes: sizes, ctx: s.Context(),

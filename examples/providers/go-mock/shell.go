@@ -59,7 +59,8 @@ func (s *shell) run(argv []string) int {
 			return 1
 		}
 	case "cat":
-		buf := make([]byte, 64*1024)
+		// Whatever stdin holds, up to this, goes back as one message.
+		buf := make([]byte, 256*1024)
 		for {
 			n, err := s.stdin.Read(buf)
 			if n > 0 {

@@ -83,20 +83,33 @@ class SizeQueue implements AsyncIterable<TerminalSize> {
   }
 }
 
-/** A writable whose chunks become messages of `call`, with the call's back-pressure. */
+/** The chunks a writable queued meanwhile, as one buffer: they go as one message. */
+const joined = (chunks: readonly { chunk: unknown }[]): Buffer =>
+  Buffer.concat(chunks.map((c) => c.chunk as Buffer));
+
+/**
+ * A writable whose chunks become messages of `call`, with the call's back-pressure; chunks
+ * written while a message waits for the call go together in the next one.
+ */
 function messageWriter(
   call: grpc.ServerDuplexStream<StreamRequest, StreamResponse>,
   kind: 'stdout' | 'stderr',
 ): Writable {
+  const send = (chunk: Buffer, callback: () => void): void => {
+    if (call.cancelled || call.destroyed) {
+      callback();
+      return;
+    }
+    const message = kind === 'stdout' ? { stdout: chunk } : { stderr: chunk };
+    if (call.write(message)) callback();
+    else call.once('drain', () => callback());
+  };
   return new Writable({
     write(chunk: Buffer, _encoding, callback) {
-      if (call.cancelled || call.destroyed) {
-        callback();
-        return;
-      }
-      const message = kind === 'stdout' ? { stdout: chunk } : { stderr: chunk };
-      if (call.write(message)) callback();
-      else call.once('drain', () => callback());
+      send(chunk, callback);
+    },
+    writev(chunks, callback) {
+      send(joined(chunks), callback);
     },
   });
 }
@@ -417,17 +430,23 @@ export class ProviderServer {
       fail(call, invalidInput('the first message must be start'));
       return;
     }
+    const send = (data: Buffer, callback: () => void): void => {
+      if (call.cancelled || call.destroyed) {
+        callback();
+        return;
+      }
+      if (call.write({ data })) callback();
+      else call.once('drain', () => callback());
+    };
     const stream = new Duplex({
       read() {
         call.resume();
       },
       write(chunk: Buffer, _encoding, callback) {
-        if (call.cancelled || call.destroyed) {
-          callback();
-          return;
-        }
-        if (call.write({ data: chunk })) callback();
-        else call.once('drain', () => callback());
+        send(chunk, callback);
+      },
+      writev(chunks, callback) {
+        send(joined(chunks), callback);
       },
       final(callback) {
         call.end();
