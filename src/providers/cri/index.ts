@@ -15,6 +15,7 @@ import { connect } from 'node:net';
 import { pipeline, Readable, type Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { errorMessage, invalidInput, notFound, unavailable } from '../../errors.js';
+import { expandEnvValue } from '../../kubelet/env-expansion.js';
 import { podHostname } from '../../kubelet/hostname.js';
 import { quantityMilliValue, quantityValue } from '../../kubelet/quantity.js';
 import type { Logger } from '../../log.js';
@@ -1053,11 +1054,13 @@ export class CriProvider {
     const psc = pod.spec?.securityContext ?? {};
     const runAsUser = sc.runAsUser ?? psc.runAsUser;
     const runAsGroup = sc.runAsGroup ?? psc.runAsGroup;
+    const vars = new Map((c.env ?? []).map((e) => [e.name, e.value ?? '']));
     return {
       metadata: { name: c.name, attempt },
       image: { image: c.image ?? '' },
-      command: c.command ?? [],
-      args: c.args ?? [],
+      // As the kubelet: `$(VAR)` in command and args names one of the container's variables.
+      command: (c.command ?? []).map((a) => expandEnvValue(a, (n) => vars.get(n))),
+      args: (c.args ?? []).map((a) => expandEnvValue(a, (n) => vars.get(n))),
       working_dir: c.workingDir ?? '',
       envs: (c.env ?? []).map((e) => ({ key: e.name, value: e.value ?? '' })),
       mounts,
