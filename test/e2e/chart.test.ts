@@ -50,6 +50,8 @@ const everything = [
   '--set',
   'resources.limits.cpu=1',
   '--set',
+  'hostNetwork=true',
+  '--set',
   'extraArgs[0]=--pod-sync-workers=4',
 ];
 
@@ -84,6 +86,7 @@ test('the rendered chart is accepted by the API server (kubectl apply --dry-run=
       assert.match(rendered.stdout, /- --leader-elect\n/);
       assert.match(rendered.stdout, /- --nodes=\/etc\/virtual-kubelet\/nodes\/nodes\.yaml/);
       assert.match(rendered.stdout, /- --tls-cert-file=/);
+      assert.match(rendered.stdout, /hostNetwork: true\n\s+dnsPolicy: ClusterFirstWithHostNet\n/);
     } else assert.match(rendered.stdout, /- --rotate-server-certificates\n/);
   }
 });

@@ -8,13 +8,14 @@
  * agent finds what it ran.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
 import { connect } from 'node:net';
 import { pipeline, Readable, type Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { errorMessage, invalidInput, notFound, unavailable } from '../../errors.js';
+import { expandEnvValue } from '../../kubelet/env-expansion.js';
 import { podHostname } from '../../kubelet/hostname.js';
 import { quantityMilliValue, quantityValue } from '../../kubelet/quantity.js';
 import type { Logger } from '../../log.js';
@@ -553,6 +554,10 @@ export class CriProvider {
    * the pod's directory; containers mount it. Files are replaced whole.
    */
   async setPodVolumes(pod: V1Pod, volumes: readonly ResolvedVolume[]): Promise<void> {
+    // As the kubelet: a file with an owner (a token of a pod whose containers share one user)
+    // belongs to that user, and with fsGroup every file belongs to that group.
+    const fsGroup = pod.spec?.securityContext?.fsGroup ?? -1;
+    const root = process.getuid?.() === 0;
     for (const v of volumes) {
       const dir = join(this.#podDir(pod), 'volumes', v.name);
       await rm(dir, { recursive: true, force: true });
@@ -561,6 +566,8 @@ export class CriProvider {
         const path = join(dir, normalize(f.path));
         await mkdir(dirname(path), { recursive: true });
         await writeFile(path, f.data, { mode: f.mode });
+        if (root && (f.owner !== undefined || fsGroup !== -1))
+          await chown(path, f.owner ?? -1, fsGroup);
       }
     }
   }
@@ -984,8 +991,12 @@ export class CriProvider {
   ): Promise<void> {
     if (!(await this.#pull(rec, c, r, signal))) return;
     for (const v of rec.pod.spec?.volumes ?? [])
-      if (v.emptyDir)
-        await mkdir(join(this.#podDir(rec.pod), 'empty', v.name), { recursive: true });
+      if (v.emptyDir) {
+        // As the kubelet's: writable by any user the container runs as (umask aside).
+        const path = join(this.#podDir(rec.pod), 'empty', v.name);
+        await mkdir(path, { recursive: true });
+        await chmod(path, 0o777);
+      }
     const attempt = r.current ? r.current.attempt + 1 : 0;
     if (r.current && r.status) {
       r.lastTerminated = { terminated: terminatedOf(r.status) };
@@ -1064,11 +1075,13 @@ export class CriProvider {
     const psc = pod.spec?.securityContext ?? {};
     const runAsUser = sc.runAsUser ?? psc.runAsUser;
     const runAsGroup = sc.runAsGroup ?? psc.runAsGroup;
+    const vars = new Map((c.env ?? []).map((e) => [e.name, e.value ?? '']));
     return {
       metadata: { name: c.name, attempt },
       image: { image: c.image ?? '' },
-      command: c.command ?? [],
-      args: c.args ?? [],
+      // As the kubelet: `$(VAR)` in command and args names one of the container's variables.
+      command: (c.command ?? []).map((a) => expandEnvValue(a, (n) => vars.get(n))),
+      args: (c.args ?? []).map((a) => expandEnvValue(a, (n) => vars.get(n))),
       working_dir: c.workingDir ?? '',
       envs: (c.env ?? []).map((e) => ({ key: e.name, value: e.value ?? '' })),
       mounts,
