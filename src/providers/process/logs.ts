@@ -588,7 +588,18 @@ async function* forward(
     while (at < to && !out.full()) {
       // No more is read than the limit lets through.
       if (!w.has(at) && !(await load(at, Math.min(to, at + out.remaining)))) break;
-      const stop = Math.min(w.end, to);
+      let stop = Math.min(w.end, to);
+      if (stop < to && stop - at < out.remaining) {
+        // Whole lines only: a rotation can end the range before the rest of a line is read,
+        // and a follower then goes on elsewhere. A line longer than a chunk goes in pieces;
+        // the byte limit cuts where it falls.
+        const nl = w.view.lastIndexOf(10, stop - w.start - 1);
+        if (nl >= at - w.start) stop = w.start + nl + 1;
+        else if (at > w.start) {
+          if (!(await load(at, Math.min(to, at + out.remaining)))) break;
+          continue;
+        }
+      }
       out.pushRange(w.view, at - w.start, stop - w.start);
       at = stop;
       yield* out.take();
