@@ -19,15 +19,24 @@ export async function waitFor<T>(
 ): Promise<T> {
   const deadline = Date.now() + (options.timeoutMs ?? 30_000);
   let lastError: unknown;
+  let lastErrorAt = 0;
+  let lastCheckFailed: boolean;
   for (;;) {
     try {
       const value = await check();
       if (value !== undefined && value !== false) return value;
+      lastCheckFailed = false;
     } catch (err) {
       lastError = err;
+      lastErrorAt = Date.now();
+      lastCheckFailed = true;
     }
     if (Date.now() > deadline) {
-      const why = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
+      // An error older than the last check is said to be so: it may not be the state at the end.
+      const age = lastCheckFailed
+        ? ''
+        : `, ${String(Math.round((Date.now() - lastErrorAt) / 1000))} s before the end`;
+      const why = lastError instanceof Error ? ` (last error${age}: ${lastError.message})` : '';
       throw new Error(
         `timed out after ${String(options.timeoutMs ?? 30_000)} ms waiting for ${options.what ?? 'a condition'}${why}`,
       );

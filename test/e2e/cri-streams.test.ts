@@ -133,8 +133,11 @@ test('kubectl exec -i carries piped stdin and the exit code; plain exec streams 
 test('kubectl exec -it drives a terminal: the size reaches the container', async (t) => {
   const ns = await runningPod(t, 'tty', sleeper);
   const c = testCluster();
-  // `script` gives kubectl a real pseudo-terminal; stty sets its size.
-  const cmd = `stty rows 33 cols 101; ${c.kubectlPath} exec -it tty -n ${ns} -- sh -c 'stty size; [ -t 0 ] && echo is-a-tty; exit 4'; echo "kubectl=$?"`;
+  // `script` gives kubectl a real pseudo-terminal; stty sets its size. containerd starts the
+  // process before it applies the first size (as under the kubelet on containerd), so the shell
+  // waits up to 5 s for a size to be set.
+  const inner = `i=0; until s=$(stty size 2>/dev/null) && [ "$s" != "0 0" ]; do i=$((i+1)); [ $i -ge 50 ] && break; sleep 0.1; done; echo "size $s"; [ -t 0 ] && echo is-a-tty; exit 4`;
+  const cmd = `stty rows 33 cols 101; ${c.kubectlPath} exec -it tty -n ${ns} -- sh -c '${inner}'; echo "kubectl=$?"`;
   const out = await new Promise<string>((resolve) => {
     const child = spawn('script', ['-qec', cmd, '/dev/null'], {
       env: { ...process.env, KUBECONFIG: c.kubeconfigPath },
@@ -145,7 +148,7 @@ test('kubectl exec -it drives a terminal: the size reaches the container', async
     child.on('close', () => resolve(text));
     child.stdin.end();
   });
-  assert.match(out, /33 101/);
+  assert.match(out, /size 33 101/);
   assert.match(out, /is-a-tty/);
   assert.match(out, /kubectl=4/);
 });

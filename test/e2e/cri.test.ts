@@ -13,7 +13,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { BUSYBOX_OS_RELEASE, DevRuntime, type RuntimeInfo } from '../../src/devcluster/index.js';
 import { CriProvider } from '../../src/providers/cri/index.js';
 import { onNode, startNode, uniqueNodeName, type InProcessNode } from '../helpers/agent.js';
-import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
+import { kubectl, podSummary, testCluster, testNamespace } from '../helpers/cluster.js';
 import { randomPodCidr } from '../helpers/process-pods.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -98,7 +98,8 @@ async function waitPod(
   return waitFor(
     async () => {
       const pod = await core().readNamespacedPod({ name, namespace: f.ns });
-      return ok(pod) ? pod : undefined;
+      if (ok(pod)) return pod;
+      throw new Error(`last seen: ${podSummary(pod)}`);
     },
     { what: `pod ${name}: ${what}`, timeoutMs },
   );

@@ -27,7 +27,7 @@ import {
   type InProcessNode,
   type SpawnedAgent,
 } from '../helpers/agent.js';
-import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
+import { kubectl, podSummary, testCluster, testNamespace } from '../helpers/cluster.js';
 import { onOrphaned } from '../helpers/orphan-watchdog.js';
 import { processStateDir as stateDir, randomPodCidr, reap } from '../helpers/process-pods.js';
 import { cidrContains, netnsName, parseCidr } from '../../src/providers/process/network.js';
@@ -110,7 +110,8 @@ async function waitPod(
   return waitFor(
     async () => {
       const pod = await core().readNamespacedPod({ name, namespace: f.ns });
-      return ok(pod) ? pod : undefined;
+      if (ok(pod)) return pod;
+      throw new Error(`last seen: ${podSummary(pod)}`);
     },
     { what: `pod ${name}: ${what}`, timeoutMs },
   );
@@ -754,6 +755,16 @@ test('probes: readiness gates the Ready condition, a failing liveness probe rest
   await waitEvent(f, 'unhealthy', 'Killing', /failed liveness probe, will be restarted/);
 });
 
+/**
+ * The hint's overrides with this file's node added to the selector: every virtual node of the
+ * shared test cluster has the `type=virtual-kubelet` label the hint selects.
+ */
+function pinned(overrides: string, nodeName: string): string {
+  const o = JSON.parse(overrides) as { spec: { nodeSelector: Record<string, string> } };
+  o.spec.nodeSelector['kubernetes.io/hostname'] = nodeName;
+  return JSON.stringify(o);
+}
+
 test("npm start's hint works as printed: kubectl run busybox -- sh -c 'echo ...'", async (t) => {
   const f = await fixture(t);
   await kubectl([
@@ -763,7 +774,7 @@ test("npm start's hint works as printed: kubectl run busybox -- sh -c 'echo ...'
     f.ns,
     '--image=busybox',
     '--restart=Never',
-    `--overrides=${HELLO_OVERRIDES}`,
+    `--overrides=${pinned(HELLO_OVERRIDES, f.nodeName)}`,
     '--',
     'sh',
     '-c',

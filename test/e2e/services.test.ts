@@ -23,7 +23,7 @@ import {
   type ClusterInfo,
 } from '../../src/devcluster/index.js';
 import { spawnOwned } from '../../src/devcluster/process.js';
-import { kubectl } from '../helpers/cluster.js';
+import { kubectl, podSummary } from '../helpers/cluster.js';
 import { testHost, type TestHost } from '../helpers/netns.js';
 import { processStateDir, reap } from '../helpers/process-pods.js';
 import { cidrContains, parseCidr } from '../../src/providers/process/network.js';
@@ -583,7 +583,12 @@ describe('a process node with the pod network, kube-proxy and CoreDNS', () => {
       const seen = new Set<string>();
       await waitFor(
         async () => {
-          const body = await exec(ns, 'client', ['wget', '-qO-', '-T', '3', url]);
+          const body = await exec(ns, 'client', ['wget', '-qO-', '-T', '3', url]).catch(
+            async (err: unknown) => {
+              const why = err instanceof Error ? err.message : String(err);
+              throw new Error(`${why}; client: ${podSummary(await pod(ns, 'client'))}`);
+            },
+          );
           const m = /^hello from (\S+)$/m.exec(body);
           assert.ok(m?.[1], `${url} answered ${JSON.stringify(body)}`);
           seen.add(m[1]);

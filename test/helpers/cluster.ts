@@ -106,3 +106,43 @@ export async function testNamespace(t: TestContext, prefix = 'e2e'): Promise<str
   );
   return name;
 }
+
+/** The fields of a pod that {@link podSummary} reads. */
+interface PodLike {
+  readonly spec?: { readonly nodeName?: string };
+  readonly status?: {
+    readonly phase?: string;
+    readonly reason?: string;
+    readonly message?: string;
+    readonly containerStatuses?: readonly {
+      readonly name: string;
+      readonly restartCount?: number;
+      readonly state?: {
+        readonly waiting?: { readonly reason?: string };
+        readonly running?: object;
+        readonly terminated?: { readonly reason?: string; readonly exitCode?: number };
+      };
+    }[];
+  };
+}
+
+/** A pod's node, phase and container states in one line, for a timeout message. */
+export function podSummary(pod: PodLike): string {
+  const s = pod.status;
+  const containers = (s?.containerStatuses ?? []).map((c) => {
+    const st = c.state ?? {};
+    const [kind, why] = st.terminated
+      ? ['terminated', st.terminated.reason ?? `exit ${String(st.terminated.exitCode)}`]
+      : st.running
+        ? ['running', '']
+        : st.waiting
+          ? ['waiting', st.waiting.reason ?? '']
+          : ['unknown', ''];
+    return `${c.name}=${kind}${why ? `(${why})` : ''} restarts ${String(c.restartCount ?? 0)}`;
+  });
+  return [
+    `node ${pod.spec?.nodeName ?? '(none)'}`,
+    `phase ${s?.phase ?? '(none)'}${s?.reason ? ` ${s.reason}` : ''}${s?.message ? `: ${s.message}` : ''}`,
+    ...containers,
+  ].join(', ');
+}
