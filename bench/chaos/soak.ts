@@ -12,7 +12,7 @@ import { isAborted, withRetries, type PodListObject, type PodObject } from '../c
 import { median, percentile } from '../util.js';
 import { errorCode } from '../../src/errors.js';
 import type { WatchEvent } from '../../src/kube/client.js';
-import type { PodRecord } from '../../src/providers/process/state.js';
+import { killNoted } from '../../src/providers/process/state.js';
 import { createNamespace } from './namespace.js';
 import { rssBytes } from './proc.js';
 import type { ChaosAgent, ChaosContext, ScenarioResult } from './types.js';
@@ -533,31 +533,10 @@ async function watchPods(
  * were left. The churn deleted every pod, so this finds none unless the soak was cut short.
  */
 function reapProcessPods(stateDir: string, nodeName: string): number {
-  const kill = (pid: number | undefined): void => {
-    if (pid === undefined) return;
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // Gone.
-    }
-  };
   const podsDir = join(stateDir, 'pods');
   const left = existsSync(podsDir) ? readdirSync(podsDir) : [];
-  for (const d of left) {
-    let record: PodRecord;
-    try {
-      record = JSON.parse(readFileSync(join(podsDir, d, 'state.json'), 'utf8')) as PodRecord;
-    } catch {
-      continue;
-    }
-    kill(record.sandbox?.pid);
-    for (const c of record.containers) {
-      const main = c.run?.main?.pid;
-      if (main !== undefined) kill(-main);
-      kill(main);
-      kill(c.run?.wrapper.pid);
-    }
-  }
+  // Only processes that are still the ones noted: an ended PID may be another's by now.
+  for (const d of left) killNoted(join(podsDir, d));
   for (const controller of ['memory', 'cpu', 'cpuacct', 'pids', 'unified', ''])
     removeEmptyTree(join('/sys/fs/cgroup', controller, 'virtual-kubelet', nodeName));
   rmSync(stateDir, { recursive: true, force: true });

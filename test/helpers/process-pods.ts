@@ -16,7 +16,8 @@ import {
 } from '../../src/providers/process/network.js';
 import type { TestContext } from 'node:test';
 import { ProcessProvider, type ProcessProviderOptions } from '../../src/providers/process/index.js';
-import type { PodRecord } from '../../src/providers/process/state.js';
+import { isAlive, type ProcessRef } from '../../src/providers/process/proc.js';
+import { killNoted, type PodRecord } from '../../src/providers/process/state.js';
 import { onOrphaned } from './orphan-watchdog.js';
 
 /** A fresh state directory outside /tmp (pods get a private /tmp there). */
@@ -28,12 +29,18 @@ const sleepMs = (ms: number): void => {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 };
 
-const kill = (pid: number | undefined): void => {
-  if (pid === undefined) return;
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // Gone.
+/**
+ * SIGKILL to the process `ref` names (and its group with `group`), only while it is that process:
+ * a recorded PID that has ended may be another test's process by now (PIDs wrap at 32768 here).
+ */
+const kill = (ref: ProcessRef | undefined, group = false): void => {
+  if (ref === undefined || !isAlive(ref)) return;
+  for (const target of group ? [-ref.pid, ref.pid] : [ref.pid]) {
+    try {
+      process.kill(target, 'SIGKILL');
+    } catch {
+      // Not a group leader, or gone.
+    }
   }
 };
 
@@ -46,18 +53,17 @@ const kill = (pid: number | undefined): void => {
 export function reap(dir: string, nodeName: string): void {
   const pods = join(dir, 'pods');
   for (const d of existsSync(pods) ? readdirSync(pods) : []) {
+    killNoted(join(pods, d));
     let r: PodRecord;
     try {
       r = JSON.parse(readFileSync(join(pods, d, 'state.json'), 'utf8')) as PodRecord;
     } catch {
       continue;
     }
-    kill(r.sandbox?.pid);
+    kill(r.sandbox);
     for (const c of r.containers) {
-      const main = c.run?.main?.pid;
-      if (main !== undefined) kill(-main);
-      kill(main);
-      kill(c.run?.wrapper.pid);
+      kill(c.run?.main, true);
+      kill(c.run?.wrapper);
     }
     // Mount points the pod made on the host, once nothing has them mounted.
     for (const path of [...r.createdTargets].reverse()) {

@@ -193,6 +193,24 @@ export function notedProcesses(dir: string): ProcessRef[] {
   return out;
 }
 
+/**
+ * SIGKILL to each process noted for the pod directory `dir` that is still that process (a PID
+ * that ended may name another process by now) and to its process group; returns those processes.
+ */
+export function killNoted(dir: string): ProcessRef[] {
+  const running = notedProcesses(dir);
+  for (const ref of running) {
+    for (const target of [-ref.pid, ref.pid]) {
+      try {
+        process.kill(target, 'SIGKILL');
+      } catch {
+        // Not a group leader, or gone meanwhile.
+      }
+    }
+  }
+  return running;
+}
+
 /** A pod directory whose state file could not be read. */
 export interface UnreadableRecord {
   readonly dir: string;
@@ -242,16 +260,7 @@ export function loadRecords(podsDir: string): {
  * how many processes were stopped.
  */
 export function stopUnreadable(dir: string): number {
-  const running = notedProcesses(dir);
-  for (const ref of running) {
-    for (const target of [-ref.pid, ref.pid]) {
-      try {
-        process.kill(target, 'SIGKILL');
-      } catch {
-        // Not a group leader, or gone meanwhile.
-      }
-    }
-  }
+  const running = killNoted(dir);
   try {
     renameSync(join(dir, STATE_FILE), join(dir, CORRUPT_STATE_FILE));
   } catch {

@@ -1,14 +1,20 @@
 /**
  * How the process provider stops a pod whose command ignores SIGTERM: a later delete with a
  * shorter grace period, or an aborted signal, escalates to SIGKILL at once instead of waiting
- * out the grace period.
+ * out the grace period. Processes noted for a pod are killed only while their PID still names them.
  */
 import type { V1Pod } from '../../../../src/wire.js';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import { test, type TestContext } from 'node:test';
 import { ProcessProvider } from '../../../../src/providers/process/index.js';
+import { isAlive, processRef } from '../../../../src/providers/process/proc.js';
+import { killNoted, noteProcesses } from '../../../../src/providers/process/state.js';
 import { processFixture } from '../../../helpers/process-pods.js';
 import { waitFor } from '../../../helpers/wait.js';
 
@@ -116,4 +122,22 @@ test('an aborted signal ends the wait of a graceful delete: the pod is killed', 
   const tookMs = performance.now() - abortedAt;
   assert.ok(tookMs < 1_500, `the aborted delete took ${String(tookMs)} ms`);
   assert.ok(await stopped(provider, 'aborted'));
+});
+
+test('a noted PID that ended and was given to another process is not killed', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vk-noted-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+  t.after(() => other.kill('SIGKILL'));
+  const pid = other.pid ?? 0;
+  const ref = processRef(pid);
+  assert.ok(ref, 'the other process runs');
+  // The note of a process that had this PID before: same number, another start time.
+  noteProcesses(dir, { pid, start: ref.start - 1 });
+  assert.deepEqual(killNoted(dir), []);
+  assert.ok(isAlive(ref), 'the process now under that PID lives');
+  // Noted as it is, it is killed.
+  noteProcesses(dir, ref);
+  assert.deepEqual(killNoted(dir), [ref]);
+  await waitFor(() => !isAlive(ref), { what: 'the noted process to die' });
 });
