@@ -59,8 +59,10 @@ for (const notify of [true, false]) {
         spec: { nodeName: NODE, containers: [{ name: 'app', image: 'busybox:1' }] },
       };
       api.create('pods', good);
+      // Generous: on a busy machine the bad ones' Events and statuses are written meanwhile.
       await waitFor(() => api.get('pods', NS, 'good-after-bad')?.status?.phase === 'Running', {
         ...WAIT,
+        timeoutMs: 90_000,
         what: 'the good pod Running',
       });
 
