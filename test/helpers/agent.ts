@@ -197,11 +197,14 @@ export function spawnAgent(
   };
 }
 
-/** Waits until the Node's Ready condition has `status`; resolves to the Node. */
+/**
+ * Waits until the Node's Ready condition has `status`; resolves to the Node. The default allows for
+ * an agent's start on a busy machine (loading its code, then registering).
+ */
 export async function waitNodeReady(
   name: string,
   status = 'True',
-  timeoutMs = 30_000,
+  timeoutMs = 60_000,
 ): Promise<k8s.V1Node> {
   const core = testCluster().kc.makeApiClient(k8s.CoreV1Api);
   return waitFor(
