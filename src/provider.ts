@@ -321,6 +321,18 @@ export interface ResolvedVolume {
   /** `spec.volumes[].name`. */
   readonly name: string;
   readonly files: readonly VolumeFile[];
+  /**
+   * The ConfigMaps and Secrets the content came from, with their annotations (an `optional`
+   * one that does not exist is not listed). Set by the core; absent in older callers.
+   */
+  readonly sources?: readonly VolumeSourceObject[];
+}
+
+/** A ConfigMap or Secret a volume's content came from. */
+export interface VolumeSourceObject {
+  readonly kind: 'ConfigMap' | 'Secret';
+  readonly name: string;
+  readonly annotations: Readonly<Record<string, string>>;
 }
 
 /**
