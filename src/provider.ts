@@ -13,7 +13,7 @@
  *   before calling `createPod` or `updatePod`: `env` is complete and `envFrom` is empty. A
  *   provider with `preparePod` gives the pod its addresses first, so `status.podIP` resolves.
  */
-import type { V1Node, V1Pod, V1PodStatus } from './wire.js';
+import type { V1Node, V1Pod, V1PodStatus, V1Service } from './wire.js';
 import type { Duplex, Readable, Writable } from 'node:stream';
 
 /** Runs pods. Required of every provider. */
@@ -321,6 +321,18 @@ export interface ResolvedVolume {
   /** `spec.volumes[].name`. */
   readonly name: string;
   readonly files: readonly VolumeFile[];
+  /**
+   * The ConfigMaps and Secrets the content came from, with their annotations (an `optional`
+   * one that does not exist is not listed). Set by the core; absent in older callers.
+   */
+  readonly sources?: readonly VolumeSourceObject[];
+}
+
+/** A ConfigMap or Secret a volume's content came from. */
+export interface VolumeSourceObject {
+  readonly kind: 'ConfigMap' | 'Secret';
+  readonly name: string;
+  readonly annotations: Readonly<Record<string, string>>;
 }
 
 /**
@@ -333,6 +345,23 @@ export interface ResolvedVolume {
  */
 export interface PodVolumes {
   setPodVolumes(pod: V1Pod, volumes: readonly ResolvedVolume[], signal: AbortSignal): Promise<void>;
+}
+
+/**
+ * Optional: receives the Services of the namespaces that hold pods of this node, for a backend
+ * that makes them reachable where the pods run (the kubernetes provider reflects them into the
+ * remote cluster). The core calls `setServices` with every Service of a namespace once a pod of
+ * the node is seen there and again whenever one of that namespace's Services is added, changed
+ * or deleted, and with `[]` once no pod of the node is left in it. Each call replaces what the
+ * provider knows of that namespace; calls for one namespace never overlap. A failed call is
+ * retried with backoff.
+ */
+export interface ServiceReflection {
+  setServices(
+    namespace: string,
+    services: readonly V1Service[],
+    signal: AbortSignal,
+  ): Promise<void>;
 }
 
 /** An Event about a pod, as a provider reports it (the core writes it as a core/v1 Event). */
@@ -406,6 +435,7 @@ export type Provider = PodLifecycleHandler &
       StatsProvider &
       ResourceMetricsProvider &
       PodVolumes &
+      ServiceReflection &
       PodEventNotifier &
       PodAddressProvider &
       Closable
@@ -433,6 +463,7 @@ export interface CapabilityInterfaces {
   readonly stats: StatsProvider;
   readonly metricsResource: ResourceMetricsProvider;
   readonly volumes: PodVolumes;
+  readonly services: ServiceReflection;
   readonly events: PodEventNotifier;
   readonly podAddresses: PodAddressProvider;
   readonly close: Closable;
@@ -454,6 +485,7 @@ export const CAPABILITIES = {
   stats: { title: 'stats', methods: ['getStatsSummary'] },
   metricsResource: { title: 'resource metrics', methods: ['getMetricsResource'] },
   volumes: { title: 'volumes', methods: ['setPodVolumes'] },
+  services: { title: 'services', methods: ['setServices'] },
   events: { title: 'pod events', methods: ['notifyPodEvents'] },
   podAddresses: { title: 'pod addresses before start', methods: ['preparePod'] },
   close: { title: 'close', methods: ['close'] },
@@ -512,6 +544,8 @@ export const hasResourceMetrics = (p: Provider): p is Provider & ResourceMetrics
   hasCapability(p, 'metricsResource');
 export const hasPodVolumes = (p: Provider): p is Provider & PodVolumes =>
   hasCapability(p, 'volumes');
+export const hasServiceReflection = (p: Provider): p is Provider & ServiceReflection =>
+  hasCapability(p, 'services');
 export const hasPodEvents = (p: Provider): p is Provider & PodEventNotifier =>
   hasCapability(p, 'events');
 export const hasPodAddresses = (p: Provider): p is Provider & PodAddressProvider =>

@@ -32,7 +32,7 @@ import type {
   V1VolumeProjection,
 } from '../wire.js';
 import { VirtualKubeletError, errorMessage } from '../errors.js';
-import type { ResolvedVolume, VolumeFile } from '../provider.js';
+import type { ResolvedVolume, VolumeFile, VolumeSourceObject } from '../provider.js';
 import { fieldRefValue, resourceFieldRefValue, type ResourceDefaults } from './downward-api.js';
 import { EnvResolutionError } from './env-error.js';
 import type { PodObjectRefs } from './container-env.js';
@@ -178,7 +178,29 @@ export function projectPodVolumes(
   const out: ResolvedVolume[] = [];
   for (const volume of pod.spec?.volumes ?? []) {
     if (!isResolvedVolume(volume)) continue;
-    out.push({ name: volume.name, files: projectVolume(ctx, volume) });
+    out.push({
+      name: volume.name,
+      files: projectVolume(ctx, volume),
+      sources: sourceObjects(volume, objects),
+    });
+  }
+  return out;
+}
+
+/** The ConfigMaps and Secrets (that exist) behind `volume`, with their annotations. */
+function sourceObjects(volume: V1Volume, objects: VolumeObjects): VolumeSourceObject[] {
+  const out: VolumeSourceObject[] = [];
+  const add = (kind: 'ConfigMap' | 'Secret', name: string | undefined): void => {
+    if (name === undefined || name === '') return;
+    if (out.some((o) => o.kind === kind && o.name === name)) return;
+    const obj = kind === 'ConfigMap' ? objects.configMap(name) : objects.secret(name);
+    if (obj) out.push({ kind, name, annotations: { ...obj.metadata?.annotations } });
+  };
+  add('ConfigMap', volume.configMap?.name);
+  add('Secret', volume.secret?.secretName);
+  for (const s of volume.projected?.sources ?? []) {
+    add('ConfigMap', s.configMap?.name);
+    add('Secret', s.secret?.name);
   }
   return out;
 }
@@ -614,9 +636,19 @@ function nonEmpty(s: string | undefined): string | undefined {
   return s === undefined || s === '' ? undefined : s;
 }
 
-/** A digest of a volume's content (paths, modes and data), to tell whether it changed. */
+/**
+ * A digest of a volume's content (paths, modes and data) and of its sources' annotations under
+ * `virtual-kubelet.io/` (which may change how a provider hands the content on, such as whether it
+ * is reflected), to tell whether it changed.
+ */
 export function volumeDigest(volume: ResolvedVolume): string {
   const hash = createHash('sha256');
+  for (const o of volume.sources ?? []) {
+    const own = Object.entries(o.annotations)
+      .filter(([k]) => k.startsWith('virtual-kubelet.io/'))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    if (own.length > 0) hash.update(`${o.kind}/${o.name}\u0000${JSON.stringify(own)}\u0000`);
+  }
   for (const f of volume.files) {
     hash.update(`${f.path}\u0000${String(f.mode)}\u0000${String(f.data.byteLength)}\u0000`);
     hash.update(f.data);

@@ -6,6 +6,7 @@ import type { KubeClient } from '../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
 import { Informer, type InformerHandlers } from '../kube/informer.js';
 import type { ObjectCache, SharedInformer } from '../kube/shared-informer.js';
+import { ServiceFeed } from './service-feed.js';
 import { ServiceIndex } from './services.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
@@ -13,6 +14,7 @@ import {
   hasPodAddresses,
   hasPodEvents,
   hasPodVolumes,
+  hasServiceReflection,
   isPodNotifier,
   type PodAddresses,
   type Provider,
@@ -230,6 +232,8 @@ export class PodController {
   readonly #poller: PollNotifier | undefined;
   /** Volume content for providers with `setPodVolumes`; undefined for the others (no cost). */
   readonly #volumes: PodVolumeManager | undefined;
+  /** For providers with `setServices`. */
+  readonly #serviceFeed: ServiceFeed | undefined;
   readonly #nodeIP: string;
   readonly #specReject: SpecRejection = {
     event: (pod, reason, message) =>
@@ -321,6 +325,7 @@ export class PodController {
           delete record.lastSeen;
         }
         this.#watched('ADDED', pod, () => this.#addSync(podKey(pod)));
+        this.#serviceFeed?.touch(pod.metadata?.namespace ?? '');
       },
       onUpdate: (oldPod, newPod) => {
         const key = podKey(newPod);
@@ -338,6 +343,7 @@ export class PodController {
       onDelete: (pod) => {
         this.#markGone(pod);
         this.#watched('DELETED', pod, () => this.#addSync(podKey(pod)));
+        this.#serviceFeed?.touch(pod.metadata?.namespace ?? '');
       },
     };
     this.#pods = options.shared
@@ -369,6 +375,17 @@ export class PodController {
             : { refreshPeriodMs: options.volumeRefreshPeriodMs }),
           ...(options.volumeWorkers === undefined ? {} : { workers: options.volumeWorkers }),
           ...(options.onHandled ? { onHandled: options.onHandled } : {}),
+        })
+      : undefined;
+    this.#serviceFeed = hasServiceReflection(provider)
+      ? new ServiceFeed({
+          provider,
+          list: (ns) => this.#services.list(ns),
+          onChange: (listener) => this.#services.onChange(listener),
+          hasPods: (ns) => [...this.#pods.list()].some((p) => p.metadata?.namespace === ns),
+          callTimeoutMs: this.#timeouts.update,
+          maxBackoffMs: options.maxBackoffMs ?? 300_000,
+          logger: this.#log,
         })
       : undefined;
     if (!isPodNotifier(provider)) {
@@ -451,6 +468,7 @@ export class PodController {
       this.#status.run(signal),
       this.#poller?.run(signal),
       this.#volumes?.run(signal),
+      this.#serviceFeed?.run(signal),
       this.#resyncLoop(signal),
     ]);
   }

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 export class ServiceIndex {
   readonly #byNs = new Map<string, Map<string, V1Service>>();
   readonly #informer: Informer<V1Service>;
+  readonly #listeners = new Set<(namespace: string) => void>();
 
   constructor(client: KubeClient, logger?: Logger) {
     this.#informer = new Informer<V1Service>({
@@ -32,6 +33,16 @@ export class ServiceIndex {
       byName?.delete(name);
       if (byName?.size === 0) this.#byNs.delete(ns);
     }
+    for (const fn of this.#listeners) fn(ns);
+  }
+
+  /**
+   * Calls `listener` with the namespace of every Service added, changed or deleted (the initial
+   * list included). It must not throw. Returns the function that removes it.
+   */
+  onChange(listener: (namespace: string) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   /** The Services of `namespace`. */

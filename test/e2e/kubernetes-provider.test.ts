@@ -132,7 +132,11 @@ interface Offload {
 }
 
 /** A local virtual node whose pods run in the remote cluster, on its worker. */
-async function offloadNode(t: TestContext, nodeName?: string): Promise<Offload> {
+async function offloadNode(
+  t: TestContext,
+  nodeName?: string,
+  config: Record<string, unknown> = {},
+): Promise<Offload> {
   const name = nodeName ?? uniqueNodeName('kube');
   const provider = await KubernetesProvider.create({
     nodeName: name,
@@ -142,6 +146,7 @@ async function offloadNode(t: TestContext, nodeName?: string): Promise<Offload> 
       nodeSelector: { 'kubernetes.io/hostname': workerName },
       tolerations: [{ key: 'virtual-kubelet.io/provider', operator: 'Exists' }],
       capacityRefreshSeconds: 1,
+      ...config,
     }),
   });
   const local = await startNode(t, { nodeName: name, provider, api: true });
@@ -314,6 +319,127 @@ test('a ConfigMap edit reaches the remote copy; the copy goes with the last pod'
     what: 'the remote copy removed with its last pod',
     timeoutMs: 60_000,
   });
+  // The provider made the remote namespace: it goes once nothing is left in it.
+  await waitFor(
+    async () =>
+      (await remoteCore.readNamespace({ name: ns }).catch(() => undefined)) === undefined ||
+      (await remoteCore.readNamespace({ name: ns })).status?.phase === 'Terminating',
+    { what: 'the unused remote namespace deleted', timeoutMs: 60_000 },
+  );
+});
+
+/** The addresses of the EndpointSlices of Service `name`, with the slices' managers. */
+async function endpointsOf(
+  discovery: k8s.DiscoveryV1Api,
+  namespace: string,
+  name: string,
+): Promise<{ addresses: string[]; managers: string[] }> {
+  const slices = await discovery.listNamespacedEndpointSlice({
+    namespace,
+    labelSelector: `kubernetes.io/service-name=${name}`,
+  });
+  return {
+    addresses: slices.items.flatMap((s) => s.endpoints.flatMap((e) => e.addresses)),
+    managers: slices.items.map(
+      (s) => s.metadata?.labels?.['endpointslice.kubernetes.io/managed-by'] ?? '',
+    ),
+  };
+}
+
+test('a reflected Service gets endpoints in both clusters; one annotated reflect=false stays local', async (t) => {
+  const { local } = await offloadNode(t, undefined, {
+    reflect: ['ConfigMap', 'Secret', 'ServiceAccount', 'Service'],
+  });
+  const ns = await testNamespace(t, 'kp');
+  // A remote namespace the provider did not make: it is never deleted.
+  await remoteCore.createNamespace({ body: { metadata: { name: ns } } });
+  t.after(() =>
+    remoteCore.deleteNamespace({ name: ns }).then(
+      () => undefined,
+      () => undefined,
+    ),
+  );
+  await localCore().createNamespacedService({
+    namespace: ns,
+    body: {
+      metadata: { name: 'web' },
+      spec: {
+        type: 'NodePort',
+        selector: { app: 'web' },
+        ports: [{ name: 'http', port: 80, targetPort: 8080 }],
+      },
+    },
+  });
+  await localCore().createNamespacedService({
+    namespace: ns,
+    body: {
+      metadata: { name: 'private', annotations: { 'virtual-kubelet.io/reflect': 'false' } },
+      spec: { selector: { app: 'web' }, ports: [{ port: 81 }] },
+    },
+  });
+  await localCore().createNamespacedPod({ namespace: ns, body: podOn(local.nodeName, 'web') });
+  const pod = await runningLocal(ns, 'web');
+  const podIP = pod.status?.podIP ?? '';
+  const remoteService = async (name: string): Promise<k8s.V1Service | undefined> =>
+    remoteCore.readNamespacedService({ name, namespace: ns }).catch(() => undefined);
+  const copy = await waitFor(() => remoteService('web'), { what: 'the remote Service' });
+  assert.equal(copy.spec?.type, 'ClusterIP', 'a NodePort Service is reflected as ClusterIP');
+  assert.deepEqual(copy.spec?.selector, { app: 'web' });
+  assert.equal(copy.spec?.ports?.[0]?.nodePort, undefined);
+  assert.equal(copy.metadata?.labels?.['virtual-kubelet.io/origin-node'], local.nodeName);
+  // The remote EndpointSlice controller lists the remote pod; the local one lists the local pod
+  // under the IP the provider reports (the remote pod's): nothing needs reflecting back.
+  const remoteDiscovery = (() => {
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(info.adminKubeconfig);
+    return kc.makeApiClient(k8s.DiscoveryV1Api);
+  })();
+  const localDiscovery = testCluster().kc.makeApiClient(k8s.DiscoveryV1Api);
+  const remoteEndpoints = await waitFor(
+    async () => {
+      const e = await endpointsOf(remoteDiscovery, ns, 'web');
+      return e.addresses.includes(podIP) ? e : undefined;
+    },
+    { what: `the remote pod ${podIP} as an endpoint of the remote Service`, timeoutMs: 60_000 },
+  );
+  assert.deepEqual(remoteEndpoints.managers, ['endpointslice-controller.k8s.io']);
+  const localEndpoints = await waitFor(
+    async () => {
+      const e = await endpointsOf(localDiscovery, ns, 'web');
+      return e.addresses.includes(podIP) ? e : undefined;
+    },
+    { what: `the reported pod IP ${podIP} as an endpoint of the local Service`, timeoutMs: 60_000 },
+  );
+  assert.deepEqual(localEndpoints.managers, ['endpointslice-controller.k8s.io']);
+  assert.equal(await remoteService('private'), undefined, 'reflect=false is not reflected');
+  // An edit reaches the copy; a deletion removes it.
+  await localCore().patchNamespacedService(
+    {
+      name: 'web',
+      namespace: ns,
+      body: { spec: { ports: [{ name: 'http', port: 80, targetPort: 9090 }] } },
+    },
+    k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+  );
+  await waitFor(async () => (await remoteService('web'))?.spec?.ports?.[0]?.targetPort === 9090, {
+    what: 'the new target port on the remote Service',
+  });
+  await localCore().deleteNamespacedService({ name: 'web', namespace: ns });
+  await waitFor(async () => (await remoteService('web')) === undefined, {
+    what: 'the remote Service removed with the local one',
+  });
+  // The last pod gone (the provider's deletePod, which removes unused namespaces, has returned):
+  // the namespace it did not make is still there.
+  await localCore().deleteNamespacedPod({ name: 'web', namespace: ns, gracePeriodSeconds: 0 });
+  await waitFor(
+    async () =>
+      (await localCore()
+        .readNamespacedPod({ name: 'web', namespace: ns })
+        .catch(() => undefined)) === undefined,
+    { what: 'the local pod gone' },
+  );
+  const kept = await remoteCore.readNamespace({ name: ns });
+  assert.equal(kept.status?.phase, 'Active', 'a remote namespace the provider did not make stays');
 });
 
 test('kubectl logs and exec go through both API servers', async (t) => {

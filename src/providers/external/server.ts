@@ -142,7 +142,10 @@ export class ProviderServer {
 
   /** The capabilities the handshake reports: every one the provider has but `close`. */
   get capabilities(): Capability[] {
-    return CAPABILITY_NAMES.filter((c) => c !== 'close' && hasCapability(this.#provider, c));
+    // The protocol carries no Services (`services`): a provider behind it never gets them.
+    return CAPABILITY_NAMES.filter(
+      (c) => c !== 'close' && c !== 'services' && hasCapability(this.#provider, c),
+    );
   }
 
   /**

@@ -8,9 +8,25 @@ import type { V1Toleration } from '../../wire.js';
 /** How a local namespace is named in the remote cluster. */
 export type NamespaceMapping = 'SameName' | 'Prefix' | 'Map';
 
-/** Kinds of objects that offloaded pods reference and that are created in the remote cluster. */
-export type ReflectedKind = 'ConfigMap' | 'Secret' | 'ServiceAccount';
-export const REFLECTED_KINDS: readonly ReflectedKind[] = ['ConfigMap', 'Secret', 'ServiceAccount'];
+/**
+ * Kinds of local objects that can be created in the remote cluster: the config maps, secrets and
+ * service accounts offloaded pods reference, and the Services of the namespaces that hold
+ * offloaded pods.
+ */
+export type ReflectedKind = 'ConfigMap' | 'Secret' | 'ServiceAccount' | 'Service';
+/** Every kind that can be reflected. */
+export const REFLECTED_KINDS: readonly ReflectedKind[] = [
+  'ConfigMap',
+  'Secret',
+  'ServiceAccount',
+  'Service',
+];
+/** The kinds reflected when `reflect` is not given: Services only on request. */
+export const DEFAULT_REFLECTED_KINDS: readonly ReflectedKind[] = [
+  'ConfigMap',
+  'Secret',
+  'ServiceAccount',
+];
 
 /**
  * What a remote pod runs as:
@@ -51,7 +67,12 @@ export interface KubernetesConfig {
   readonly excludeLabelPrefixes?: readonly string[];
   /** Default: `['kubectl.kubernetes.io/last-applied-configuration']`. */
   readonly excludeAnnotationPrefixes?: readonly string[];
-  /** Default: every kind of {@link REFLECTED_KINDS}. */
+  /**
+   * The kinds reflected into the remote cluster. A local object's `virtual-kubelet.io/reflect`
+   * annotation overrides this for it: `"false"` never, `"true"` even when its kind is not listed.
+   * Default: {@link DEFAULT_REFLECTED_KINDS} (`ConfigMap`, `Secret`, `ServiceAccount`; add
+   * `Service` to reflect the Services of the namespaces that hold offloaded pods).
+   */
   readonly reflect?: readonly ReflectedKind[];
   /** Default: `Mirror`. */
   readonly serviceAccount?: ServiceAccountMode;

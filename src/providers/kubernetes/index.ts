@@ -34,15 +34,25 @@ import type {
   Provider,
   ResolvedVolume,
 } from '../../provider.js';
-import type { CoreV1Event, V1Node, V1Pod, V1PodStatus, V1Taint } from '../../wire.js';
+import type {
+  CoreV1Event,
+  V1Namespace,
+  V1Node,
+  V1Pod,
+  V1PodStatus,
+  V1Service,
+  V1Taint,
+} from '../../wire.js';
 import { freeCapacity } from './capacity.js';
 import type { KubernetesConfig } from './config.js';
 import { Reflector } from './reflector.js';
+import { ServiceReflector } from './service-reflector.js';
 import { remoteCommand, remotePortForward, type RemoteEndpoint } from './streams.js';
 import {
   ORIGIN_NODE,
   ORIGIN_UID,
   originOf,
+  REFLECTED,
   remoteMetadataOf,
   remoteNamespace,
   RestartCounter,
@@ -51,7 +61,7 @@ import {
   type TranslateContext,
 } from './translate.js';
 
-export { parseKubernetesConfig, REFLECTED_KINDS } from './config.js';
+export { DEFAULT_REFLECTED_KINDS, parseKubernetesConfig, REFLECTED_KINDS } from './config.js';
 export type {
   HostIPMode,
   KubernetesConfig,
@@ -65,6 +75,7 @@ export {
   ORIGIN_NAMESPACE,
   ORIGIN_NODE,
   ORIGIN_UID,
+  REFLECT_ANNOTATION,
   REFLECTED,
 } from './translate.js';
 
@@ -132,6 +143,7 @@ export class KubernetesProvider implements Provider {
   readonly #copiedEvents = new Set<string>();
   readonly #started = Date.now();
   readonly #reflector: Reflector;
+  readonly #services: ServiceReflector;
   readonly #stop = new AbortController();
   readonly #loops: Promise<void>[] = [];
   #notify: ((pod: V1Pod) => void) | undefined;
@@ -157,6 +169,13 @@ export class KubernetesProvider implements Provider {
       nodeName: this.#nodeName,
       config: this.#config,
       logger: this.#log,
+    });
+    this.#services = new ServiceReflector({
+      client: this.#client,
+      nodeName: this.#nodeName,
+      config: this.#config,
+      logger: this.#log,
+      ensureNamespace: (ns, signal) => this.#reflector.ensureNamespace(ns, signal),
     });
     this.#informer = new Informer<V1Pod>({
       client: this.#client,
@@ -382,6 +401,8 @@ export class KubernetesProvider implements Provider {
       await this.#reflector.ensureServiceAccount(pod, ctx.remoteNamespace, signal);
       await this.#createRemote(entry, signal);
     } catch (err) {
+      // The namespace may have been removed meanwhile: the next attempt looks again.
+      this.#reflector.forgetNamespace(ctx.remoteNamespace);
       const refusal = refusalOf(
         err,
         `creating the remote pod ${ctx.remoteNamespace}/${pod.metadata?.name ?? ''}`,
@@ -472,6 +493,45 @@ export class KubernetesProvider implements Provider {
     for (const [remoteUid, e] of this.#byRemoteUid)
       if (e.pod.metadata?.uid === uid) this.#byRemoteUid.delete(remoteUid);
     await this.#reflector.release(uid, signal);
+    await this.#removeNamespaceIfUnused(ns, signal);
+  }
+
+  /**
+   * Deletes remote namespace `ns` when this node made it (its reflection and origin-node labels)
+   * and nothing is left in it: no pod of this node runs there, no object reflected by this node
+   * remains, and it holds no pod and no Service at all. Best effort: failures are logged.
+   */
+  async #removeNamespaceIfUnused(ns: string, signal: AbortSignal): Promise<void> {
+    for (const e of this.#entries.values()) if (e.remoteNamespace === ns) return;
+    if (this.#reflector.holds(ns) || this.#services.holds(ns)) return;
+    const path = `/api/v1/namespaces/${encodeURIComponent(ns)}`;
+    try {
+      const current = await this.#client.get<V1Namespace>(path, signal);
+      const labels = current?.metadata?.labels ?? {};
+      if (labels[REFLECTED] !== 'true' || labels[ORIGIN_NODE] !== this.#nodeName) return;
+      if (current?.metadata?.deletionTimestamp !== undefined) return;
+      for (const kind of ['pods', 'services']) {
+        const list = await this.#client.request<{ items?: unknown[] }>('GET', `${path}/${kind}`, {
+          query: { limit: 1 },
+          signal,
+        });
+        if ((list.items ?? []).length > 0) return;
+      }
+      // Only the version read above: never one made again meanwhile.
+      await this.#client.delete(
+        path,
+        current?.metadata?.uid ? { preconditions: { uid: current.metadata.uid } } : undefined,
+        signal,
+      );
+      this.#reflector.forgetNamespace(ns);
+      this.#log.info({ namespace: ns }, 'unused remote namespace deleted');
+    } catch (err) {
+      if (errorCode(err) !== 'NotFound' && errorCode(err) !== 'Conflict')
+        this.#log.warn(
+          { namespace: ns, err: errorMessage(err) },
+          'could not delete the remote namespace',
+        );
+    }
   }
 
   #remoteOf(namespace: string, name: string): V1Pod | undefined {
@@ -570,6 +630,28 @@ export class KubernetesProvider implements Provider {
         reason: 'ReflectionSkipped',
         message: `not reflected into the remote cluster (ambiguous projected volume): ${skipped.join(', ')}`,
       });
+  }
+
+  // --- ServiceReflection: the Services of namespaces with offloaded pods, in the remote cluster
+
+  async setServices(
+    namespace: string,
+    services: readonly V1Service[],
+    signal: AbortSignal,
+  ): Promise<void> {
+    let ns: string;
+    try {
+      ns = remoteNamespace(this.#config, this.#nodeName, namespace);
+    } catch {
+      // A namespace without a remote one (namespaceMap): none of its pods is offloaded either.
+      return;
+    }
+    try {
+      await this.#services.set(ns, services, signal);
+    } catch (err) {
+      throw refusalOf(err, `reflecting the Services of ${namespace} into ${ns}`);
+    }
+    if (services.length === 0) await this.#removeNamespaceIfUnused(ns, signal);
   }
 
   // --- NodeConfigurer, NodeProvider

@@ -2,18 +2,24 @@
  * Reflection: the config maps, secrets and service accounts that offloaded pods name are
  * created in the remote namespace, updated when their content changes (the core hands the new
  * content to `setPodVolumes`) and deleted once no pod of this node needs them. Remote
- * namespaces are created when missing. Objects and namespaces the reflector made carry the
+ * namespaces are created when missing (the provider removes them again once unused). Objects and namespaces the reflector made carry the
  * label `virtual-kubelet.io/reflected=<node>`; an object of the same name the reflector did not
  * make is used as it is and never changed or deleted.
  */
-import { errorCode, errorMessage } from '../../errors.js';
+import { errorCode, errorMessage, unavailable } from '../../errors.js';
 import type { KubeClient } from '../../kube/client.js';
 import type { Logger } from '../../log.js';
 import type { ResolvedVolume } from '../../provider.js';
 import type { V1ConfigMap, V1Pod, V1Secret } from '../../wire.js';
 import type { KubernetesConfig, ReflectedKind } from './config.js';
-import { REFLECTED_KINDS } from './config.js';
-import { encodeData, ORIGIN_NODE, reflectedData, REFLECTED } from './translate.js';
+import { DEFAULT_REFLECTED_KINDS } from './config.js';
+import {
+  encodeData,
+  ORIGIN_NODE,
+  reflectedData,
+  REFLECTED,
+  reflectionWanted,
+} from './translate.js';
 
 export interface ReflectorOptions {
   readonly client: KubeClient;
@@ -22,8 +28,11 @@ export interface ReflectorOptions {
   readonly logger: Logger;
 }
 
+/** The kinds this reflector writes (Services have their own, `service-reflector.ts`). */
+type ObjectKind = Exclude<ReflectedKind, 'Service'>;
+
 interface Reflected {
-  readonly kind: ReflectedKind;
+  readonly kind: ObjectKind;
   readonly namespace: string;
   readonly name: string;
   /** What each pod's volume holds, by `<pod uid>/<volume>`; service accounts hold nothing. */
@@ -34,13 +43,13 @@ interface Reflected {
   owned: boolean;
 }
 
-const PLURAL: Readonly<Record<ReflectedKind, string>> = {
+const PLURAL: Readonly<Record<ObjectKind, string>> = {
   ConfigMap: 'configmaps',
   Secret: 'secrets',
   ServiceAccount: 'serviceaccounts',
 };
 
-const objectPath = (kind: ReflectedKind, namespace: string, name?: string): string =>
+const objectPath = (kind: ObjectKind, namespace: string, name?: string): string =>
   `/api/v1/namespaces/${encodeURIComponent(namespace)}/${PLURAL[kind]}${name === undefined ? '' : `/${encodeURIComponent(name)}`}`;
 
 export class Reflector {
@@ -53,7 +62,7 @@ export class Reflector {
 
   constructor(options: ReflectorOptions) {
     this.#o = options;
-    this.#kinds = new Set(options.config.reflect ?? REFLECTED_KINDS);
+    this.#kinds = new Set(options.config.reflect ?? DEFAULT_REFLECTED_KINDS);
   }
 
   #labels(): Record<string, string> {
@@ -64,7 +73,13 @@ export class Reflector {
   async ensureNamespace(namespace: string, signal: AbortSignal): Promise<void> {
     if (this.#namespaces.has(namespace)) return;
     const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}`;
-    if ((await this.#o.client.get(path, signal)) === undefined) {
+    const current = await this.#o.client.get<{ metadata?: { deletionTimestamp?: string } }>(
+      path,
+      signal,
+    );
+    if (current?.metadata?.deletionTimestamp !== undefined)
+      throw unavailable(`the remote namespace ${namespace} is being deleted: retrying`);
+    if (current === undefined) {
       try {
         await this.#o.client.create(
           '/api/v1/namespaces',
@@ -77,6 +92,11 @@ export class Reflector {
       }
     }
     this.#namespaces.add(namespace);
+  }
+
+  /** Forgets that `namespace` exists: the next `ensureNamespace` reads it again. */
+  forgetNamespace(namespace: string): void {
+    this.#namespaces.delete(namespace);
   }
 
   /** With `serviceAccount: Mirror`, the pod's service account exists in `namespace`. */
@@ -104,32 +124,55 @@ export class Reflector {
     const uid = pod.metadata?.uid ?? '';
     const { objects, skipped } = reflectedData(pod, volumes);
     const touched: Reflected[] = [];
+    const dropped: Reflected[] = [];
     for (const o of objects) {
-      if (!this.#kinds.has(o.kind)) continue;
+      const annotations = volumes
+        .find((v) => v.name === o.volume)
+        ?.sources?.find((x) => x.kind === o.kind && x.name === o.name)?.annotations;
+      if (!reflectionWanted(annotations, this.#kinds.has(o.kind))) {
+        // Opted out (perhaps since it was reflected): this pod no longer holds a copy.
+        const known = this.#objects.get(`${o.kind}/${namespace}/${o.name}`);
+        if (known?.parts.delete(`${uid}/${o.volume}`) === true) dropped.push(known);
+        continue;
+      }
       const obj = this.#object(o.kind, namespace, o.name);
       obj.parts.set(`${uid}/${o.volume}`, o.data);
       touched.push(obj);
     }
     for (const obj of new Set(touched)) await this.#write(obj, signal);
+    for (const obj of new Set(dropped)) await this.#settle(obj, signal);
     return skipped;
   }
 
   /** Forgets what pod `uid` needed; objects no pod needs any more are deleted. */
   async release(uid: string, signal: AbortSignal): Promise<void> {
-    for (const [key, obj] of [...this.#objects]) {
+    for (const obj of [...this.#objects.values()]) {
       const before = obj.parts.size;
       for (const part of [...obj.parts.keys()])
         if (part === uid || part.startsWith(`${uid}/`)) obj.parts.delete(part);
       if (obj.parts.size === before) continue;
-      if (obj.parts.size > 0) await this.#write(obj, signal);
-      else {
-        this.#objects.delete(key);
-        if (obj.owned) await this.#chain(key, () => this.#delete(obj, signal));
-      }
+      await this.#settle(obj, signal);
     }
   }
 
-  #object(kind: ReflectedKind, namespace: string, name: string): Reflected {
+  /** After `obj` lost parts: written again, or deleted when no pod needs it any more. */
+  async #settle(obj: Reflected, signal: AbortSignal): Promise<void> {
+    if (obj.parts.size > 0) {
+      await this.#write(obj, signal);
+      return;
+    }
+    const key = `${obj.kind}/${obj.namespace}/${obj.name}`;
+    this.#objects.delete(key);
+    if (obj.owned) await this.#chain(key, () => this.#delete(obj, signal));
+  }
+
+  /** Whether this reflector still holds objects in `namespace`. */
+  holds(namespace: string): boolean {
+    for (const obj of this.#objects.values()) if (obj.namespace === namespace) return true;
+    return false;
+  }
+
+  #object(kind: ObjectKind, namespace: string, name: string): Reflected {
     const key = `${kind}/${namespace}/${name}`;
     let obj = this.#objects.get(key);
     if (!obj) {

@@ -10,6 +10,7 @@ import type {
   V1Pod,
   V1PodSpec,
   V1PodStatus,
+  V1Service,
   V1Taint,
   V1Toleration,
 } from '../../wire.js';
@@ -27,6 +28,25 @@ export const ORIGIN_NAMESPACE = 'virtual-kubelet.io/origin-namespace';
 export const ORIGIN_NAME = 'virtual-kubelet.io/origin-name';
 /** Label on reflected objects and namespaces the provider created. */
 export const REFLECTED = 'virtual-kubelet.io/reflected';
+/**
+ * Annotation on a local ConfigMap, Secret or Service: `"false"` keeps it out of the remote
+ * cluster whatever `reflect` says; `"true"` reflects it even when its kind is not in `reflect`.
+ */
+export const REFLECT_ANNOTATION = 'virtual-kubelet.io/reflect';
+
+/**
+ * Whether an object with `annotations` is reflected when its kind is (`kindOn`) or is not in
+ * `reflect`: the object's {@link REFLECT_ANNOTATION} decides when it has one.
+ */
+export function reflectionWanted(
+  annotations: Readonly<Record<string, string>> | undefined,
+  kindOn: boolean,
+): boolean {
+  const value = annotations?.[REFLECT_ANNOTATION];
+  if (value === 'false') return false;
+  if (value === 'true') return true;
+  return kindOn;
+}
 
 /** The remote namespace of local namespace `namespace`; `InvalidInput` when it has none. */
 export function remoteNamespace(
@@ -328,4 +348,72 @@ export function encodeData(
     }
   }
   return { data: text, ...(Object.keys(binary).length > 0 ? { binaryData: binary } : {}) };
+}
+
+/** Service types whose node ports or load balancer are the local cluster's: reflected as ClusterIP. */
+const NODE_TYPES = new Set(['NodePort', 'LoadBalancer']);
+
+/**
+ * The Service to create in the remote namespace for local Service `svc`, or undefined when it is
+ * not reflected (no selector and not `ExternalName`: its endpoints are kept by hand, locally).
+ * The selector, ports (names, protocols, target ports), session affinity and traffic policies are
+ * kept; what the local cluster allocated (cluster IPs, node ports, the health-check node port,
+ * load balancer and external IPs, IP families) is left for the remote cluster to choose, and a
+ * `NodePort` or `LoadBalancer` Service becomes `ClusterIP`. A headless Service stays headless.
+ */
+export function toRemoteService(
+  svc: V1Service,
+  ctx: Pick<TranslateContext, 'config' | 'nodeName' | 'remoteNamespace'>,
+): V1Service | undefined {
+  const local = svc.spec ?? {};
+  const type = local.type ?? 'ClusterIP';
+  if (
+    type !== 'ExternalName' &&
+    (local.selector === undefined || Object.keys(local.selector).length === 0)
+  )
+    return undefined;
+  const spec: NonNullable<V1Service['spec']> = { type: NODE_TYPES.has(type) ? 'ClusterIP' : type };
+  if (type === 'ExternalName') spec.externalName = local.externalName;
+  else {
+    spec.selector = { ...local.selector };
+    if (local.clusterIP === 'None') spec.clusterIP = 'None';
+    if (local.sessionAffinity !== undefined) spec.sessionAffinity = local.sessionAffinity;
+    if (local.sessionAffinityConfig !== undefined)
+      spec.sessionAffinityConfig = local.sessionAffinityConfig;
+    if (local.internalTrafficPolicy !== undefined)
+      spec.internalTrafficPolicy = local.internalTrafficPolicy;
+    if (local.publishNotReadyAddresses !== undefined)
+      spec.publishNotReadyAddresses = local.publishNotReadyAddresses;
+    if (local.trafficDistribution !== undefined)
+      spec.trafficDistribution = local.trafficDistribution;
+  }
+  if (local.ports !== undefined)
+    spec.ports = local.ports.map((p) => {
+      const port = { ...p };
+      delete port.nodePort;
+      return port;
+    });
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: {
+      name: svc.metadata?.name,
+      namespace: ctx.remoteNamespace,
+      labels: {
+        ...filtered(svc.metadata?.labels, ctx.config.excludeLabelPrefixes ?? []),
+        [REFLECTED]: 'true',
+        [ORIGIN_NODE]: ctx.nodeName,
+      },
+      annotations: {
+        ...filtered(
+          svc.metadata?.annotations,
+          ctx.config.excludeAnnotationPrefixes ?? DEFAULT_EXCLUDED_ANNOTATIONS,
+        ),
+        [ORIGIN_NAMESPACE]: svc.metadata?.namespace ?? '',
+        [ORIGIN_NAME]: svc.metadata?.name ?? '',
+        [ORIGIN_CLUSTER]: ctx.config.clusterId ?? 'local',
+      },
+    },
+    spec,
+  };
 }
