@@ -228,7 +228,12 @@ export async function withRetries<T>(op: () => Promise<T>, signal: AbortSignal):
   }
 }
 
-export function podBody(name: string, nodeName: string, app = 'rollout'): object {
+export function podBody(
+  name: string,
+  nodeName: string,
+  app = 'rollout',
+  image = 'registry.k8s.io/pause:3.10',
+): object {
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -237,7 +242,7 @@ export function podBody(name: string, nodeName: string, app = 'rollout'): object
       nodeName,
       // Every taint tolerated: the agents' NoSchedule taints and any NoExecute one.
       tolerations: [{ operator: 'Exists' }],
-      containers: [{ name: 'app', image: 'registry.k8s.io/pause:3.10' }],
+      containers: [{ name: 'app', image }],
     },
   };
 }

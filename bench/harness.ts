@@ -12,8 +12,11 @@ import { DevCluster, type ClusterInfo } from '../src/devcluster/cluster.js';
 import { DevClusterError } from '../src/devcluster/errors.js';
 import { issueCert } from '../src/devcluster/pki.js';
 import { isAlive } from '../src/devcluster/process.js';
+import { DevRuntime, type RuntimeInfo } from '../src/devcluster/runtime.js';
+import { CriClient } from '../src/providers/cri/client.js';
 import { ETCD_VERSION, KUBERNETES_VERSION } from '../src/devcluster/versions.js';
 import { KubeClient, loadKubeConfig } from '../src/kube/client.js';
+import { CRI_MAX_PODS } from './cri-kubelet.js';
 import { NotBuiltError } from './peers.js';
 import {
   type BenchContext,
@@ -36,6 +39,12 @@ export interface HarnessOptions {
   readonly concurrency: number;
   /** Prefix of the temporary directory. */
   readonly name: string;
+  /**
+   * Also start the dev runtime (containerd, the local registry with the test images) in the
+   * directory, with the pause image pulled, for CRI systems; their pods run that image.
+   * Default: false.
+   */
+  readonly runtime?: boolean;
 }
 
 export interface Harness {
@@ -67,26 +76,42 @@ export function parseSystems(
 export const PROCESS_NETWORKS = ['cni', 'host', 'both'] as const;
 
 /**
- * The systems a scenario runs, from `--systems`, `--provider` and `--process-network`:
+ * The systems a scenario runs, from `--systems`, `--provider`, `--process-network` and `--vs`:
  * `--provider process` runs ours with the process provider, with the pod network
  * (`ours-process-cni`), without it (`ours-process-host`) or both (`--process-network`, default
- * both); the default `--provider mock` runs `--systems` (default `defaults`). Returns a message
- * for a combination that makes no sense, or when more than `maxPods` pods would be alive at once
- * on a process-provider node (`pods`; its pod CIDR is a /24).
+ * both); `--provider cri` runs ours with the cri provider (`ours-cri`), and with `--vs kubelet`
+ * the real kubelet after it (`kubelet`), both on the same containerd; the default `--provider
+ * mock` runs `--systems` (default `defaults`). Returns a message for a combination that makes no
+ * sense, or when more than `maxPods` pods would be alive at once on a process-provider or CRI
+ * node (`pods`; their pod CIDRs are /24s).
  */
 export function resolveSystemNames(
   options: {
     readonly systems?: string;
     readonly provider?: string;
     readonly processNetwork?: string;
+    readonly vs?: string;
   },
   defaults: string,
   pods: number,
 ): string[] | string {
   const provider = options.provider ?? 'mock';
-  if (provider !== 'mock' && provider !== 'process')
-    return `unknown provider '${provider}': choose mock or process`;
+  if (provider !== 'mock' && provider !== 'process' && provider !== 'cri')
+    return `unknown provider '${provider}': choose mock, process or cri`;
+  if (options.vs !== undefined && provider !== 'cri')
+    return '--vs needs --provider cri (the peer runs on the same containerd)';
   let names: string[];
+  if (provider === 'cri') {
+    if (options.systems !== undefined)
+      return '--provider cri picks its systems (ours-cri, and kubelet with --vs kubelet): give --vs instead of --systems';
+    if (options.processNetwork !== undefined) return '--process-network needs --provider process';
+    if (options.vs !== undefined && options.vs !== 'kubelet')
+      return `--vs must be kubelet, not '${options.vs}'`;
+    names = options.vs === 'kubelet' ? ['ours-cri', 'kubelet'] : ['ours-cri'];
+    if (pods > CRI_MAX_PODS)
+      return `a CRI node holds at most ${String(CRI_MAX_PODS)} pods at once (a /24 pod CIDR): ${String(pods)} asked for`;
+    return names;
+  }
   if (provider === 'process') {
     if (options.systems !== undefined)
       return '--provider process picks its systems (ours-process-cni, ours-process-host): give --process-network instead of --systems';
@@ -145,6 +170,7 @@ export async function withHarness<T>(
   process.on('SIGTERM', onSignal);
   let dir: string | undefined;
   let cluster: DevCluster | undefined;
+  let runtime: DevRuntime | undefined;
   const kept = { logs: false };
   try {
     const binaries = await ensureBinaries({ progress: say, signal: stop.signal });
@@ -181,6 +207,18 @@ export async function withHarness<T>(
       },
     });
     const info: ClusterInfo = await cluster.start(stop.signal);
+    let runtimeInfo: RuntimeInfo | undefined;
+    if (options.runtime) {
+      runtime = new DevRuntime({
+        dir: join(dir, 'runtime'),
+        log: say,
+        onComponentExit: (c, code, sig) => {
+          say(`${c} exited (${sig ?? `code ${String(code)}`}) during the benchmark`);
+        },
+      });
+      runtimeInfo = await runtime.start(stop.signal);
+      await pullImage(runtimeInfo.runtimeEndpoint, runtimeInfo.images.pause);
+    }
     const kc = loadKubeConfig(info.adminKubeconfig);
     const client = await KubeClient.create(kc, {
       qps: 1e6,
@@ -205,6 +243,7 @@ export async function withHarness<T>(
         },
         podCapacity: options.podCapacity,
         say,
+        ...(runtimeInfo ? { runtime: runtimeInfo, podImage: runtimeInfo.images.pause } : {}),
       };
       return await body({
         ctx,
@@ -219,6 +258,7 @@ export async function withHarness<T>(
       client.close();
     }
   } finally {
+    await runtime?.stop();
     await cluster?.stop();
     if (dir) {
       if (kept.logs) {
@@ -228,6 +268,16 @@ export async function withHarness<T>(
     }
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+  }
+}
+
+/** Pulls `image` into the runtime's store, so that no system's first pods pay for the pull. */
+async function pullImage(runtimeEndpoint: string, image: string): Promise<void> {
+  const cri = new CriClient({ runtimeEndpoint });
+  try {
+    await cri.image('PullImage', { image: { image } });
+  } finally {
+    cri.close();
   }
 }
 

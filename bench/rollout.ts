@@ -180,7 +180,11 @@ async function oneRun(
       sentAt.set(name, performance.now());
       await withRetries(
         () =>
-          client.create(`/api/v1/namespaces/${namespace}/pods`, podBody(name, nodeName), signal),
+          client.create(
+            `/api/v1/namespaces/${namespace}/pods`,
+            podBody(name, nodeName, 'rollout', ctx.podImage),
+            signal,
+          ),
         signal,
       );
     }).then(() => (createdAll = performance.now()));
@@ -319,6 +323,7 @@ function report(
       'ok',
       'seconds',
       'pods/s',
+      'p50 ms',
       'p99 ms',
       'delete s',
       'CPU s',
@@ -334,6 +339,7 @@ function report(
       `${String(r.runs.filter((x) => x.ok).length)}/${String(r.runs.length)}`,
       fixed(r.seconds, 2),
       fixed(r.podsPerSecond, 0),
+      fixed(r.latencyP50Ms, 0),
       fixed(r.latencyP99Ms, 0),
       fixed(r.deleteSeconds, 2),
       fixed(r.cpuSeconds, 2),
@@ -350,23 +356,20 @@ function report(
     table(rows),
     '',
   ];
-  const ours = results.ours;
-  const ratioRows: string[][] = [['ratio', 'seconds', 'delete s', 'CPU s', 'peak RSS']];
-  const ratio = (a: number | undefined, b: number | undefined): string =>
-    a === undefined || b === undefined || b === 0 ? '-' : (a / b).toFixed(2);
-  if (ours) {
-    for (const peer of ['go-vk', 'go-vk-tuned', 'kwok', 'limit'] as const) {
-      const p = results[peer];
-      if (!p) continue;
-      ratioRows.push([
-        `ours/${peer}`,
-        ratio(ours.seconds, p.seconds),
-        ratio(ours.deleteSeconds, p.deleteSeconds),
-        ratio(ours.cpuSeconds, p.cpuSeconds),
-        ratio(ours.peakRssBytes, p.peakRssBytes),
-      ]);
-    }
-  }
+  const ratioRows: string[][] = [
+    ['ratio', 'seconds', 'p50 ms', 'p99 ms', 'delete s', 'CPU s', 'peak RSS'],
+  ];
+  const two = (x: number | undefined): string => (x === undefined ? '-' : x.toFixed(2));
+  for (const [pair, r] of Object.entries(ratios(results)))
+    ratioRows.push([
+      pair,
+      two(r.seconds),
+      two(r.latencyP50Ms),
+      two(r.latencyP99Ms),
+      two(r.deleteSeconds),
+      two(r.cpuSeconds),
+      two(r.peakRssBytes),
+    ]);
   if (ratioRows.length > 1) out.push(table(ratioRows), '');
   const cni = results['ours-process-cni'];
   const host = results['ours-process-host'];
@@ -391,23 +394,34 @@ const rolloutNetworkFigures = (r: SystemResult): NetworkFigures => ({
   seconds: r.seconds,
 });
 
-function ratios(
+/** The systems each of ours is compared with: `<ours>/<peer>` ratios. */
+export const ROLLOUT_PAIRS: readonly (readonly [SystemName, readonly SystemName[]])[] = [
+  ['ours', ['go-vk', 'go-vk-tuned', 'kwok', 'limit']],
+  ['ours-cri', ['kubelet']],
+];
+
+/** `<ours>/<peer>` ratios of the medians, for every pair of {@link ROLLOUT_PAIRS} that ran. */
+export function ratios(
   results: Partial<Record<SystemName, SystemResult>>,
 ): Record<string, Record<string, number | undefined>> {
   const out: Record<string, Record<string, number | undefined>> = {};
-  const ours = results.ours;
-  if (!ours) return out;
   const r = (a: number | undefined, b: number | undefined): number | undefined =>
     a === undefined || b === undefined || b === 0 ? undefined : a / b;
-  for (const peer of ['go-vk', 'go-vk-tuned', 'kwok', 'limit'] as const) {
-    const p = results[peer];
-    if (!p) continue;
-    out[`ours/${peer}`] = {
-      seconds: r(ours.seconds, p.seconds),
-      deleteSeconds: r(ours.deleteSeconds, p.deleteSeconds),
-      cpuSeconds: r(ours.cpuSeconds, p.cpuSeconds),
-      peakRssBytes: r(ours.peakRssBytes, p.peakRssBytes),
-    };
+  for (const [mine, peers] of ROLLOUT_PAIRS) {
+    const ours = results[mine];
+    if (!ours) continue;
+    for (const peer of peers) {
+      const p = results[peer];
+      if (!p) continue;
+      out[`${mine}/${peer}`] = {
+        seconds: r(ours.seconds, p.seconds),
+        latencyP50Ms: r(ours.latencyP50Ms, p.latencyP50Ms),
+        latencyP99Ms: r(ours.latencyP99Ms, p.latencyP99Ms),
+        deleteSeconds: r(ours.deleteSeconds, p.deleteSeconds),
+        cpuSeconds: r(ours.cpuSeconds, p.cpuSeconds),
+        peakRssBytes: r(ours.peakRssBytes, p.peakRssBytes),
+      };
+    }
   }
   return out;
 }
@@ -424,6 +438,7 @@ export async function rollout(argv: string[]): Promise<number> {
       systems: { type: 'string' },
       provider: { type: 'string' },
       'process-network': { type: 'string' },
+      vs: { type: 'string' },
       json: { type: 'string' },
       smoke: { type: 'boolean', default: false },
       concurrency: { type: 'string', default: '32' },
@@ -447,6 +462,7 @@ export async function rollout(argv: string[]): Promise<number> {
       systems: values.systems,
       provider: values.provider,
       processNetwork: values['process-network'],
+      vs: values.vs,
     },
     'ours,go-vk,kwok,limit',
     n,
@@ -476,7 +492,13 @@ export async function rollout(argv: string[]): Promise<number> {
   const results: Partial<Record<SystemName, SystemResult>> = {};
   await withHarness(
     systems,
-    { smoke: values.smoke, podCapacity, concurrency, name: 'rollout' },
+    {
+      smoke: values.smoke,
+      podCapacity,
+      concurrency,
+      name: 'rollout',
+      runtime: values.provider === 'cri',
+    },
     async ({ ctx, systems: ready, skipped, signal, keepLogs }) => {
       const settings: RolloutSettings = { n, concurrency, timeoutMs };
       const perSystem = new Map<SystemName, RunFigures[]>(ready.map((s) => [s.name, []]));
@@ -505,7 +527,7 @@ export async function rollout(argv: string[]): Promise<number> {
         values.json ??
         (values.smoke
           ? undefined
-          : `bench/results/${new Date().toISOString().slice(0, 10)}-rollout-${values.provider === 'process' ? 'process-' : ''}${String(n)}.json`);
+          : `bench/results/${new Date().toISOString().slice(0, 10)}-rollout-${values.provider === 'process' || values.provider === 'cri' ? `${values.provider}-` : ''}${String(n)}.json`);
       if (jsonPath) {
         await writeJson(jsonPath, {
           scenario: 'rollout',

@@ -8,6 +8,8 @@
 //   ours-process-host  the same with `network: "host"`: what the pod network costs is the gap
 //   ours-external  our CLI with the external provider: examples/providers/go-mock (Go) over the
 //                  provider protocol on a unix socket; against `ours`, what the protocol costs
+//   ours-cri     our CLI with the cri provider on the dev runtime's containerd (bench/cri-kubelet.ts)
+//   kubelet      the real kubelet of the control plane's release on the same containerd
 import type { ChildProcess } from 'node:child_process';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -18,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { ClusterInfo } from '../src/devcluster/cluster.js';
+import type { RuntimeInfo } from '../src/devcluster/runtime.js';
 import { freePorts } from '../src/devcluster/cluster.js';
 import { spawnOwned, stopProcess } from '../src/devcluster/process.js';
 import { errorCode } from '../src/errors.js';
@@ -33,6 +36,7 @@ import type { PodRecord } from '../src/providers/process/state.js';
 import { cachedPeer, ensurePeer, kwokStagesConfig, type Peer } from './peers.js';
 import { randomPodCidr, reap } from '../test/helpers/process-pods.js';
 import { buildGoMock } from '../test/helpers/example-providers.js';
+import { Kubelet, OursCri } from './cri-kubelet.js';
 
 export const SYSTEM_NAMES = [
   'ours',
@@ -45,6 +49,8 @@ export const SYSTEM_NAMES = [
   'ours-traced',
   'ours-baseline',
   'ours-external',
+  'ours-cri',
+  'kubelet',
 ] as const;
 export type SystemName = (typeof SYSTEM_NAMES)[number];
 
@@ -62,6 +68,10 @@ export interface BenchContext {
   /** Pods each Node offers. */
   readonly podCapacity: number;
   readonly say: (line: string) => void;
+  /** The dev runtime (containerd, the local registry), when the scenario runs CRI systems. */
+  readonly runtime?: RuntimeInfo;
+  /** The image of the benchmark's pods. Default: `registry.k8s.io/pause:3.10` (never pulled). */
+  readonly podImage?: string;
 }
 
 export interface PrepareOptions {
@@ -132,6 +142,7 @@ export class Ours implements BenchSystem {
   readonly #providerConfig: ((dir: string) => Readonly<Record<string, unknown>>) | undefined;
   readonly #traced: boolean;
   readonly #root: string | undefined;
+  readonly #kubeconfig: string | undefined;
   #sink: string | undefined;
 
   /**
@@ -151,11 +162,14 @@ export class Ours implements BenchSystem {
       traced?: boolean;
       /** A checkout (with dist/ built) to run instead of this one: the baseline. */
       root?: string;
+      /** The agent's kubeconfig. Default: the cluster's admin kubeconfig. */
+      kubeconfig?: string;
     } = {},
   ) {
     this.name = options.name ?? 'ours';
     this.#traced = options.traced ?? false;
     this.#root = options.root;
+    this.#kubeconfig = options.kubeconfig;
     this.#logIntervalMs = logIntervalMs;
     this.#provider = options.provider ?? 'mock';
     this.#mockConfig = options.mockConfig ?? {};
@@ -226,7 +240,7 @@ export class Ours implements BenchSystem {
       args: [
         join(root, 'bin', 'virtual-kubelet'),
         '--kubeconfig',
-        ctx.info.adminKubeconfig,
+        this.#kubeconfig ?? ctx.info.adminKubeconfig,
         '--nodename',
         nodeName,
         '--provider',
@@ -638,6 +652,10 @@ export function makeSystem(name: SystemName, s: SystemSettings): BenchSystem {
       });
     case 'ours-external':
       return new OursExternal(s.oursLogIntervalMs);
+    case 'ours-cri':
+      return new OursCri(randomPodCidr);
+    case 'kubelet':
+      return new Kubelet(randomPodCidr);
   }
 }
 

@@ -8,6 +8,7 @@ import {
   defaultClusterDir,
   down,
   ensureBinaries,
+  ensureKubelet,
   ensureHelm,
   liveState,
   readState,
@@ -74,15 +75,22 @@ export function devClusterCommand(io: Io): Command {
       'build the control-plane binaries, kube-proxy, CoreDNS and helm into the cache (done by up when needed)',
     )
     .option('--jaeger', 'also build Jaeger, the trace collector of the tracing tests', false)
-    .action(async (opts: { jaeger: boolean }) => {
+    .option(
+      '--kubelet',
+      'also build the kubelet of the same release, which the CRI benchmark runs as a second node',
+      false,
+    )
+    .action(async (opts: { jaeger: boolean; kubelet: boolean }) => {
       const bins = await ensureBinaries({ progress: io.err, services: true });
       // helm is not part of the cluster: the tests lint and render the chart with it.
       const helm = await ensureHelm({ progress: io.err });
       const jaeger = opts.jaeger ? await ensureJaeger({ progress: io.err }) : undefined;
+      const kubelet = opts.kubelet ? await ensureKubelet({ progress: io.err }) : undefined;
       io.err(`binaries in ${cacheRoot()}`);
       io.out(Object.values(bins).join('\n'));
       io.out(helm);
       if (jaeger) io.out(jaeger.binary);
+      if (kubelet) io.out(kubelet);
     });
 
   cmd

@@ -94,6 +94,21 @@ function kubeProxyBuild(): ModuleBuild {
   };
 }
 
+/**
+ * The kubelet of the same k8s.io/kubernetes release, in a module of its own (the control plane's
+ * modules plus what the kubelet needs). Only the CRI benchmark runs it, as a second node next to
+ * the cri provider; nothing else builds it.
+ */
+function kubeletBuild(): ModuleBuild {
+  return {
+    module: 'kubelet',
+    dirName: `kubelet-${KUBERNETES_VERSION}`,
+    tags: ['selinux', 'notest', 'grpcnotrace'],
+    ldflags: kubernetesLdflags(),
+    targets: [{ name: 'kubelet', pkg: 'k8s.io/kubernetes/cmd/kubelet' }],
+  };
+}
+
 function corednsBuild(): ModuleBuild {
   return {
     module: 'coredns',
@@ -177,6 +192,26 @@ export async function ensureBinaries(options: BuildOptions = {}): Promise<Binari
   }
   if (built) say(`control plane built in ${formatSeconds(Date.now() - started)}`);
   return binaryPaths(cacheDir);
+}
+
+/** Where {@link ensureKubelet} leaves the kubelet, built or not. */
+export function kubeletPath(cacheDir: string = cacheRoot()): string {
+  return join(cacheDir, kubeletBuild().dirName, 'bin', 'kubelet');
+}
+
+/**
+ * Builds the kubelet (`k8s.io/kubernetes/cmd/kubelet` of {@link KUBERNETES_VERSION}) into the
+ * cache unless the same build is there, as {@link ensureBinaries} builds the control plane: opt
+ * in, since only the CRI benchmark needs it. Resolves to the binary's path.
+ */
+export async function ensureKubelet(options: BuildOptions = {}): Promise<string> {
+  const cacheDir = options.cacheDir ?? cacheRoot();
+  const say = options.progress ?? (() => undefined);
+  const goVersion = await detectGo(options.goBinary ?? 'go');
+  const started = Date.now();
+  if (await ensureModule(kubeletBuild(), cacheDir, goVersion, options, say))
+    say(`kubelet built in ${formatSeconds(Date.now() - started)}`);
+  return kubeletPath(cacheDir);
 }
 
 /** A Go module of ours (a go.mod and go.sum pinning third-party commands) to build into the cache. */

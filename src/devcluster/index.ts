@@ -1,4 +1,4 @@
-export { ensureBinaries, binaryPaths, formatSeconds } from './build.js';
+export { ensureBinaries, ensureKubelet, binaryPaths, formatSeconds, kubeletPath } from './build.js';
 export type { Binaries, BuildOptions } from './build.js';
 export { DevCluster, freePorts, assertPortFree } from './cluster.js';
 export type { ClusterInfo, Component, DevClusterOptions } from './cluster.js';

@@ -39,7 +39,7 @@ describe('--provider and --process-network', () => {
   test('bad combinations are one clear message', () => {
     assert.match(
       String(resolveSystemNames({ provider: 'docker' }, 'ours', 1)),
-      /unknown provider 'docker': choose mock or process/,
+      /unknown provider 'docker': choose mock, process or cri/,
     );
     assert.match(
       String(resolveSystemNames({ provider: 'process', processNetwork: 'none' }, 'ours', 1)),
