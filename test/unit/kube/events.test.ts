@@ -26,9 +26,9 @@ test('events are written at most qps per second after a burst, as the kubelet li
   const started = performance.now();
   for (let i = 0; i < 9; i++) events.record(pod(i), 'Normal', 'R', 'm');
   await waitFor(() => arrivals.length === 9 || undefined, { what: 'every event written' });
-  // 3 at once, then 6 more at 20 per second: the last no sooner than 300 ms after the start.
+  // 3 at once, then 6 more at 20 per second: the last no sooner than 300 ms after the start. (How
+  // soon the burst arrives is not asserted: a busy machine only delays it.)
   assert.ok((arrivals[8] ?? 0) - started >= 250, `took ${String((arrivals[8] ?? 0) - started)} ms`);
-  assert.ok((arrivals[2] ?? 0) - started < 250);
   events.close();
 });
 
