@@ -292,6 +292,9 @@ export class Kubelet implements BenchSystem {
     });
     const cgroupRoot = `/${nodeName}`;
     const cgroups = await makeCgroupRoot(cgroupRoot);
+    // The kubelet makes iptables chains of its own (canaries, a localnet firewall): those it
+    // adds go when it stops, those that were there before stay.
+    const chainsBefore = await iptablesChains();
     const configFile = join(rootDir, 'config.json');
     await writeFile(
       configFile,
@@ -360,6 +363,7 @@ export class Kubelet implements BenchSystem {
         await clearSandboxes(runtime.runtimeEndpoint);
         await unmountBelow(rootDir);
         await removeCgroups(cgroups);
+        await removeNewChains(chainsBefore);
         await rm(rootDir, { recursive: true, force: true }).catch((err: unknown) => {
           ctx.say(`kubelet: cannot remove ${rootDir}: ${(err as Error).message}`);
         });
@@ -400,6 +404,73 @@ async function removeCgroups(roots: readonly string[]): Promise<void> {
           await delay(100);
         }
       }
+    }
+  }
+}
+
+/** The iptables programs of both families. */
+const IPTABLES = ['iptables', 'ip6tables'] as const;
+
+/**
+ * The chains of an `iptables-save` text as `table/chain`, and the rules that jump to each, as
+ * arguments for `-D` (rules with quoted words are left out: the kubelet's jumps have none).
+ */
+export function parseIptablesSave(text: string): {
+  chains: Set<string>;
+  jumps: { table: string; chain: string; args: string[] }[];
+} {
+  const chains = new Set<string>();
+  const jumps: { table: string; chain: string; args: string[] }[] = [];
+  let table = '';
+  for (const line of text.split('\n')) {
+    if (line.startsWith('*')) table = line.slice(1).trim();
+    else if (line.startsWith(':')) chains.add(`${table}/${line.slice(1).split(' ')[0] ?? ''}`);
+    else if (line.startsWith('-A ') && !line.includes('"')) {
+      const words = line.split(' ').filter(Boolean);
+      const target = words[words.indexOf('-j') + 1];
+      if (words.includes('-j') && target)
+        jumps.push({ table, chain: target, args: words.slice(1) });
+    }
+  }
+  return { chains, jumps };
+}
+
+/** Each family's chains as `<program>:<table>/<chain>`; none where iptables is missing. */
+async function iptablesChains(): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const cmd of IPTABLES) {
+    const text = await run(`${cmd}-save`, []).then(
+      (r) => r.stdout,
+      () => '',
+    );
+    for (const c of parseIptablesSave(text).chains) out.add(`${cmd}:${c}`);
+  }
+  return out;
+}
+
+/** Removes the `KUBE-` chains made since `before` (the jumps to them first), in both families. */
+async function removeNewChains(before: ReadonlySet<string>): Promise<void> {
+  for (const cmd of IPTABLES) {
+    const text = await run(`${cmd}-save`, []).then(
+      (r) => r.stdout,
+      () => '',
+    );
+    const { chains, jumps } = parseIptablesSave(text);
+    const added = [...chains].filter(
+      (c) => !before.has(`${cmd}:${c}`) && (c.split('/')[1] ?? '').startsWith('KUBE-'),
+    );
+    for (const j of jumps) {
+      if (!added.includes(`${j.table}/${j.chain}`)) continue;
+      const [chain = '', ...rest] = j.args;
+      await run(cmd, ['-t', j.table, '-D', chain, ...rest]).catch(() => undefined);
+    }
+    for (const c of added) {
+      const [table = '', chain = ''] = c.split('/');
+      await run(cmd, ['-t', table, '-F', chain]).catch(() => undefined);
+    }
+    for (const c of added) {
+      const [table = '', chain = ''] = c.split('/');
+      await run(cmd, ['-t', table, '-X', chain]).catch(() => undefined);
     }
   }
 }

@@ -8,6 +8,7 @@ import {
   kubeletConfiguration,
   kubeletFailure,
   kubeletFlags,
+  parseIptablesSave,
 } from '../../../bench/cri-kubelet.js';
 import { parseSystems, resolveSystemNames } from '../../../bench/harness.js';
 import { ratios, type SystemResult } from '../../../bench/rollout.js';
@@ -208,4 +209,27 @@ describe('rollout ratios', () => {
   test('no pair without both sides', () => {
     assert.deepEqual(ratios({ 'ours-cri': result(1, 1, 1, 1) }), {});
   });
+});
+
+test('iptables-save: chains by table, and the jumps to a chain as arguments for -D', () => {
+  const text = [
+    '*mangle',
+    ':PREROUTING ACCEPT [0:0]',
+    ':KUBE-IPTABLES-HINT - [0:0]',
+    'COMMIT',
+    '*filter',
+    ':INPUT ACCEPT [0:0]',
+    ':KUBE-FIREWALL - [0:0]',
+    '-A INPUT -j KUBE-FIREWALL',
+    '-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet connections" -j DROP',
+    'COMMIT',
+  ].join('\n');
+  const { chains, jumps } = parseIptablesSave(text);
+  assert.deepEqual(
+    [...chains],
+    ['mangle/PREROUTING', 'mangle/KUBE-IPTABLES-HINT', 'filter/INPUT', 'filter/KUBE-FIREWALL'],
+  );
+  assert.deepEqual(jumps, [
+    { table: 'filter', chain: 'KUBE-FIREWALL', args: ['INPUT', '-j', 'KUBE-FIREWALL'] },
+  ]);
 });
