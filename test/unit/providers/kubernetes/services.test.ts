@@ -133,6 +133,18 @@ function recordingClient(): { client: KubeClient; writes: string[] } {
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 
+/** A volume of one file whose content came from the ConfigMap or Secret `object`. */
+const sourcedVolume = (
+  name: string,
+  kind: 'ConfigMap' | 'Secret',
+  object: string,
+  annotations: Record<string, string>,
+): ResolvedVolume => ({
+  name,
+  files: [{ path: 'k', data: bytes('v'), mode: 0o644 }],
+  sources: [{ kind, name: object, annotations }],
+});
+
 test('a ConfigMap annotated reflect=false is not reflected, and its copy goes once it is', async () => {
   const { client, writes } = recordingClient();
   const reflector = new Reflector({
@@ -151,15 +163,8 @@ test('a ConfigMap annotated reflect=false is not reflected, and its copy goes on
       ],
     },
   };
-  const volume = (
-    name: string,
-    cm: string,
-    annotations: Record<string, string>,
-  ): ResolvedVolume => ({
-    name,
-    files: [{ path: 'k', data: bytes('v'), mode: 0o644 }],
-    sources: [{ kind: 'ConfigMap', name: cm, annotations }],
-  });
+  const volume = (name: string, cm: string, annotations: Record<string, string>) =>
+    sourcedVolume(name, 'ConfigMap', cm, annotations);
   const signal = AbortSignal.timeout(10_000);
   await reflector.reflect(
     pod,
@@ -197,15 +202,8 @@ test('a Secret annotated reflect=true is reflected although Secrets are not in r
       ],
     },
   };
-  const volume = (
-    name: string,
-    secret: string,
-    annotations: Record<string, string>,
-  ): ResolvedVolume => ({
-    name,
-    files: [{ path: 'k', data: bytes('v'), mode: 0o644 }],
-    sources: [{ kind: 'Secret', name: secret, annotations }],
-  });
+  const volume = (name: string, secret: string, annotations: Record<string, string>) =>
+    sourcedVolume(name, 'Secret', secret, annotations);
   await reflector.reflect(
     pod,
     'shop',
