@@ -14,7 +14,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { ensureKubelet, kubeletPath } from '../src/devcluster/build.js';
 import { freePorts } from '../src/devcluster/cluster.js';
 import { PKI, writeNodeKubeconfig, writeNodeServingCertificate } from '../src/devcluster/pki.js';
-import { spawnOwned, stopProcess } from '../src/devcluster/process.js';
+import { spawnOwned } from '../src/devcluster/process.js';
 import { KUBERNETES_VERSION } from '../src/devcluster/versions.js';
 import { CriClient } from '../src/providers/cri/client.js';
 import { NotBuiltError } from './peers.js';
@@ -23,6 +23,7 @@ import {
   type BenchContext,
   type BenchSystem,
   ensureDist,
+  handle,
   logFile,
   Ours,
   type PrepareOptions,
@@ -333,18 +334,12 @@ export class Kubelet implements BenchSystem {
       }),
       logPath,
     });
-    let exit: string | undefined;
-    child.once('exit', (code, signal) => {
-      exit = signal ? `killed by ${signal}` : `exited with code ${String(code)}`;
-    });
-    child.once('error', (err) => {
-      exit = `could not start: ${err.message}`;
-    });
+    const base = handle(child, logPath);
     return {
-      pid: child.pid,
-      logPath,
+      ...base,
       podsOutliveAgent: true,
       exited: () => {
+        const exit = base.exited();
         if (exit === undefined) return undefined;
         let log = '';
         try {
@@ -356,7 +351,7 @@ export class Kubelet implements BenchSystem {
         return reason === undefined ? exit : `${exit}: ${reason}`;
       },
       stop: async () => {
-        await stopProcess(child, 10_000);
+        await base.stop();
         // Its pods' containers outlive it: the harness deleted the pods while it ran, and what
         // containerd still holds goes now; then the mounts it made (service account tokens),
         // its cgroups and its directory.
