@@ -70,6 +70,7 @@ export interface VirtualNodeOptions {
     | 'getTimeoutMs'
     | 'deleteTimeoutMarginMs'
     | 'deleteWaitMs'
+    | 'abortWaitMs'
   >;
   /**
    * Once the node has stopped, call the provider's `close(signal)` (when it has one), giving

@@ -109,10 +109,17 @@ export interface PodControllerOptions {
   readonly deleteTimeoutMarginMs?: number;
   /**
    * A graceful `deletePod` may take its whole grace period: a sync worker waits this long for it,
-   * then leaves it running under its deadline (its end queues the pod again). Also how long a
-   * deletion waits for the call it aborted to let go before retrying. Default: 1 000 ms.
+   * then leaves it running under its deadline (its end queues the pod again). Short, so that
+   * deletes slower than this (a process that stops on SIGTERM, a remote call) do not hold the
+   * workers that creates need under churn. Default: 100 ms.
    */
   readonly deleteWaitMs?: number;
+  /**
+   * How long a deletion waits for the provider call it aborted (a hung create, a graceful
+   * delete given a shorter grace period) to let go before it retries with backoff. Default:
+   * 1 000 ms.
+   */
+  readonly abortWaitMs?: number;
 }
 
 /** The longest delay `setTimeout` honours (2^31-1 ms); a deadline past it is no deadline. */
@@ -242,7 +249,7 @@ export class PodController {
       this.#putStatus(record as PodRecord, pod, status, signal),
   };
   readonly #timeouts: Readonly<
-    Record<'create' | 'update' | 'get' | 'deleteMargin' | 'deleteWait', number>
+    Record<'create' | 'update' | 'get' | 'deleteMargin' | 'deleteWait' | 'abortWait', number>
   >;
   /** The controllers of the calls in flight, by the signal that aborts them (see `#link`). */
   readonly #linked = new WeakMap<AbortSignal, Set<AbortController>>();
@@ -278,7 +285,8 @@ export class PodController {
       update: timeout('updateTimeoutMs', options.updateTimeoutMs, 60_000),
       get: timeout('getTimeoutMs', options.getTimeoutMs, 10_000),
       deleteMargin: timeout('deleteTimeoutMarginMs', options.deleteTimeoutMarginMs, 30_000),
-      deleteWait: timeout('deleteWaitMs', options.deleteWaitMs, 1_000),
+      deleteWait: timeout('deleteWaitMs', options.deleteWaitMs, 100),
+      abortWait: timeout('abortWaitMs', options.abortWaitMs, 1_000),
     };
     const queue = (
       name: 'sync' | 'status',
@@ -714,7 +722,7 @@ export class PodController {
   }
 
   /**
-   * Aborts the call in flight for `record`, if any, and waits (at most `deleteWaitMs`) for it
+   * Aborts the call in flight for `record`, if any, and waits (at most `abortWaitMs`) for it
    * to let go; throws Unavailable (retried) when it does not. Its result is discarded.
    */
   async #supersede(record: PodRecord, signal: AbortSignal): Promise<void> {
@@ -722,7 +730,7 @@ export class PodController {
     if (!call) return;
     call.detached = true;
     call.controller.abort(unavailable(`the provider's ${call.method} call was superseded`));
-    await Promise.race([call.settled, sleep(this.#timeouts.deleteWait, signal)]);
+    await Promise.race([call.settled, sleep(this.#timeouts.abortWait, signal)]);
     if (record.call)
       throw unavailable(
         `pod ${record.key}: the provider has not yet ended its ${call.method} call`,

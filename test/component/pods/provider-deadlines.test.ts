@@ -248,7 +248,7 @@ for (const notify of [true, false]) {
     });
 
     test('a create past its deadline: its late result never marks a deleted pod created', async (t) => {
-      const { api, provider } = await setup(t, notify, { createTimeoutMs: 200, deleteWaitMs: 200 });
+      const { api, provider } = await setup(t, notify, { createTimeoutMs: 200, abortWaitMs: 200 });
       provider.hangCreates = 'deaf';
       api.create('pods', pod('late'));
       await waitFor(() => provider.created.includes('late'), WAIT);
