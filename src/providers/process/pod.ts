@@ -525,7 +525,10 @@ export class PodRunner {
     c.ready = false;
     c.started = false;
     this.#dirty = true;
-    this.#log.info({ container: c.name, exitCode, reason }, 'container exited');
+    this.#log.info(
+      { container: c.name, exitCode, reason, ...(reason === 'StartError' ? { message } : {}) },
+      'container exited',
+    );
     if (this.record.deletingSince === undefined && !this.#stopping)
       this.#afterExit(c, finishedAt, now);
   }
