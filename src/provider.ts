@@ -380,8 +380,9 @@ export interface RegistryCredential {
  * the provider may not have yet), and again right before each `updatePod` (an image may have
  * changed, and so may the Secrets). While a Secret the pod names is missing or unusable, the
  * core reads them again at each resync of the pod (every minute by default) and calls it again,
- * as the kubelet reads them at each sync, so a Secret created later serves the next pull. Each
- * call replaces what the provider keeps for the pod; `deletePod` lets go of it.
+ * as the kubelet reads them at each sync, so a Secret created later serves the next pull. After
+ * a restart of the agent, each pod the provider already runs gets them again once. Each call
+ * replaces what the provider keeps for the pod; `deletePod` lets go of it.
  *
  * `credentials` holds every entry of every Secret the pod names, in the pod's order of
  * Secrets and each Secret's order of entries; a provider tries the entries that match an image

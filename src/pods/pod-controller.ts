@@ -192,11 +192,11 @@ interface PodRecord {
   /** What `preparePod` gave: the pod's addresses for its environment and its status. */
   addresses?: PodAddresses;
   /**
-   * Some of the pod's image pull secrets could not be read or used when last read: they are
-   * read again at every pass of the pod (as the kubelet reads them at every sync), so one
-   * created later reaches the provider before its next pull.
+   * The pod's image pull secrets are read and handed to the provider again at its next pass:
+   * some could not be read or used when last read (as the kubelet reads them at every sync, so
+   * one created later serves the next pull), or the pod was adopted after a restart of the agent.
    */
-  pullSecretsLeftOut?: boolean;
+  pullCredentialsDue?: boolean;
 }
 
 /** The phases in which the provider has the pod (as far as the controller knows). */
@@ -802,6 +802,7 @@ export class PodController {
           if (record.phase === 'new') record.phase = 'adopted';
           record.fingerprint = mutableFingerprint(pod);
           this.#volumes?.adopt(api);
+          record.pullCredentialsDue = true;
           // What changed while the agent was away (a container that ended, say) may have been
           // reported before the pod cache was filled, when such reports are dropped.
           if (pod.status) this.#noteReport(api, pod);
@@ -879,7 +880,7 @@ export class PodController {
     }
     const fingerprint = mutableFingerprint(pod);
     if (fingerprint === record.fingerprint) {
-      if (record.pullSecretsLeftOut) await this.#refreshPullCredentials(record, pod, signal);
+      if (record.pullCredentialsDue) await this.#refreshPullCredentials(record, pod, signal);
       return;
     }
     const resolved = await this.#resolve(record, pod, signal, false);
@@ -1081,7 +1082,7 @@ export class PodController {
       signal,
     );
     for (const e of events) this.#o.events.record(podSubject(pod), e.type, e.reason, e.message);
-    record.pullSecretsLeftOut = events.length > 0;
+    record.pullCredentialsDue = events.length > 0;
     return credentials;
   }
 

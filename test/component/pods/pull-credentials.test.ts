@@ -154,6 +154,28 @@ for (const notify of [true, false]) {
   });
 }
 
+test('after a restart of the agent, a pod the provider already runs gets its credentials again, and is not created twice', async (t) => {
+  const api = await FakeApi.start(t);
+  const provider = new PullMock({ nodeName: NODE, config: { logIntervalMs: 0 } });
+  t.after(() => provider.close());
+  api.create('secrets', pullSecret('regcred', 'registry.example.com', 'pw'));
+  const pod = api.create('pods', pullPod('kept', ['regcred']));
+  // What a provider still runs when the agent starts again.
+  await provider.createPod(pod, AbortSignal.timeout(5_000));
+  await runPodController(t, api, provider, { nodeName: NODE });
+  await waitFor(() => provider.last('kept')?.length === 1, {
+    ...WAIT,
+    what: 'the credentials of the adopted pod',
+  });
+  assert.deepEqual(provider.last('kept'), [
+    { registry: 'registry.example.com', username: 'regcred', password: 'pw' },
+  ]);
+  assert.deepEqual(
+    provider.calls.map((c) => c.method),
+    ['createPod', 'setPodPullCredentials'],
+  );
+});
+
 test('a provider without setPodPullCredentials makes the core read no pull secret', async (t) => {
   const api = await FakeApi.start(t);
   const provider = new MockProvider({ nodeName: NODE, config: { logIntervalMs: 0 } });
