@@ -348,6 +348,61 @@ export interface PodVolumes {
 }
 
 /**
+ * Credentials for one registry, from one entry of a pod's `kubernetes.io/dockerconfigjson` or
+ * `kubernetes.io/dockercfg` image pull secret. Fields are as the docker config carries them;
+ * absent ones were absent (or empty) there.
+ */
+export interface RegistryCredential {
+  /**
+   * The entry's key as the secret has it: a registry host with an optional port and path
+   * prefix (`registry.example.com:5000/team`), possibly with a scheme and a trailing slash
+   * (`https://index.docker.io/v1/`). Matching it to an image is the provider's (see
+   * `credentialsForImage` in kubelet/).
+   */
+  readonly registry: string;
+  /** From `username`, or from `auth` when the entry has no username and password. */
+  readonly username?: string;
+  /** From `password`, or from `auth` when the entry has no username and password. */
+  readonly password?: string;
+  /** `auth` as the entry has it: base64 of `username:password`. */
+  readonly auth?: string;
+  /** `identitytoken`: a token exchanged with the registry's token service for access. */
+  readonly identityToken?: string;
+  /** `registrytoken`: a bearer token sent to the registry as is. */
+  readonly registryToken?: string;
+}
+
+/**
+ * Optional: receives the credentials of a pod's `spec.imagePullSecrets`, for a provider that
+ * pulls images from registries that need them. Only providers with it make the core read those
+ * Secrets. The core calls `setPodPullCredentials` once per create attempt, after `preparePod`
+ * and `setPodVolumes` and right before `createPod` (under the `createPod` deadline, for a pod
+ * the provider may not have yet), and again right before each `updatePod` (an image may have
+ * changed, and so may the Secrets). While a Secret the pod names is missing or unusable, the
+ * core reads them again at each resync of the pod (every minute by default) and calls it again,
+ * as the kubelet reads them at each sync, so a Secret created later serves the next pull. After
+ * a restart of the agent, each pod the provider already runs gets them again once. Each call
+ * replaces what the provider keeps for the pod; `deletePod` lets go of it.
+ *
+ * `credentials` holds every entry of every Secret the pod names, in the pod's order of
+ * Secrets and each Secret's order of entries; a provider tries the entries that match an image
+ * in that order (the kubelet's rule). An empty list means the pod names no pull secrets or none
+ * of them could be read: images are pulled anonymously. A Secret that is missing or cannot be
+ * parsed is left out (the core records a `FailedToRetrieveImagePullSecret` Warning Event naming
+ * it, as the kubelet does) and the pod is created all the same.
+ *
+ * The values are secrets: a provider never logs them, nor puts them in Events, statuses or
+ * error messages.
+ */
+export interface PodPullCredentials {
+  setPodPullCredentials(
+    pod: V1Pod,
+    credentials: readonly RegistryCredential[],
+    signal: AbortSignal,
+  ): Promise<void>;
+}
+
+/**
  * Optional: receives the Services of the namespaces that hold pods of this node, for a backend
  * that makes them reachable where the pods run (the kubernetes provider reflects them into the
  * remote cluster). The core calls `setServices` with every Service of a namespace once a pod of
@@ -435,6 +490,7 @@ export type Provider = PodLifecycleHandler &
       StatsProvider &
       ResourceMetricsProvider &
       PodVolumes &
+      PodPullCredentials &
       ServiceReflection &
       PodEventNotifier &
       PodAddressProvider &
@@ -463,6 +519,7 @@ export interface CapabilityInterfaces {
   readonly stats: StatsProvider;
   readonly metricsResource: ResourceMetricsProvider;
   readonly volumes: PodVolumes;
+  readonly pullCredentials: PodPullCredentials;
   readonly services: ServiceReflection;
   readonly events: PodEventNotifier;
   readonly podAddresses: PodAddressProvider;
@@ -485,6 +542,7 @@ export const CAPABILITIES = {
   stats: { title: 'stats', methods: ['getStatsSummary'] },
   metricsResource: { title: 'resource metrics', methods: ['getMetricsResource'] },
   volumes: { title: 'volumes', methods: ['setPodVolumes'] },
+  pullCredentials: { title: 'image pull credentials', methods: ['setPodPullCredentials'] },
   services: { title: 'services', methods: ['setServices'] },
   events: { title: 'pod events', methods: ['notifyPodEvents'] },
   podAddresses: { title: 'pod addresses before start', methods: ['preparePod'] },
@@ -544,6 +602,8 @@ export const hasResourceMetrics = (p: Provider): p is Provider & ResourceMetrics
   hasCapability(p, 'metricsResource');
 export const hasPodVolumes = (p: Provider): p is Provider & PodVolumes =>
   hasCapability(p, 'volumes');
+export const hasPullCredentials = (p: Provider): p is Provider & PodPullCredentials =>
+  hasCapability(p, 'pullCredentials');
 export const hasServiceReflection = (p: Provider): p is Provider & ServiceReflection =>
   hasCapability(p, 'services');
 export const hasPodEvents = (p: Provider): p is Provider & PodEventNotifier =>

@@ -33,7 +33,16 @@ export type { EnvResolutionReason } from './env-error.js';
 export { expandEnvValue } from './env-expansion.js';
 export { goArch } from './go-arch.js';
 export { podHostname } from './hostname.js';
+export {
+  credentialsForImage,
+  imageRepository,
+  normalizeRegistryKey,
+  registryKeyMatches,
+} from './image-credentials.js';
+export type { ImageRepository } from './image-credentials.js';
 export { namespacedKey, podKey, splitPodKey } from './pod-key.js';
+export { parsePullSecret, PullSecretError } from './pull-secrets.js';
+export type { PullSecretProblem } from './pull-secrets.js';
 export {
   configErrorStatus,
   mountPendingStatus,

@@ -14,16 +14,19 @@ import {
   hasPodAddresses,
   hasPodEvents,
   hasPodVolumes,
+  hasPullCredentials,
   hasServiceReflection,
   isPodNotifier,
   type PodAddresses,
   type Provider,
+  type RegistryCredential,
   type ResolvedVolume,
 } from '../provider.js';
 import { WorkQueue } from '../queue/index.js';
 import { EnvResolutionError } from '../kubelet/env-error.js';
 import { readsPodIP } from '../kubelet/downward-api.js';
 import { resolvePodEnv, type EnvSource } from './env.js';
+import { resolvePullCredentials } from './pull-credentials.js';
 import { deletedPodStatus, lostPodStatus, PollNotifier } from './poll-notifier.js';
 import { PodVolumeManager } from './volume-manager.js';
 import { checkVolumeObjects } from './volumes.js';
@@ -195,6 +198,12 @@ interface PodRecord {
   prepared?: boolean;
   /** What `preparePod` gave: the pod's addresses for its environment and its status. */
   addresses?: PodAddresses;
+  /**
+   * The pod's image pull secrets are read and handed to the provider again at its next pass:
+   * some could not be read or used when last read (as the kubelet reads them at every sync, so
+   * one created later serves the next pull), or the pod was adopted after a restart of the agent.
+   */
+  pullCredentialsDue?: boolean;
 }
 
 /** The phases in which the provider has the pod (as far as the controller knows). */
@@ -801,6 +810,7 @@ export class PodController {
           if (record.phase === 'new') record.phase = 'adopted';
           record.fingerprint = mutableFingerprint(pod);
           this.#volumes?.adopt(api);
+          record.pullCredentialsDue = true;
           // What changed while the agent was away (a container that ended, say) may have been
           // reported before the pod cache was filled, when such reports are dropped.
           if (pod.status) this.#noteReport(api, pod);
@@ -877,9 +887,20 @@ export class PodController {
       record.fingerprint = mutableFingerprint(running);
     }
     const fingerprint = mutableFingerprint(pod);
-    if (fingerprint === record.fingerprint) return;
+    if (fingerprint === record.fingerprint) {
+      if (record.pullCredentialsDue) await this.#refreshPullCredentials(record, pod, signal);
+      return;
+    }
     const resolved = await this.#resolve(record, pod, signal, false);
+    const pullCredentials = await this.#pullCredentials(record, pod, signal);
     try {
+      if (pullCredentials && provider.setPodPullCredentials) {
+        // An image may have changed: its pull uses the Secrets as they are now.
+        const setPodPullCredentials = provider.setPodPullCredentials.bind(provider);
+        await this.#call(record, 'setPodPullCredentials', this.#timeouts.update, signal, (s) =>
+          setPodPullCredentials(resolved, pullCredentials, s),
+        );
+      }
       await this.#call(record, 'updatePod', this.#timeouts.update, signal, (s) =>
         provider.updatePod(resolved, s),
       );
@@ -902,6 +923,7 @@ export class PodController {
     if (!(await this.#prepare(record, pod, signal))) return;
     const resolved = await this.#resolve(record, pod, signal, true);
     const volumes = await this.#resolveVolumes(record, pod, signal);
+    const pullCredentials = await this.#pullCredentials(record, pod, signal);
     if (record.phase === 'gone') return; // deleted meanwhile: the next pass removes it
     record.phase = 'creating';
     try {
@@ -911,6 +933,12 @@ export class PodController {
         const setPodVolumes = provider.setPodVolumes.bind(provider);
         await this.#call(record, 'setPodVolumes', create, signal, (s) =>
           setPodVolumes(resolved, volumes, s),
+        );
+      }
+      if (pullCredentials && provider.setPodPullCredentials) {
+        const setPodPullCredentials = provider.setPodPullCredentials.bind(provider);
+        await this.#call(record, 'setPodPullCredentials', create, signal, (s) =>
+          setPodPullCredentials(resolved, pullCredentials, s),
         );
       }
       await this.#call(record, 'createPod', create, signal, (s) => provider.createPod(resolved, s));
@@ -1042,6 +1070,39 @@ export class PodController {
       }
       throw err;
     }
+  }
+
+  /**
+   * The credentials of the pod's image pull secrets for a provider with
+   * `setPodPullCredentials` (undefined for the others: no Secret is read). A Secret that cannot
+   * be read or used is left out with a FailedToRetrieveImagePullSecret Warning Event, as the
+   * kubelet does; the pod is created all the same.
+   */
+  async #pullCredentials(
+    record: PodRecord,
+    pod: V1Pod,
+    signal: AbortSignal,
+  ): Promise<RegistryCredential[] | undefined> {
+    if (!hasPullCredentials(this.#o.provider)) return undefined;
+    const { credentials, events } = await resolvePullCredentials(
+      pod,
+      this.#envSource(signal),
+      signal,
+    );
+    for (const e of events) this.#o.events.record(podSubject(pod), e.type, e.reason, e.message);
+    record.pullCredentialsDue = events.length > 0;
+    return credentials;
+  }
+
+  /** Reads the pull secrets of a pod the provider runs again, and hands them over. */
+  async #refreshPullCredentials(record: PodRecord, pod: V1Pod, signal: AbortSignal): Promise<void> {
+    const credentials = await this.#pullCredentials(record, pod, signal);
+    const provider = this.#o.provider;
+    if (!credentials || !provider.setPodPullCredentials) return;
+    const setPodPullCredentials = provider.setPodPullCredentials.bind(provider);
+    await this.#call(record, 'setPodPullCredentials', this.#timeouts.update, signal, (s) =>
+      setPodPullCredentials(pod, credentials, s),
+    );
   }
 
   #envSource(signal: AbortSignal): EnvSource {

@@ -14,7 +14,13 @@ import { isIP } from 'node:net';
 import { describe, test } from 'node:test';
 import { errorCode } from '../errors.js';
 import { isTerminalPhase } from '../kubelet/pod-status.js';
-import { hasPodAddresses, isPodNotifier, type Provider } from '../provider.js';
+import {
+  hasPodAddresses,
+  hasPullCredentials,
+  isPodNotifier,
+  type Provider,
+  type RegistryCredential,
+} from '../provider.js';
 import { waitFor } from './wait.js';
 
 export interface ProviderUnderTest {
@@ -235,6 +241,32 @@ export function providerContractSuite(
           await provider.getPod(meta.namespace ?? '', meta.name ?? '', signal),
           undefined,
         );
+      }));
+
+    test('pullCredentials: setPodPullCredentials before createPod keeps its input intact, and no credential shows in what the provider reports', (t) =>
+      withProvider(async (provider, pushed, signal) => {
+        if (!hasPullCredentials(provider)) {
+          t.skip('the provider has no setPodPullCredentials (capability pullCredentials)');
+          return;
+        }
+        const pod = testPod(podName('pull'));
+        const { namespace = '', name = '' } = pod.metadata ?? {};
+        // For a registry none of the suite's images is on: the pulls stay anonymous.
+        const password = `conformance-${randomUUID()}`;
+        const credentials: RegistryCredential[] = [
+          { registry: 'registry.conformance.invalid', username: 'vk', password },
+        ];
+        const snapshot = structuredClone({ pod, credentials });
+        await provider.setPodPullCredentials(pod, credentials, signal);
+        await provider.createPod(pod, signal);
+        assert.deepEqual({ pod, credentials }, snapshot, 'the inputs are not mutated');
+        // Again, with none: the pod names no pull secrets any more.
+        await provider.setPodPullCredentials(pod, [], signal);
+        const reported = await provider.getPod(namespace, name, signal);
+        assert.ok(reported, 'the pod is known');
+        const status = await provider.getPodStatus(namespace, name, signal);
+        const seen = JSON.stringify([reported, status, await provider.getPods(signal), pushed]);
+        assert.ok(!seen.includes(password), 'no credential in pods, statuses or notifications');
       }));
 
     test('a created pod is reported: pushed by a notifier, or found by the poll adapter', () =>

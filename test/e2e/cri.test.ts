@@ -212,6 +212,58 @@ test('a bad image gives ErrImagePull, then ImagePullBackOff and an Event', async
   assert.match(event.message ?? '', /Failed to pull image/);
 });
 
+test('a private image: with a dockerconfigjson imagePullSecret the pod runs; without it the registry refuses the pull', async (t) => {
+  const f = await fixture(t);
+  const { username, password } = info.credentials;
+  const auth = Buffer.from(`${username}:${password}`).toString('base64');
+  await core().createNamespacedSecret({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'regcred' },
+      type: 'kubernetes.io/dockerconfigjson',
+      data: {
+        '.dockerconfigjson': Buffer.from(
+          JSON.stringify({ auths: { [info.privateRegistry]: { username, password, auth } } }),
+        ).toString('base64'),
+      },
+    },
+  });
+  const privatePod = (name: string, secrets: string[]): k8s.V1Pod => ({
+    metadata: { name },
+    spec: {
+      ...onNode(f.nodeName),
+      terminationGracePeriodSeconds: 1,
+      imagePullSecrets: secrets.map((s) => ({ name: s })),
+      containers: [
+        {
+          name: 'main',
+          image: info.privateImage,
+          // Every pod pulls: an image already in the runtime would hide a refused pull.
+          imagePullPolicy: 'Always',
+          command: ['sleep', '3600'],
+        },
+      ],
+    },
+  });
+  await core().createNamespacedPod({ namespace: f.ns, body: privatePod('anonymous', []) });
+  await core().createNamespacedPod({ namespace: f.ns, body: privatePod('authed', ['regcred']) });
+
+  const running = await waitPod(f, 'authed', 'Running', (p) => p.status?.phase === 'Running');
+  assert.equal(running.status?.containerStatuses?.[0]?.ready, true);
+
+  const refused = await waitPod(f, 'anonymous', 'ErrImagePull or ImagePullBackOff', (p) =>
+    ['ErrImagePull', 'ImagePullBackOff'].includes(
+      p.status?.containerStatuses?.[0]?.state?.waiting?.reason ?? '',
+    ),
+  );
+  assert.notEqual(refused.status?.phase, 'Running');
+  const failed = await waitEvent(f, 'anonymous', 'Failed');
+  assert.match(failed.message ?? '', /Failed to pull image/);
+  assert.match(failed.message ?? '', /401|unauthorized/i, 'the registry refused the pull');
+  const events = await core().listNamespacedEvent({ namespace: f.ns });
+  assert.ok(!JSON.stringify(events.items).includes(password), 'the password is in no Event');
+});
+
 test('a crashing container is restarted with back-off (CrashLoopBackOff) and logs --previous shows its last run', async (t) => {
   const f = await fixture(t);
   await core().createNamespacedPod({

@@ -17,6 +17,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { errorMessage, invalidInput, notFound, unavailable } from '../../errors.js';
 import { expandEnvValue } from '../../kubelet/env-expansion.js';
 import { podHostname } from '../../kubelet/hostname.js';
+import { credentialsForImage } from '../../kubelet/image-credentials.js';
 import { quantityMilliValue, quantityValue } from '../../kubelet/quantity.js';
 import type { Logger } from '../../log.js';
 import type {
@@ -24,6 +25,7 @@ import type {
   ContainerLogOptions,
   PodAddresses,
   PodEvent,
+  RegistryCredential,
   ResolvedVolume,
   Summary,
 } from '../../provider.js';
@@ -100,6 +102,8 @@ interface PodRecord {
   deleting: boolean;
   startTime: string;
   status?: V1PodStatus;
+  /** From the pod's image pull secrets (`setPodPullCredentials`); secret, never logged. */
+  pullCredentials: readonly RegistryCredential[];
 }
 
 const key = (ns: string, name: string): string => `${ns}/${name}`;
@@ -114,6 +118,22 @@ export function pullPolicy(c: V1Container): string {
   if (image.includes('@')) return 'IfNotPresent';
   const tag = afterSlash.includes(':') ? afterSlash.slice(afterSlash.indexOf(':') + 1) : '';
   return tag === '' || tag === 'latest' ? 'Always' : 'IfNotPresent';
+}
+
+/**
+ * The CRI `AuthConfig`s to pull `image` with, one per credential that matches it, in the order
+ * to try them; empty when none matches (the pull is anonymous). `server_address` stays empty,
+ * as the kubelet leaves it for pull secrets: the runtime sends the credentials to the image's
+ * registry.
+ */
+export function pullAuths(image: string, credentials: readonly RegistryCredential[]): Message[] {
+  return credentialsForImage(image, credentials).map((c) => ({
+    ...(c.username === undefined ? {} : { username: c.username }),
+    ...(c.password === undefined ? {} : { password: c.password }),
+    ...(c.auth === undefined ? {} : { auth: c.auth }),
+    ...(c.identityToken === undefined ? {} : { identity_token: c.identityToken }),
+    ...(c.registryToken === undefined ? {} : { registry_token: c.registryToken }),
+  }));
 }
 
 /** The kubelet's LinuxContainerResources for a container (CPU shares and quota, memory limit). */
@@ -409,6 +429,7 @@ export class CriProvider {
       abort: new AbortController(),
       deleting: false,
       startTime: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      pullCredentials: [],
     };
   }
 
@@ -423,6 +444,25 @@ export class CriProvider {
     await this.#ensureSandbox(rec, signal);
     if (!rec.podIP) throw unavailable(`the runtime gave pod ${k} no IP address`);
     return { podIPs: [rec.podIP], hostIP: this.#o.nodeIP };
+  }
+
+  /**
+   * Keeps the credentials of the pod's image pull secrets with its record, for every pull of
+   * its images from now on (see {@link pullAuths}). Called before `createPod`.
+   */
+  async setPodPullCredentials(
+    pod: V1Pod,
+    credentials: readonly RegistryCredential[],
+    signal: AbortSignal,
+  ): Promise<void> {
+    await this.#adopt(signal);
+    const k = podKeyOf(pod);
+    let rec = this.#pods.get(k);
+    if (!rec || rec.pod.metadata?.uid !== pod.metadata?.uid) {
+      rec = this.#newRecord(pod);
+      this.#pods.set(k, rec);
+    }
+    rec.pullCredentials = structuredClone(credentials);
   }
 
   async createPod(pod: V1Pod, signal: AbortSignal): Promise<void> {
@@ -953,12 +993,7 @@ export class CriProvider {
     });
     const started = Date.now();
     try {
-      await this.#cri.image(
-        'PullImage',
-        { image: { image }, sandbox_config: this.#sandboxConfig(rec.pod) },
-        signal,
-        600_000,
-      );
+      await this.#pullWithCredentials(rec, image, signal);
     } catch (err) {
       if (signal.aborted) throw err;
       const max = this.#o.config.backoffMaxSeconds ?? 300;
@@ -980,6 +1015,31 @@ export class CriProvider {
       message: `Successfully pulled image "${image}" in ${String(Date.now() - started)}ms`,
     });
     return true;
+  }
+
+  /**
+   * PullImage with each of the pod's credentials that match the image in turn, until one pull
+   * succeeds (the kubelet's rule); anonymously when none matches. Throws the last failure.
+   */
+  async #pullWithCredentials(rec: PodRecord, image: string, signal: AbortSignal): Promise<void> {
+    const sandbox_config = this.#sandboxConfig(rec.pod);
+    const auths = pullAuths(image, rec.pullCredentials);
+    let failure: unknown;
+    for (const auth of auths.length > 0 ? auths : [undefined]) {
+      try {
+        await this.#cri.image(
+          'PullImage',
+          { image: { image }, ...(auth ? { auth } : {}), sandbox_config },
+          signal,
+          600_000,
+        );
+        return;
+      } catch (err) {
+        if (signal.aborted) throw err;
+        failure = err;
+      }
+    }
+    throw failure;
   }
 
   async #start(

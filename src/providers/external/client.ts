@@ -24,6 +24,7 @@ import {
 } from '../../provider.js';
 import {
   fromCallError,
+  NOT_CARRIED,
   PROTOCOL_VERSION,
   providerService,
   type GetPodResponse,
@@ -196,7 +197,9 @@ export class ExternalProvider implements Provider {
     this.#timeoutMs = options.callTimeoutMs ?? 30_000;
     const known: ReadonlySet<string> = new Set(CAPABILITY_NAMES);
     this.#capabilities = new Set(
-      answer.capabilities.filter((c): c is Capability => known.has(c) && c !== 'close'),
+      answer.capabilities.filter(
+        (c): c is Capability => known.has(c) && !NOT_CARRIED.has(c as Capability),
+      ),
     );
     this.providerName = answer.providerName;
     const has = (c: Capability): boolean => this.#capabilities.has(c);

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { errorCode, errorMessage, VirtualKubeletError, type ErrorCode } from '../../errors.js';
+import type { Capability } from '../../provider.js';
 
 /** The protocol version this agent speaks; it is also the proto package's last part. */
 export const PROTOCOL_VERSION = 'v1alpha1';
@@ -24,6 +25,18 @@ export const PROTO_PATH = fileURLToPath(
     import.meta.url,
   ),
 );
+
+/**
+ * The capabilities this version of the protocol does not carry: `close` (the provider process
+ * ends with the agent), `services` (no Services are sent) and `pullCredentials` (no registry
+ * credentials are sent: a provider behind the protocol pulls with its own). The handshake never
+ * reports them, and the agent ignores them if a provider does.
+ */
+export const NOT_CARRIED: ReadonlySet<Capability> = new Set([
+  'close',
+  'services',
+  'pullCredentials',
+]);
 
 /** The trailing metadata key that names the contract's error code exactly. */
 export const ERROR_CODE_KEY = 'vk-error-code';

@@ -19,6 +19,7 @@ import {
   type TerminalSize,
 } from '../../provider.js';
 import {
+  NOT_CARRIED,
   PROTOCOL_VERSION,
   providerService,
   toServiceError,
@@ -140,12 +141,9 @@ export class ProviderServer {
     this.#server.addService(providerService().service, this.#handlers());
   }
 
-  /** The capabilities the handshake reports: every one the provider has but `close`. */
+  /** The capabilities the handshake reports: every one the protocol carries that the provider has. */
   get capabilities(): Capability[] {
-    // The protocol carries no Services (`services`): a provider behind it never gets them.
-    return CAPABILITY_NAMES.filter(
-      (c) => c !== 'close' && c !== 'services' && hasCapability(this.#provider, c),
-    );
+    return CAPABILITY_NAMES.filter((c) => !NOT_CARRIED.has(c) && hasCapability(this.#provider, c));
   }
 
   /**

@@ -108,6 +108,18 @@ describe('the provider protocol', () => {
     }
   });
 
+  test('the protocol carries neither Services nor image pull credentials: the handshake leaves them out', async () => {
+    const mock = Object.assign(new MockProvider({ nodeName: 'node-1' }), {
+      setServices: () => Promise.resolve(),
+      setPodPullCredentials: () => Promise.resolve(),
+    });
+    const server = new ProviderServer({ provider: mock });
+    assert.ok(server.capabilities.includes('podNotifier'));
+    for (const c of ['services', 'pullCredentials', 'close'] as const)
+      assert.ok(!server.capabilities.includes(c), c);
+    await mock.close();
+  });
+
   test('a provider speaking another version gets one clear error', async () => {
     const mock = new MockProvider({ nodeName: 'node-1' });
     const server = new ProviderServer({ provider: mock });
