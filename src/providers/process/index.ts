@@ -81,9 +81,9 @@ import {
   applyEmptyDirAccess,
   containerMounts,
   createMountTargets,
+  MountTargets,
   podFsGroup,
   prepareVolumes,
-  removeMountTargets,
   volumeDir,
   writeVolume,
 } from './volumes.js';
@@ -152,6 +152,10 @@ export class ProcessProvider
   readonly #cgroups: Cgroups | string;
   readonly #ctx: RunnerContext;
   readonly #runners = new Map<string, PodRunner>();
+  /** The host paths the pods mount onto, shared: see {@link MountTargets}. */
+  readonly #targets = new MountTargets((dir) => {
+    for (const r of this.#runners.values()) if (r.record.dir === dir) r.markDirty();
+  });
   /** The last failure of each pod's check, reported once. */
   readonly #tickFailures = new WeakMap<PodRunner, string>();
   /** Pods whose sandbox is being made again. */
@@ -386,6 +390,7 @@ export class ProcessProvider
     for (const record of records) {
       const runner = new PodRunner(record, this.#ctx);
       this.#runners.set(runner.key, runner);
+      this.#targets.use(record.dir, Object.values(record.mounts).flat(), record.createdTargets);
       const alive = record.containers.filter((c) => c.run && isAlive(c.run.wrapper)).length;
       this.#log.info({ pod: runner.key, running: alive, phase: record.phase }, 'adopted pod');
       if (record.deletingSince !== undefined) void this.#finishDelete(runner, record.pod);
@@ -495,12 +500,13 @@ export class ProcessProvider
     // fails: a retry of createPod finds it, and deletePod removes it.
     const net = await this.ensurePodNetwork(pod, signal);
     const createdTargets = createMountTargets(Object.values(mounts).flat());
+    this.#targets.use(dir, Object.values(mounts).flat(), createdTargets);
     let sandbox: ProcessRef | undefined;
     if (this.#namespaces === true) {
       try {
         sandbox = await this.#startSandbox(pod, dir, volumes, net.netns, signal);
       } catch (err) {
-        removeMountTargets(createdTargets);
+        this.#targets.release(dir);
         throw err;
       }
     }
@@ -664,6 +670,7 @@ export class ProcessProvider
         if (mounts.length > 0 && this.#namespaces !== true)
           throw permanent(`mounting volumes needs mount namespaces: ${this.#namespaces}`);
         r.createdTargets.push(...createMountTargets(mounts));
+        this.#targets.use(r.dir, mounts, r.createdTargets);
       } catch (err) {
         // As a container the kubelet cannot make: it stays Waiting, with the reason.
         r.containers.push({
@@ -715,7 +722,7 @@ export class ProcessProvider
     this.#probing.forget(uid);
     // The sandbox is gone (delete killed it): nothing uses the namespace any more.
     if (runner.record.netns !== undefined) await this.#removePodNetwork(uid);
-    removeMountTargets(runner.record.createdTargets);
+    this.#targets.release(runner.record.dir);
     rmSync(runner.record.dir, { recursive: true, force: true });
     this.#log.info({ pod: runner.key }, 'pod stopped and forgotten');
   }

@@ -291,9 +291,10 @@ export function createMountTargets(mounts: readonly Mount[]): string[] {
   return created;
 }
 
-/** Removes mount targets created by `createMountTargets` if they are still empty. */
+/** Removes mount targets created by `createMountTargets` if they are still empty, deepest first. */
 export function removeMountTargets(created: readonly string[]): void {
-  for (const path of [...created].reverse()) {
+  const depth = (path: string): number => path.split('/').length;
+  for (const path of [...created].sort((a, b) => depth(b) - depth(a))) {
     try {
       const s = lstatSync(path);
       if (s.isDirectory()) {
@@ -302,5 +303,65 @@ export function removeMountTargets(created: readonly string[]): void {
     } catch {
       // Gone or in use.
     }
+  }
+}
+
+/** `path` and each of its parents but `/`, normalised: `/a/b/c` gives `/a/b/c`, `/a/b`, `/a`. */
+function pathAndParents(path: string): string[] {
+  const out: string[] = [];
+  for (let p = normalize(path); p !== '/' && p !== '.' && p !== ''; p = dirname(p)) out.push(p);
+  return out;
+}
+
+/**
+ * The mount targets that pods need on the host filesystem, which they share. A path that one
+ * pod created (a target, or a parent of one) goes with that pod only when no other pod needs
+ * it; otherwise the duty to remove it passes to a pod that does, so a pod that is going never
+ * takes away the mount point of a container that is starting.
+ */
+export class MountTargets {
+  /** The paths each pod needs: its targets and their parents. */
+  readonly #needs = new Map<string, Set<string>>();
+  /** Each pod's list of the paths it must remove (its record's, held by reference). */
+  readonly #duties = new Map<string, string[]>();
+
+  readonly #handedOver: (pod: string) => void;
+
+  /** @param handedOver Called with a pod whose list of paths to remove grew (to save it). */
+  constructor(handedOver: (pod: string) => void = () => undefined) {
+    this.#handedOver = handedOver;
+  }
+
+  /**
+   * Pod `pod` (a key that no later pod reuses, such as its state directory) needs the targets
+   * of `mounts`; `duties` is its list of paths to remove when it goes, kept by reference.
+   */
+  use(pod: string, mounts: readonly Mount[], duties: string[]): void {
+    const needs = this.#needs.get(pod) ?? new Set<string>();
+    for (const m of mounts) for (const p of pathAndParents(m.target)) needs.add(p);
+    this.#needs.set(pod, needs);
+    this.#duties.set(pod, duties);
+  }
+
+  /**
+   * Pod `pod` is gone: each path on its list that no other pod needs is removed (when empty);
+   * each other one passes to a pod that needs it.
+   */
+  release(pod: string): void {
+    const duties = this.#duties.get(pod) ?? [];
+    this.#needs.delete(pod);
+    this.#duties.delete(pod);
+    const remove: string[] = [];
+    for (const path of duties) {
+      const heir = [...this.#needs].find(([, needs]) => needs.has(normalize(path)))?.[0];
+      const list = heir === undefined ? undefined : this.#duties.get(heir);
+      if (heir === undefined || !list) {
+        remove.push(path);
+        continue;
+      }
+      list.push(path);
+      this.#handedOver(heir);
+    }
+    removeMountTargets(remove);
   }
 }

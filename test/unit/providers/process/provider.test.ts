@@ -327,6 +327,50 @@ test('hostPath volumes mount at their path; readOnly is honoured', async (t) => 
   assert.equal(existsSync('/mnt/vk-unit-host'), false);
 });
 
+test('a mount point two pods need stays while one of them is left; the last one takes it', async (t) => {
+  const { provider } = setup(t);
+  if (!hasNamespaces(t, provider)) return;
+  const host = processStateDir();
+  mkdirSync(host, { recursive: true });
+  t.after(() => {
+    rmSync(host, { recursive: true, force: true });
+  });
+  writeFileSync(join(host, 'data.txt'), 'shared');
+  const mountPath = '/mnt/vk-unit-shared/deeper';
+  const spec = (): Partial<V1PodSpec> => ({
+    volumes: [{ name: 'h', hostPath: { path: host, type: 'Directory' } }],
+    containers: [
+      {
+        name: 'app',
+        image: 'busybox',
+        command: ['sleep', '3600'],
+        volumeMounts: [{ name: 'h', mountPath, readOnly: true }],
+      },
+    ],
+  });
+  // The first pod creates the mount point; the second finds it there.
+  const first = pod('first', spec());
+  const second = pod('second', spec());
+  await provider.createPod(first, signal);
+  await provider.createPod(second, signal);
+  for (const name of ['first', 'second'])
+    await waitFor(async () => (await status(provider, name))?.phase === 'Running', {
+      what: `${name} Running`,
+    });
+  await provider.deletePod(first, signal);
+  // The pod that made it is gone; the other still needs it (a restart of its container does).
+  assert.equal(existsSync(mountPath), true);
+  const third = pod('third', spec());
+  await provider.createPod(third, signal);
+  await waitFor(async () => (await status(provider, 'third'))?.phase === 'Running', {
+    what: 'a third pod Running on the same mount point',
+  });
+  assert.equal(await exec(provider, 'third', ['cat', `${mountPath}/data.txt`]), '0:shared');
+  await provider.deletePod(second, signal);
+  await provider.deletePod(third, signal);
+  assert.equal(existsSync('/mnt/vk-unit-shared'), false, 'removed with the last pod');
+});
+
 test('without namespaces and cgroups pods are plain processes, and the node says so', async (t) => {
   const { provider } = setup(t, { isolation: 'none', cgroups: 'none' });
   assert.match(provider.isolation, /^no-namespaces \(disabled by config\), no-cgroups/);
