@@ -45,6 +45,8 @@ export interface EventSubject {
 export class EventRecorder {
   readonly #o: EventRecorderOptions;
   readonly #seen = new Map<string, Seen>();
+  /** The write under way of each event being written (its last one), by key. */
+  readonly #writing = new Map<string, Promise<void>>();
   readonly #log: Logger;
   readonly #queue: [EventSubject, EventType, string, string][] = [];
   #writers = 0;
@@ -109,6 +111,11 @@ export class EventRecorder {
     });
   }
 
+  /**
+   * Writes one event. Writes of the same event (object, type, reason and message) run one after
+   * the other, so that a repeat counts on the Event the first one creates rather than creating a
+   * second (the writers run side by side).
+   */
   async #write(
     subject: EventSubject,
     type: EventType,
@@ -118,6 +125,27 @@ export class EventRecorder {
     const m = subject.metadata ?? {};
     const namespace = m.namespace ?? 'default';
     const key = `${m.uid ?? `${namespace}/${m.name ?? ''}`}\u0000${type}\u0000${reason}\u0000${message}`;
+    const before = this.#writing.get(key);
+    const write = (before ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => this.#writeOne(key, subject, type, reason, message));
+    this.#writing.set(key, write);
+    try {
+      await write;
+    } finally {
+      if (this.#writing.get(key) === write) this.#writing.delete(key);
+    }
+  }
+
+  async #writeOne(
+    key: string,
+    subject: EventSubject,
+    type: EventType,
+    reason: string,
+    message: string,
+  ): Promise<void> {
+    const m = subject.metadata ?? {};
+    const namespace = m.namespace ?? 'default';
     const now = Date.now();
     const nowIso = new Date(now).toISOString();
     const window = this.#o.aggregateWindowMs ?? 600_000;

@@ -42,3 +42,32 @@ test('close drops what is queued and records nothing more', async (t) => {
   await events.flush(2_000);
   assert.equal(arrivals.length, 1);
 });
+
+test('the same event recorded twice at once is one Event counted twice, never two Events', async (t) => {
+  const requests: { method: string; url: string; body: string }[] = [];
+  // Creates answer slowly, so the second record of the event arrives while the first is written.
+  const { client } = await localApi(t, (req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      requests.push({ method: req.method ?? '', url: req.url ?? '', body });
+      const answer = (): void => {
+        res.writeHead(req.method === 'POST' ? 201 : 200, { 'content-type': 'application/json' });
+        res.end('{}');
+      };
+      if (req.method === 'POST') setTimeout(answer, 100);
+      else answer();
+    });
+  });
+  const events = new EventRecorder({ client, host: 'n', qps: 0 });
+  events.record(pod(1), 'Warning', 'FailedMount', 'no such secret');
+  events.record(pod(1), 'Warning', 'FailedMount', 'no such secret');
+  await waitFor(() => requests.length === 2 || undefined, { what: 'two writes' });
+  await events.flush();
+  assert.deepEqual(
+    requests.map((r) => r.method),
+    ['POST', 'PATCH'],
+  );
+  assert.equal((JSON.parse(requests[1]?.body ?? '{}') as { count?: number }).count, 2);
+  events.close();
+});
