@@ -304,7 +304,7 @@ export function runCommand(io: Io): Command {
     )
     .option('--labels <k=v,...>', 'extra node labels', parseLabels, {})
     .option('--disable-taint', 'register the node without the provider taint', false)
-    .option('--pod-sync-workers <n>', 'workers per pod queue', parsePositiveInt, 10)
+    .option('--pod-sync-workers <n>', 'workers of the pod sync queue', parsePositiveInt, 50)
     .addOption(
       new Option('--full-resync-period <duration>', 'resync every pod this often')
         .default(60_000, '1m')

@@ -64,7 +64,12 @@ export interface PodControllerOptions {
   readonly logger?: Logger;
   /** The node's address: hostIP of its pods, and for the downward API. Default: 127.0.0.1. */
   readonly nodeIP?: string;
-  /** Workers of the sync queue (provider calls). Default: 10. */
+  /**
+   * Workers of the sync queue (provider calls, and the API reads and writes of a pod's create:
+   * its volumes' tokens and config). A pass waits on the API server and the provider, not the
+   * CPU, so there are enough to keep up with 10 creates and 10 deletes a second while the API
+   * server takes half a second a request. Default: 50.
+   */
   readonly workers?: number;
   /**
    * Workers of the status queue (status writes to the API server, which are many and short).
@@ -272,7 +277,7 @@ export class PodController {
     this.#o = options;
     this.#log = (options.logger ?? silentLogger).child({ node: options.nodeName });
     this.#nodeIP = options.nodeIP ?? '127.0.0.1';
-    const workers = options.workers ?? 10;
+    const workers = options.workers ?? 50;
     if (!Number.isInteger(workers) || workers < 1)
       throw invalidInput(`PodController: workers must be an integer >= 1, got ${String(workers)}`);
     if (options.fullResyncPeriodMs !== undefined && options.fullResyncPeriodMs < 0)
