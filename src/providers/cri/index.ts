@@ -4,8 +4,8 @@
  * its network through CNI, with addresses from the node's pod CIDR) with one container per pod
  * container, run as the kubelet runs them: image pulls by `imagePullPolicy` with back-off, init
  * containers in order, restarts by `restartPolicy` with the kubelet's crash back-off, graceful
- * stops. Sandboxes and containers carry labels naming the node and the pod, so a restarted
- * agent finds what it ran.
+ * stops. Sandboxes and containers carry labels naming the node and the pod, and each pod's spec
+ * is kept in the state directory, so a restarted agent finds what it ran and runs it on.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -67,7 +67,7 @@ export interface CriProviderOptions {
   readonly config: CriConfig;
   /** `--pod-cidr`, used when the config has none. */
   readonly podCIDR?: string;
-  /** `--cluster-dns`. Default: none (the runtime's resolv.conf). */
+  /** `--cluster-dns`. Default: none (ClusterFirst pods get the host's resolv.conf, as Default). */
   readonly clusterDNS?: readonly string[];
   /** Default: `cluster.local`. */
   readonly clusterDomain?: string;
