@@ -5,14 +5,37 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { spawn, spawnSync } from 'node:child_process';
-import { BUSYBOX_OS_RELEASE, DevRuntime, type RuntimeInfo } from '../../src/devcluster/index.js';
+import { randomInt } from 'node:crypto';
+import {
+  binaryPaths,
+  BUSYBOX_OS_RELEASE,
+  CLUSTER_DOMAIN,
+  DevRuntime,
+  freePorts,
+  spawnOwned,
+  stopProcess,
+  type RuntimeInfo,
+} from '../../src/devcluster/index.js';
+import { createDnsInterface, run, writeCorefile } from '../../src/devcluster/services.js';
+import { CriClient, type Message } from '../../src/providers/cri/client.js';
 import { CriProvider } from '../../src/providers/cri/index.js';
-import { onNode, startNode, uniqueNodeName, type InProcessNode } from '../helpers/agent.js';
+import {
+  nodeKubeconfig,
+  onNode,
+  servingCertificate,
+  spawnAgent,
+  startNode,
+  uniqueNodeName,
+  waitNodeReady,
+  type InProcessNode,
+  type SpawnedAgent,
+} from '../helpers/agent.js';
 import { kubectl, podSummary, testCluster, testNamespace } from '../helpers/cluster.js';
 import { randomPodCidr } from '../helpers/process-pods.js';
 import { waitFor } from '../helpers/wait.js';
@@ -42,13 +65,17 @@ interface Fixture {
   readonly podCidr: string;
 }
 
-async function fixture(t: TestContext): Promise<Fixture> {
+async function fixture(
+  t: TestContext,
+  options: { readonly clusterDNS?: readonly string[] } = {},
+): Promise<Fixture> {
   const ns = await testNamespace(t);
   const nodeName = uniqueNodeName('cri');
   const podCidr = randomPodCidr();
   const provider = new CriProvider({
     nodeName,
     nodeIP: '127.0.0.1',
+    ...(options.clusterDNS ? { clusterDNS: options.clusterDNS } : {}),
     config: {
       runtimeEndpoint: info.runtimeEndpoint,
       podCIDR: podCidr,
@@ -60,19 +87,16 @@ async function fixture(t: TestContext): Promise<Fixture> {
     logger: testLogger,
   });
   const node = await startNode(t, { nodeName, api: true, provider });
-  t.after(async () => {
-    // Whatever the core has not deleted yet goes now: sandboxes, containers, logs.
-    for (const pod of await provider.getPods())
-      await provider.deletePod(pod, AbortSignal.timeout(60_000)).catch(() => undefined);
-    await provider.close();
-    spawnSync('nft', [
-      'delete',
-      'table',
-      'inet',
-      `vk_cri_${nodeName.replace(/[^a-zA-Z0-9]/g, '_')}`,
-    ]);
-  });
+  t.after(() => removeAll(provider, nodeName));
   return { ns, nodeName, node, podCidr };
+}
+
+/** Whatever the core has not deleted yet goes: sandboxes, containers, logs, the node's guard. */
+async function removeAll(provider: CriProvider, nodeName: string): Promise<void> {
+  for (const pod of await provider.getPods())
+    await provider.deletePod(pod, AbortSignal.timeout(60_000)).catch(() => undefined);
+  await provider.close();
+  spawnSync('nft', ['delete', 'table', 'inet', `vk_cri_${nodeName.replace(/[^a-zA-Z0-9]/g, '_')}`]);
 }
 
 const testLogger = {
@@ -442,4 +466,428 @@ test('kubectl port-forward reaches the server image on its pod IP; an HTTP readi
   );
   // The server runs in the pod's sandbox: its hostname is the pod's name.
   assert.equal(body, 'hello from web\n');
+});
+
+test('a Job of the busybox image runs to completion: its pod Succeeded with exit code 0, and kubectl logs job/ shows its output', async (t) => {
+  const f = await fixture(t);
+  const batch = testCluster().kc.makeApiClient(k8s.BatchV1Api);
+  await batch.createNamespacedJob({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'count' },
+      spec: {
+        backoffLimit: 0,
+        template: {
+          spec: {
+            ...onNode(f.nodeName),
+            restartPolicy: 'Never',
+            containers: [
+              {
+                name: 'main',
+                image: info.images.busybox,
+                command: ['sh', '-c', 'for i in 1 2 3; do echo "step $i"; done'],
+              },
+            ],
+          },
+        },
+      },
+    },
+  });
+  await kubectl(['wait', '-n', f.ns, '--for=condition=complete', 'job/count', '--timeout=120s'], {
+    timeoutMs: 130_000,
+  });
+  const pods = await core().listNamespacedPod({ namespace: f.ns, labelSelector: 'job-name=count' });
+  assert.equal(pods.items.length, 1, 'one pod ran: no retry');
+  const pod = pods.items[0];
+  assert.equal(pod?.status?.phase, 'Succeeded');
+  const terminated = pod?.status?.containerStatuses?.[0]?.state?.terminated;
+  assert.equal(terminated?.exitCode, 0);
+  assert.equal(terminated.reason, 'Completed');
+  const logs = await kubectl(['logs', '-n', f.ns, 'job/count']);
+  assert.equal(logs.stdout, 'step 1\nstep 2\nstep 3\n');
+});
+
+/**
+ * CoreDNS with the cluster's names (the dev cluster's Corefile, the admin's identity) on an
+ * address of its own host interface, which pods reach through their gateway. Stopped, and the
+ * interface removed, when the test ends. Resolves to its address.
+ */
+async function startCoreDns(t: TestContext): Promise<string> {
+  const iface = `vkcridns${randomInt(0, 0xffff).toString(16)}`;
+  const services = {
+    nodeName: 'none',
+    podCidr: '',
+    serviceCidr: '',
+    dnsIp: '',
+    clusterDomain: CLUSTER_DOMAIN,
+    // Away from the pod CIDRs of the tests (10.200.0.0/13) and the services' CoreDNS.
+    dnsServerAddress: `10.250.${String(randomInt(0, 256))}.53`,
+    dummyInterface: iface,
+  };
+  await createDnsInterface(services);
+  t.after(() => run('ip', ['link', 'del', iface]).catch(() => undefined));
+  const [healthPort = 0, readyPort = 0] = await freePorts(2);
+  const corefile = await writeCorefile(services, {
+    dir: join(dir, iface),
+    kubeconfig: testCluster().kubeconfigPath,
+    healthPort,
+    readyPort,
+  });
+  const coredns = spawnOwned(binaryPaths().coredns, {
+    args: ['-conf', corefile],
+    logPath: join(dir, `${iface}.log`),
+  });
+  t.after(() => stopProcess(coredns, 5_000));
+  await waitFor(
+    async () => (await fetch(`http://127.0.0.1:${String(readyPort)}/ready`).catch(() => null))?.ok,
+    { what: 'CoreDNS ready', timeoutMs: 60_000 },
+  );
+  return services.dnsServerAddress;
+}
+
+test("a StatefulSet behind a headless Service: one pod resolves the other by its DNS name through the cluster DNS and reaches it; resolv.conf, hostname and /etc/hosts are the kubelet's", async (t) => {
+  const dns = await startCoreDns(t);
+  const f = await fixture(t, { clusterDNS: [dns] });
+  await core().createNamespacedService({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'web' },
+      spec: { clusterIP: 'None', selector: { app: 'web' }, ports: [{ port: 8080 }] },
+    },
+  });
+  const apps = testCluster().kc.makeApiClient(k8s.AppsV1Api);
+  await apps.createNamespacedStatefulSet({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'web' },
+      spec: {
+        serviceName: 'web',
+        replicas: 2,
+        podManagementPolicy: 'Parallel',
+        selector: { matchLabels: { app: 'web' } },
+        template: {
+          metadata: { labels: { app: 'web' } },
+          spec: {
+            ...onNode(f.nodeName),
+            terminationGracePeriodSeconds: 1,
+            containers: [
+              {
+                name: 'httpd',
+                image: info.images.busybox,
+                command: [
+                  'sh',
+                  '-c',
+                  'mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www',
+                ],
+                ports: [{ containerPort: 8080 }],
+              },
+            ],
+          },
+        },
+      },
+    },
+  });
+  const ready = (p: k8s.V1Pod): boolean =>
+    p.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+  const web0 = await waitPod(f, 'web-0', 'Ready', ready, 120_000);
+  const web1 = await waitPod(f, 'web-1', 'Ready', ready, 120_000);
+  const ip1 = web1.status?.podIP ?? '';
+  const fqdn = (name: string): string => `${name}.web.${f.ns}.svc.${CLUSTER_DOMAIN}`;
+  const inWeb0 = async (...command: string[]): Promise<string> =>
+    (await kubectl(['exec', '-n', f.ns, 'web-0', '--', ...command])).stdout;
+
+  // The kubelet's files: resolv.conf from ClusterFirst, the hostname, the managed hosts file.
+  const resolv = await inWeb0('cat', '/etc/resolv.conf');
+  assert.match(
+    resolv,
+    new RegExp(
+      `^search ${f.ns}\\.svc\\.cluster\\.local svc\\.cluster\\.local cluster\\.local\\b`,
+      'm',
+    ),
+  );
+  assert.match(resolv, new RegExp(`^nameserver ${dns.replaceAll('.', '\\.')}$`, 'm'));
+  assert.match(resolv, /^options ndots:5$/m);
+  assert.equal((await inWeb0('hostname')).trim(), 'web-0');
+  assert.ok(
+    (await inWeb0('cat', '/etc/hosts')).includes(
+      `${web0.status?.podIP ?? '?'}\t${fqdn('web-0')}\tweb-0\n`,
+    ),
+    'the pod FQDN in /etc/hosts',
+  );
+
+  // The EndpointSlice controller publishes the pods' hostnames once they are ready: the name
+  // resolves as soon as CoreDNS has seen it.
+  const lookup = await waitFor(
+    async () => {
+      const r = await kubectl(['exec', '-n', f.ns, 'web-0', '--', 'nslookup', fqdn('web-1')], {
+        allowFailure: true,
+      });
+      return r.code === 0 && r.stdout.includes(ip1) ? r.stdout : undefined;
+    },
+    { what: `${fqdn('web-1')} resolving to ${ip1}`, timeoutMs: 60_000, intervalMs: 1_000 },
+  );
+  assert.match(lookup, new RegExp(`Address:\\s+${ip1.replaceAll('.', '\\.')}\\b`));
+  // A short name goes through the search domains; the answer comes from web-1 itself.
+  assert.equal(await inWeb0('wget', '-qO-', 'http://web-1.web:8080/'), 'web-1\n');
+});
+
+/**
+ * GETs `path` of the kubelet API as the API server's kubelet client (what the node proxy and
+ * metrics-server send); the node proxy itself refuses loopback node addresses.
+ */
+async function asApiserver(port: number, path: string): Promise<{ status: number; body: string }> {
+  const pki = testCluster().pkiDir;
+  const [ca, cert, key] = await Promise.all(
+    ['ca.crt', 'apiserver-kubelet-client.crt', 'apiserver-kubelet-client.key'].map((name) =>
+      readFile(join(pki, name)),
+    ),
+  );
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, ca, cert, key }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('kubectl top pod and the Summary API show the CPU and memory of a CRI pod', async (t) => {
+  const f = await fixture(t);
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'busy' },
+      spec: {
+        ...onNode(f.nodeName),
+        terminationGracePeriodSeconds: 1,
+        containers: [
+          {
+            name: 'main',
+            image: info.images.busybox,
+            command: ['sh', '-c', 'while :; do :; done'],
+            resources: { limits: { cpu: '100m', memory: '64Mi' } },
+          },
+        ],
+      },
+    },
+  });
+  const pod = await waitPod(f, 'busy', 'Running', (p) => p.status?.phase === 'Running');
+  const port = f.node.node.server?.port ?? 0;
+  const summary = await waitFor(
+    async () => {
+      const r = await asApiserver(port, '/stats/summary');
+      assert.equal(r.status, 200, r.body);
+      const s = JSON.parse(r.body) as {
+        pods?: {
+          podRef: { name: string; uid: string };
+          cpu?: { usageCoreNanoSeconds?: number };
+          memory?: { workingSetBytes?: number };
+          containers?: { name: string }[];
+        }[];
+      };
+      const mine = s.pods?.find((p) => p.podRef.name === 'busy');
+      return (mine?.cpu?.usageCoreNanoSeconds ?? 0) > 0 ? mine : undefined;
+    },
+    { what: 'the pod in the Summary API with CPU used', timeoutMs: 60_000, intervalMs: 1_000 },
+  );
+  assert.equal(summary.podRef.uid, pod.metadata?.uid);
+  assert.deepEqual(
+    summary.containers?.map((c) => c.name),
+    ['main'],
+  );
+  assert.ok((summary.memory?.workingSetBytes ?? 0) > 0, 'memory in use');
+  const resource = await asApiserver(port, '/metrics/resource');
+  assert.match(
+    resource.body,
+    new RegExp(
+      `^container_cpu_usage_seconds_total\\{container="main",namespace="${f.ns}",pod="busy"\\} [\\d.e+-]+ \\d{13}$`,
+      'm',
+    ),
+  );
+
+  const top = await waitFor(
+    async () => {
+      const r = await kubectl(['top', 'pod', 'busy', '-n', f.ns, '--no-headers'], {
+        allowFailure: true,
+      });
+      const m = /^busy\s+(\d+)m\s+(\d+)Mi/m.exec(r.stdout);
+      return m && Number(m[1]) > 0 ? { cpu: Number(m[1]), line: r.stdout } : undefined;
+    },
+    { what: 'kubectl top pod with non-zero CPU', timeoutMs: 120_000, intervalMs: 2_000 },
+  );
+  // The CPU quota holds it near its limit of 100m.
+  assert.ok(top.cpu >= 20 && top.cpu <= 150, top.line);
+});
+
+test('an agent killed with SIGKILL and started again adopts its sandboxes and containers; a pod deleted meanwhile leaves the runtime', async (t) => {
+  const ns = await testNamespace(t);
+  const nodeName = uniqueNodeName('cri-adopt');
+  const stateDir = join(dir, 'state', nodeName);
+  const configPath = join(dir, `${nodeName}.json`);
+  await writeFile(
+    configPath,
+    JSON.stringify({
+      runtimeEndpoint: info.runtimeEndpoint,
+      podCIDR: randomPodCidr(),
+      stateDir,
+      syncIntervalMs: 300,
+      backoffInitialSeconds: 1,
+      backoffMaxSeconds: 4,
+    }),
+  );
+  const cri = new CriClient({ runtimeEndpoint: info.runtimeEndpoint });
+  const agents: SpawnedAgent[] = [];
+  t.after(async () => {
+    // A running agent would act on the pods again: stop them before removing what is left.
+    for (const a of agents) {
+      a.child.kill('SIGKILL');
+      await a.exited;
+    }
+    cri.close();
+    await removeAll(
+      new CriProvider({
+        nodeName,
+        nodeIP: '127.0.0.1',
+        config: { runtimeEndpoint: info.runtimeEndpoint, stateDir },
+        logger: testLogger,
+      }),
+      nodeName,
+    );
+  });
+  const [port1, port2] = await freePorts(2);
+  // A serving certificate from the cluster CA, so that the API server reaches it (exec).
+  const serving = await servingCertificate(nodeName);
+  await writeFile(join(dir, `${nodeName}.crt`), serving.cert);
+  await writeFile(join(dir, `${nodeName}.key`), serving.key, { mode: 0o600 });
+  const start = async (port: number | undefined): Promise<SpawnedAgent> => {
+    const agent = spawnAgent(t, [
+      '--tls-cert-file',
+      join(dir, `${nodeName}.crt`),
+      '--tls-private-key-file',
+      join(dir, `${nodeName}.key`),
+      '--kubeconfig',
+      await nodeKubeconfig(nodeName),
+      '--nodename',
+      nodeName,
+      '--provider',
+      'cri',
+      '--provider-config',
+      configPath,
+      '--node-ip',
+      '127.0.0.1',
+      '--listen-port',
+      String(port),
+    ]);
+    agents.push(agent);
+    await waitNodeReady(nodeName);
+    return agent;
+  };
+  const first = await start(port1);
+
+  const f = { ns, nodeName } as Fixture;
+  const sleeper = (name: string, script: string): k8s.V1Pod => ({
+    metadata: { name },
+    spec: {
+      ...onNode(nodeName),
+      terminationGracePeriodSeconds: 1,
+      volumes: [{ name: 'work', emptyDir: {} }],
+      containers: [
+        {
+          name: 'main',
+          image: info.images.busybox,
+          command: ['sh', '-c', script],
+          volumeMounts: [{ name: 'work', mountPath: '/work' }],
+        },
+      ],
+    },
+  });
+  await core().createNamespacedPod({ namespace: ns, body: sleeper('steady', 'exec sleep 3600') });
+  // Fails once, then runs: a restart count of 1 that must survive the agent.
+  await core().createNamespacedPod({
+    namespace: ns,
+    body: sleeper('flaky', '[ -f /work/ran ] || { touch /work/ran; exit 1; }; exec sleep 3600'),
+  });
+  const doomed = await core().createNamespacedPod({
+    namespace: ns,
+    body: sleeper('doomed', 'exec sleep 3600'),
+  });
+  const running = (p: k8s.V1Pod): boolean =>
+    p.status?.phase === 'Running' && p.status.containerStatuses?.[0]?.state?.running !== undefined;
+  await waitPod(f, 'doomed', 'Running', running);
+  const steady = await waitPod(f, 'steady', 'Running', running);
+  const flaky = await waitPod(
+    f,
+    'flaky',
+    'Running after one restart',
+    (p) => running(p) && p.status?.containerStatuses?.[0]?.restartCount === 1,
+  );
+
+  const sandboxes = async (): Promise<Message[]> =>
+    (
+      await cri.runtime<{ items: Message[] }>('ListPodSandbox', {
+        filter: { label_selector: { 'virtual-kubelet.io/node': nodeName } },
+      })
+    ).items;
+  const containers = async (): Promise<string[]> =>
+    (
+      await cri.runtime<{ containers: Message[] }>('ListContainers', {
+        filter: { label_selector: { 'virtual-kubelet.io/node': nodeName } },
+      })
+    ).containers
+      .map((c) => String(c.id))
+      .sort();
+  const sandboxesBefore = (await sandboxes()).map((s) => String(s.id)).sort();
+  assert.equal(sandboxesBefore.length, 3);
+  const containersBefore = await containers();
+
+  first.child.kill('SIGKILL');
+  await first.exited;
+  // Deleted from the API while its agent is down: gone at once (no kubelet to wait for).
+  await core().deleteNamespacedPod({ name: 'doomed', namespace: ns, gracePeriodSeconds: 0 });
+  await start(port2);
+
+  const doomedUid = doomed.metadata?.uid ?? '';
+  await waitFor(
+    async () =>
+      (await sandboxes()).every(
+        (s) => (s.labels as Record<string, string>)['io.kubernetes.pod.uid'] !== doomedUid,
+      ),
+    { what: "the deleted pod's sandbox to leave containerd" },
+  );
+  // Adopted, not made again: the same sandboxes and containers, nothing new.
+  const after = (await sandboxes()).map((s) => String(s.id)).sort();
+  assert.equal(after.length, 2);
+  assert.ok(
+    after.every((id) => sandboxesBefore.includes(id)),
+    'no new sandbox',
+  );
+  const containersAfter = await containers();
+  assert.ok(
+    containersAfter.every((id) => containersBefore.includes(id)),
+    'no new container',
+  );
+  for (const [name, before] of [
+    ['steady', steady],
+    ['flaky', flaky],
+  ] as const) {
+    const now = await waitPod(f, name, 'Running', running);
+    const [b, a] = [before.status?.containerStatuses?.[0], now.status?.containerStatuses?.[0]];
+    assert.equal(a?.containerID, b?.containerID, `${name}: the same container`);
+    assert.equal(a?.restartCount, b?.restartCount, `${name}: the same restart count`);
+    assert.equal(
+      now.status?.conditions?.find((c) => c.type === 'Ready')?.status,
+      'True',
+      `${name}: Ready`,
+    );
+  }
+  const lastState = (await waitPod(f, 'flaky', 'Running', running)).status?.containerStatuses?.[0]
+    ?.lastState?.terminated;
+  assert.equal(lastState?.exitCode, 1);
+  // The restarted agent serves the adopted pods' logs and exec.
+  assert.equal(
+    (await kubectl(['exec', '-n', ns, 'steady', '--', 'hostname'])).stdout.trim(),
+    'steady',
+  );
 });

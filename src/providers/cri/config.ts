@@ -15,7 +15,10 @@ export interface CriConfig {
    * own network configuration decides.
    */
   readonly podCIDR?: string;
-  /** Where pod logs and volumes live. Default: `/var/lib/virtual-kubelet/cri/<node>`. */
+  /**
+   * Where pod logs, volumes, hosts files and specs (for a restarted agent) live. Default:
+   * `/var/lib/virtual-kubelet/cri/<node>`.
+   */
   readonly stateDir?: string;
   /** The first restart back-off after a crash, in seconds. Default: 10 (the kubelet's). */
   readonly backoffInitialSeconds?: number;

@@ -4,11 +4,12 @@
  * its network through CNI, with addresses from the node's pod CIDR) with one container per pod
  * container, run as the kubelet runs them: image pulls by `imagePullPolicy` with back-off, init
  * containers in order, restarts by `restartPolicy` with the kubelet's crash back-off, graceful
- * stops. Sandboxes and containers carry labels naming the node and the pod, so a restarted
- * agent finds what it ran.
+ * stops. Sandboxes and containers carry labels naming the node and the pod, and each pod's spec
+ * is kept in the state directory, so a restarted agent finds what it ran and runs it on.
  */
 import { spawnSync } from 'node:child_process';
-import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
 import { connect } from 'node:net';
@@ -16,6 +17,7 @@ import { pipeline, Readable, type Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { errorMessage, invalidInput, notFound, unavailable } from '../../errors.js';
 import { expandEnvValue } from '../../kubelet/env-expansion.js';
+import { podHostsFile } from '../../kubelet/dns.js';
 import { podHostname } from '../../kubelet/hostname.js';
 import { credentialsForImage } from '../../kubelet/image-credentials.js';
 import { quantityMilliValue, quantityValue } from '../../kubelet/quantity.js';
@@ -42,6 +44,7 @@ import type { CriConfig } from './config.js';
 import { readCriLog } from './logs.js';
 import { runStream, streamFlags } from './streaming.js';
 import { containerSamples, resourceMetricsOf, summaryOf } from './stats.js';
+import { ETC_HOSTS, mountsManagedHosts, sandboxDnsConfig } from './pod-files.js';
 import { ProbeManager, type ProbeRuntime } from '../../probes/index.js';
 
 /** The most output of an exec probe that is kept, as the kubelet keeps it. */
@@ -64,7 +67,7 @@ export interface CriProviderOptions {
   readonly config: CriConfig;
   /** `--pod-cidr`, used when the config has none. */
   readonly podCIDR?: string;
-  /** `--cluster-dns`. Default: none (the runtime's resolv.conf). */
+  /** `--cluster-dns`. Default: none (ClusterFirst pods get the host's resolv.conf, as Default). */
   readonly clusterDNS?: readonly string[];
   /** Default: `cluster.local`. */
   readonly clusterDomain?: string;
@@ -263,25 +266,7 @@ export class CriProvider {
   #sandboxConfig(pod: V1Pod): Message {
     const m = pod.metadata ?? {};
     const spec = pod.spec ?? { containers: [] };
-    const domain = this.#o.clusterDomain ?? 'cluster.local';
     const ns = m.namespace ?? 'default';
-    const clusterDns = this.#o.clusterDNS ?? [];
-    const dns =
-      spec.dnsPolicy === 'None'
-        ? {
-            servers: spec.dnsConfig?.nameservers ?? [],
-            searches: spec.dnsConfig?.searches ?? [],
-            options: (spec.dnsConfig?.options ?? []).map((o) =>
-              o.value === undefined ? (o.name ?? '') : `${o.name ?? ''}:${o.value}`,
-            ),
-          }
-        : clusterDns.length > 0 && spec.dnsPolicy !== 'Default' && spec.hostNetwork !== true
-          ? {
-              servers: clusterDns,
-              searches: [`${ns}.svc.${domain}`, `svc.${domain}`, domain],
-              options: ['ndots:5'],
-            }
-          : undefined;
     const ports = spec.containers.flatMap((c) =>
       (c.ports ?? [])
         .filter((p) => p.hostPort)
@@ -296,7 +281,7 @@ export class CriProvider {
       metadata: { name: m.name, uid: m.uid, namespace: ns, attempt: 0 },
       hostname: spec.hostNetwork ? '' : podHostname(pod),
       log_directory: this.#logDir(pod),
-      ...(dns ? { dns_config: dns } : {}),
+      dns_config: this.#dns(pod).dnsConfig,
       port_mappings: ports,
       labels: {
         ...(m.labels ?? {}),
@@ -325,6 +310,31 @@ export class CriProvider {
     };
   }
 
+  /** The pod's DNS as the kubelet forms it, from the host's resolv.conf as it is now. */
+  #dns(pod: V1Pod): ReturnType<typeof sandboxDnsConfig> {
+    return sandboxDnsConfig(pod, {
+      clusterDNS: this.#o.clusterDNS ?? [],
+      clusterDomain: this.#o.clusterDomain ?? 'cluster.local',
+      hostResolvConf: readHostFile('/etc/resolv.conf'),
+    });
+  }
+
+  /**
+   * Writes the pod's managed /etc/hosts (its address with its hostname, and the FQDN with
+   * `subdomain`), which every container mounts, as the kubelet's `ensureHostsFile`.
+   */
+  async #writeHostsFile(rec: PodRecord): Promise<void> {
+    if (!rec.podIP) return;
+    const dir = this.#podDir(rec.pod);
+    await mkdir(dir, { recursive: true });
+    const text = podHostsFile(rec.pod, {
+      podIPs: [rec.podIP],
+      clusterDomain: this.#o.clusterDomain ?? 'cluster.local',
+      hostHosts: readHostFile('/etc/hosts'),
+    });
+    await writeFile(join(dir, 'etc-hosts'), text, { mode: 0o644 });
+  }
+
   async #adopt(signal: AbortSignal): Promise<void> {
     this.#adopted ??= (async () => {
       const res = await this.#cri.runtime<{ items: Message[] }>(
@@ -332,19 +342,30 @@ export class CriProvider {
         { filter: { label_selector: { [L_NODE]: this.#o.nodeName } } },
         signal,
       );
-      // Pods this node ran before a restart: known again by name and UID, so the core either
-      // hands them back (createPod adopts their sandbox and containers) or deletes them.
-      for (const sb of res.items) {
+      // Pods this node ran before a restart, as the kubelet finds them: from the runtime's
+      // sandboxes and containers (same IDs, restart counts from their attempts), with the spec
+      // saved at creation. Their sync goes on at once, so the core adopts them as they run (it
+      // never creates them again) or deletes those the API no longer has. A pod's ready
+      // sandbox comes first: the one its containers run in.
+      const ready = (sb: Message): number => (sb.state === 'SANDBOX_READY' ? 0 : 1);
+      for (const sb of [...res.items].sort((a, b) => ready(a) - ready(b))) {
         const m = sb.metadata as { name?: string; namespace?: string; uid?: string } | undefined;
         if (!m?.name || !m.uid) continue;
         const k = key(m.namespace ?? 'default', m.name);
         if (this.#pods.has(k)) continue;
-        const rec = this.#newRecord({
-          metadata: { name: m.name, namespace: m.namespace ?? 'default', uid: m.uid },
-          spec: { containers: [] },
-        });
-        if (sb.state === 'SANDBOX_READY') rec.sandboxId = sb.id as string;
+        const saved = await this.#readSaved(m.uid);
+        const rec = this.#newRecord(
+          saved?.pod ?? {
+            metadata: { name: m.name, namespace: m.namespace ?? 'default', uid: m.uid },
+            spec: { containers: [] },
+          },
+        );
+        if (saved) rec.startTime = saved.startTime;
         this.#pods.set(k, rec);
+        if (!saved || sb.state !== 'SANDBOX_READY') continue;
+        await this.#ensureSandbox(rec, signal);
+        await this.#refresh(rec, signal);
+        this.#startLoop(rec);
       }
       this.#log.info({ sandboxes: res.items.length }, 'found sandboxes of this node');
     })().catch((err: unknown) => {
@@ -372,6 +393,7 @@ export class CriProvider {
     if (!id) {
       await this.#configureRuntime(signal);
       await mkdir(this.#logDir(rec.pod), { recursive: true });
+      for (const event of this.#dns(rec.pod).events) this.#event(rec.pod, event);
       const res = await this.#cri.runtime<{ pod_sandbox_id: string }>(
         'RunPodSandbox',
         { config: this.#sandboxConfig(rec.pod) },
@@ -407,10 +429,51 @@ export class CriProvider {
       if (last && !r.current) {
         r.current = { id: last.id as string, attempt: attemptOf(last), logPath: '' };
         r.restarts = attemptOf(last);
-        if (prev) r.previous = { id: prev.id as string, attempt: attemptOf(prev), logPath: '' };
+        if (prev) {
+          r.previous = { id: prev.id as string, attempt: attemptOf(prev), logPath: '' };
+          // The kubelet's lastState comes from the exited run before the current one.
+          const res = await this.#cri
+            .runtime<{ status: Message }>('ContainerStatus', { container_id: prev.id }, signal)
+            .catch(() => undefined);
+          if (res?.status.state === 'CONTAINER_EXITED')
+            r.lastTerminated = { terminated: terminatedOf(res.status) };
+        }
       }
     }
+    await this.#writeHostsFile(rec);
     return id;
+  }
+
+  /** What `createPod` saved of the pod for a restarted agent: its spec and start time. */
+  async #readSaved(uid: string): Promise<{ pod: V1Pod; startTime: string } | undefined> {
+    const path = join(this.#stateDir, 'pods', uid, 'pod.json');
+    try {
+      const saved = JSON.parse(await readFile(path, 'utf8')) as { pod?: V1Pod; startTime?: string };
+      if (saved.pod?.metadata?.uid !== uid || typeof saved.startTime !== 'string') return undefined;
+      return { pod: saved.pod, startTime: saved.startTime };
+    } catch {
+      return undefined;
+    }
+  }
+
+  async #save(rec: PodRecord): Promise<void> {
+    const dir = this.#podDir(rec.pod);
+    await mkdir(dir, { recursive: true });
+    // Owner only: the spec holds the resolved environment, secrets included.
+    await writeFile(
+      join(dir, 'pod.json'),
+      JSON.stringify({
+        pod: { metadata: rec.pod.metadata, spec: rec.pod.spec },
+        startTime: rec.startTime,
+      }),
+      { mode: 0o600 },
+    );
+  }
+
+  #startLoop(rec: PodRecord): void {
+    rec.loop = this.#syncLoop(rec).catch((err: unknown) => {
+      this.#log.error({ pod: podKeyOf(rec.pod), err: errorMessage(err) }, 'pod sync loop failed');
+    });
   }
 
   #record(rec: PodRecord, name: string): ContainerRecord {
@@ -478,20 +541,19 @@ export class CriProvider {
       this.#pods.set(k, rec);
     } else rec.pod = structuredClone(pod);
     await this.#ensureSandbox(rec, signal);
-    const r = rec;
-    r.loop = this.#syncLoop(r).catch((err: unknown) => {
-      this.#log.error({ pod: k, err: errorMessage(err) }, 'pod sync loop failed');
-    });
+    await this.#save(rec);
+    this.#startLoop(rec);
   }
 
   async updatePod(pod: V1Pod): Promise<void> {
     const rec = this.#pods.get(podKeyOf(pod));
-    if (rec && rec.pod.metadata?.uid === pod.metadata?.uid) {
-      // Only images, labels, annotations and activeDeadlineSeconds can change: the next
-      // sync sees a changed image and restarts that container.
-      rec.pod = structuredClone(pod);
-    }
-    return Promise.resolve();
+    if (!rec || rec.pod.metadata?.uid !== pod.metadata?.uid || rec.deleting) return;
+    // Only images, labels, annotations and activeDeadlineSeconds can change: the next
+    // sync sees a changed image and restarts that container.
+    rec.pod = structuredClone(pod);
+    if (rec.sandboxId) await this.#save(rec);
+    // A pod found in the runtime without its saved spec runs on from here.
+    if (!rec.loop && !this.#closed) this.#startLoop(rec);
   }
 
   async deletePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
@@ -1131,6 +1193,8 @@ export class CriProvider {
       if (m.subPath) host = join(host, normalize(m.subPath));
       mounts.push({ container_path: m.mountPath, host_path: host, readonly: m.readOnly === true });
     }
+    if (mountsManagedHosts(c, rec.podIP ? [rec.podIP] : []))
+      mounts.push({ container_path: ETC_HOSTS, host_path: join(podDir, 'etc-hosts') });
     const sc = c.securityContext ?? {};
     const psc = pod.spec?.securityContext ?? {};
     const runAsUser = sc.runAsUser ?? psc.runAsUser;
@@ -1265,6 +1329,15 @@ export class CriProvider {
       ...(inits.length > 0 ? { initContainerStatuses: inits } : {}),
       containerStatuses: mains,
     };
+  }
+}
+
+/** A file of the host, or empty text when it cannot be read. */
+function readHostFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
   }
 }
 
