@@ -2,7 +2,7 @@
 // requests as raw bytes, some of them malformed on purpose), SPDY/3.1 frames for abuse, and the
 // check that an answer is well-formed HTTP.
 import { constants, deflateSync } from 'node:zlib';
-import { SPDY_DICTIONARY } from '../../src/api/streams/spdy/dictionary.js';
+import { SPDY_DICTIONARY } from '../../src/spdy/dictionary.js';
 
 /** A small fast PRNG (mulberry32): the same seed gives the same requests. */
 export class Rng {

@@ -9,7 +9,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { errorMessage } from '../../errors.js';
-import type { SpdySession, SpdyStream } from './spdy/session.js';
+import type { SpdySession, SpdyStream } from '../../spdy/session.js';
 import { resolveStreamTimeouts, upgradeSpdy } from './spdy-upgrade.js';
 import type { PortForwardHandler, StreamTimeouts } from './types.js';
 

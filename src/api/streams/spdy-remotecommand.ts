@@ -11,7 +11,7 @@ import { finished } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { unavailable } from '../../errors.js';
 import type { TerminalSize } from '../../provider.js';
-import type { SpdySession, SpdyStream } from './spdy/session.js';
+import type { SpdySession, SpdyStream } from '../../spdy/session.js';
 import { resolveStreamTimeouts, upgradeSpdy } from './spdy-upgrade.js';
 import { errorStatus, exitStatus } from './status.js';
 import type {

@@ -6,7 +6,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { invalidInput } from '../../errors.js';
-import { SpdySession, type SpdySessionOptions } from './spdy/session.js';
+import { SpdySession, type SpdySessionOptions } from '../../spdy/session.js';
 import type { StreamTimeouts } from './types.js';
 
 export const HEADER_PROTOCOL_VERSION = 'X-Stream-Protocol-Version';

@@ -42,6 +42,13 @@ import type {
 import { CriClient, nanosToIso, type Message } from './client.js';
 import type { CriConfig } from './config.js';
 import { readCriLog } from './logs.js';
+import {
+  asContainer,
+  ephemeralContainers,
+  ephemeralStatus,
+  ephemeralStep,
+  withTargetPid,
+} from './ephemeral.js';
 import { runStream, streamFlags } from './streaming.js';
 import { containerSamples, resourceMetricsOf, summaryOf } from './stats.js';
 import { ETC_HOSTS, mountsManagedHosts, sandboxDnsConfig } from './pod-files.js';
@@ -548,8 +555,9 @@ export class CriProvider {
   async updatePod(pod: V1Pod): Promise<void> {
     const rec = this.#pods.get(podKeyOf(pod));
     if (!rec || rec.pod.metadata?.uid !== pod.metadata?.uid || rec.deleting) return;
-    // Only images, labels, annotations and activeDeadlineSeconds can change: the next
-    // sync sees a changed image and restarts that container.
+    // Only images, labels, annotations, activeDeadlineSeconds and ephemeral containers can
+    // change: the next sync sees a changed image and restarts that container, and starts the
+    // new ephemeral containers.
     rec.pod = structuredClone(pod);
     if (rec.sandboxId) await this.#save(rec);
     // A pod found in the runtime without its saved spec runs on from here.
@@ -712,8 +720,8 @@ export class CriProvider {
 
   /**
    * Runs a command through the runtime's `Exec` and its streaming server: output as it comes,
-   * stdin, a terminal and its size (see streaming.ts; the process sees no end of file when the
-   * client's stdin ends). Probes use `ExecSync`.
+   * stdin (its end reaches the process as end of file), a terminal and its size (see
+   * streaming.ts). Probes use `ExecSync`.
    */
   async runInContainer(
     namespace: string,
@@ -946,6 +954,8 @@ export class CriProvider {
     await this.#refresh(rec, signal);
     const spec = rec.pod.spec ?? { containers: [] };
     const policy = spec.restartPolicy ?? 'Always';
+    // Before the init containers, as the kubelet: a pod stuck in an init container can be debugged.
+    await this.#startEphemeral(rec, sandbox, signal);
     for (const c of spec.initContainers ?? []) {
       const r = this.#record(rec, c.name);
       const state = r.status?.state;
@@ -987,6 +997,27 @@ export class CriProvider {
           'start failed',
         );
       });
+    }
+  }
+
+  /** Starts each ephemeral container not created yet (see ephemeral.ts); never restarts one. */
+  async #startEphemeral(rec: PodRecord, sandbox: string, signal: AbortSignal): Promise<void> {
+    for (const e of ephemeralContainers(rec.pod)) {
+      const r = this.#record(rec, e.name);
+      const step = ephemeralStep(e, r.current !== undefined, (name) => {
+        const t = rec.containers.get(name);
+        return t?.status?.state === 'CONTAINER_RUNNING' ? t.current?.id : undefined;
+      });
+      if (!step.start) continue;
+      await this.#start(rec, sandbox, asContainer(e), r, signal, step.targetId).catch(
+        (err: unknown) => {
+          if (signal.aborted) throw err;
+          this.#log.warn(
+            { pod: podKeyOf(rec.pod), container: e.name, err: errorMessage(err) },
+            'starting an ephemeral container failed',
+          );
+        },
+      );
     }
   }
 
@@ -1110,6 +1141,8 @@ export class CriProvider {
     c: V1Container,
     r: ContainerRecord,
     signal: AbortSignal,
+    /** For an ephemeral container with a target: the target's container ID. */
+    targetId?: string,
   ): Promise<void> {
     if (!(await this.#pull(rec, c, r, signal))) return;
     for (const v of rec.pod.spec?.volumes ?? [])
@@ -1130,7 +1163,7 @@ export class CriProvider {
       r.previous = r.current;
       r.restarts = attempt;
     }
-    const config = this.#containerConfig(rec, c, attempt);
+    const config = withTargetPid(this.#containerConfig(rec, c, attempt), targetId);
     const created = await this.#cri
       .runtime<{ container_id: string }>(
         'CreateContainer',
@@ -1288,6 +1321,11 @@ export class CriProvider {
     const mains = spec.containers.map((c) =>
       this.#containerStatus(rec, c, rec.containers.get(c.name), false),
     );
+    const ephemeral = ephemeralContainers(rec.pod).map((e) =>
+      ephemeralStatus(
+        this.#containerStatus(rec, asContainer(e), rec.containers.get(e.name), false),
+      ),
+    );
     const initFailed =
       policy === 'Never' &&
       inits.some((s) => s.state?.terminated && s.state.terminated.exitCode !== 0);
@@ -1328,6 +1366,7 @@ export class CriProvider {
       startTime: rec.startTime,
       ...(inits.length > 0 ? { initContainerStatuses: inits } : {}),
       containerStatuses: mains,
+      ...(ephemeral.length > 0 ? { ephemeralContainerStatuses: ephemeral } : {}),
     };
   }
 }

@@ -1,30 +1,27 @@
 /**
  * A client of the runtime's streaming server: the URL that the CRI `Exec` and `Attach` calls
- * return, spoken over WebSocket with the `v4.channel.k8s.io` subprotocol (the kubelet's
- * remotecommand protocol, which containerd's streaming server accepts besides SPDY).
+ * return, spoken over SPDY/3.1 with the `v4.channel.k8s.io` remotecommand protocol, as the
+ * kubelet's clients speak it to the kubelet (and the kubelet passes through to the runtime).
  *
- * Every binary message starts with its channel: 0 stdin (to the runtime), 1 stdout, 2 stderr,
- * 3 the error channel (a JSON `Status` when the process ends), 4 terminal size (to the runtime,
- * JSON `{"Width","Height"}`). The v4 protocol has no way to close stdin alone: when the
- * client's stdin ends, the process sees no end of file and the session lasts until the process
- * exits or the caller's signal fires.
+ * The client opens one stream per channel, named by its `streamtype` header: `error` (a JSON
+ * `Status` when the process ends), `stdin`, `stdout`, `stderr` (not with a terminal) and
+ * `resize` (terminal sizes, JSON `{"Width","Height"}`, only with a terminal). When the caller's
+ * stdin ends, the stdin stream is half-closed (FIN), so the process reads end of file: what
+ * `kubectl cp` into a container (`tar xf -`) and `kubectl exec -i ... < file` need. The
+ * WebSocket variant of the protocol that containerd also serves (v4) has no way to say so.
  */
+import { finished } from 'node:stream/promises';
 import type { Readable, Writable } from 'node:stream';
-import WebSocket from 'ws';
 import { invalidInput, unavailable } from '../../errors.js';
 import type { AttachStreams } from '../../provider.js';
+import { connectSpdy, type SpdyClientSession } from '../../spdy/client.js';
+import type { SpdyStream } from '../../spdy/session.js';
 
-/** The subprotocol offered to the streaming server. */
+/** The remotecommand protocol offered to the streaming server. */
 export const STREAM_PROTOCOL = 'v4.channel.k8s.io';
 
-const STDIN = 0;
-const STDOUT = 1;
-const STDERR = 2;
-const ERROR = 3;
-const RESIZE = 4;
-
-/** Stdin messages in flight before stdin is paused. */
-const MAX_PENDING_SENDS = 16;
+/** The most of the error channel kept: a `Status` is far smaller. */
+const MAX_STATUS_BYTES = 64 * 1024;
 
 /** How a session ended: the exit code, or undefined when the server sent no status. */
 export interface StreamOutcome {
@@ -32,130 +29,152 @@ export interface StreamOutcome {
 }
 
 /**
- * Connects `streams` to the session at `url` until the server closes it (the process ended)
- * or `signal` fires (the connection is dropped; the outcome has no exit code). Rejects with
- * `Unavailable` when the server cannot be reached or refuses the session, and with
- * `InvalidInput` when the error channel reports a failure other than an exit code.
+ * Connects `streams` to the session at `url` until the runtime has finished it (the error
+ * channel and the output streams ended: the process ended) or `signal` fires (the connection is
+ * dropped; the outcome has no exit code). Output is copied with back-pressure (a slow reader
+ * holds up the connection, nothing piles up in memory); `streams.stdout` and `streams.stderr`
+ * are not ended. Rejects with `Unavailable` when the server cannot be reached or refuses the
+ * session, and with `InvalidInput` when the error channel reports a failure other than an exit
+ * code.
  */
-export function runStream(
+export async function runStream(
   url: string,
   streams: AttachStreams,
   signal: AbortSignal,
 ): Promise<StreamOutcome> {
-  return new Promise<StreamOutcome>((resolve, reject) => {
-    if (signal.aborted) {
-      resolve({ exitCode: undefined });
-      return;
+  // A function, so that the checks after an await are not narrowed away.
+  const aborted = (): boolean => signal.aborted;
+  if (aborted()) return { exitCode: undefined };
+  const local = new AbortController();
+  const onAbort = (): void => {
+    local.abort();
+  };
+  signal.addEventListener('abort', onAbort, { once: true });
+  let session: SpdyClientSession | undefined;
+  try {
+    const connection = await connectSpdy(url, {
+      protocols: [STREAM_PROTOCOL],
+      signal: local.signal,
+    });
+    session = connection.session;
+    if (connection.protocol !== STREAM_PROTOCOL) {
+      throw unavailable(
+        `the runtime's streaming server chose protocol "${connection.protocol}", not ${STREAM_PROTOCOL}`,
+      );
     }
-    const ws = new WebSocket(url, [STREAM_PROTOCOL], { perMessageDeflate: false });
-    let status = '';
-    let opened = false;
-    let settled = false;
-    const stdin = streams.stdin;
-
-    const finish = (err: Error | undefined, outcome?: StreamOutcome): void => {
-      if (settled) return;
-      settled = true;
-      signal.removeEventListener('abort', onAbort);
-      stdin?.off('data', onStdin);
-      if (err) reject(err);
-      else resolve(outcome ?? { exitCode: undefined });
-    };
-    const onAbort = (): void => {
-      ws.terminate();
-      finish(undefined, { exitCode: undefined });
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-
-    let pending = 0;
-    const send = (channel: number, data: Buffer): void => {
-      if (ws.readyState !== WebSocket.OPEN) return;
-      pending++;
-      if (pending >= MAX_PENDING_SENDS) stdin?.pause();
-      ws.send(Buffer.concat([Buffer.of(channel), data]), { binary: true }, () => {
-        pending--;
-        if (pending < MAX_PENDING_SENDS / 2 && stdin?.isPaused()) stdin.resume();
-      });
-    };
-    const onStdin = (chunk: Buffer | string): void => {
-      send(STDIN, typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
-    };
-
-    ws.on('unexpected-response', (_req, res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => {
-        if (body.length < 1024) body += d;
-      });
-      res.on('end', () => {
-        ws.terminate();
-        finish(
-          unavailable(
-            `the runtime's streaming server answered ${String(res.statusCode)}: ${body.trim()}`,
-          ),
-        );
-      });
-    });
-    ws.on('error', (err) => {
-      finish(unavailable(`the runtime's streaming session failed: ${err.message}`, err));
-    });
-    ws.on('open', () => {
-      opened = true;
-      if (ws.protocol !== STREAM_PROTOCOL) {
-        ws.terminate();
-        finish(unavailable(`the runtime's streaming server chose protocol "${ws.protocol}"`));
-        return;
-      }
-      stdin?.on('data', onStdin);
-      if (streams.resize) void forwardResize(streams.resize, (d) => send(RESIZE, d), signal);
-    });
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (!isBinary || data.length < 2) return;
-      const payload = data.subarray(1);
-      switch (data[0]) {
-        case STDOUT:
-          writeWithBackpressure(ws, streams.stdout, payload);
-          break;
-        case STDERR:
-          writeWithBackpressure(ws, streams.stderr, payload);
-          break;
-        case ERROR:
-          if (status.length < 64 * 1024) status += payload.toString('utf8');
-          break;
-      }
-    });
-    ws.on('close', () => {
-      if (!opened) return; // 'error' or 'unexpected-response' settles it
-      if (!status) {
-        finish(undefined, { exitCode: undefined });
-        return;
-      }
-      try {
-        finish(undefined, { exitCode: exitCodeOf(status) });
-      } catch (err) {
-        finish(err as Error);
-      }
-    });
-  });
-}
-
-function writeWithBackpressure(ws: WebSocket, out: Writable | undefined, data: Buffer): void {
-  if (!out || out.destroyed) return;
-  if (!out.write(data)) {
-    ws.pause();
-    out.once('drain', () => ws.resume());
+    const outcome = await runSession(session, streams, local.signal);
+    return aborted() ? { exitCode: undefined } : outcome;
+  } catch (err) {
+    if (aborted()) return { exitCode: undefined };
+    throw err;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    session?.close();
   }
 }
 
+async function runSession(
+  session: SpdyClientSession,
+  streams: AttachStreams,
+  signal: AbortSignal,
+): Promise<StreamOutcome> {
+  const flags = streamFlags(streams);
+  const open = (type: string): Promise<SpdyStream> => session.openStream([['streamtype', type]]);
+  // All requested at once; the server replies to each as it comes.
+  const none = Promise.resolve(undefined);
+  const pending = [
+    open('error'),
+    flags.stdin ? open('stdin') : none,
+    flags.stdout ? open('stdout') : none,
+    flags.stderr ? open('stderr') : none,
+    flags.tty ? open('resize') : none,
+  ];
+  // Every one settled before a failure is thrown: no rejection is left unhandled.
+  const settled = await Promise.allSettled(pending);
+  for (const r of settled) if (r.status === 'rejected') throw r.reason;
+  const [error, stdin, stdout, stderr, resize] = await Promise.all(pending);
+  if (error === undefined) throw unavailable('the streaming server gave no error stream');
+  for (const s of [error, stdin, stdout, stderr, resize]) s?.on('error', ignore);
+
+  // The error channel is read to its end; the server writes nothing on the others we send on.
+  let status = '';
+  error.setEncoding('utf8');
+  error.on('data', (text: string) => {
+    if (status.length < MAX_STATUS_BYTES) status += text;
+  });
+  stdin?.resume();
+  resize?.resume();
+
+  if (stdin && streams.stdin) copyStdin(streams.stdin, stdin);
+  if (resize && streams.resize) void forwardResize(streams.resize, resize, signal);
+  const copies = [
+    ended(error),
+    ...(stdout ? [copyOutput(stdout, streams.stdout)] : []),
+    ...(stderr ? [copyOutput(stderr, streams.stderr)] : []),
+  ];
+  await Promise.race([
+    Promise.all(copies),
+    new Promise<void>((resolve) => {
+      signal.addEventListener(
+        'abort',
+        () => {
+          resolve();
+        },
+        { once: true },
+      );
+      if (signal.aborted) resolve();
+    }),
+  ]);
+  if (signal.aborted) return { exitCode: undefined };
+  if (!status) return { exitCode: undefined };
+  return { exitCode: exitCodeOf(status) };
+}
+
+/**
+ * Copies the caller's stdin to the stdin stream with back-pressure, and half-closes the stream
+ * (FIN) when the caller's stdin ends, so the process reads end of file.
+ */
+function copyStdin(from: Readable, to: SpdyStream): void {
+  from.pipe(to);
+  const stop = (): void => {
+    from.unpipe(to);
+  };
+  to.once('close', stop);
+}
+
+/** Copies `from` into `to` (not ending it) with back-pressure; resolves when `from` ended. */
+function copyOutput(from: SpdyStream, to: Writable | undefined): Promise<void> {
+  if (to === undefined || to.destroyed) {
+    from.resume();
+    return ended(from);
+  }
+  from.pipe(to, { end: false });
+  const done = ended(from);
+  void done.then(() => {
+    from.unpipe(to);
+  });
+  return done;
+}
+
+/** Resolves when the stream ended or was destroyed. */
+async function ended(stream: Readable): Promise<void> {
+  try {
+    await finished(stream, { writable: false });
+  } catch {
+    // Reset or the connection dropped: there is nothing more to read either way.
+  }
+}
+
+/** Writes each terminal size to the resize stream, one JSON object each, until either ends. */
 async function forwardResize(
   sizes: AsyncIterable<{ readonly width: number; readonly height: number }>,
-  send: (data: Buffer) => void,
+  to: Writable,
   signal: AbortSignal,
 ): Promise<void> {
   try {
     for await (const size of sizes) {
-      if (signal.aborted) return;
-      send(Buffer.from(JSON.stringify({ Width: size.width, Height: size.height })));
+      if (signal.aborted || to.destroyed || to.writableEnded) return;
+      to.write(JSON.stringify({ Width: size.width, Height: size.height }));
     }
   } catch {
     // The session's end ends the sizes too; nothing to report.
@@ -205,4 +224,9 @@ export function streamFlags(streams: AttachStreams): {
     stderr: streams.stderr !== undefined && !streams.tty,
     tty: streams.tty,
   };
+}
+
+function ignore(): void {
+  // A stream's failure (a reset, the connection gone) shows as its end; the session's outcome
+  // is reported through the error channel or its absence.
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { inflateSync } from 'node:zlib';
-import { SPDY_DICTIONARY } from '../../../src/api/streams/spdy/dictionary.js';
+import { SPDY_DICTIONARY } from '../../../src/spdy/dictionary.js';
 import {
   checkResponseHead,
   compressFirstBlock,

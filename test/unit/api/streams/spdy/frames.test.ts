@@ -2,11 +2,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { constants, createDeflate, createInflate, inflateSync } from 'node:zlib';
-import {
-  SPDY_DICTIONARY,
-  SPDY_DICTIONARY_ADLER32,
-} from '../../../../../src/api/streams/spdy/dictionary.js';
-import { SpdyProtocolError } from '../../../../../src/api/streams/spdy/errors.js';
+import { SPDY_DICTIONARY, SPDY_DICTIONARY_ADLER32 } from '../../../../../src/spdy/dictionary.js';
+import { SpdyProtocolError } from '../../../../../src/spdy/errors.js';
 import {
   FrameParser,
   encodeData,
@@ -19,13 +16,13 @@ import {
   encodeSynStream,
   encodeWindowUpdate,
   type SpdyFrame,
-} from '../../../../../src/api/streams/spdy/frames.js';
+} from '../../../../../src/spdy/frames.js';
 import {
   HeaderCompressor,
   HeaderDecompressor,
   decodeHeaderBlock,
   encodeHeaderBlock,
-} from '../../../../../src/api/streams/spdy/header-codec.js';
+} from '../../../../../src/spdy/header-codec.js';
 import { controlFrame, syncFlush, u32 } from './spdy-client.js';
 
 function adler32(bytes: Uint8Array): number {

@@ -8,19 +8,19 @@ import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { SpdyProtocolError } from '../../../../../src/api/streams/spdy/errors.js';
+import { SpdyProtocolError } from '../../../../../src/spdy/errors.js';
 import {
   MAX_HEADER_BLOCK_BYTES,
   MAX_HEADER_VALUES,
   decodeHeaderBlock,
   encodeHeaderBlock,
-} from '../../../../../src/api/streams/spdy/header-codec.js';
+} from '../../../../../src/spdy/header-codec.js';
 import {
   DEFAULT_MAX_STREAMS,
   type SpdySession,
   type SpdySessionOptions,
   type SpdyStream,
-} from '../../../../../src/api/streams/spdy/session.js';
+} from '../../../../../src/spdy/session.js';
 import {
   PORTFORWARD_MAX_STREAMS,
   PORTFORWARD_SPDY_PROTOCOLS,

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { SpdyProtocolError } from '../../../../../src/api/streams/spdy/errors.js';
+import { SpdyProtocolError } from '../../../../../src/spdy/errors.js';
 import type {
   SpdySession,
   SpdySessionOptions,
   SpdyStream,
-} from '../../../../../src/api/streams/spdy/session.js';
+} from '../../../../../src/spdy/session.js';
 import { upgradeSpdy } from '../../../../../src/api/streams/spdy-upgrade.js';
 import { waitFor } from '../../../../helpers/wait.js';
 import {

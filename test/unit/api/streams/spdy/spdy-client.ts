@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { constants, createDeflate, createInflate, type Deflate, type Inflate } from 'node:zlib';
-import { SPDY_DICTIONARY } from '../../../../../src/api/streams/spdy/dictionary.js';
+import { SPDY_DICTIONARY } from '../../../../../src/spdy/dictionary.js';
 
 export interface UpgradeRequest {
   readonly path?: string;

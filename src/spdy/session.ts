@@ -18,7 +18,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
-import { invalidInput } from '../../../errors.js';
+import { invalidInput } from '../errors.js';
 import { SpdyProtocolError } from './errors.js';
 import {
   FrameParser,
@@ -106,8 +106,8 @@ export type SpdySessionEvents = {
   close: [];
 };
 
-/** What a stream needs from its session. */
-interface StreamHost {
+/** What a stream needs from its session (the server's, or a client's: see client.ts). */
+export interface StreamHost {
   read(id: number): void;
   write(id: number, chunk: Buffer, callback: (err?: Error | null) => void): void;
   final(id: number, callback: (err?: Error | null) => void): void;
@@ -115,10 +115,11 @@ interface StreamHost {
 }
 
 /**
- * One client-opened stream. Readable: the client's DATA (ends on its FIN; destroyed without an
- * error on its RST_STREAM). Writable: DATA frames to the client; `end()` sends an empty DATA
+ * One client-opened stream. Readable: the peer's DATA (ends on its FIN; destroyed without an
+ * error on its RST_STREAM). Writable: DATA frames to the peer; `end()` sends an empty DATA
  * frame with FIN. `destroy()` before both sides have finished sends RST_STREAM CANCEL.
- * Created only by `SpdySession`.
+ * Created only by `SpdySession` (streams the client opened) and `SpdyClientSession` (streams
+ * it opens).
  */
 export class SpdyStream extends Duplex {
   readonly id: number;

@@ -1,4 +1,4 @@
-import { VirtualKubeletError } from '../../../errors.js';
+import { VirtualKubeletError } from '../errors.js';
 
 /**
  * The peer broke the SPDY/3.1 protocol (bad frame, bad compression, oversized frame). The
