@@ -419,6 +419,15 @@ export class KubernetesProvider implements Provider {
     } catch (err) {
       // The namespace may have been removed meanwhile: the next attempt looks again.
       this.#reflector.forgetNamespace(ctx.remoteNamespace);
+      // Not created: until a create goes through the pod is not this provider's, so getPod
+      // answers that it has none and the core creates it again (with backoff) instead of taking
+      // it for created. A create that went through without an answer shows in the watch, and
+      // the next attempt adopts it.
+      const seen = this.#remoteOf(ctx.remoteNamespace, pod.metadata?.name ?? '');
+      if (this.#entries.get(key) === entry && seen?.metadata?.labels?.[ORIGIN_UID] !== uid) {
+        this.#entries.delete(key);
+        this.#byUid.delete(uid);
+      }
       const refusal = refusalOf(
         err,
         `creating the remote pod ${ctx.remoteNamespace}/${pod.metadata?.name ?? ''}`,
