@@ -168,6 +168,8 @@ export class KubernetesProvider implements Provider {
   #capacity = '';
   /** Remote nodes' Summaries by node name: the read (pending or done) and when it started. */
   readonly #summaries = new Map<string, { at: number; read: Promise<Summary | undefined> }>();
+  /** Remote nodes whose last Summary read failed (warned about once). */
+  readonly #summariesFailing = new Set<string>();
   /** Whether `close()` closes the client (it made it). */
   #closeClient = false;
 
@@ -858,8 +860,19 @@ export class KubernetesProvider implements Provider {
       .request<Summary>('GET', `/api/v1/nodes/${encodeURIComponent(node)}/proxy/stats/summary`, {
         signal: AbortSignal.any([signal, this.#stop.signal, AbortSignal.timeout(STATS_TIMEOUT_MS)]),
       })
+      .then((summary) => {
+        this.#summariesFailing.delete(node);
+        return summary;
+      })
       .catch((err: unknown) => {
-        this.#log.debug({ node, err: errorMessage(err) }, 'could not read a remote node summary');
+        // Once per node until it answers again: a missing right (nodes/proxy) or an address the
+        // remote API server will not proxy to (loopback) fails every scrape.
+        if (!this.#summariesFailing.has(node))
+          this.#log.warn(
+            { node, err: errorMessage(err) },
+            'could not read the Summary of a remote node: its offloaded pods have no stats',
+          );
+        this.#summariesFailing.add(node);
         // A failure is not kept: the next scrape asks again.
         if (this.#summaries.get(node)?.read === read) this.#summaries.delete(node);
         return undefined;
