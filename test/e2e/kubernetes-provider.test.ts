@@ -749,7 +749,7 @@ test('the virtual node summary and resource metrics list the offloaded pods with
   assert.match(
     metrics.stdout,
     new RegExp(
-      `^pod_cpu_usage_seconds_total\\{namespace="${ns}",pod="busy"\\} [0-9.e+]+ \\d+$`,
+      `^pod_cpu_usage_seconds_total\\{namespace="${ns}",pod="busy"\\} [0-9.e+-]+ \\d+$`,
       'm',
     ),
   );
