@@ -8,10 +8,11 @@
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { WebhookAuthorizer } from '../../src/api/auth.js';
@@ -25,10 +26,19 @@ import {
   type ClusterInfo,
 } from '../../src/devcluster/index.js';
 import { KubeClient, loadKubeConfig } from '../../src/kube/client.js';
+import { freePorts } from '../../src/devcluster/cluster.js';
+import type { AttachStreams, Summary } from '../../src/provider.js';
 import { KubernetesProvider, parseKubernetesConfig } from '../../src/providers/kubernetes/index.js';
 import { MockProvider } from '../../src/providers/mock/index.js';
-import { startNode, uniqueNodeName, waitNodeReady, type InProcessNode } from '../helpers/agent.js';
+import {
+  spawnAgent,
+  startNode,
+  uniqueNodeName,
+  waitNodeReady,
+  type InProcessNode,
+} from '../helpers/agent.js';
 import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
+import { relayFromHost, testHost } from '../helpers/netns.js';
 import { onOrphaned } from '../helpers/orphan-watchdog.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -42,6 +52,55 @@ let workerName = '';
 /** The provider's identity in the remote cluster: bound by the shipped least-privilege manifest only. */
 let offloadKubeconfig = '';
 const cleanups: (() => Promise<void>)[] = [];
+
+/**
+ * The remote worker's address: one of this machine's own, not loopback, because the API server
+ * refuses to proxy `nodes/<n>/proxy/...` (which the stats read) to a loopback node address.
+ * 127.0.0.1 when the machine has no other (the stats test is then skipped).
+ */
+const workerIP =
+  Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a?.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1';
+
+/** Where the remote worker keeps each container's files: `<dir>/fs/<namespace>/<pod>`. */
+const containerRoot = (namespace: string, pod: string): string => join(dir, 'fs', namespace, pod);
+
+/**
+ * The mock provider, whose containers also have a `tar` (the host's, run in the container's own
+ * folder), so that `kubectl cp` has something to talk to. Absolute paths are the container's:
+ * `-C /tmp` becomes the folder's `tmp`, and `/tmp/f` is named `tmp/f` from the folder, as tar
+ * names it after dropping the leading slash.
+ */
+class WorkerProvider extends MockProvider {
+  override async runInContainer(
+    namespace: string,
+    pod: string,
+    container: string,
+    command: readonly string[],
+    streams: AttachStreams,
+    signal: AbortSignal,
+  ): Promise<number> {
+    if (command[0] !== 'tar')
+      return super.runInContainer(namespace, pod, container, command, streams, signal);
+    const root = containerRoot(namespace, pod);
+    await mkdir(join(root, 'tmp'), { recursive: true });
+    const args = command
+      .slice(1)
+      .map((a, i, all) =>
+        all[i - 1] === '-C' ? join(root, a) : a.startsWith('/') ? a.replace(/^\/+/, '') : a,
+      );
+    const child = spawn('tar', args, { cwd: root, signal, stdio: ['pipe', 'pipe', 'pipe'] });
+    child.on('error', () => undefined);
+    if (streams.stdin) streams.stdin.pipe(child.stdin);
+    else child.stdin.end();
+    child.stdout.on('data', (d: Buffer) => streams.stdout?.write(d));
+    child.stderr.on('data', (d: Buffer) => streams.stderr?.write(d));
+    const [code] = (await once(child, 'close')) as [number | null];
+    streams.stdin?.unpipe(child.stdin);
+    return code ?? 137;
+  }
+}
 
 /** The remote cluster's worker: a mock virtual node serving the kubelet API on a free port. */
 async function startRemoteWorker(): Promise<void> {
@@ -61,14 +120,14 @@ async function startRemoteWorker(): Promise<void> {
     cn: `system:node:${workerName}`,
     organizations: ['system:nodes'],
     usage: 'server',
-    sans: ['IP:127.0.0.1', `DNS:${workerName}`],
+    sans: [...new Set(['IP:127.0.0.1', `IP:${workerIP}`])].concat(`DNS:${workerName}`),
   });
-  const provider = new MockProvider({ nodeName: workerName, config: {}, notify: true });
+  const provider = new WorkerProvider({ nodeName: workerName, config: {}, notify: true });
   const node = new VirtualNode({
     client,
     nodeName: workerName,
     provider,
-    nodeIP: '127.0.0.1',
+    nodeIP: workerIP,
     taints: [{ key: 'virtual-kubelet.io/provider', value: 'mock', effect: 'NoSchedule' }],
     kubeletVersion: 'v1.37.2-vk-test',
     node: { statusUpdateIntervalMs: 2_000, pingIntervalMs: 500, leaseDurationSeconds: 8 },
@@ -78,7 +137,7 @@ async function startRemoteWorker(): Promise<void> {
       key: await readFile(join(info.pkiDir, `${certName}.key`), 'utf8'),
       clientCA: await readFile(join(info.pkiDir, 'ca.crt')),
       port: 0,
-      host: '127.0.0.1',
+      host: workerIP,
       authorizer: new WebhookAuthorizer({ client, nodeName: workerName }),
     },
   });
@@ -136,11 +195,12 @@ async function offloadNode(
   t: TestContext,
   nodeName?: string,
   config: Record<string, unknown> = {},
+  nodeIP = '127.0.0.1',
 ): Promise<Offload> {
   const name = nodeName ?? uniqueNodeName('kube');
   const provider = await KubernetesProvider.create({
     nodeName: name,
-    nodeIP: '127.0.0.1',
+    nodeIP,
     config: parseKubernetesConfig({
       kubeconfig: offloadKubeconfig,
       nodeSelector: { 'kubernetes.io/hostname': workerName },
@@ -149,7 +209,7 @@ async function offloadNode(
       ...config,
     }),
   });
-  const local = await startNode(t, { nodeName: name, provider, api: true });
+  const local = await startNode(t, { nodeName: name, provider, api: true, nodeIP });
   t.after(() => provider.close(AbortSignal.timeout(10_000)));
   return { local, provider };
 }
@@ -623,4 +683,370 @@ test('a restarted agent adopts its remote pods by their origin UID and creates n
   // Logs still reach the remote pod after the restart.
   const logs = await kubectl(['logs', '-n', ns, 'adopted']);
   assert.match(logs.stdout, /started/);
+});
+
+test('the virtual node summary and resource metrics list the offloaded pods with the remote figures', async (t) => {
+  if (workerIP === '127.0.0.1') {
+    t.skip(
+      'no address other than loopback for the remote worker, whose stats the API server proxies',
+    );
+    return;
+  }
+  // The local API server, too, proxies only to global unicast node addresses: the virtual node
+  // lives at a test host, relayed to its kubelet API.
+  const host = testHost(t);
+  const { local } = await offloadNode(t, undefined, {}, host.ip);
+  await relayFromHost(t, host, local.node.server?.port ?? 0, local.node.server?.port ?? 0);
+  const ns = await testNamespace(t, 'kp');
+  const created = await localCore().createNamespacedPod({
+    namespace: ns,
+    body: podOn(local.nodeName, 'busy'),
+  });
+  const uid = created.metadata?.uid ?? '';
+  await runningLocal(ns, 'busy');
+  const [copy] = await remotePodsOf(ns, uid);
+  assert.ok(copy?.metadata?.uid);
+  const raw = `/api/v1/nodes/${local.nodeName}/proxy/stats/summary`;
+  let last = '';
+  const summary = await waitFor(
+    async () => {
+      const r = await kubectl(['get', '--raw', raw], { allowFailure: true });
+      last = r.code === 0 ? r.stdout.slice(0, 500) : r.stderr;
+      if (r.code !== 0) return undefined;
+      const s = JSON.parse(r.stdout) as Summary;
+      return s.pods.some((p) => p.podRef.name === 'busy') ? s : undefined;
+    },
+    { what: 'the offloaded pod in the summary of the virtual node', timeoutMs: 60_000 },
+  ).catch((err: unknown) => {
+    throw new Error(`${(err as Error).message}: last answer ${last}`, { cause: err });
+  });
+  assert.equal(summary.node.nodeName, local.nodeName);
+  const [pod, ...others] = summary.pods;
+  assert.equal(others.length, 0, "only this node's pods, not the remote worker's others");
+  assert.deepEqual(pod?.podRef, { namespace: ns, name: 'busy', uid }, 'the local names and UID');
+  assert.ok((pod.cpu?.usageNanoCores ?? 0) > 0, 'CPU as the remote kubelet measured it');
+  assert.ok((pod.memory?.workingSetBytes ?? 0) > 0, 'memory as the remote kubelet measured it');
+  assert.equal(pod.containers[0]?.name, 'app');
+  assert.equal(
+    summary.node.memory?.workingSetBytes,
+    pod.memory?.workingSetBytes,
+    'the node sums its pods',
+  );
+  // The remote worker names the same pod by its remote UID.
+  const remoteSummary = JSON.parse(
+    (
+      await kubectl(['get', '--raw', `/api/v1/nodes/${workerName}/proxy/stats/summary`], {
+        kubeconfig: info.adminKubeconfig,
+      })
+    ).stdout,
+  ) as Summary;
+  assert.ok(remoteSummary.pods.some((p) => p.podRef.uid === copy.metadata?.uid));
+  const metrics = await kubectl([
+    'get',
+    '--raw',
+    `/api/v1/nodes/${local.nodeName}/proxy/metrics/resource`,
+  ]);
+  assert.match(
+    metrics.stdout,
+    new RegExp(
+      `^pod_cpu_usage_seconds_total\\{namespace="${ns}",pod="busy"\\} [0-9.e+-]+ \\d+$`,
+      'm',
+    ),
+  );
+  assert.match(
+    metrics.stdout,
+    new RegExp(
+      `^container_memory_working_set_bytes\\{container="app",namespace="${ns}",pod="busy"\\} \\d+`,
+      'm',
+    ),
+  );
+  const top = await waitFor(
+    async () => {
+      const r = await kubectl(['top', 'pod', 'busy', '-n', ns, '--no-headers'], {
+        allowFailure: true,
+      });
+      return r.code === 0 ? r.stdout : undefined;
+    },
+    { what: 'kubectl top pod of the offloaded pod', timeoutMs: 90_000, intervalMs: 2_000 },
+  );
+  assert.match(top, /^busy\s+\d+m\s+\d+Mi/m);
+});
+
+test('kubectl attach and kubectl cp, both ways, go through both API servers', async (t) => {
+  const { local } = await offloadNode(t);
+  const ns = await testNamespace(t, 'kp');
+  await localCore().createNamespacedPod({
+    namespace: ns,
+    body: podOn(local.nodeName, 'shell', {
+      containers: [{ name: 'app', image: 'example.invalid/app:1', stdin: true }],
+    }),
+  });
+  await runningLocal(ns, 'shell');
+  // The main process of a mock container reads stdin into its log: the session shows it.
+  const attach = await kubectl(['attach', '-i', '-n', ns, 'shell', '-c', 'app'], {
+    input: 'hello through attach\n',
+    timeoutMs: 30_000,
+  });
+  assert.match(attach.stdout, /^hello through attach$/m);
+  const logs = await kubectl(['logs', '-n', ns, 'shell']);
+  assert.match(logs.stdout, /^hello through attach$/m, 'what attach sent reached the container');
+  const sent = randomBytes(48 * 1024).toString('base64');
+  const inPath = join(dir, `cp-in-${ns}.txt`);
+  await writeFile(inPath, sent);
+  await kubectl(['cp', '-c', 'app', inPath, `${ns}/shell:/tmp/in.txt`]);
+  assert.equal(
+    await readFile(join(containerRoot(ns, 'shell'), 'tmp', 'in.txt'), 'utf8'),
+    sent,
+    'the file is in the remote container',
+  );
+  const kept = randomBytes(48 * 1024).toString('hex');
+  await writeFile(join(containerRoot(ns, 'shell'), 'tmp', 'out.txt'), kept);
+  const outPath = join(dir, `cp-out-${ns}.txt`);
+  await kubectl(['cp', '-c', 'app', `${ns}/shell:/tmp/out.txt`, outPath]);
+  assert.equal(await readFile(outPath, 'utf8'), kept, 'the file came out of the remote container');
+});
+
+/** A remote namespace of the test's name, made beforehand and deleted when the test ends. */
+async function remoteNamespaceFor(t: TestContext, ns: string): Promise<void> {
+  await remoteCore.createNamespace({ body: { metadata: { name: ns } } });
+  t.after(() =>
+    remoteCore.deleteNamespace({ name: ns }).then(
+      () => undefined,
+      () => undefined,
+    ),
+  );
+}
+
+test('a remote ResourceQuota refuses the pod: Pending with the remote message, retried until the quota is raised', async (t) => {
+  const { local } = await offloadNode(t);
+  const ns = await testNamespace(t, 'kp');
+  await remoteNamespaceFor(t, ns);
+  await remoteCore.createNamespacedResourceQuota({
+    namespace: ns,
+    body: { metadata: { name: 'pods' }, spec: { hard: { pods: '0' } } },
+  });
+  await waitFor(
+    async () =>
+      (await remoteCore.readNamespacedResourceQuota({ name: 'pods', namespace: ns })).status?.hard
+        ?.pods === '0',
+    { what: 'the remote quota in force' },
+  );
+  await localCore().createNamespacedPod({ namespace: ns, body: podOn(local.nodeName, 'limited') });
+  const refusals = async (): Promise<k8s.CoreV1Event[]> =>
+    (await localCore().listNamespacedEvent({ namespace: ns })).items.filter(
+      (e) => e.reason === 'RemoteCreateFailed' && e.involvedObject.name === 'limited',
+    );
+  const [event] = await waitFor(
+    async () => {
+      const found = await refusals();
+      return found.length > 0 ? found : undefined;
+    },
+    { what: 'the RemoteCreateFailed Event', timeoutMs: 60_000 },
+  );
+  assert.equal(event?.type, 'Warning');
+  assert.match(event?.message ?? '', /exceeded quota: pods/, 'the remote message');
+  const pending = await waitFor(
+    async () => {
+      const p = await localCore().readNamespacedPod({ name: 'limited', namespace: ns });
+      return p.status?.reason === 'ProviderFailed' ? p : undefined;
+    },
+    { what: 'the local pod with the refusal in its status' },
+  );
+  assert.equal(pending.status?.phase, 'Pending', 'a quota refusal is not final');
+  assert.match(pending.status?.message ?? '', /exceeded quota: pods/);
+  // Retried: the refusal comes again.
+  await waitFor(async () => (await refusals()).reduce((n, e) => n + (e.count ?? 1), 0) >= 2, {
+    what: 'the create tried again',
+    timeoutMs: 60_000,
+  });
+  assert.equal((await remoteCore.listNamespacedPod({ namespace: ns })).items.length, 0);
+  await remoteCore.patchNamespacedResourceQuota(
+    { name: 'pods', namespace: ns, body: { spec: { hard: { pods: '10' } } } },
+    k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+  );
+  await runningLocal(ns, 'limited');
+});
+
+test('a remote admission policy refusing the pod fails it for good, with the remote message', async (t) => {
+  const { local } = await offloadNode(t);
+  const ns = await testNamespace(t, 'kp');
+  await remoteNamespaceFor(t, ns);
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(info.adminKubeconfig);
+  const admission = kc.makeApiClient(k8s.AdmissionregistrationV1Api);
+  const name = `deny-refused-${ns}`;
+  await admission.createValidatingAdmissionPolicy({
+    body: {
+      metadata: { name },
+      spec: {
+        failurePolicy: 'Fail',
+        matchConstraints: {
+          resourceRules: [
+            { apiGroups: [''], apiVersions: ['v1'], operations: ['CREATE'], resources: ['pods'] },
+          ],
+        },
+        validations: [
+          {
+            expression: "!has(object.metadata.labels) || !('refused' in object.metadata.labels)",
+            message: 'pods labelled refused are not allowed here',
+          },
+        ],
+      },
+    },
+  });
+  await admission.createValidatingAdmissionPolicyBinding({
+    body: {
+      metadata: { name },
+      spec: {
+        policyName: name,
+        validationActions: ['Deny'],
+        matchResources: {
+          namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': ns } },
+        },
+      },
+    },
+  });
+  t.after(async () => {
+    await admission.deleteValidatingAdmissionPolicyBinding({ name }).catch(() => undefined);
+    await admission.deleteValidatingAdmissionPolicy({ name }).catch(() => undefined);
+  });
+  // In force once the API server refuses such a pod itself.
+  await waitFor(
+    async () =>
+      remoteCore
+        .createNamespacedPod({
+          namespace: ns,
+          dryRun: 'All',
+          body: {
+            metadata: { name: 'probe', labels: { refused: 'yes' } },
+            spec: { containers: [{ name: 'app', image: 'example.invalid/app:1' }] },
+          },
+        })
+        .then(
+          () => false,
+          (err: unknown) => /pods labelled refused/.test(String(err)),
+        ),
+    { what: 'the admission policy in force' },
+  );
+  const pod = podOn(local.nodeName, 'refused');
+  pod.metadata = { name: 'refused', labels: { refused: 'yes' } };
+  await localCore().createNamespacedPod({ namespace: ns, body: pod });
+  const failed = await waitFor(
+    async () => {
+      const p = await localCore().readNamespacedPod({ name: 'refused', namespace: ns });
+      return p.status?.phase === 'Failed' ? p : undefined;
+    },
+    { what: 'the local pod Failed', timeoutMs: 60_000 },
+  );
+  assert.equal(failed.status?.reason, 'ProviderFailed');
+  assert.match(failed.status?.message ?? '', /pods labelled refused are not allowed here/);
+  const event = await waitFor(
+    async () =>
+      (await localCore().listNamespacedEvent({ namespace: ns })).items.find(
+        (e) => e.reason === 'RemoteRefused' && e.involvedObject.name === 'refused',
+      ),
+    { what: 'the RemoteRefused Event' },
+  );
+  assert.equal(event.type, 'Warning');
+  assert.match(event.message ?? '', /pods labelled refused are not allowed here/);
+  assert.equal((await remoteCore.listNamespacedPod({ namespace: ns })).items.length, 0);
+});
+
+test('one agent process with --nodes serves two virtual nodes, each offloading with its own kubeconfig and namespaces', async (t) => {
+  const ns = await testNamespace(t, 'kp');
+  const sides = ['east', 'west'] as const;
+  const names = sides.map((side) => uniqueNodeName(`kube-${side}`));
+  // A kubeconfig per node: two identities (certificates) of the user the shipped RBAC binds.
+  const specs: { name: string; provider: string; providerConfig: string; port: number }[] = [];
+  const ports = await freePorts(2);
+  for (const [i, side] of sides.entries()) {
+    const cert = `offload-${side}-${ns}`;
+    await issueCert(info.pkiDir, { name: cert, cn: 'virtual-kubelet-offload', usage: 'client' });
+    const kubeconfig = join(dir, `${cert}.kubeconfig`);
+    await writeFile(
+      kubeconfig,
+      await renderKubeconfig({
+        server: info.server,
+        caFile: join(info.pkiDir, 'ca.crt'),
+        certFile: join(info.pkiDir, `${cert}.crt`),
+        keyFile: join(info.pkiDir, `${cert}.key`),
+        name: cert,
+      }),
+    );
+    const providerConfig = join(dir, `${cert}.json`);
+    await writeFile(
+      providerConfig,
+      JSON.stringify({
+        kubeconfig,
+        namespaceMapping: 'Prefix',
+        namespacePrefix: `${side}-`,
+        nodeSelector: { 'kubernetes.io/hostname': workerName },
+        tolerations: [{ key: 'virtual-kubelet.io/provider', operator: 'Exists' }],
+        capacityRefreshSeconds: 1,
+      }),
+    );
+    specs.push({
+      name: names[i] ?? '',
+      provider: 'kubernetes',
+      providerConfig,
+      port: ports[i] ?? 0,
+    });
+  }
+  for (const side of sides)
+    t.after(() =>
+      remoteCore.deleteNamespace({ name: `${side}-${ns}` }).then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
+  const nodesFile = join(dir, `nodes-${ns}.json`);
+  await writeFile(nodesFile, JSON.stringify({ nodes: specs }));
+  t.after(() =>
+    Promise.all(
+      names.map((name) =>
+        localCore()
+          .deleteNode({ name })
+          .catch(() => undefined),
+      ),
+    ),
+  );
+  const agent = spawnAgent(t, [
+    '--kubeconfig',
+    testCluster().kubeconfigPath,
+    '--nodes',
+    nodesFile,
+    '--node-ip',
+    '127.0.0.1',
+    '--authorization-mode',
+    'AlwaysAllow',
+  ]);
+  try {
+    await Promise.all(names.map((n) => waitNodeReady(n, 'True', 90_000)));
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n${(await agent.logs()).slice(-3000)}`, {
+      cause: err,
+    });
+  }
+  for (const [i, name] of names.entries())
+    await localCore().createNamespacedPod({ namespace: ns, body: podOn(name, `pod-${String(i)}`) });
+  for (const [i, side] of sides.entries()) {
+    const p = await runningLocal(ns, `pod-${String(i)}`);
+    const [copy, ...more] = await remotePodsOf(`${side}-${ns}`, p.metadata?.uid ?? '');
+    assert.ok(copy, `the pod of ${side} in the remote namespace ${side}-${ns}`);
+    assert.equal(more.length, 0);
+    assert.equal(copy.metadata?.labels?.['virtual-kubelet.io/origin-node'], names[i]);
+    assert.equal(copy.spec?.nodeName, workerName);
+    assert.equal(p.status?.podIP, copy.status?.podIP);
+  }
+  // Each node reports only its own pod.
+  for (const [i, side] of sides.entries()) {
+    const other = sides[1 - i] ?? '';
+    const theirs = await remoteCore.listNamespacedPod({ namespace: `${other}-${ns}` });
+    assert.ok(
+      theirs.items.every(
+        (p) => p.metadata?.labels?.['virtual-kubelet.io/origin-node'] !== names[i],
+      ),
+      `nothing of ${side} in ${other}-${ns}`,
+    );
+  }
 });

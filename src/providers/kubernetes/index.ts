@@ -26,6 +26,7 @@ import { ApiError, KubeClient, loadKubeConfig } from '../../kube/client.js';
 import { Informer } from '../../kube/informer.js';
 import { namespacedKey } from '../../kubelet/pod-key.js';
 import { isTerminalPhase } from '../../kubelet/pod-status.js';
+import { formatRfc3339 } from '../../kubelet/time.js';
 import { silentLogger, type Logger } from '../../log.js';
 import type {
   AttachStreams,
@@ -33,6 +34,7 @@ import type {
   PodEvent,
   Provider,
   ResolvedVolume,
+  Summary,
 } from '../../provider.js';
 import type {
   CoreV1Event,
@@ -47,6 +49,7 @@ import { freeCapacity } from './capacity.js';
 import type { KubernetesConfig } from './config.js';
 import { Reflector } from './reflector.js';
 import { ServiceReflector } from './service-reflector.js';
+import { mapSummaries, metricsResourceOf } from './stats.js';
 import { remoteCommand, remotePortForward, type RemoteEndpoint } from './streams.js';
 import {
   ORIGIN_NODE,
@@ -116,12 +119,23 @@ export function refusalOf(err: unknown, what: string): VirtualKubeletError {
   if (err.status === 403 && /exceeded quota|forbidden: exceeded/i.test(err.message))
     // Quota frees up when other pods end: retried with backoff.
     return unavailable(detail, err);
-  if (err.status === 403 && /admission webhook .* denied/i.test(err.message))
+  // An admission webhook or a ValidatingAdmissionPolicy said no: asking again gets the same.
+  if (
+    err.status === 403 &&
+    /admission webhook .* denied|ValidatingAdmissionPolicy .* denied request/i.test(err.message)
+  )
     return permanent(detail, err);
   if (err.status === 400 || err.status === 422) return invalidInput(detail, err);
   if (err.status === 403 || err.status === 401) return unavailable(detail, err);
   return new VirtualKubeletError(errorCode(err), detail, { cause: err });
 }
+
+/** How long a remote node's Summary is reused: metrics-server and `kubectl top` poll often. */
+const STATS_CACHE_MS = 5_000;
+/** The longest wait for one remote node's Summary; a node that does not answer is left out. */
+const STATS_TIMEOUT_MS = 5_000;
+/** How many remote nodes' Summaries are read at once. */
+const STATS_CONCURRENCY = 4;
 
 /** The HTTP path of a remote pod (or of one of its subresources). */
 const podPath = (namespace: string, name: string, sub = ''): string =>
@@ -152,6 +166,10 @@ export class KubernetesProvider implements Provider {
   #nodeTaints: V1Taint[] = [];
   #node: V1Node | undefined;
   #capacity = '';
+  /** Remote nodes' Summaries by node name: the read (pending or done) and when it started. */
+  readonly #summaries = new Map<string, { at: number; read: Promise<Summary | undefined> }>();
+  /** Remote nodes whose last Summary read failed (warned about once). */
+  readonly #summariesFailing = new Set<string>();
   /** Whether `close()` closes the client (it made it). */
   #closeClient = false;
 
@@ -403,6 +421,15 @@ export class KubernetesProvider implements Provider {
     } catch (err) {
       // The namespace may have been removed meanwhile: the next attempt looks again.
       this.#reflector.forgetNamespace(ctx.remoteNamespace);
+      // Not created: until a create goes through the pod is not this provider's, so getPod
+      // answers that it has none and the core creates it again (with backoff) instead of taking
+      // it for created. A create that went through without an answer shows in the watch, and
+      // the next attempt adopts it.
+      const seen = this.#remoteOf(ctx.remoteNamespace, pod.metadata?.name ?? '');
+      if (this.#entries.get(key) === entry && seen?.metadata?.labels?.[ORIGIN_UID] !== uid) {
+        this.#entries.delete(key);
+        this.#byUid.delete(uid);
+      }
       const refusal = refusalOf(
         err,
         `creating the remote pod ${ctx.remoteNamespace}/${pod.metadata?.name ?? ''}`,
@@ -820,6 +847,84 @@ export class KubernetesProvider implements Provider {
       stream,
       signal,
     );
+  }
+
+  // --- StatsProvider, ResourceMetricsProvider
+
+  /** A remote node's Summary through its API server's node proxy; cached for STATS_CACHE_MS. */
+  #remoteSummary(node: string, signal: AbortSignal): Promise<Summary | undefined> {
+    const now = Date.now();
+    const cached = this.#summaries.get(node);
+    if (cached && now - cached.at < STATS_CACHE_MS) return cached.read;
+    const read = this.#client
+      .request<Summary>('GET', `/api/v1/nodes/${encodeURIComponent(node)}/proxy/stats/summary`, {
+        signal: AbortSignal.any([signal, this.#stop.signal, AbortSignal.timeout(STATS_TIMEOUT_MS)]),
+      })
+      .then((summary) => {
+        this.#summariesFailing.delete(node);
+        return summary;
+      })
+      .catch((err: unknown) => {
+        // Once per node until it answers again: a missing right (nodes/proxy) or an address the
+        // remote API server will not proxy to (loopback) fails every scrape.
+        if (!this.#summariesFailing.has(node))
+          this.#log.warn(
+            { node, err: errorMessage(err) },
+            'could not read the Summary of a remote node: its offloaded pods have no stats',
+          );
+        this.#summariesFailing.add(node);
+        // A failure is not kept: the next scrape asks again.
+        if (this.#summaries.get(node)?.read === read) this.#summaries.delete(node);
+        return undefined;
+      });
+    this.#summaries.set(node, { at: now, read });
+    for (const [name, c] of this.#summaries)
+      if (now - c.at >= STATS_CACHE_MS) this.#summaries.delete(name);
+    return read;
+  }
+
+  /**
+   * The offloaded pods' figures as the remote kubelets measure them, read from each remote node
+   * that runs one (`nodes/<n>/proxy/stats/summary`, at most STATS_CONCURRENCY at once, each
+   * within STATS_TIMEOUT_MS, reused for STATS_CACHE_MS) and named as the local pods. The node
+   * part sums the offloaded pods. A remote node that does not answer leaves its pods out.
+   */
+  async getStatsSummary(signal: AbortSignal): Promise<Summary> {
+    const nodes = new Set<string>();
+    for (const entry of this.#entries.values()) {
+      const remote = this.#remoteOf(entry.remoteNamespace, entry.pod.metadata?.name ?? '');
+      if (remote?.metadata?.labels?.[ORIGIN_UID] !== entry.pod.metadata?.uid) continue;
+      if (remote?.spec?.nodeName) nodes.add(remote.spec.nodeName);
+    }
+    const queue = [...nodes];
+    const summaries: Summary[] = [];
+    const worker = async (): Promise<void> => {
+      for (let node = queue.shift(); node !== undefined; node = queue.shift()) {
+        const summary = await this.#remoteSummary(node, signal);
+        if (summary) summaries.push(summary);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(STATS_CONCURRENCY, queue.length) }, worker));
+    signal.throwIfAborted();
+    return mapSummaries({
+      nodeName: this.#nodeName,
+      startTime: formatRfc3339(new Date(this.#started)),
+      now: formatRfc3339(new Date()),
+      summaries,
+      localOf: (ref) => {
+        const remote = this.#remoteOf(ref.namespace, ref.name);
+        if (remote?.metadata?.uid !== ref.uid) return undefined;
+        const entry = this.#entryOf(remote);
+        const meta = entry?.pod.metadata;
+        if (!meta?.namespace || !meta.name || !meta.uid) return undefined;
+        return { namespace: meta.namespace, name: meta.name, uid: meta.uid };
+      },
+    });
+  }
+
+  /** `/metrics/resource` from the same figures as `getStatsSummary`. */
+  async getMetricsResource(signal: AbortSignal): Promise<string> {
+    return metricsResourceOf(await this.getStatsSummary(signal), Date.now());
   }
 
   // --- Closable

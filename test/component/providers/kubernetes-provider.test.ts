@@ -162,6 +162,10 @@ test('remote refusals fail the pod by kind, with an Event', async (t) => {
     assert.equal(errorCode(err), 'Unavailable', 'retried by the core');
     return true;
   });
+  // Until a create goes through the provider has no such pod: the core's retry creates it
+  // rather than taking it for created.
+  assert.equal(await h.provider.getPod('shop', 'later', signal()), undefined);
+  assert.equal(await h.provider.getPod('shop', 'bad', signal()), undefined);
   assert.deepEqual(
     h.events.map((e) => [e.pod.metadata?.name, e.event.type, e.event.reason]),
     [

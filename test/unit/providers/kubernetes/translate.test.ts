@@ -345,6 +345,12 @@ test('remote refusals map to the contract codes: quota retried, invalid and webh
     reason: 'Forbidden',
   });
   assert.equal(errorCode(refusalOf(webhook, 'creating')), 'Permanent');
+  const policy = new ApiError(
+    403,
+    "pods \"p\" is forbidden: ValidatingAdmissionPolicy 'no-pods' with binding 'no-pods' denied request: no",
+    { reason: 'Forbidden' },
+  );
+  assert.equal(errorCode(refusalOf(policy, 'creating')), 'Permanent');
   assert.equal(
     errorCode(refusalOf(new ApiError(422, 'invalid', { reason: 'Invalid' }), 'c')),
     'InvalidInput',
