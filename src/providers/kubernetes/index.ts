@@ -160,6 +160,8 @@ export class KubernetesProvider implements Provider {
   readonly #services: ServiceReflector;
   readonly #stop = new AbortController();
   readonly #loops: Promise<void>[] = [];
+  /** Removals of unused remote namespaces under way (see #namespaceMayBeUnused). */
+  readonly #removals = new Set<Promise<void>>();
   #notify: ((pod: V1Pod) => void) | undefined;
   #events: ((pod: V1Pod, event: PodEvent) => void) | undefined;
   #nodeLabels: Record<string, string> = {};
@@ -203,7 +205,10 @@ export class KubernetesProvider implements Provider {
       handlers: {
         onAdd: (p) => this.#onRemote(p),
         onUpdate: (_old, p) => this.#onRemote(p),
-        onDelete: (p) => this.#onRemoteGone(p),
+        onDelete: (p) => {
+          this.#onRemoteGone(p);
+          this.#namespaceMayBeUnused(p.metadata?.namespace);
+        },
       },
     });
     this.#loops.push(this.#informer.run(this.#stop.signal));
@@ -320,6 +325,19 @@ export class KubernetesProvider implements Provider {
       metadata: { ...entry.pod.metadata },
       status: this.#localStatus(entry, remote),
     });
+  }
+
+  /**
+   * A remote pod of this node is gone: its namespace may be unused now. A deletion that found the
+   * pod still there (it took longer than its grace period to go) left the namespace for later.
+   */
+  #namespaceMayBeUnused(ns: string | undefined): void {
+    if (ns === undefined || aborted(this.#stop.signal)) return;
+    for (const e of this.#entries.values()) if (e.remoteNamespace === ns) return;
+    const removal = this.#removeNamespaceIfUnused(ns, this.#stop.signal)
+      .catch(() => undefined)
+      .finally(() => this.#removals.delete(removal));
+    this.#removals.add(removal);
   }
 
   #onRemoteGone(remote: V1Pod): void {
@@ -932,7 +950,7 @@ export class KubernetesProvider implements Provider {
   /** Stops the watch and the loops; remote pods keep running. */
   async close(_signal: AbortSignal): Promise<void> {
     this.#stop.abort();
-    await Promise.allSettled(this.#loops);
+    await Promise.allSettled([...this.#loops, ...this.#removals]);
     if (this.#closeClient) this.#client.close();
   }
 }

@@ -145,6 +145,31 @@ test('deletePod removes the remote pod and the provider forgets it', async (t) =
   assert.equal(postsOf(h.api), 1, 'a pod the agent deleted is not created again');
 });
 
+test('a namespace a deletion had to leave (its remote pod outlived the wait) goes with that pod', async (t) => {
+  const h = await harness(t);
+  const local = pod('slow', 'uid-slow', { terminationGracePeriodSeconds: 30 });
+  await h.provider.createPod(local, signal());
+  assert.ok(h.api.get('namespaces', '', 'shop'), 'the provider made the remote namespace');
+  // Scheduled to a remote worker, whose kubelet gives it its grace period to go; the deletion
+  // stops waiting for it first.
+  h.api.update('pods', 'shop', 'slow', (p) => {
+    (p.spec ??= { containers: [] }).nodeName = 'worker-1';
+  });
+  const stop = new AbortController();
+  const deleting = h.provider.deletePod(local, stop.signal);
+  await waitFor(() => h.api.get('pods', 'shop', 'slow')?.metadata?.deletionTimestamp, {
+    what: 'the remote pod terminating',
+  });
+  stop.abort();
+  await deleting.catch(() => undefined);
+  assert.ok(h.api.get('namespaces', '', 'shop'), 'kept while the remote pod is there');
+  // Its remote kubelet is done with it: the pod goes, and the namespace after it.
+  h.api.remove('pods', 'shop', 'slow');
+  await waitFor(() => h.api.get('namespaces', '', 'shop') === undefined, {
+    what: 'the unused remote namespace deleted',
+  });
+});
+
 test('remote refusals fail the pod by kind, with an Event', async (t) => {
   const h = await harness(t);
   await h.provider.createPod(pod('first', 'u1'), signal());
