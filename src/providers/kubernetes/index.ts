@@ -160,8 +160,10 @@ export class KubernetesProvider implements Provider {
   readonly #services: ServiceReflector;
   readonly #stop = new AbortController();
   readonly #loops: Promise<void>[] = [];
-  /** Removals of unused remote namespaces under way (see #namespaceMayBeUnused). */
-  readonly #removals = new Set<Promise<void>>();
+  /** Removals of unused remote namespaces under way, by namespace (see #namespaceMayBeUnused). */
+  readonly #removals = new Map<string, Promise<void>>();
+  /** Namespaces to look at again once the removal under way has ended. */
+  readonly #lookAgain = new Set<string>();
   #notify: ((pod: V1Pod) => void) | undefined;
   #events: ((pod: V1Pod, event: PodEvent) => void) | undefined;
   #nodeLabels: Record<string, string> = {};
@@ -334,10 +336,18 @@ export class KubernetesProvider implements Provider {
   #namespaceMayBeUnused(ns: string | undefined): void {
     if (ns === undefined || aborted(this.#stop.signal)) return;
     for (const e of this.#entries.values()) if (e.remoteNamespace === ns) return;
+    // One look at a time per namespace; a reason to look again meanwhile gets one more.
+    if (this.#removals.has(ns)) {
+      this.#lookAgain.add(ns);
+      return;
+    }
     const removal = this.#removeNamespaceIfUnused(ns, this.#stop.signal)
       .catch(() => undefined)
-      .finally(() => this.#removals.delete(removal));
-    this.#removals.add(removal);
+      .finally(() => {
+        this.#removals.delete(ns);
+        if (this.#lookAgain.delete(ns)) this.#namespaceMayBeUnused(ns);
+      });
+    this.#removals.set(ns, removal);
   }
 
   #onRemoteGone(remote: V1Pod): void {
@@ -538,7 +548,9 @@ export class KubernetesProvider implements Provider {
     for (const [remoteUid, e] of this.#byRemoteUid)
       if (e.pod.metadata?.uid === uid) this.#byRemoteUid.delete(remoteUid);
     await this.#reflector.release(uid, signal);
-    await this.#removeNamespaceIfUnused(ns, signal);
+    // In the background, under the provider's lifetime rather than this call's: a deletion the
+    // core gives up waiting for, or supersedes, still leaves no unused namespace behind.
+    this.#namespaceMayBeUnused(ns);
   }
 
   /**
@@ -696,7 +708,7 @@ export class KubernetesProvider implements Provider {
     } catch (err) {
       throw refusalOf(err, `reflecting the Services of ${namespace} into ${ns}`);
     }
-    if (services.length === 0) await this.#removeNamespaceIfUnused(ns, signal);
+    if (services.length === 0) this.#namespaceMayBeUnused(ns);
   }
 
   // --- NodeConfigurer, NodeProvider
@@ -950,7 +962,7 @@ export class KubernetesProvider implements Provider {
   /** Stops the watch and the loops; remote pods keep running. */
   async close(_signal: AbortSignal): Promise<void> {
     this.#stop.abort();
-    await Promise.allSettled([...this.#loops, ...this.#removals]);
+    await Promise.allSettled([...this.#loops, ...this.#removals.values()]);
     if (this.#closeClient) this.#client.close();
   }
 }
