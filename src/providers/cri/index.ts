@@ -52,6 +52,7 @@ import {
 import { runStream, streamFlags } from './streaming.js';
 import { containerSamples, resourceMetricsOf, summaryOf } from './stats.js';
 import { ETC_HOSTS, mountsManagedHosts, sandboxDnsConfig } from './pod-files.js';
+import { imageUserOf, needsImageUser, runAsNonRootError } from './non-root.js';
 import { ProbeManager, type ProbeRuntime } from '../../probes/index.js';
 
 /** The most output of an exec probe that is kept, as the kubelet keeps it. */
@@ -1145,6 +1146,14 @@ export class CriProvider {
     targetId?: string,
   ): Promise<void> {
     if (!(await this.#pull(rec, c, r, signal))) return;
+    const refusal = await this.#nonRootRefusal(rec.pod, c, signal);
+    if (refusal !== undefined) {
+      // As the kubelet: not created; tried again on each sync, with one Event per new refusal.
+      if (r.waiting?.message !== refusal)
+        this.#event(rec.pod, { type: 'Warning', reason: 'Failed', message: `Error: ${refusal}` });
+      r.waiting = { reason: 'CreateContainerConfigError', message: refusal };
+      return;
+    }
     for (const v of rec.pod.spec?.volumes ?? [])
       if (v.emptyDir) {
         // As the kubelet's: writable by any user the container runs as (umask aside).
@@ -1209,6 +1218,21 @@ export class CriProvider {
       message: `Started container ${c.name}`,
     });
     await this.#refresh(rec, signal);
+  }
+
+  /** The kubelet's `runAsNonRoot` refusal of the container, reading the image's user if needed. */
+  async #nonRootRefusal(
+    pod: V1Pod,
+    c: V1Container,
+    signal: AbortSignal,
+  ): Promise<string | undefined> {
+    if (!needsImageUser(pod, c)) return runAsNonRootError(pod, c, undefined);
+    const st = await this.#cri.image<{ image: Message | null }>(
+      'ImageStatus',
+      { image: { image: c.image ?? '' } },
+      signal,
+    );
+    return runAsNonRootError(pod, c, imageUserOf(st.image));
   }
 
   #containerConfig(rec: PodRecord, c: V1Container, attempt: number): Message {
