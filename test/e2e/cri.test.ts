@@ -24,7 +24,7 @@ import {
 } from '../../src/devcluster/index.js';
 import { createDnsInterface, run, writeCorefile } from '../../src/devcluster/services.js';
 import { CriClient, type Message } from '../../src/providers/cri/client.js';
-import { CriProvider } from '../../src/providers/cri/index.js';
+import { CriProvider, type CriConfig } from '../../src/providers/cri/index.js';
 import {
   nodeKubeconfig,
   onNode,
@@ -67,7 +67,7 @@ interface Fixture {
 
 async function fixture(
   t: TestContext,
-  options: { readonly clusterDNS?: readonly string[] } = {},
+  options: { readonly clusterDNS?: readonly string[]; readonly config?: Partial<CriConfig> } = {},
 ): Promise<Fixture> {
   const ns = await testNamespace(t);
   const nodeName = uniqueNodeName('cri');
@@ -83,6 +83,7 @@ async function fixture(
       syncIntervalMs: 300,
       backoffInitialSeconds: 1,
       backoffMaxSeconds: 4,
+      ...options.config,
     },
     logger: testLogger,
   });
@@ -312,6 +313,112 @@ test('a crashing container is restarted with back-off (CrashLoopBackOff) and log
   assert.equal(last?.reason, 'Error');
   const prev = await kubectl(['logs', '-n', f.ns, 'crash', '--previous']);
   assert.equal(prev.stdout, 'run\n');
+});
+
+test('runAsNonRoot: a container whose image runs as root waits with CreateContainerConfigError; one with a non-root runAsUser runs', async (t) => {
+  const f = await fixture(t);
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'nonroot' },
+      spec: {
+        ...onNode(f.nodeName),
+        terminationGracePeriodSeconds: 1,
+        securityContext: { runAsNonRoot: true },
+        containers: [
+          { name: 'image-user', image: info.images.busybox, command: ['sleep', '3600'] },
+          {
+            name: 'uid',
+            image: info.images.busybox,
+            command: ['sleep', '3600'],
+            securityContext: { runAsUser: 1000 },
+          },
+        ],
+      },
+    },
+  });
+  const pod = await waitPod(f, 'nonroot', 'image-user refused, uid running', (p) => {
+    const by = new Map((p.status?.containerStatuses ?? []).map((s) => [s.name, s]));
+    return (
+      by.get('image-user')?.state?.waiting?.reason === 'CreateContainerConfigError' &&
+      by.get('uid')?.state?.running !== undefined
+    );
+  });
+  const refused = pod.status?.containerStatuses?.find((s) => s.name === 'image-user');
+  assert.equal(
+    refused?.state?.waiting?.message,
+    `container has runAsNonRoot and image will run as root (pod: "nonroot_${f.ns}(${pod.metadata?.uid ?? ''})", container: image-user)`,
+  );
+});
+
+test('garbage collection: a container that crashed 3 times keeps at most 2 containers in the runtime; a stopped sandbox of a gone pod and its container are removed', async (t) => {
+  const f = await fixture(t, { config: { containerGcIntervalMs: 500 } });
+  const cri = new CriClient({ runtimeEndpoint: info.runtimeEndpoint });
+  t.after(() => {
+    cri.close();
+  });
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'crash3' },
+      spec: {
+        ...onNode(f.nodeName),
+        terminationGracePeriodSeconds: 1,
+        containers: [{ name: 'main', image: info.images.busybox, command: ['sh', '-c', 'exit 3'] }],
+      },
+    },
+  });
+  const pod = await waitPod(
+    f,
+    'crash3',
+    'restarted 3 times',
+    (p) => (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 3,
+    120_000,
+  );
+  // What a pod that is gone leaves behind: a stopped sandbox with this node's labels and a
+  // container in it.
+  const goneUid = `gone-${String(randomInt(1e9))}`;
+  const labels = {
+    'virtual-kubelet.io/node': f.nodeName,
+    'io.kubernetes.pod.uid': goneUid,
+    'io.kubernetes.pod.name': 'gone',
+    'io.kubernetes.pod.namespace': f.ns,
+  };
+  const sandboxConfig = {
+    metadata: { name: 'gone', uid: goneUid, namespace: f.ns, attempt: 0 },
+    labels,
+    linux: { security_context: { namespace_options: { network: 'NODE' } } },
+  };
+  const { pod_sandbox_id: stray } = await cri.runtime<{ pod_sandbox_id: string }>('RunPodSandbox', {
+    config: sandboxConfig,
+  });
+  await cri.runtime('CreateContainer', {
+    pod_sandbox_id: stray,
+    config: {
+      metadata: { name: 'main', attempt: 0 },
+      image: { image: info.images.busybox },
+      command: ['true'],
+      labels: { ...labels, 'io.kubernetes.container.name': 'main' },
+    },
+    sandbox_config: sandboxConfig,
+  });
+  await cri.runtime('StopPodSandbox', { pod_sandbox_id: stray });
+  await waitFor(
+    async () => {
+      const res = await cri.runtime<{ items: Message[] }>('ListPodSandbox', {
+        filter: { id: stray },
+      });
+      return res.items.length === 0;
+    },
+    { what: 'the stray sandbox removed by GC', timeoutMs: 30_000 },
+  );
+  const list = await cri.runtime<{ containers: Message[] }>('ListContainers', {
+    filter: { label_selector: { 'io.kubernetes.pod.uid': pod.metadata?.uid ?? '' } },
+  });
+  assert.ok(
+    list.containers.length <= 2,
+    `containers of crash3: ${JSON.stringify(list.containers.map((c) => c.metadata))}`,
+  );
 });
 
 test('init containers run in order before the main one; a Never pod that exits 0 Succeeds', async (t) => {

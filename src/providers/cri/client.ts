@@ -36,7 +36,8 @@ export type RuntimeMethod =
   | 'UpdateRuntimeConfig'
   | 'Status';
 
-export type ImageMethod = 'ListImages' | 'ImageStatus' | 'PullImage' | 'RemoveImage';
+export type ImageMethod =
+  'ListImages' | 'ImageStatus' | 'PullImage' | 'RemoveImage' | 'ImageFsInfo';
 
 type UnaryClient = grpc.Client &
   Record<

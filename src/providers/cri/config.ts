@@ -31,6 +31,23 @@ export interface CriConfig {
   readonly memory?: string;
   /** Default: `"110"`. */
   readonly pods?: string;
+  /**
+   * How often dead containers and sandboxes are collected, in milliseconds: per container name
+   * of a live pod its current run and one dead one before it stay (what `logs --previous`
+   * reads); those of pods that are gone go. Default: 60 000 (the kubelet's period).
+   */
+  readonly containerGcIntervalMs?: number;
+  /** How often unused images are collected, in milliseconds. Default: 300 000 (the kubelet's). */
+  readonly imageGcIntervalMs?: number;
+  /**
+   * Image filesystem usage (percent) at which unused images are removed, least recently used
+   * first. Default: 85 (`imageGCHighThresholdPercent`); 100 turns image GC off.
+   */
+  readonly imageGcHighThresholdPercent?: number;
+  /** Usage (percent) image GC brings the filesystem down to. Default: 80. */
+  readonly imageGcLowThresholdPercent?: number;
+  /** An image younger than this (since first seen) is never removed. Default: 120 (2 min). */
+  readonly imageMinimumGcAgeSeconds?: number;
 }
 
 const FIELDS = new Set([
@@ -44,6 +61,11 @@ const FIELDS = new Set([
   'cpu',
   'memory',
   'pods',
+  'containerGcIntervalMs',
+  'imageGcIntervalMs',
+  'imageGcHighThresholdPercent',
+  'imageGcLowThresholdPercent',
+  'imageMinimumGcAgeSeconds',
 ]);
 
 /** Validates a parsed JSON document; throws `InvalidInput` naming the first bad field. */
@@ -62,10 +84,14 @@ export function parseCriConfig(json: unknown): CriConfig {
     if (typeof o[k] !== 'string' || o[k] === '')
       throw invalidInput(`'${k}' must be a non-empty string`);
   };
-  const num = (k: string, min: number): void => {
+  const num = (k: string, min: number, max = Infinity): void => {
     if (o[k] === undefined) return;
-    if (typeof o[k] !== 'number' || !Number.isFinite(o[k]) || o[k] < min)
-      throw invalidInput(`'${k}' must be a number >= ${String(min)}`);
+    if (typeof o[k] !== 'number' || !Number.isFinite(o[k]) || o[k] < min || o[k] > max)
+      throw invalidInput(
+        max === Infinity
+          ? `'${k}' must be a number >= ${String(min)}`
+          : `'${k}' must be a number from ${String(min)} to ${String(max)}`,
+      );
   };
   str('runtimeEndpoint', true);
   for (const k of ['imageEndpoint', 'podCIDR', 'stateDir', 'cpu', 'memory', 'pods']) str(k);
@@ -75,5 +101,17 @@ export function parseCriConfig(json: unknown): CriConfig {
   num('backoffInitialSeconds', 0);
   num('backoffMaxSeconds', 0);
   num('syncIntervalMs', 10);
+  num('containerGcIntervalMs', 100);
+  num('imageGcIntervalMs', 100);
+  num('imageGcHighThresholdPercent', 0, 100);
+  num('imageGcLowThresholdPercent', 0, 100);
+  num('imageMinimumGcAgeSeconds', 0);
+  if (
+    ((o.imageGcLowThresholdPercent as number | undefined) ?? 80) >
+    ((o.imageGcHighThresholdPercent as number | undefined) ?? 85)
+  )
+    throw invalidInput(
+      `'imageGcLowThresholdPercent' must not be above 'imageGcHighThresholdPercent'`,
+    );
   return o as unknown as CriConfig;
 }

@@ -52,6 +52,8 @@ import {
 import { runStream, streamFlags } from './streaming.js';
 import { containerSamples, resourceMetricsOf, summaryOf } from './stats.js';
 import { ETC_HOSTS, mountsManagedHosts, sandboxDnsConfig } from './pod-files.js';
+import { imageUserOf, needsImageUser, runAsNonRootError } from './non-root.js';
+import { GarbageCollector, type GcLive } from './gc.js';
 import { ProbeManager, type ProbeRuntime } from '../../probes/index.js';
 
 /** The most output of an exec probe that is kept, as the kubelet keeps it. */
@@ -178,6 +180,9 @@ export class CriProvider {
   #adopted?: Promise<void>;
   #closed = false;
   readonly #probes: ProbeManager;
+  readonly #gc: GarbageCollector;
+  /** Set once the runtime's sandboxes of this node are known: GC never runs before. */
+  #adoptedOk = false;
 
   constructor(options: CriProviderOptions) {
     this.#o = options;
@@ -215,6 +220,41 @@ export class CriProvider {
     this.#stateDir =
       options.config.stateDir ?? join('/var/lib/virtual-kubelet/cri', options.nodeName);
     this.#podCidr = options.config.podCIDR ?? options.podCIDR;
+    const c = options.config;
+    this.#gc = new GarbageCollector({
+      cri: this.#cri,
+      nodeName: options.nodeName,
+      live: () => this.#gcLive(),
+      ...(c.containerGcIntervalMs === undefined
+        ? {}
+        : { containerIntervalMs: c.containerGcIntervalMs }),
+      ...(c.imageGcIntervalMs === undefined ? {} : { imageIntervalMs: c.imageGcIntervalMs }),
+      imagePolicy: {
+        ...(c.imageGcHighThresholdPercent === undefined
+          ? {}
+          : { highThresholdPercent: c.imageGcHighThresholdPercent }),
+        ...(c.imageGcLowThresholdPercent === undefined
+          ? {}
+          : { lowThresholdPercent: c.imageGcLowThresholdPercent }),
+        ...(c.imageMinimumGcAgeSeconds === undefined
+          ? {}
+          : { minimumAgeMs: c.imageMinimumGcAgeSeconds * 1000 }),
+      },
+      logger: options.logger,
+    });
+  }
+
+  /** The pods GC must leave alone, with the runs of containers the provider still reads. */
+  #gcLive(): GcLive | undefined {
+    if (!this.#adoptedOk || this.#closed) return undefined;
+    const pods = new Map<string, { sandboxId?: string }>();
+    const keepIds = new Set<string>();
+    for (const rec of this.#pods.values()) {
+      pods.set(rec.pod.metadata?.uid ?? '', rec.sandboxId ? { sandboxId: rec.sandboxId } : {});
+      for (const r of rec.containers.values())
+        for (const run of [r.current, r.previous]) if (run) keepIds.add(run.id);
+    }
+    return { pods, keepIds };
   }
 
   get #nftTable(): string {
@@ -375,6 +415,8 @@ export class CriProvider {
         this.#startLoop(rec);
       }
       this.#log.info({ sandboxes: res.items.length }, 'found sandboxes of this node');
+      this.#adoptedOk = true;
+      if (!this.#closed) this.#gc.start();
     })().catch((err: unknown) => {
       this.#adopted = undefined;
       throw err;
@@ -854,11 +896,12 @@ export class CriProvider {
    * Stops watching the runtime. Pods keep running in it; a restarted agent adopts them. The
    * network guard stays for them.
    */
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.#closed = true;
     for (const rec of this.#pods.values()) rec.abort.abort();
+    await this.#gc.close();
     this.#cri.close();
-    return this.#probes.close();
+    await this.#probes.close();
   }
 
   // The pod's containers, synced every syncIntervalMs until the pod is deleted.
@@ -1145,6 +1188,14 @@ export class CriProvider {
     targetId?: string,
   ): Promise<void> {
     if (!(await this.#pull(rec, c, r, signal))) return;
+    const refusal = await this.#nonRootRefusal(rec.pod, c, signal);
+    if (refusal !== undefined) {
+      // As the kubelet: not created; tried again on each sync, with one Event per new refusal.
+      if (r.waiting?.message !== refusal)
+        this.#event(rec.pod, { type: 'Warning', reason: 'Failed', message: `Error: ${refusal}` });
+      r.waiting = { reason: 'CreateContainerConfigError', message: refusal };
+      return;
+    }
     for (const v of rec.pod.spec?.volumes ?? [])
       if (v.emptyDir) {
         // As the kubelet's: writable by any user the container runs as (umask aside).
@@ -1209,6 +1260,21 @@ export class CriProvider {
       message: `Started container ${c.name}`,
     });
     await this.#refresh(rec, signal);
+  }
+
+  /** The kubelet's `runAsNonRoot` refusal of the container, reading the image's user if needed. */
+  async #nonRootRefusal(
+    pod: V1Pod,
+    c: V1Container,
+    signal: AbortSignal,
+  ): Promise<string | undefined> {
+    if (!needsImageUser(pod, c)) return runAsNonRootError(pod, c, undefined);
+    const st = await this.#cri.image<{ image: Message | null }>(
+      'ImageStatus',
+      { image: { image: c.image ?? '' } },
+      signal,
+    );
+    return runAsNonRootError(pod, c, imageUserOf(st.image));
   }
 
   #containerConfig(rec: PodRecord, c: V1Container, attempt: number): Message {

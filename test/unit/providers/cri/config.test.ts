@@ -47,3 +47,27 @@ test('resources become CPU shares and quota and a memory limit, as the kubelet c
     '1024',
   );
 });
+
+test('the GC settings: intervals of at least 100 ms, thresholds in percent with low <= high', () => {
+  const ok = {
+    runtimeEndpoint: '/run/c.sock',
+    containerGcIntervalMs: 500,
+    imageGcIntervalMs: 1000,
+    imageGcHighThresholdPercent: 90,
+    imageGcLowThresholdPercent: 70,
+    imageMinimumGcAgeSeconds: 0,
+  };
+  assert.deepEqual(parseCriConfig(ok), ok);
+  assert.throws(
+    () => parseCriConfig({ ...ok, containerGcIntervalMs: 10 }),
+    /containerGcIntervalMs/,
+  );
+  assert.throws(
+    () => parseCriConfig({ ...ok, imageGcHighThresholdPercent: 101 }),
+    /'imageGcHighThresholdPercent' must be a number from 0 to 100/,
+  );
+  assert.throws(
+    () => parseCriConfig({ runtimeEndpoint: '/run/c.sock', imageGcLowThresholdPercent: 90 }),
+    /'imageGcLowThresholdPercent' must not be above/,
+  );
+});
