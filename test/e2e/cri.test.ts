@@ -5,7 +5,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -997,4 +997,192 @@ test('an agent killed with SIGKILL and started again adopts its sandboxes and co
     (await kubectl(['exec', '-n', ns, 'steady', '--', 'hostname'])).stdout.trim(),
     'steady',
   );
+});
+
+test('lifecycle hooks: postStart runs before the container is reported running, a failing one is a FailedPostStartHook Event, preStop runs on deletion', async (t) => {
+  const f = await fixture(t);
+  const hostDir = join(dir, `hooks-${f.ns}`);
+  await mkdir(hostDir, { recursive: true });
+  const work = { name: 'work', mountPath: '/work' };
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'hooked' },
+      spec: {
+        ...onNode(f.nodeName),
+        terminationGracePeriodSeconds: 10,
+        volumes: [{ name: 'work', hostPath: { path: hostDir } }],
+        containers: [
+          {
+            name: 'app',
+            image: info.images.busybox,
+            command: [
+              'sh',
+              '-c',
+              'until [ -f /work/post ]; do sleep 0.2; done; echo "read: $(cat /work/post)"; exec sleep 3600',
+            ],
+            volumeMounts: [work],
+            lifecycle: {
+              // Written at the end of a hook that takes a while: the container must not be
+              // reported running before it is there.
+              postStart: { exec: { command: ['sh', '-c', 'sleep 2; echo started > /work/post'] } },
+              preStop: { exec: { command: ['sh', '-c', 'echo stopping > /work/pre'] } },
+            },
+          },
+        ],
+      },
+    },
+  });
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'bad-hook' },
+      spec: {
+        ...onNode(f.nodeName),
+        terminationGracePeriodSeconds: 1,
+        containers: [
+          {
+            name: 'app',
+            image: info.images.busybox,
+            command: ['sleep', '3600'],
+            lifecycle: { postStart: { exec: { command: ['sh', '-c', 'exit 3'] } } },
+          },
+        ],
+      },
+    },
+  });
+  await waitPod(f, 'hooked', 'app running', (p) =>
+    Boolean(p.status?.containerStatuses?.[0]?.state?.running),
+  );
+  assert.equal(
+    await readFile(join(hostDir, 'post'), 'utf8'),
+    'started\n',
+    'the postStart hook was done when the container was first reported running',
+  );
+  const logs = await waitFor(
+    async () => {
+      const r = await kubectl(['logs', '-n', f.ns, 'hooked', '-c', 'app']);
+      return r.stdout.includes('read:') ? r.stdout : undefined;
+    },
+    { what: 'the main container read what postStart wrote', timeoutMs: 30_000 },
+  );
+  assert.equal(logs, 'read: started\n');
+
+  const failed = await waitEvent(f, 'bad-hook', 'FailedPostStartHook');
+  assert.equal(failed.type, 'Warning');
+  await waitPod(
+    f,
+    'bad-hook',
+    'restarted after its postStart hook failed',
+    (p) => (p.status?.containerStatuses?.[0]?.restartCount ?? 0) > 0,
+  );
+
+  await core().deleteNamespacedPod({ name: 'hooked', namespace: f.ns });
+  const pre = await waitFor(() => readFile(join(hostDir, 'pre'), 'utf8').catch(() => undefined), {
+    what: 'the preStop hook wrote its file',
+    timeoutMs: 60_000,
+  });
+  assert.equal(pre, 'stopping\n');
+});
+
+test('a pod with activeDeadlineSeconds: 5 is stopped and Failed with reason DeadlineExceeded, with an Event; an update that shortens the deadline applies', async (t) => {
+  const f = await fixture(t);
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'shortened' },
+      spec: {
+        ...onNode(f.nodeName),
+        activeDeadlineSeconds: 3600,
+        terminationGracePeriodSeconds: 1,
+        containers: [{ name: 'app', image: info.images.busybox, command: ['sleep', '3600'] }],
+      },
+    },
+  });
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'deadline' },
+      spec: {
+        ...onNode(f.nodeName),
+        activeDeadlineSeconds: 5,
+        terminationGracePeriodSeconds: 1,
+        containers: [{ name: 'app', image: info.images.busybox, command: ['sleep', '3600'] }],
+      },
+    },
+  });
+  const pod = await waitPod(f, 'deadline', 'Failed', (p) => p.status?.phase === 'Failed');
+  assert.equal(pod.status?.reason, 'DeadlineExceeded');
+  assert.equal(
+    pod.status?.message,
+    'Pod was active on the node longer than the specified deadline',
+  );
+  assert.ok(pod.status?.containerStatuses?.[0]?.state?.terminated, 'the container was stopped');
+  const started = new Date(pod.status?.startTime ?? 0).getTime();
+  const finished = new Date(
+    pod.status?.containerStatuses?.[0]?.state?.terminated?.finishedAt ?? 0,
+  ).getTime();
+  assert.ok(finished - started >= 5000, `stopped ${String(finished - started)}ms after the start`);
+  const event = await waitEvent(f, 'deadline', 'DeadlineExceeded');
+  assert.equal(event.type, 'Warning');
+
+  await waitPod(f, 'shortened', 'Running', (p) => p.status?.phase === 'Running');
+  await core().patchNamespacedPod(
+    { name: 'shortened', namespace: f.ns, body: { spec: { activeDeadlineSeconds: 1 } } },
+    k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+  );
+  const shortened = await waitPod(f, 'shortened', 'Failed', (p) => p.status?.phase === 'Failed');
+  assert.equal(shortened.status?.reason, 'DeadlineExceeded');
+});
+
+test('a restartPolicy Never pod with a sidecar: the next init container starts beside it, the pod Succeeds once the sidecar is stopped', async (t) => {
+  const f = await fixture(t);
+  const work = { name: 'work', mountPath: '/work' };
+  await core().createNamespacedPod({
+    namespace: f.ns,
+    body: {
+      metadata: { name: 'with-sidecar' },
+      spec: {
+        ...onNode(f.nodeName),
+        restartPolicy: 'Never',
+        terminationGracePeriodSeconds: 5,
+        volumes: [{ name: 'work', emptyDir: {} }],
+        initContainers: [
+          {
+            name: 'sidecar',
+            image: info.images.busybox,
+            restartPolicy: 'Always',
+            command: [
+              'sh',
+              '-c',
+              'trap "exit 0" TERM; echo up > /work/up; while true; do sleep 1; done',
+            ],
+            volumeMounts: [work],
+          },
+          {
+            // Runs only while the sidecar does: it did not block this one.
+            name: 'after',
+            image: info.images.busybox,
+            command: ['sh', '-c', 'until [ -f /work/up ]; do sleep 0.2; done'],
+            volumeMounts: [work],
+          },
+        ],
+        containers: [
+          {
+            name: 'main',
+            image: info.images.busybox,
+            command: ['sh', '-c', 'cat /work/up'],
+            volumeMounts: [work],
+          },
+        ],
+      },
+    },
+  });
+  const pod = await waitPod(f, 'with-sidecar', 'Succeeded', (p) => p.status?.phase === 'Succeeded');
+  const inits = new Map((pod.status?.initContainerStatuses ?? []).map((s) => [s.name, s]));
+  assert.ok(inits.get('sidecar')?.state?.terminated, 'the sidecar was stopped');
+  assert.equal(inits.get('after')?.state?.terminated?.exitCode, 0);
+  assert.equal(pod.status?.containerStatuses?.[0]?.state?.terminated?.exitCode, 0);
+  const logs = await kubectl(['logs', '-n', f.ns, 'with-sidecar', '-c', 'main']);
+  assert.equal(logs.stdout, 'up\n');
 });

@@ -3,9 +3,11 @@
  * that speaks CRI v1 (containerd's CRI plugin, CRI-O). Each pod is a sandbox (the runtime makes
  * its network through CNI, with addresses from the node's pod CIDR) with one container per pod
  * container, run as the kubelet runs them: image pulls by `imagePullPolicy` with back-off, init
- * containers in order, restarts by `restartPolicy` with the kubelet's crash back-off, graceful
- * stops. Sandboxes and containers carry labels naming the node and the pod, and each pod's spec
- * is kept in the state directory, so a restarted agent finds what it ran and runs it on.
+ * containers in order (sidecars among them run on), restarts by `restartPolicy` with the
+ * kubelet's crash back-off, postStart and preStop hooks, graceful stops, `activeDeadlineSeconds`
+ * (see lifecycle.ts). Sandboxes and containers carry labels naming the node and the pod, and
+ * each pod's spec is kept in the state directory, so a restarted agent finds what it ran and
+ * runs it on.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -55,6 +57,16 @@ import { ETC_HOSTS, mountsManagedHosts, sandboxDnsConfig } from './pod-files.js'
 import { imageUserOf, needsImageUser, runAsNonRootError } from './non-root.js';
 import { GarbageCollector, type GcLive } from './gc.js';
 import { ProbeManager, type ProbeRuntime } from '../../probes/index.js';
+import {
+  DEADLINE_MESSAGE,
+  DEADLINE_REASON,
+  deadlineAt,
+  isSidecar,
+  runHook,
+  stopOrder,
+  stopTimeoutSeconds,
+  type HookRuntime,
+} from './lifecycle.js';
 
 /** The most output of an exec probe that is kept, as the kubelet keeps it. */
 const MAX_PROBE_OUTPUT_BYTES = 10_240;
@@ -102,6 +114,8 @@ interface ContainerRecord {
   backoffSeconds?: number;
   waiting?: { reason: string; message: string };
   lastTerminated?: V1ContainerStatus['lastState'];
+  /** While its postStart hook runs: not reported running (nor started) until it returns. */
+  postStarting?: boolean;
 }
 
 interface PodRecord {
@@ -116,6 +130,10 @@ interface PodRecord {
   status?: V1PodStatus;
   /** From the pod's image pull secrets (`setPodPullCredentials`); secret, never logged. */
   pullCredentials: readonly RegistryCredential[];
+  /** Set when the main containers ended for good: the sidecars are stopped, not restarted. */
+  ending?: boolean;
+  /** Past `activeDeadlineSeconds`: its containers are being stopped, then have been. */
+  deadline?: 'stopping' | 'stopped';
 }
 
 const key = (ns: string, name: string): string => `${ns}/${name}`;
@@ -613,8 +631,7 @@ export class CriProvider {
     rec.abort.abort();
     await rec.loop;
     this.#probes.forget(pod.metadata?.uid ?? '');
-    const grace =
-      pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
+    const grace = this.#grace(pod);
     const uid = pod.metadata?.uid ?? '';
     const sandboxes = await this.#cri.runtime<{ items: Message[] }>(
       'ListPodSandbox',
@@ -628,24 +645,112 @@ export class CriProvider {
         { filter: { pod_sandbox_id: id } },
         signal,
       );
-      await Promise.all(
-        list.containers
-          .filter((c) => c.state === 'CONTAINER_RUNNING')
-          .map((c) =>
-            this.#cri.runtime(
-              'StopContainer',
-              { container_id: c.id, timeout: String(grace) },
-              signal,
-              (grace + 30) * 1000,
-            ),
-          ),
-      );
+      const running = list.containers
+        .filter((c) => c.state === 'CONTAINER_RUNNING')
+        .map((c) => ({
+          id: c.id as string,
+          name: (c.labels as Record<string, string>)[L_CONTAINER] ?? '',
+        }));
+      await this.#stopContainers(rec, pod.spec ? pod : rec.pod, running, grace, signal);
       await this.#cri.runtime('StopPodSandbox', { pod_sandbox_id: id }, signal);
       await this.#cri.runtime('RemovePodSandbox', { pod_sandbox_id: id }, signal);
     }
     await rm(this.#podDir(pod), { recursive: true, force: true });
     await rm(this.#logDir(pod), { recursive: true, force: true });
     if (this.#pods.get(k) === rec) this.#pods.delete(k);
+  }
+
+  /**
+   * Stops `running` containers of the pod as the kubelet kills them: the main containers
+   * together, then the sidecars one by one in reverse order (see {@link stopOrder}); each runs
+   * its preStop hook first (a failure is a FailedPreStopHook Event), within the grace period
+   * that all of them share, and gets what is left of it (at least 2 s) to stop.
+   */
+  async #stopContainers(
+    rec: PodRecord,
+    pod: V1Pod,
+    running: readonly { readonly id: string; readonly name: string }[],
+    graceSeconds: number,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const began = Date.now();
+    const specs = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
+    const byName = new Map(running.map((c) => [c.name, c]));
+    for (const group of stopOrder(
+      pod,
+      running.map((c) => c.name),
+    )) {
+      await Promise.all(
+        group.flatMap((name) => {
+          const c = byName.get(name);
+          return c ? [this.#stopOne(rec, pod, specs, c, graceSeconds, began, signal)] : [];
+        }),
+      );
+    }
+  }
+
+  async #stopOne(
+    rec: PodRecord,
+    pod: V1Pod,
+    specs: readonly V1Container[],
+    c: { readonly id: string; readonly name: string },
+    graceSeconds: number,
+    began: number,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const spec = specs.find((s) => s.name === c.name);
+    const hook = spec?.lifecycle?.preStop;
+    if (spec && hook && graceSeconds > 0) {
+      const leftMs = graceSeconds * 1000 - (Date.now() - began);
+      await runHook(hook, spec, this.#hookRuntime(rec, c.id), Math.max(1, leftMs), signal).catch(
+        (err: unknown) => {
+          if (signal.aborted) throw err;
+          this.#log.warn(
+            { pod: podKeyOf(pod), container: c.name, err: errorMessage(err) },
+            'preStop hook failed',
+          );
+          // As the kubelet: the reason stays out of the event, it could show secrets.
+          this.#event(pod, {
+            type: 'Warning',
+            reason: 'FailedPreStopHook',
+            message: 'PreStopHook failed',
+          });
+        },
+      );
+    }
+    const timeout = stopTimeoutSeconds(graceSeconds, Date.now() - began);
+    await this.#cri.runtime(
+      'StopContainer',
+      { container_id: c.id, timeout: String(timeout) },
+      signal,
+      (timeout + 30) * 1000,
+    );
+  }
+
+  /** The running containers of the pod as the provider last saw them, sidecars included. */
+  #runningContainers(rec: PodRecord): { id: string; name: string }[] {
+    return [...rec.containers.entries()].flatMap(([name, r]) =>
+      r.current && r.status?.state === 'CONTAINER_RUNNING' ? [{ id: r.current.id, name }] : [],
+    );
+  }
+
+  #hookRuntime(rec: PodRecord, containerId: string): HookRuntime {
+    return {
+      podIP: rec.podIP ?? this.#o.nodeIP,
+      exec: async (command, timeoutSeconds, signal) => {
+        const res = await this.#cri.runtime<{ stdout: Buffer; stderr: Buffer; exit_code: number }>(
+          'ExecSync',
+          { container_id: containerId, cmd: [...command], timeout: String(timeoutSeconds) },
+          signal,
+          // No deadline of its own without a timeout: the hook's signal ends it.
+          timeoutSeconds > 0 ? timeoutSeconds * 1000 + 5000 : 2_000_000_000,
+        );
+        const output = Buffer.concat([res.stdout, res.stderr])
+          .subarray(0, MAX_PROBE_OUTPUT_BYTES)
+          .toString();
+        return { exitCode: res.exit_code, output };
+      },
+    };
   }
 
   getPod(namespace: string, name: string): Promise<V1Pod | undefined> {
@@ -912,7 +1017,10 @@ export class CriProvider {
     const interval = this.#o.config.syncIntervalMs ?? 1000;
     while (!aborted()) {
       try {
-        await this.#sync(rec, signal);
+        const deadline = deadlineAt(rec.pod, rec.startTime);
+        if (rec.deadline !== undefined || (deadline !== undefined && Date.now() >= deadline))
+          await this.#deadlineExceeded(rec, signal);
+        else await this.#sync(rec, signal);
       } catch (err) {
         if (aborted()) return;
         this.#log.warn({ pod: podKeyOf(rec.pod), err: errorMessage(err) }, 'pod sync failed');
@@ -925,6 +1033,33 @@ export class CriProvider {
       }
       await delay(interval, undefined, { signal }).catch(() => undefined);
     }
+  }
+
+  /**
+   * Past `activeDeadlineSeconds` (from the pod's start; an update that shortens it counts): as
+   * the kubelet, a DeadlineExceeded Event, every container stopped (preStop hooks, grace
+   * period), then the pod Failed with reason DeadlineExceeded. Nothing is started again.
+   */
+  async #deadlineExceeded(rec: PodRecord, signal: AbortSignal): Promise<void> {
+    if (rec.deadline === 'stopped') return;
+    if (rec.deadline === undefined) {
+      rec.deadline = 'stopping';
+      this.#log.info(
+        { pod: podKeyOf(rec.pod), activeDeadlineSeconds: rec.pod.spec?.activeDeadlineSeconds },
+        'active deadline exceeded: stopping the pod',
+      );
+      this.#event(rec.pod, { type: 'Warning', reason: DEADLINE_REASON, message: DEADLINE_MESSAGE });
+    }
+    await this.#refresh(rec, signal);
+    await this.#stopContainers(
+      rec,
+      rec.pod,
+      this.#runningContainers(rec),
+      this.#grace(rec.pod),
+      signal,
+    );
+    await this.#refresh(rec, signal);
+    rec.deadline = 'stopped';
   }
 
   /** Pushes the pod's status when it changed; returns it. */
@@ -940,9 +1075,13 @@ export class CriProvider {
   /** Starts a prober per running container with probes (a new one per container ID). */
   #syncProbes(rec: PodRecord): void {
     const running = [];
-    for (const c of rec.pod.spec?.containers ?? []) {
+    const spec = rec.pod.spec;
+    for (const c of [
+      ...(spec?.initContainers ?? []).filter(isSidecar),
+      ...(spec?.containers ?? []),
+    ]) {
       const r = rec.containers.get(c.name);
-      if (r?.current && r.status?.state === 'CONTAINER_RUNNING')
+      if (r?.current && r.status?.state === 'CONTAINER_RUNNING' && !r.postStarting)
         running.push({
           name: c.name,
           instance: r.current.id,
@@ -999,19 +1138,122 @@ export class CriProvider {
     const policy = spec.restartPolicy ?? 'Always';
     // Before the init containers, as the kubelet: a pod stuck in an init container can be debugged.
     await this.#startEphemeral(rec, sandbox, signal);
-    for (const c of spec.initContainers ?? []) {
+    const inits = spec.initContainers ?? [];
+    const initialized = await this.#syncInits(rec, sandbox, inits, policy, signal);
+    if (initialized) await this.#syncMains(rec, sandbox, spec.containers, policy, signal);
+    if (!rec.ending && this.#mainsEnded(rec, policy)) rec.ending = true;
+    if (rec.ending) {
+      // The pod ends: what still runs (its sidecars) stops, after the main containers.
+      await this.#refresh(rec, signal);
+      await this.#stopContainers(
+        rec,
+        rec.pod,
+        this.#runningContainers(rec),
+        this.#grace(rec.pod),
+        signal,
+      );
+      await this.#refresh(rec, signal);
+    }
+  }
+
+  /**
+   * Whether the pod's containers are done for good, so its sidecars stop: a failed init
+   * container of a `Never` pod, or main containers that all exited and are not restarted.
+   */
+  #mainsEnded(rec: PodRecord, policy: string): boolean {
+    if (policy === 'Always') return false;
+    const spec = rec.pod.spec ?? { containers: [] };
+    const exit = (name: string): number | undefined => {
+      const st = rec.containers.get(name)?.status;
+      return st?.state === 'CONTAINER_EXITED' ? Number(st.exit_code) : undefined;
+    };
+    if (
+      policy === 'Never' &&
+      (spec.initContainers ?? []).some((c) => {
+        const code = exit(c.name);
+        return !isSidecar(c) && code !== undefined && code !== 0;
+      })
+    )
+      return true;
+    return (
+      spec.containers.length > 0 &&
+      spec.containers.every((c) => {
+        const code = exit(c.name);
+        return code !== undefined && (policy === 'Never' || code === 0);
+      })
+    );
+  }
+
+  /**
+   * Runs the init containers in order; true once the pod is initialized. A regular one must
+   * exit 0 before the next starts. A sidecar (`restartPolicy: Always`) lets the next one start
+   * once it runs and its startup probe succeeded; it is restarted whenever it exits, whatever
+   * the pod's restart policy, until the pod ends.
+   */
+  async #syncInits(
+    rec: PodRecord,
+    sandbox: string,
+    inits: readonly V1Container[],
+    policy: string,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    // Once the regular init containers are done, a sidecar's restarts hold nothing up.
+    const done = inits.every(
+      (c) =>
+        isSidecar(c) ||
+        (rec.containers.get(c.name)?.status?.state === 'CONTAINER_EXITED' &&
+          Number(rec.containers.get(c.name)?.status?.exit_code) === 0),
+    );
+    for (const c of inits) {
       const r = this.#record(rec, c.name);
       const state = r.status?.state;
+      if (isSidecar(c)) {
+        if (rec.ending) continue;
+        if (state === 'CONTAINER_RUNNING') {
+          const started =
+            this.#probes.state(rec.pod, c.name, r.current?.id)?.started ?? !r.postStarting;
+          if (started || done) continue;
+          return false;
+        }
+        if (state === 'CONTAINER_CREATED') {
+          if (done) continue;
+          return false;
+        }
+        const waits =
+          state === 'CONTAINER_EXITED'
+            ? !this.#backoffOver(rec, c, r)
+            : r.backoffUntil !== undefined && Date.now() < r.backoffUntil;
+        if (!waits)
+          await this.#start(rec, sandbox, c, r, signal).catch((err: unknown) => {
+            if (signal.aborted) throw err;
+            this.#log.warn(
+              { pod: podKeyOf(rec.pod), container: c.name, err: errorMessage(err) },
+              'start failed',
+            );
+          });
+        if (done) continue;
+        return false;
+      }
       if (state === 'CONTAINER_EXITED' && Number(r.status?.exit_code) === 0) continue;
-      if (state === 'CONTAINER_RUNNING' || state === 'CONTAINER_CREATED') return;
+      if (state === 'CONTAINER_RUNNING' || state === 'CONTAINER_CREATED') return false;
       if (state === 'CONTAINER_EXITED') {
-        if (policy === 'Never') return;
-        if (!this.#backoffOver(rec, c, r)) return;
+        if (policy === 'Never') return false;
+        if (!this.#backoffOver(rec, c, r)) return false;
       }
       await this.#start(rec, sandbox, c, r, signal);
-      return;
+      return false;
     }
-    for (const c of spec.containers) {
+    return true;
+  }
+
+  async #syncMains(
+    rec: PodRecord,
+    sandbox: string,
+    containers: readonly V1Container[],
+    policy: string,
+    signal: AbortSignal,
+  ): Promise<void> {
+    for (const c of containers) {
       const r = this.#record(rec, c.name);
       const state = r.status?.state;
       if (state === 'CONTAINER_RUNNING' || state === 'CONTAINER_CREATED') {
@@ -1259,6 +1501,8 @@ export class CriProvider {
       reason: 'Started',
       message: `Started container ${c.name}`,
     });
+    const hook = c.lifecycle?.postStart;
+    if (hook) await this.#postStart(rec, c, r, hook, created.container_id, signal);
     await this.#refresh(rec, signal);
   }
 
@@ -1275,6 +1519,54 @@ export class CriProvider {
       signal,
     );
     return runAsNonRootError(pod, c, imageUserOf(st.image));
+  }
+
+  /**
+   * Runs the container's postStart hook, as the kubelet right after StartContainer: the
+   * container counts as created (not running, not started) until it returns, and the next
+   * container waits for it. A failed hook is a FailedPostStartHook Event and the container is
+   * killed (preStop, grace period); its restart policy applies then.
+   */
+  async #postStart(
+    rec: PodRecord,
+    c: V1Container,
+    r: ContainerRecord,
+    hook: NonNullable<NonNullable<V1Container['lifecycle']>['postStart']>,
+    id: string,
+    signal: AbortSignal,
+  ): Promise<void> {
+    r.postStarting = true;
+    try {
+      await runHook(hook, c, this.#hookRuntime(rec, id), undefined, signal);
+    } catch (err) {
+      if (signal.aborted) throw err;
+      this.#log.warn(
+        { pod: podKeyOf(rec.pod), container: c.name, err: errorMessage(err) },
+        'postStart hook failed',
+      );
+      // As the kubelet: the reason stays out of the event, it could show secrets.
+      this.#event(rec.pod, {
+        type: 'Warning',
+        reason: 'FailedPostStartHook',
+        message: 'PostStartHook failed',
+      });
+      await this.#stopContainers(
+        rec,
+        rec.pod,
+        [{ id, name: c.name }],
+        this.#grace(rec.pod),
+        signal,
+      );
+    } finally {
+      r.postStarting = false;
+    }
+  }
+
+  /** The pod's termination grace period (seconds). */
+  #grace(pod: V1Pod): number {
+    return (
+      pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30
+    );
   }
 
   #containerConfig(rec: PodRecord, c: V1Container, attempt: number): Message {
@@ -1357,7 +1649,7 @@ export class CriProvider {
       ...(r?.current ? { containerID: `containerd://${r.current.id}` } : {}),
       ...(r?.lastTerminated ? { lastState: r.lastTerminated } : {}),
     };
-    const st = r?.status;
+    const st = r?.postStarting ? undefined : r?.status;
     if (r?.waiting) return { ...base, ready: false, started: false, state: { waiting: r.waiting } };
     if (st?.state === 'CONTAINER_RUNNING') {
       const probed = init ? undefined : this.#probes.state(rec.pod, c.name, r?.current?.id);
@@ -1381,9 +1673,13 @@ export class CriProvider {
   #status(rec: PodRecord): V1PodStatus {
     const spec = rec.pod.spec ?? { containers: [] };
     const policy = spec.restartPolicy ?? 'Always';
-    const inits = (spec.initContainers ?? []).map((c) =>
-      this.#containerStatus(rec, c, rec.containers.get(c.name), true),
+    const initSpecs = spec.initContainers ?? [];
+    // Sidecars are reported as main containers are (started, ready by their probes).
+    const inits = initSpecs.map((c) =>
+      this.#containerStatus(rec, c, rec.containers.get(c.name), !isSidecar(c)),
     );
+    const sidecars = inits.filter((_, i) => isSidecar(initSpecs[i] ?? { name: '' }));
+    const regular = inits.filter((_, i) => !isSidecar(initSpecs[i] ?? { name: '' }));
     const mains = spec.containers.map((c) =>
       this.#containerStatus(rec, c, rec.containers.get(c.name), false),
     );
@@ -1394,8 +1690,11 @@ export class CriProvider {
     );
     const initFailed =
       policy === 'Never' &&
-      inits.some((s) => s.state?.terminated && s.state.terminated.exitCode !== 0);
-    const initialized = inits.every((s) => s.state?.terminated?.exitCode === 0);
+      regular.some((s) => s.state?.terminated && s.state.terminated.exitCode !== 0);
+    // A sidecar initializes once started; its later exits and restarts do not undo that.
+    const initialized =
+      regular.every((s) => s.state?.terminated?.exitCode === 0) &&
+      sidecars.every((s) => s.started === true || s.restartCount > 0 || rec.ending === true);
     const terminated = mains.flatMap((s) => (s.state?.terminated ? [s.state.terminated] : []));
     const allDone = mains.length > 0 && terminated.length === mains.length;
     let phase = 'Pending';
@@ -1407,7 +1706,11 @@ export class CriProvider {
       phase = 'Succeeded';
     else if (mains.some((s) => s.state?.running || s.state?.terminated || s.lastState))
       phase = 'Running';
-    const ready = initialized && mains.every((s) => s.ready);
+    // The pod ends only once its sidecars have stopped (see #endSidecars).
+    if ((phase === 'Succeeded' || phase === 'Failed') && sidecars.some((s) => s.state?.running))
+      phase = initialized ? 'Running' : 'Pending';
+    if (rec.deadline === 'stopped') phase = 'Failed';
+    const ready = initialized && mains.every((s) => s.ready) && sidecars.every((s) => s.ready);
     const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
     const cond = (type: string, ok: boolean): V1PodCondition => {
       const old = rec.status?.conditions?.find((c) => c.type === type);
@@ -1420,6 +1723,7 @@ export class CriProvider {
     };
     return {
       phase,
+      ...(rec.deadline === 'stopped' ? { reason: DEADLINE_REASON, message: DEADLINE_MESSAGE } : {}),
       conditions: [
         cond('PodReadyToStartContainers', rec.sandboxId !== undefined),
         cond('Initialized', initialized),
