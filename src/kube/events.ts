@@ -12,7 +12,11 @@ export interface EventRecorderOptions {
   readonly component?: string;
   /** `source.host`: the node name. */
   readonly host: string;
-  /** Repeats of one event within this window raise its count instead of adding one. Default: 600 000 ms. */
+  /**
+   * Repeats of one event within this window raise its count instead of adding one. Default:
+   * 600 000 ms. The events counted so are the last {@link MAX_SEEN} (the kubelet's correlator
+   * keeps as many): an event that fell out is written anew.
+   */
   readonly aggregateWindowMs?: number;
   /**
    * Events written per second, with bursts up to `burst`, apart from the client's own limit
@@ -22,6 +26,14 @@ export interface EventRecorderOptions {
   readonly burst?: number;
   readonly logger?: Logger;
 }
+
+/**
+ * How many distinct events are remembered for counting repeats, least recently used out first:
+ * the kubelet's event correlator keeps an LRU cache of this size. Bounds the recorder's memory
+ * under any churn (10 pods a second with four events each would otherwise keep 24 000 for the
+ * 10-minute window).
+ */
+export const MAX_SEEN = 4096;
 
 interface Seen {
   name: string;
@@ -52,7 +64,6 @@ export class EventRecorder {
   #writers = 0;
   #dropped = 0;
   #idle: (() => void)[] = [];
-  #lastPrune = 0;
   readonly #bucket: TokenBucket | undefined;
   readonly #closed = new AbortController();
 
@@ -149,9 +160,11 @@ export class EventRecorder {
     const now = Date.now();
     const nowIso = new Date(now).toISOString();
     const window = this.#o.aggregateWindowMs ?? 600_000;
-    this.#prune(now, window);
     const seen = this.#seen.get(key);
     if (seen && now - seen.last < window) {
+      // Most recently used last: the least recently used goes first when the cache is full.
+      this.#seen.delete(key);
+      this.#seen.set(key, seen);
       seen.count++;
       seen.last = now;
       try {
@@ -196,12 +209,11 @@ export class EventRecorder {
       this.#closed.signal,
       true,
     );
+    this.#seen.delete(key);
     this.#seen.set(key, { name, namespace, count: 1, last: now });
-  }
-
-  #prune(now: number, window: number): void {
-    if (this.#seen.size < 4096 || now - this.#lastPrune < 10_000) return;
-    this.#lastPrune = now;
-    for (const [k, s] of this.#seen) if (now - s.last >= window) this.#seen.delete(k);
+    if (this.#seen.size > MAX_SEEN) {
+      const oldest = this.#seen.keys().next();
+      if (!oldest.done) this.#seen.delete(oldest.value);
+    }
   }
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import type { KubeClient } from '../../../src/kube/client.js';
-import { EventRecorder } from '../../../src/kube/events.js';
+import { EventRecorder, MAX_SEEN } from '../../../src/kube/events.js';
 import { localApi } from '../../helpers/local-api.js';
 import { waitFor } from '../../helpers/wait.js';
 
@@ -69,5 +69,40 @@ test('the same event recorded twice at once is one Event counted twice, never tw
     ['POST', 'PATCH'],
   );
   assert.equal((JSON.parse(requests[1]?.body ?? '{}') as { count?: number }).count, 2);
+  events.close();
+});
+
+test('repeats are counted for the last 4096 distinct events; an older one is written anew', async (t) => {
+  const methods: string[] = [];
+  const { client } = await localApi(t, (req, res) => {
+    req.resume();
+    req.on('end', () => {
+      methods.push(req.method ?? '');
+      res.writeHead(req.method === 'POST' ? 201 : 200, { 'content-type': 'application/json' });
+      res.end('{}');
+    });
+  });
+  const events = new EventRecorder({ client, host: 'n', qps: 0 });
+  const write = async (i: number): Promise<void> => {
+    events.record(pod(i), 'Normal', 'R', 'm');
+    await events.flush();
+  };
+  await write(0);
+  await write(1);
+  // Still remembered: counted on the Event it wrote.
+  await write(0);
+  assert.deepEqual(methods, ['POST', 'POST', 'PATCH']);
+  // 0 was used after 1: once MAX_SEEN others come, 1 falls out first, then 0.
+  // In batches: the recorder queues at most 1 000.
+  for (let i = 2; i < 2 + MAX_SEEN - 1; i++) {
+    events.record(pod(i), 'Normal', 'R', 'm');
+    if (i % 500 === 0) await events.flush(30_000);
+  }
+  await events.flush();
+  assert.equal(methods.length, 3 + MAX_SEEN - 1, 'every other event written');
+  methods.length = 0;
+  await write(0);
+  await write(1);
+  assert.deepEqual(methods, ['PATCH', 'POST'], '0 still counted, 1 written anew');
   events.close();
 });
