@@ -109,22 +109,38 @@ interface Entry {
   recreating: boolean;
 }
 
+/**
+ * A denial by an admission webhook (`admission webhook "<name>" denied the request`) or a
+ * ValidatingAdmissionPolicy (`ValidatingAdmissionPolicy '<name>' ... denied request`), under
+ * whatever status the webhook or the policy chose (a webhook's default is 400, a policy's 422).
+ */
+const ADMISSION_DENIAL =
+  /(?:^|: )admission webhook "[^"]*" denied the request|ValidatingAdmissionPolicy '[^']*'(?: with binding '[^']*')? denied request/;
+/**
+ * An admission webhook the API server could not ask (down, timed out, a bad answer) under
+ * `failurePolicy: Fail`: a 500 `Internal error occurred: failed calling webhook "<name>"`.
+ */
+const WEBHOOK_UNREACHABLE = /failed calling webhook "/;
+
 /** A remote refusal, mapped to the contract's codes with a message people can act on. */
 export function refusalOf(err: unknown, what: string): VirtualKubeletError {
   if (!(err instanceof ApiError))
     return isVirtualKubeletError(err)
       ? new VirtualKubeletError(err.code, `${what}: ${err.message}`, { cause: err })
       : unavailable(`${what}: ${errorMessage(err)}`, err);
-  const detail = `${what}: the remote cluster answered ${String(err.status)} ${err.reason}: ${err.message}`;
+  const answered = err.reason ? `${String(err.status)} ${err.reason}` : String(err.status);
+  const detail = `${what}: the remote cluster answered ${answered}: ${err.message}`;
+  // An admission webhook or policy said no to this pod, and asking again gets the same answer;
+  // unless it chose 429 or a 5xx, its own way of saying "later".
+  if (ADMISSION_DENIAL.test(err.message))
+    return err.status === 429 || err.status >= 500
+      ? unavailable(detail, err)
+      : permanent(detail, err);
+  // The webhook may answer once it is back.
+  if (WEBHOOK_UNREACHABLE.test(err.message)) return unavailable(detail, err);
   if (err.status === 403 && /exceeded quota|forbidden: exceeded/i.test(err.message))
     // Quota frees up when other pods end: retried with backoff.
     return unavailable(detail, err);
-  // An admission webhook or a ValidatingAdmissionPolicy said no: asking again gets the same.
-  if (
-    err.status === 403 &&
-    /admission webhook .* denied|ValidatingAdmissionPolicy .* denied request/i.test(err.message)
-  )
-    return permanent(detail, err);
   if (err.status === 400 || err.status === 422) return invalidInput(detail, err);
   if (err.status === 403 || err.status === 401) return unavailable(detail, err);
   return new VirtualKubeletError(errorCode(err), detail, { cause: err });

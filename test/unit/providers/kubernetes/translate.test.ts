@@ -359,6 +359,79 @@ test('remote refusals map to the contract codes: quota retried, invalid and webh
   assert.equal(errorCode(refusalOf(new Error('ECONNREFUSED'), 'c')), 'Unavailable');
 });
 
+test('an admission webhook denial is final whatever 4xx the webhook chose, retried under 429 and 5xx', () => {
+  const denied = 'admission webhook "deny.example.com" denied the request: not here';
+  // What the API server answers when the webhook sets no code: 400 and no reason.
+  const plain = refusalOf(new ApiError(400, denied), 'creating the remote pod ns/p');
+  assert.equal(errorCode(plain), 'Permanent');
+  assert.equal(
+    plain.message,
+    `creating the remote pod ns/p: the remote cluster answered 400: ${denied}`,
+  );
+  for (const [status, reason] of [
+    [403, 'Forbidden'],
+    [422, 'Invalid'],
+    [401, 'Unauthorized'],
+    [409, ''],
+  ] as const)
+    assert.equal(
+      errorCode(refusalOf(new ApiError(status, denied, { reason }), 'c')),
+      'Permanent',
+      `${String(status)} ${reason}`,
+    );
+  // Newer API servers put the resource before it.
+  const prefixed = `pods "p" is forbidden: ${denied}`;
+  assert.equal(errorCode(refusalOf(new ApiError(403, prefixed), 'c')), 'Permanent');
+  // A webhook's "later".
+  for (const status of [429, 500, 503])
+    assert.equal(errorCode(refusalOf(new ApiError(status, denied), 'c')), 'Unavailable');
+  // A webhook that could not be asked, under failurePolicy Fail: retried.
+  const unreachable = new ApiError(
+    500,
+    'Internal error occurred: failed calling webhook "deny.example.com": failed to call webhook: Post "https://127.0.0.1:1/validate?timeout=5s": dial tcp 127.0.0.1:1: connect: connection refused',
+    { reason: 'InternalError' },
+  );
+  assert.equal(errorCode(refusalOf(unreachable, 'c')), 'Unavailable');
+  const timedOut = new ApiError(
+    500,
+    'Internal error occurred: failed calling webhook "deny.example.com": failed to call webhook: Post "https://127.0.0.1:1/validate?timeout=1s": context deadline exceeded',
+    { reason: 'InternalError' },
+  );
+  assert.equal(errorCode(refusalOf(timedOut, 'c')), 'Unavailable');
+  // A webhook's message that speaks of quota is still its final answer.
+  const quotaWords = `${denied}: exceeded quota`;
+  assert.equal(
+    errorCode(refusalOf(new ApiError(403, quotaWords, { reason: 'Forbidden' }), 'c')),
+    'Permanent',
+  );
+  // Not a webhook's words: a plain 400 stays invalid input.
+  assert.equal(
+    errorCode(refusalOf(new ApiError(400, 'the webhook said admission webhook'), 'c')),
+    'InvalidInput',
+  );
+});
+
+test('a ValidatingAdmissionPolicy denial is final under each status a policy can give', () => {
+  const denied =
+    "pods \"p\" is forbidden: ValidatingAdmissionPolicy 'no-pods' with binding 'no-pods' denied request: no";
+  for (const [status, reason] of [
+    [422, 'Invalid'],
+    [403, 'Forbidden'],
+    [401, 'Unauthorized'],
+    [413, 'RequestEntityTooLarge'],
+  ] as const)
+    assert.equal(
+      errorCode(refusalOf(new ApiError(status, denied, { reason }), 'c')),
+      'Permanent',
+      `${String(status)} ${reason}`,
+    );
+  const unbound = 'pods "p" is forbidden: ValidatingAdmissionPolicy \'no-pods\' denied request: no';
+  assert.equal(
+    errorCode(refusalOf(new ApiError(422, unbound, { reason: 'Invalid' }), 'c')),
+    'Permanent',
+  );
+});
+
 test('the exit code comes from the closing Status of the remote stream', () => {
   assert.equal(exitCodeOf({ status: 'Success' }), 0);
   assert.equal(
