@@ -3,14 +3,17 @@
  * one this file starts (remote), whose worker is a mock-provider virtual node run in this
  * process with its kubelet API served, so the remote API server can proxy logs and exec to it.
  * The local virtual node runs the kubernetes provider against the remote cluster, as an identity
- * that has only the shipped least-privilege ClusterRole there.
+ * that has only the shipped least-privilege ClusterRole there. The `--nodes` test starts one
+ * more remote cluster of its own, and the admission webhook tests serve the remote API server's
+ * webhook from this process.
  */
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { connect } from 'node:net';
+import { createServer as createHttpsServer } from 'node:https';
+import { connect, type AddressInfo } from 'node:net';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -102,30 +105,35 @@ class WorkerProvider extends MockProvider {
   }
 }
 
-/** The remote cluster's worker: a mock virtual node serving the kubelet API on a free port. */
-async function startRemoteWorker(): Promise<void> {
-  workerName = uniqueNodeName('remote-worker');
+/** A remote cluster's worker: a mock virtual node serving the kubelet API on a free port. */
+interface RemoteWorker {
+  readonly name: string;
+  stop(): Promise<void>;
+}
+
+async function startRemoteWorker(cluster: ClusterInfo): Promise<RemoteWorker> {
+  const name = uniqueNodeName('remote-worker');
   const kc = loadKubeConfig(
     await writeNodeKubeconfig({
-      pkiDir: info.pkiDir,
-      server: info.server,
-      nodeName: workerName,
-      path: join(dir, `node-${workerName}.kubeconfig`),
+      pkiDir: cluster.pkiDir,
+      server: cluster.server,
+      nodeName: name,
+      path: join(dir, `node-${name}.kubeconfig`),
     }),
   );
   const client = await KubeClient.create(kc);
-  const certName = `serving-${workerName}`;
-  await issueCert(info.pkiDir, {
+  const certName = `serving-${name}`;
+  await issueCert(cluster.pkiDir, {
     name: certName,
-    cn: `system:node:${workerName}`,
+    cn: `system:node:${name}`,
     organizations: ['system:nodes'],
     usage: 'server',
-    sans: [...new Set(['IP:127.0.0.1', `IP:${workerIP}`])].concat(`DNS:${workerName}`),
+    sans: [...new Set(['IP:127.0.0.1', `IP:${workerIP}`])].concat(`DNS:${name}`),
   });
-  const provider = new WorkerProvider({ nodeName: workerName, config: {}, notify: true });
+  const provider = new WorkerProvider({ nodeName: name, config: {}, notify: true });
   const node = new VirtualNode({
     client,
-    nodeName: workerName,
+    nodeName: name,
     provider,
     nodeIP: workerIP,
     taints: [{ key: 'virtual-kubelet.io/provider', value: 'mock', effect: 'NoSchedule' }],
@@ -133,23 +141,63 @@ async function startRemoteWorker(): Promise<void> {
     node: { statusUpdateIntervalMs: 2_000, pingIntervalMs: 500, leaseDurationSeconds: 8 },
     pods: { pollIntervalMs: 300, fullResyncPeriodMs: 10_000, maxBackoffMs: 2_000 },
     api: {
-      cert: await readFile(join(info.pkiDir, `${certName}.crt`), 'utf8'),
-      key: await readFile(join(info.pkiDir, `${certName}.key`), 'utf8'),
-      clientCA: await readFile(join(info.pkiDir, 'ca.crt')),
+      cert: await readFile(join(cluster.pkiDir, `${certName}.crt`), 'utf8'),
+      key: await readFile(join(cluster.pkiDir, `${certName}.key`), 'utf8'),
+      clientCA: await readFile(join(cluster.pkiDir, 'ca.crt')),
       port: 0,
       host: workerIP,
-      authorizer: new WebhookAuthorizer({ client, nodeName: workerName }),
+      authorizer: new WebhookAuthorizer({ client, nodeName: name }),
     },
   });
   const controller = new AbortController();
   const running = node.run(controller.signal);
-  cleanups.push(async () => {
+  const stop = async (): Promise<void> => {
     controller.abort();
     await running;
     await provider.close();
     client.close();
-  });
-  await Promise.race([node.whenReady(), running]);
+  };
+  try {
+    await Promise.race([node.whenReady(), running]);
+  } catch (err) {
+    await stop().catch(() => undefined);
+    throw err;
+  }
+  return { name, stop };
+}
+
+/** Gives a remote cluster the shipped least-privilege RBAC of the provider's identity. */
+async function grantOffload(cluster: ClusterInfo): Promise<void> {
+  const rbac = new URL('../../deploy/kubernetes-provider-remote-rbac.yaml', import.meta.url)
+    .pathname;
+  await kubectl(['apply', '-f', rbac], { kubeconfig: cluster.adminKubeconfig });
+}
+
+/**
+ * A kubeconfig of the provider's identity (`virtual-kubelet-offload`, which the shipped RBAC
+ * binds) in a remote cluster, with a certificate of its own named `name`.
+ */
+async function offloadKubeconfigFor(cluster: ClusterInfo, name: string): Promise<string> {
+  await issueCert(cluster.pkiDir, { name, cn: 'virtual-kubelet-offload', usage: 'client' });
+  const path = join(dir, `${name}.kubeconfig`);
+  await writeFile(
+    path,
+    await renderKubeconfig({
+      server: cluster.server,
+      caFile: join(cluster.pkiDir, 'ca.crt'),
+      certFile: join(cluster.pkiDir, `${name}.crt`),
+      keyFile: join(cluster.pkiDir, `${name}.key`),
+      name,
+    }),
+  );
+  return path;
+}
+
+/** An API client of a cluster as its admin. */
+function adminApi<T extends k8s.ApiType>(cluster: ClusterInfo, api: k8s.ApiConstructor<T>): T {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(cluster.adminKubeconfig);
+  return kc.makeApiClient(api);
 }
 
 before(async () => {
@@ -158,25 +206,12 @@ before(async () => {
   await writeFile(join(dir, 'owner.pid'), String(process.pid));
   remote = new DevCluster({ dir, binaries: await ensureBinaries() });
   info = await remote.start();
-  const kc = new k8s.KubeConfig();
-  kc.loadFromFile(info.adminKubeconfig);
-  remoteCore = kc.makeApiClient(k8s.CoreV1Api);
-  await startRemoteWorker();
-  const rbac = new URL('../../deploy/kubernetes-provider-remote-rbac.yaml', import.meta.url)
-    .pathname;
-  await kubectl(['apply', '-f', rbac], { kubeconfig: info.adminKubeconfig });
-  await issueCert(info.pkiDir, { name: 'offload', cn: 'virtual-kubelet-offload', usage: 'client' });
-  offloadKubeconfig = join(dir, 'offload.kubeconfig');
-  await writeFile(
-    offloadKubeconfig,
-    await renderKubeconfig({
-      server: info.server,
-      caFile: join(info.pkiDir, 'ca.crt'),
-      certFile: join(info.pkiDir, 'offload.crt'),
-      keyFile: join(info.pkiDir, 'offload.key'),
-      name: 'offload',
-    }),
-  );
+  remoteCore = adminApi(info, k8s.CoreV1Api);
+  const worker = await startRemoteWorker(info);
+  workerName = worker.name;
+  cleanups.push(() => worker.stop());
+  await grantOffload(info);
+  offloadKubeconfig = await offloadKubeconfigFor(info, 'offload');
 });
 
 after(async () => {
@@ -952,35 +987,292 @@ test('a remote admission policy refusing the pod fails it for good, with the rem
   assert.equal((await remoteCore.listNamespacedPod({ namespace: ns })).items.length, 0);
 });
 
-test('one agent process with --nodes serves two virtual nodes, each offloading with its own kubeconfig and namespaces', async (t) => {
+/** The test webhook's name (a webhook's name has three DNS labels at least). */
+const WEBHOOK = 'deny-refused.virtual-kubelet.test';
+/** What the test webhook says when it denies a pod. */
+const WEBHOOK_MESSAGE = 'pods labelled refused are turned away by the test webhook';
+/** The remote API server's words for the test webhook's denial. */
+const WEBHOOK_DENIAL =
+  /admission webhook "deny-refused\.virtual-kubelet\.test" denied the request: pods labelled refused are turned away by the test webhook/;
+
+interface TestWebhook {
+  /** The names of the pods the remote API server asked about, in order. */
+  readonly reviewed: readonly string[];
+  /** Stops serving: the remote API server's calls find nothing listening. */
+  stop(): Promise<void>;
+  /** Serves again, on the same port. */
+  start(): Promise<void>;
+}
+
+/**
+ * A validating admission webhook of the remote cluster, served by this process: HTTPS on
+ * 127.0.0.1 with a certificate of the remote cluster's CA, answering AdmissionReview v1. With
+ * `deny` it denies pods labelled `refused`, with WEBHOOK_MESSAGE and no status code of its own;
+ * it allows every other pod. Registered (failurePolicy Fail)
+ * for pod creations in the remote namespace `ns` only, so no other test meets it; in force when
+ * this returns. Removed and stopped when the test ends.
+ */
+async function testWebhook(t: TestContext, ns: string, deny: boolean): Promise<TestWebhook> {
+  const certName = `webhook-${ns}`;
+  await issueCert(info.pkiDir, {
+    name: certName,
+    cn: WEBHOOK,
+    usage: 'server',
+    sans: ['IP:127.0.0.1'],
+  });
+  const read = (file: string): Promise<string> => readFile(join(info.pkiDir, file), 'utf8');
+  const [cert, key, ca] = await Promise.all([
+    read(`${certName}.crt`),
+    read(`${certName}.key`),
+    read('ca.crt'),
+  ]);
+  const reviewed: string[] = [];
+  const server = createHttpsServer({ cert, key }, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const review = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+        request?: { uid?: string; object?: k8s.V1Pod };
+      };
+      const pod = review.request?.object;
+      reviewed.push(pod?.metadata?.name ?? '');
+      const denied = deny && pod?.metadata?.labels?.refused !== undefined;
+      res.setHeader('Content-Type', 'application/json');
+      res.end(
+        JSON.stringify({
+          apiVersion: 'admission.k8s.io/v1',
+          kind: 'AdmissionReview',
+          response: {
+            uid: review.request?.uid,
+            allowed: !denied,
+            ...(denied ? { status: { message: WEBHOOK_MESSAGE } } : {}),
+          },
+        }),
+      );
+    });
+  });
+  const listen = async (port: number): Promise<void> => {
+    server.listen(port, '127.0.0.1');
+    await once(server, 'listening');
+  };
+  const stop = async (): Promise<void> => {
+    if (!server.listening) return;
+    const closed = once(server, 'close');
+    server.close();
+    // Also the connections the API server keeps open: its next call finds nothing.
+    server.closeAllConnections();
+    await closed;
+  };
+  await listen(0);
+  const { port } = server.address() as AddressInfo;
+  const hook: TestWebhook = { reviewed, stop, start: () => listen(port) };
+  const admission = adminApi(info, k8s.AdmissionregistrationV1Api);
+  const name = `deny-refused-${ns}`;
+  t.after(async () => {
+    await admission.deleteValidatingWebhookConfiguration({ name }).catch(() => undefined);
+    await stop();
+  });
+  await admission.createValidatingWebhookConfiguration({
+    body: {
+      metadata: { name },
+      webhooks: [
+        {
+          name: WEBHOOK,
+          clientConfig: {
+            url: `https://127.0.0.1:${String(port)}/validate`,
+            caBundle: Buffer.from(ca).toString('base64'),
+          },
+          rules: [
+            {
+              apiGroups: [''],
+              apiVersions: ['v1'],
+              operations: ['CREATE'],
+              resources: ['pods'],
+              scope: 'Namespaced',
+            },
+          ],
+          namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': ns } },
+          failurePolicy: 'Fail',
+          sideEffects: 'None',
+          admissionReviewVersions: ['v1'],
+          timeoutSeconds: 5,
+        },
+      ],
+    },
+  });
+  // In force once the remote API server asks it about a pod (a dry run creates nothing).
+  await waitFor(
+    async () => {
+      await dryRunRefused(ns).catch(() => undefined);
+      return reviewed.includes('probe');
+    },
+    { what: 'the remote API server calling the webhook' },
+  );
+  return hook;
+}
+
+/** A dry-run create of a pod `probe` labelled `refused` in the remote namespace `ns`. */
+function dryRunRefused(ns: string): Promise<k8s.V1Pod> {
+  return remoteCore.createNamespacedPod({
+    namespace: ns,
+    dryRun: 'All',
+    body: {
+      metadata: { name: 'probe', labels: { refused: 'yes' } },
+      spec: { containers: [{ name: 'app', image: 'example.invalid/app:1' }] },
+    },
+  });
+}
+
+test('a remote admission webhook denying the pod fails it for good, with its message in the status and an Event; other pods pass', async (t) => {
+  const { local } = await offloadNode(t);
   const ns = await testNamespace(t, 'kp');
-  const sides = ['east', 'west'] as const;
-  const names = sides.map((side) => uniqueNodeName(`kube-${side}`));
-  // A kubeconfig per node: two identities (certificates) of the user the shipped RBAC binds.
-  const specs: { name: string; provider: string; providerConfig: string; port: number }[] = [];
-  const ports = await freePorts(2);
-  for (const [i, side] of sides.entries()) {
-    const cert = `offload-${side}-${ns}`;
-    await issueCert(info.pkiDir, { name: cert, cn: 'virtual-kubelet-offload', usage: 'client' });
-    const kubeconfig = join(dir, `${cert}.kubeconfig`);
-    await writeFile(
-      kubeconfig,
-      await renderKubeconfig({
-        server: info.server,
-        caFile: join(info.pkiDir, 'ca.crt'),
-        certFile: join(info.pkiDir, `${cert}.crt`),
-        keyFile: join(info.pkiDir, `${cert}.key`),
-        name: cert,
-      }),
+  await remoteNamespaceFor(t, ns);
+  const webhook = await testWebhook(t, ns, true);
+  // The remote API server's answer to a denial without a code of the webhook's own.
+  const answer = await dryRunRefused(ns).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  assert.ok(answer instanceof k8s.ApiException, 'the remote API server refuses the pod');
+  const apiError = answer as k8s.ApiException<unknown>;
+  assert.equal(apiError.code, 400);
+  const status = (
+    typeof apiError.body === 'string' ? JSON.parse(apiError.body) : apiError.body
+  ) as k8s.V1Status;
+  assert.match(status.message ?? '', WEBHOOK_DENIAL);
+
+  const pod = podOn(local.nodeName, 'refused');
+  pod.metadata = { name: 'refused', labels: { refused: 'yes' } };
+  await localCore().createNamespacedPod({ namespace: ns, body: pod });
+  await localCore().createNamespacedPod({ namespace: ns, body: podOn(local.nodeName, 'welcome') });
+  const failed = await waitFor(
+    async () => {
+      const p = await localCore().readNamespacedPod({ name: 'refused', namespace: ns });
+      return p.status?.phase === 'Failed' ? p : undefined;
+    },
+    { what: 'the local pod Failed', timeoutMs: 60_000 },
+  );
+  assert.equal(failed.status?.reason, 'ProviderFailed');
+  assert.match(failed.status?.message ?? '', WEBHOOK_DENIAL);
+  const event = await waitFor(
+    async () =>
+      (await localCore().listNamespacedEvent({ namespace: ns })).items.find(
+        (e) => e.reason === 'RemoteRefused' && e.involvedObject.name === 'refused',
+      ),
+    { what: 'the RemoteRefused Event' },
+  );
+  assert.equal(event.type, 'Warning');
+  assert.match(event.message ?? '', WEBHOOK_DENIAL);
+  assert.ok(webhook.reviewed.includes('refused'), 'the webhook was asked about the pod');
+  // The webhook allows the pod without the label: it runs.
+  const welcome = await runningLocal(ns, 'welcome');
+  assert.ok(webhook.reviewed.includes('welcome'), 'the webhook was asked about the other pod');
+  const names = (await remoteCore.listNamespacedPod({ namespace: ns })).items.map(
+    (p) => p.metadata?.name,
+  );
+  assert.deepEqual(names, ['welcome'], 'only the allowed pod is in the remote cluster');
+  assert.equal(
+    (await remotePodsOf(ns, welcome.metadata?.uid ?? '')).length,
+    1,
+    'the allowed pod is the local one',
+  );
+});
+
+test('a remote admission webhook that cannot be called keeps the pod Pending, retried, until it answers', async (t) => {
+  const { local } = await offloadNode(t);
+  const ns = await testNamespace(t, 'kp');
+  await remoteNamespaceFor(t, ns);
+  const webhook = await testWebhook(t, ns, false);
+  await webhook.stop();
+  await localCore().createNamespacedPod({ namespace: ns, body: podOn(local.nodeName, 'waiting') });
+  const unreachable = /failed calling webhook "deny-refused\.virtual-kubelet\.test"/;
+  const failures = async (): Promise<k8s.CoreV1Event[]> =>
+    (await localCore().listNamespacedEvent({ namespace: ns })).items.filter(
+      (e) => e.reason === 'RemoteCreateFailed' && e.involvedObject.name === 'waiting',
     );
+  const [event] = await waitFor(
+    async () => {
+      const found = await failures();
+      return found.length > 0 ? found : undefined;
+    },
+    { what: 'the RemoteCreateFailed Event', timeoutMs: 60_000 },
+  );
+  assert.equal(event?.type, 'Warning');
+  assert.match(event?.message ?? '', unreachable, 'the remote message');
+  const pending = await waitFor(
+    async () => {
+      const p = await localCore().readNamespacedPod({ name: 'waiting', namespace: ns });
+      return p.status?.reason === 'ProviderFailed' ? p : undefined;
+    },
+    { what: 'the local pod with the refusal in its status' },
+  );
+  assert.equal(pending.status?.phase, 'Pending', 'a webhook that cannot be called is not final');
+  assert.match(pending.status?.message ?? '', unreachable);
+  // Retried: the refusal comes again.
+  await waitFor(async () => (await failures()).reduce((n, e) => n + (e.count ?? 1), 0) >= 2, {
+    what: 'the create tried again',
+    timeoutMs: 60_000,
+  });
+  assert.equal((await remoteCore.listNamespacedPod({ namespace: ns })).items.length, 0);
+  assert.ok(!webhook.reviewed.includes('waiting'), 'the webhook was not reached');
+  await webhook.start();
+  await runningLocal(ns, 'waiting');
+  assert.ok(webhook.reviewed.includes('waiting'), 'the webhook, back, allowed the pod');
+});
+
+/** A remote cluster: its API client as admin, and its worker's name. */
+interface RemoteCluster {
+  readonly info: ClusterInfo;
+  readonly core: k8s.CoreV1Api;
+  readonly workerName: string;
+}
+
+/**
+ * One more remote cluster, for this test only: a control plane of its own (as the file's remote
+ * cluster, without metrics-server), a mock worker, and the shipped RBAC. Its worker stopped, the
+ * control plane stopped and its directory removed when the test ends.
+ */
+async function anotherRemoteCluster(t: TestContext): Promise<RemoteCluster> {
+  const clusterDir = join(dir, `remote-${randomBytes(3).toString('hex')}`);
+  const cluster = new DevCluster({ dir: clusterDir, binaries: await ensureBinaries() });
+  // The worker goes before its control plane.
+  const workers: RemoteWorker[] = [];
+  t.after(async () => {
+    for (const w of workers) await w.stop().catch(() => undefined);
+    await cluster.stop();
+    await rm(clusterDir, { recursive: true, force: true });
+  });
+  const started = await cluster.start();
+  const worker = await startRemoteWorker(started);
+  workers.push(worker);
+  await grantOffload(started);
+  return { info: started, core: adminApi(started, k8s.CoreV1Api), workerName: worker.name };
+}
+
+test('one agent process with --nodes serves three virtual nodes: two offload into one remote cluster, with their own kubeconfigs and namespaces, the third into another', async (t) => {
+  const ns = await testNamespace(t, 'kp');
+  const other = await anotherRemoteCluster(t);
+  const first: RemoteCluster = { info, core: remoteCore, workerName };
+  const targets = [
+    { side: 'east', remote: first },
+    { side: 'west', remote: first },
+    { side: 'far', remote: other },
+  ] as const;
+  const names = targets.map(({ side }) => uniqueNodeName(`kube-${side}`));
+  // A kubeconfig per node, each with a certificate of its own for the user the shipped RBAC
+  // binds: two in the first cluster, one from the other cluster's CA.
+  const specs: { name: string; provider: string; providerConfig: string; port: number }[] = [];
+  const ports = await freePorts(targets.length);
+  for (const [i, { side, remote: r }] of targets.entries()) {
+    const cert = `offload-${side}-${ns}`;
     const providerConfig = join(dir, `${cert}.json`);
     await writeFile(
       providerConfig,
       JSON.stringify({
-        kubeconfig,
+        kubeconfig: await offloadKubeconfigFor(r.info, cert),
         namespaceMapping: 'Prefix',
         namespacePrefix: `${side}-`,
-        nodeSelector: { 'kubernetes.io/hostname': workerName },
+        nodeSelector: { 'kubernetes.io/hostname': r.workerName },
         tolerations: [{ key: 'virtual-kubelet.io/provider', operator: 'Exists' }],
         capacityRefreshSeconds: 1,
       }),
@@ -992,7 +1284,8 @@ test('one agent process with --nodes serves two virtual nodes, each offloading w
       port: ports[i] ?? 0,
     });
   }
-  for (const side of sides)
+  // The other cluster goes as a whole; the first keeps running for the other tests.
+  for (const { side } of targets.filter((x) => x.remote === first))
     t.after(() =>
       remoteCore.deleteNamespace({ name: `${side}-${ns}` }).then(
         () => undefined,
@@ -1029,24 +1322,32 @@ test('one agent process with --nodes serves two virtual nodes, each offloading w
   }
   for (const [i, name] of names.entries())
     await localCore().createNamespacedPod({ namespace: ns, body: podOn(name, `pod-${String(i)}`) });
-  for (const [i, side] of sides.entries()) {
+  for (const [i, { side, remote: r }] of targets.entries()) {
     const p = await runningLocal(ns, `pod-${String(i)}`);
-    const [copy, ...more] = await remotePodsOf(`${side}-${ns}`, p.metadata?.uid ?? '');
+    const copies = await r.core.listNamespacedPod({
+      namespace: `${side}-${ns}`,
+      labelSelector: `${ORIGIN_UID}=${p.metadata?.uid ?? ''}`,
+    });
+    const [copy, ...more] = copies.items;
     assert.ok(copy, `the pod of ${side} in the remote namespace ${side}-${ns}`);
     assert.equal(more.length, 0);
     assert.equal(copy.metadata?.labels?.['virtual-kubelet.io/origin-node'], names[i]);
-    assert.equal(copy.spec?.nodeName, workerName);
+    assert.equal(copy.spec?.nodeName, r.workerName, `scheduled on the worker of ${side}'s cluster`);
     assert.equal(p.status?.podIP, copy.status?.podIP);
   }
-  // Each node reports only its own pod.
-  for (const [i, side] of sides.entries()) {
-    const other = sides[1 - i] ?? '';
-    const theirs = await remoteCore.listNamespacedPod({ namespace: `${other}-${ns}` });
-    assert.ok(
-      theirs.items.every(
-        (p) => p.metadata?.labels?.['virtual-kubelet.io/origin-node'] !== names[i],
-      ),
-      `nothing of ${side} in ${other}-${ns}`,
-    );
-  }
+  // Each node's pod is in its own cluster and namespace only: nothing of it anywhere else.
+  for (const [i, { side, remote: r }] of targets.entries())
+    for (const [where, c] of [
+      ['the first', first],
+      ['the other', other],
+    ] as const) {
+      const found = await c.core.listPodForAllNamespaces({
+        labelSelector: `virtual-kubelet.io/origin-node=${names[i] ?? ''}`,
+      });
+      assert.deepEqual(
+        found.items.map((p) => `${p.metadata?.namespace ?? ''}/${p.metadata?.name ?? ''}`),
+        c === r ? [`${side}-${ns}/pod-${String(i)}`] : [],
+        `the pods of ${side} in ${where} remote cluster`,
+      );
+    }
 });
