@@ -15,7 +15,13 @@ export interface PodObject {
     readonly resourceVersion?: string;
     readonly deletionTimestamp?: string;
   };
-  readonly status?: { readonly phase?: string };
+  readonly status?: {
+    readonly phase?: string;
+    readonly containerStatuses?: readonly {
+      readonly name: string;
+      readonly restartCount?: number;
+    }[];
+  };
 }
 
 export interface PodListObject {
@@ -25,12 +31,14 @@ export interface PodListObject {
 
 /**
  * Follows the pods of one namespace through a watch (relisting if it breaks): when each was
- * first seen Running, and which are gone.
+ * first seen Running, which are gone, and (with `mark`) when each was first seen to hold `mark`.
  */
 export class PodTracker {
   readonly #client: KubeClient;
   readonly #path: string;
+  readonly #mark: ((pod: PodObject) => boolean) | undefined;
   readonly #runningAt = new Map<string, number>();
+  readonly #markedAt = new Map<string, number>();
   readonly #phases = new Map<string, string>();
   readonly #gone = new Set<string>();
   /** MODIFIED events seen: every write to a pod, by anyone. */
@@ -39,9 +47,14 @@ export class PodTracker {
   #loop: Promise<void> | undefined;
   readonly #stop = new AbortController();
 
-  constructor(client: KubeClient, namespace: string) {
+  constructor(
+    client: KubeClient,
+    namespace: string,
+    options: { readonly mark?: (pod: PodObject) => boolean } = {},
+  ) {
     this.#client = client;
     this.#path = `/api/v1/namespaces/${namespace}/pods`;
+    this.#mark = options.mark;
   }
 
   get running(): number {
@@ -54,6 +67,16 @@ export class PodTracker {
 
   runningAt(name: string): number | undefined {
     return this.#runningAt.get(name);
+  }
+
+  /** Pods seen holding `mark`. */
+  get marked(): number {
+    return this.#markedAt.size;
+  }
+
+  /** When the pod was first seen holding `mark`. */
+  markedAt(name: string): number | undefined {
+    return this.#markedAt.get(name);
   }
 
   /** Counts of the phases last seen, for failure messages. */
@@ -108,6 +131,7 @@ export class PodTracker {
     this.#phases.set(name, pod.metadata.deletionTimestamp ? `${phase}+deleting` : phase);
     if (phase === 'Running' && !this.#runningAt.has(name))
       this.#runningAt.set(name, performance.now());
+    if (this.#mark?.(pod) && !this.#markedAt.has(name)) this.#markedAt.set(name, performance.now());
   }
 
   async #watch(resourceVersion: string): Promise<void> {

@@ -1,8 +1,8 @@
 // The frame every agent-comparing scenario runs in: Ctrl-C handling, the control plane and the
-// peers built (or, for a smoke, only found), one dev cluster in a temporary directory, an admin
-// client without a rate limit, a serving certificate for the agents; all of it stopped and
-// removed at the end however the scenario ends (the directory is kept when a run failed, for its
-// logs).
+// peers built (or, for a smoke, only found), one dev cluster in a temporary directory (and a
+// second, remote one for the kubernetes provider), an admin client of each without a rate limit,
+// a serving certificate for the agents; all of it stopped and removed at the end however the
+// scenario ends (the directory is kept when a run failed, for its logs).
 import { setMaxListeners } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -45,6 +45,11 @@ export interface HarnessOptions {
    * Default: false.
    */
   readonly runtime?: boolean;
+  /**
+   * Also start a second dev cluster (the remote one, in `<dir>/remote`) with an admin client of
+   * it, for the kubernetes provider's scenarios. Default: false.
+   */
+  readonly remote?: boolean;
 }
 
 export interface Harness {
@@ -171,6 +176,7 @@ export async function withHarness<T>(
   let dir: string | undefined;
   let cluster: DevCluster | undefined;
   let runtime: DevRuntime | undefined;
+  let remote: DevCluster | undefined;
   const kept = { logs: false };
   try {
     const binaries = await ensureBinaries({ progress: say, signal: stop.signal });
@@ -219,14 +225,31 @@ export async function withHarness<T>(
       runtimeInfo = await runtime.start(stop.signal);
       await pullImage(runtimeInfo.runtimeEndpoint, runtimeInfo.images.pause);
     }
-    const kc = loadKubeConfig(info.adminKubeconfig);
-    const client = await KubeClient.create(kc, {
-      qps: 1e6,
-      burst: 1e6,
-      maxSockets: options.concurrency * 2 + 8,
-      userAgent: 'vk-bench',
-    });
+    let remoteInfo: ClusterInfo | undefined;
+    if (options.remote) {
+      remote = new DevCluster({
+        dir: join(dir, 'remote'),
+        binaries,
+        log: (line) => {
+          say(`remote: ${line}`);
+        },
+        onComponentExit: (c, code, sig) => {
+          say(`remote ${c} exited (${sig ?? `code ${String(code)}`}) during the benchmark`);
+        },
+      });
+      remoteInfo = await remote.start(stop.signal);
+    }
+    const adminClient = (path: string): Promise<KubeClient> =>
+      KubeClient.create(loadKubeConfig(path), {
+        qps: 1e6,
+        burst: 1e6,
+        maxSockets: options.concurrency * 2 + 8,
+        userAgent: 'vk-bench',
+      });
+    const client = await adminClient(info.adminKubeconfig);
+    let remoteClient: KubeClient | undefined;
     try {
+      if (remoteInfo) remoteClient = await adminClient(remoteInfo.adminKubeconfig);
       await issueCert(info.pkiDir, {
         name: 'bench-serving',
         cn: 'vk-bench-kubelet',
@@ -244,6 +267,9 @@ export async function withHarness<T>(
         podCapacity: options.podCapacity,
         say,
         ...(runtimeInfo ? { runtime: runtimeInfo, podImage: runtimeInfo.images.pause } : {}),
+        ...(remoteInfo && remoteClient
+          ? { remote: { info: remoteInfo, client: remoteClient } }
+          : {}),
       };
       return await body({
         ctx,
@@ -256,9 +282,11 @@ export async function withHarness<T>(
       });
     } finally {
       client.close();
+      remoteClient?.close();
     }
   } finally {
     await runtime?.stop();
+    await remote?.stop();
     await cluster?.stop();
     if (dir) {
       if (kept.logs) {

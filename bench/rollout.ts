@@ -10,6 +10,8 @@
 //     (what tracing costs: DIR is a built checkout of an earlier commit; ours-traced sends every
 //     span over OTLP/HTTP to a sink in the harness)
 //   npm run bench -- rollout --provider process [--process-network cni|host|both] --n 200
+//   npm run bench -- rollout --provider kubernetes [--n 1000] [--change-rate 50]
+//     (offloaded to a second cluster against the same pods created there directly: offload.ts)
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { stat } from 'node:fs/promises';
@@ -39,6 +41,7 @@ import {
   withHarness,
 } from './harness.js';
 import { networkCost, networkCostTable, type NetworkFigures } from './network-cost.js';
+import { offloadRollout } from './offload.js';
 import { cpuSeconds, peakRssBytes } from './proc.js';
 import {
   type AgentHandle,
@@ -426,7 +429,20 @@ export function ratios(
   return out;
 }
 
+/** `--provider` as given (`--provider x` or `--provider=x`), before the options are parsed. */
+export function providerArgument(argv: readonly string[]): string | undefined {
+  let provider: string | undefined;
+  for (const [i, arg] of argv.entries()) {
+    if (arg === '--') break;
+    if (arg === '--provider') provider = argv[i + 1];
+    else if (arg.startsWith('--provider=')) provider = arg.slice('--provider='.length);
+  }
+  return provider;
+}
+
 export async function rollout(argv: string[]): Promise<number> {
+  // The kubernetes provider's rollout runs two clusters and has options of its own.
+  if (providerArgument(argv) === 'kubernetes') return offloadRollout(argv);
   const { values } = parseArgs({
     args: argv,
     allowPositionals: true,

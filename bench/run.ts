@@ -4,7 +4,9 @@
 //             API server, ours with the mock or process provider (bench/streams.ts); `exec` and
 //             `logs` run one of them.
 //   rollout   N pods bound to one node, create to all Running, then delete to all gone, for our
-//             agent, the Go virtual-kubelet, kwok and the ideal `limit` agent (bench/rollout.ts).
+//             agent, the Go virtual-kubelet, kwok and the ideal `limit` agent (bench/rollout.ts);
+//             with `--provider kubernetes`, pods offloaded to a second cluster against the same
+//             pods created there directly (bench/offload.ts).
 //   latency   pods created at a steady rate, create-to-Running p50/p90/p99 per system
 //             (bench/latency.ts). Both with `--provider process`: the process provider with and
 //             without its pod network (bench/network-cost.ts).

@@ -72,6 +72,14 @@ export interface BenchContext {
   readonly runtime?: RuntimeInfo;
   /** The image of the benchmark's pods. Default: `registry.k8s.io/pause:3.10` (never pulled). */
   readonly podImage?: string;
+  /** A second dev cluster, when the scenario offloads pods to another cluster. */
+  readonly remote?: RemoteCluster;
+}
+
+/** A second dev cluster of the harness, and an admin client of it without a rate limit. */
+export interface RemoteCluster {
+  readonly info: ClusterInfo;
+  readonly client: KubeClient;
 }
 
 export interface PrepareOptions {

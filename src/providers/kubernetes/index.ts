@@ -51,6 +51,7 @@ import { Reflector } from './reflector.js';
 import { ServiceReflector } from './service-reflector.js';
 import { mapSummaries, metricsResourceOf } from './stats.js';
 import { remoteCommand, remotePortForward, type RemoteEndpoint } from './streams.js';
+import { BackgroundTasks } from './tasks.js';
 import {
   ORIGIN_NODE,
   ORIGIN_UID,
@@ -175,7 +176,8 @@ export class KubernetesProvider implements Provider {
   readonly #reflector: Reflector;
   readonly #services: ServiceReflector;
   readonly #stop = new AbortController();
-  readonly #loops: Promise<void>[] = [];
+  /** The watches, the capacity loop and re-creations under way; close() waits for them. */
+  readonly #tasks = new BackgroundTasks();
   /** Removals of unused remote namespaces under way, by namespace (see #namespaceMayBeUnused). */
   readonly #removals = new Map<string, Promise<void>>();
   /** Namespaces to look at again once the removal under way has ended. */
@@ -229,7 +231,7 @@ export class KubernetesProvider implements Provider {
         },
       },
     });
-    this.#loops.push(this.#informer.run(this.#stop.signal));
+    this.#tasks.add(this.#informer.run(this.#stop.signal));
     if (this.#config.remoteEvents ?? true) {
       const events = new Informer<CoreV1Event>({
         client: this.#client,
@@ -252,7 +254,7 @@ export class KubernetesProvider implements Provider {
           onUpdate: (_old, e) => this.#onRemoteEvent(e),
         },
       });
-      this.#loops.push(events.run(this.#stop.signal));
+      this.#tasks.add(events.run(this.#stop.signal));
     }
   }
 
@@ -382,7 +384,7 @@ export class KubernetesProvider implements Provider {
       reason: 'RemotePodRecreated',
       message: `the remote pod ${entry.remoteNamespace}/${remote.metadata?.name ?? ''} was deleted in the remote cluster; creating it again`,
     });
-    this.#loops.push(this.#recreate(entry));
+    this.#tasks.add(this.#recreate(entry));
   }
 
   /** Creates the remote pod again until it exists, the local pod goes, or the provider closes. */
@@ -760,7 +762,7 @@ export class KubernetesProvider implements Provider {
   }
 
   notifyNodeStatus(callback: (node: V1Node) => void): void {
-    this.#loops.push(this.#capacityLoop(callback, this.#stop.signal));
+    this.#tasks.add(this.#capacityLoop(callback, this.#stop.signal));
   }
 
   async #readCapacity(signal: AbortSignal): Promise<Record<string, string>> {
@@ -978,7 +980,7 @@ export class KubernetesProvider implements Provider {
   /** Stops the watch and the loops; remote pods keep running. */
   async close(_signal: AbortSignal): Promise<void> {
     this.#stop.abort();
-    await Promise.allSettled([...this.#loops, ...this.#removals.values()]);
+    await Promise.allSettled([this.#tasks.settled(), ...this.#removals.values()]);
     if (this.#closeClient) this.#client.close();
   }
 }
