@@ -2,9 +2,11 @@
 // started first and shared by them (each test works in its own namespace); it is stopped, and its
 // directory removed, when the run ends however it ends.
 //
-//   node --import tsx scripts/test.ts [--unit | --e2e] [file...]
+//   node --import tsx scripts/test.ts [--unit | --e2e] [--test-name-pattern=RE] [file...]
 //
 // --unit runs the unit, component and conformance tests (no control plane); --e2e only the e2e.
+// --test-name-pattern is node --test's: only the tests whose names match RE run (as one test of
+// an e2e file: `npm run test:e2e -- test/e2e/cri.test.ts --test-name-pattern='npm start'`).
 //
 // VK_SKIP_E2E=1 skips the e2e suite on a developer machine; under CI=true it is ignored.
 import type { ChildProcess } from 'node:child_process';
@@ -24,6 +26,7 @@ const root = new URL('..', import.meta.url).pathname;
 const argv = process.argv.slice(2);
 const only = argv.includes('--unit') ? 'unit' : argv.includes('--e2e') ? 'e2e' : undefined;
 const explicit = argv.filter((a) => !a.startsWith('--'));
+const namePatterns = argv.filter((a) => a.startsWith('--test-name-pattern='));
 const say = (line: string): void => {
   process.stderr.write(`[test] ${line}\n`);
 };
@@ -152,6 +155,7 @@ const code = await new Promise<number>((resolve) => {
       // Three files at once: the e2e files that run containerd, build images or start a second
       // cluster starve the timing-bound waits of the others on a 2-core machine at four.
       `--test-concurrency=${process.env.VK_TEST_CONCURRENCY ?? '3'}`,
+      ...namePatterns,
       ...files,
     ],
     cwd: root,
