@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import {
@@ -18,6 +18,7 @@ import {
   writeNodeKubeconfig,
   type ServicesInfo,
 } from '../devcluster/index.js';
+import { removeHostState } from './registry.js';
 import { defaultRunOptions, runNode } from './run.js';
 import { parentGoneSignal, shutdownSignal, type Io } from './util.js';
 
@@ -54,6 +55,20 @@ export function podNetworkOptions(services: ServicesInfo | undefined): Partial<P
     clusterDns: [services.dnsIp],
     clusterDomain: services.clusterDomain,
   };
+}
+
+/**
+ * The provider config of the cri node of `start`: its runtime, its pod CIDR, and its state (pod
+ * files, container logs) in the runtime's directory rather than under /var/lib, so it goes where
+ * the runtime goes.
+ */
+export function startCriConfig(
+  runtimeDir: string,
+  nodeName: string,
+  runtimeEndpoint: string,
+  podCidr: string,
+): { readonly runtimeEndpoint: string; readonly podCIDR: string; readonly stateDir: string } {
+  return { runtimeEndpoint, podCIDR: podCidr, stateDir: join(runtimeDir, 'nodes', nodeName) };
 }
 
 /** Whether the user has a cluster configured: a kubeconfig, or a pod's service account. */
@@ -96,6 +111,7 @@ export function startCommand(io: Io): Command {
       // The cri node runs on the dev runtime: the one `dev-runtime up` started, or its own.
       let runtime: DevRuntime | undefined;
       let runtimeInfo: RuntimeInfo | undefined;
+      let stateDir: string | undefined;
       const withRuntime = async (podCidr: string): Promise<typeof baseOpts> => {
         if (!cri) return baseOpts;
         const dir = defaultRuntimeDir();
@@ -108,17 +124,20 @@ export function startCommand(io: Io): Command {
           runtimeInfo = await runtime.start(signal);
         }
         const configPath = join(dir, `provider-${nodeName}.json`);
+        const config = startCriConfig(dir, nodeName, runtimeInfo.runtimeEndpoint, podCidr);
+        stateDir = config.stateDir;
         await mkdir(dir, { recursive: true });
-        await writeFile(
-          configPath,
-          `${JSON.stringify({ runtimeEndpoint: runtimeInfo.runtimeEndpoint, podCIDR: podCidr }, null, 2)}\n`,
-        );
+        await writeFile(configPath, `${JSON.stringify(config, null, 2)}\n`);
         return { ...baseOpts, providerConfig: configPath };
       };
       const stopRuntime = async (): Promise<void> => {
         if (!runtime) return;
         io.err('stopping the dev runtime');
         await runtime.stop();
+        // The node's pods went with it: their logs and files, and what the provider kept on the
+        // host for them, go too.
+        if (stateDir) await rm(stateDir, { recursive: true, force: true });
+        removeHostState(flags.provider, nodeName);
       };
       if (clusterConfigured()) {
         io.err(`using the configured cluster (${process.env.KUBECONFIG ?? '~/.kube/config'})`);

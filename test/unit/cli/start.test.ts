@@ -8,6 +8,7 @@ import {
   podNetworkOptions,
   START_POD_CIDR,
   START_SERVICES,
+  startCriConfig,
 } from '../../../src/cli/start.js';
 import { resolveServices } from '../../../src/devcluster/services.js';
 
@@ -112,4 +113,20 @@ test('the cri hints name the runtime, the test images of its registry and a bad 
     /kubectl run hello --image=127\.0\.0\.1:5000\/busybox:v1 .* -- cat \/etc\/os-release/,
   );
   assert.match(text, /--image=127\.0\.0\.1:5000\/no-such-image:v1/);
+});
+
+test("the cri node of start keeps its state in the runtime's directory, not under /var/lib", () => {
+  assert.deepEqual(
+    startCriConfig(
+      '/s/dev-runtime',
+      'vk-cri',
+      'unix:///s/dev-runtime/containerd.sock',
+      START_POD_CIDR,
+    ),
+    {
+      runtimeEndpoint: 'unix:///s/dev-runtime/containerd.sock',
+      podCIDR: '10.244.0.0/24',
+      stateDir: '/s/dev-runtime/nodes/vk-cri',
+    },
+  );
 });
