@@ -5,113 +5,58 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:https';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, test, type TestContext } from 'node:test';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
 import {
   binaryPaths,
   BUSYBOX_OS_RELEASE,
   CLUSTER_DOMAIN,
-  DevRuntime,
   freePorts,
   spawnOwned,
   stopProcess,
-  type RuntimeInfo,
 } from '../../src/devcluster/index.js';
 import { createDnsInterface, run, writeCorefile } from '../../src/devcluster/services.js';
 import { CriClient, type Message } from '../../src/providers/cri/client.js';
-import { CriProvider, type CriConfig } from '../../src/providers/cri/index.js';
+import type { CriConfig } from '../../src/providers/cri/index.js';
 import {
   nodeKubeconfig,
   onNode,
   servingCertificate,
   spawnAgent,
-  startNode,
   uniqueNodeName,
   waitNodeReady,
-  type InProcessNode,
   type SpawnedAgent,
 } from '../helpers/agent.js';
 import { kubectl, podSummary, testCluster, testNamespace } from '../helpers/cluster.js';
+import { criNode, criProvider, removeAll, runtimeForFile, type CriNode } from '../helpers/cri.js';
 import { randomPodCidr } from '../helpers/process-pods.js';
 import { waitFor } from '../helpers/wait.js';
 
 const core = (): k8s.CoreV1Api => testCluster().kc.makeApiClient(k8s.CoreV1Api);
 
-let dir = '';
-let runtime: DevRuntime | undefined;
-let info: RuntimeInfo;
+const rt = runtimeForFile('vk-e2e-cri-');
 
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'vk-e2e-cri-'));
-  await writeFile(join(dir, 'owner.pid'), String(process.pid));
-  runtime = new DevRuntime({ dir: join(dir, 'rt') });
-  info = await runtime.start();
-});
+type Fixture = CriNode;
 
-after(async () => {
-  await runtime?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
-});
-
-interface Fixture {
-  readonly ns: string;
-  readonly nodeName: string;
-  readonly node: InProcessNode;
-  readonly podCidr: string;
-}
-
-async function fixture(
+function fixture(
   t: TestContext,
   options: { readonly clusterDNS?: readonly string[]; readonly config?: Partial<CriConfig> } = {},
 ): Promise<Fixture> {
-  const ns = await testNamespace(t);
-  const nodeName = uniqueNodeName('cri');
-  const podCidr = randomPodCidr();
-  const provider = new CriProvider({
-    nodeName,
-    nodeIP: '127.0.0.1',
+  return criNode(t, rt, {
+    prefix: 'cri',
     ...(options.clusterDNS ? { clusterDNS: options.clusterDNS } : {}),
     config: {
-      runtimeEndpoint: info.runtimeEndpoint,
-      podCIDR: podCidr,
-      stateDir: join(dir, 'state', nodeName),
       syncIntervalMs: 300,
       backoffInitialSeconds: 1,
       backoffMaxSeconds: 4,
       ...options.config,
     },
-    logger: testLogger,
   });
-  const node = await startNode(t, { nodeName, api: true, provider });
-  t.after(() => removeAll(provider, nodeName));
-  return { ns, nodeName, node, podCidr };
 }
-
-/** Whatever the core has not deleted yet goes: sandboxes, containers, logs, the node's guard. */
-async function removeAll(provider: CriProvider, nodeName: string): Promise<void> {
-  for (const pod of await provider.getPods())
-    await provider.deletePod(pod, AbortSignal.timeout(60_000)).catch(() => undefined);
-  await provider.close();
-  spawnSync('nft', ['delete', 'table', 'inet', `vk_cri_${nodeName.replace(/[^a-zA-Z0-9]/g, '_')}`]);
-}
-
-const testLogger = {
-  level: 'warn',
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  fatal: () => undefined,
-  child() {
-    return this;
-  },
-};
 
 async function waitPod(
   f: Fixture,
@@ -158,7 +103,7 @@ test("a Deployment of the busybox image runs in containerd: exec sees the image'
             containers: [
               {
                 name: 'main',
-                image: info.images.busybox,
+                image: rt.info.images.busybox,
                 command: ['sh', '-c'],
                 args: ['i=0; while true; do echo "tick $i $GREETING"; i=$((i+1)); sleep 0.5; done'],
                 env: [{ name: 'GREETING', value: 'hi' }],
@@ -223,7 +168,7 @@ test('a bad image gives ErrImagePull, then ImagePullBackOff and an Event', async
       metadata: { name: 'bad' },
       spec: {
         ...onNode(f.nodeName),
-        containers: [{ name: 'main', image: `${info.registry}/no-such-image:v1` }],
+        containers: [{ name: 'main', image: `${rt.info.registry}/no-such-image:v1` }],
       },
     },
   });
@@ -239,7 +184,7 @@ test('a bad image gives ErrImagePull, then ImagePullBackOff and an Event', async
 
 test('a private image: with a dockerconfigjson imagePullSecret the pod runs; without it the registry refuses the pull', async (t) => {
   const f = await fixture(t);
-  const { username, password } = info.credentials;
+  const { username, password } = rt.info.credentials;
   const auth = Buffer.from(`${username}:${password}`).toString('base64');
   await core().createNamespacedSecret({
     namespace: f.ns,
@@ -248,7 +193,7 @@ test('a private image: with a dockerconfigjson imagePullSecret the pod runs; wit
       type: 'kubernetes.io/dockerconfigjson',
       data: {
         '.dockerconfigjson': Buffer.from(
-          JSON.stringify({ auths: { [info.privateRegistry]: { username, password, auth } } }),
+          JSON.stringify({ auths: { [rt.info.privateRegistry]: { username, password, auth } } }),
         ).toString('base64'),
       },
     },
@@ -262,7 +207,7 @@ test('a private image: with a dockerconfigjson imagePullSecret the pod runs; wit
       containers: [
         {
           name: 'main',
-          image: info.privateImage,
+          image: rt.info.privateImage,
           // Every pod pulls: an image already in the runtime would hide a refused pull.
           imagePullPolicy: 'Always',
           command: ['sleep', '3600'],
@@ -299,7 +244,11 @@ test('a crashing container is restarted with back-off (CrashLoopBackOff) and log
         ...onNode(f.nodeName),
         terminationGracePeriodSeconds: 1,
         containers: [
-          { name: 'main', image: info.images.busybox, command: ['sh', '-c', 'echo run; exit 3'] },
+          {
+            name: 'main',
+            image: rt.info.images.busybox,
+            command: ['sh', '-c', 'echo run; exit 3'],
+          },
         ],
       },
     },
@@ -326,10 +275,10 @@ test('runAsNonRoot: a container whose image runs as root waits with CreateContai
         terminationGracePeriodSeconds: 1,
         securityContext: { runAsNonRoot: true },
         containers: [
-          { name: 'image-user', image: info.images.busybox, command: ['sleep', '3600'] },
+          { name: 'image-user', image: rt.info.images.busybox, command: ['sleep', '3600'] },
           {
             name: 'uid',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sleep', '3600'],
             securityContext: { runAsUser: 1000 },
           },
@@ -353,7 +302,7 @@ test('runAsNonRoot: a container whose image runs as root waits with CreateContai
 
 test('garbage collection: a container that crashed 3 times keeps at most 2 containers in the runtime; a stopped sandbox of a gone pod and its container are removed', async (t) => {
   const f = await fixture(t, { config: { containerGcIntervalMs: 500 } });
-  const cri = new CriClient({ runtimeEndpoint: info.runtimeEndpoint });
+  const cri = new CriClient({ runtimeEndpoint: rt.info.runtimeEndpoint });
   t.after(() => {
     cri.close();
   });
@@ -364,7 +313,9 @@ test('garbage collection: a container that crashed 3 times keeps at most 2 conta
       spec: {
         ...onNode(f.nodeName),
         terminationGracePeriodSeconds: 1,
-        containers: [{ name: 'main', image: info.images.busybox, command: ['sh', '-c', 'exit 3'] }],
+        containers: [
+          { name: 'main', image: rt.info.images.busybox, command: ['sh', '-c', 'exit 3'] },
+        ],
       },
     },
   });
@@ -396,7 +347,7 @@ test('garbage collection: a container that crashed 3 times keeps at most 2 conta
     pod_sandbox_id: stray,
     config: {
       metadata: { name: 'main', attempt: 0 },
-      image: { image: info.images.busybox },
+      image: { image: rt.info.images.busybox },
       command: ['true'],
       labels: { ...labels, 'io.kubernetes.container.name': 'main' },
     },
@@ -434,13 +385,13 @@ test('init containers run in order before the main one; a Never pod that exits 0
         initContainers: [
           {
             name: 'one',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'echo one >> /work/order'],
             volumeMounts: [{ name: 'work', mountPath: '/work' }],
           },
           {
             name: 'two',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'echo two >> /work/order'],
             volumeMounts: [{ name: 'work', mountPath: '/work' }],
           },
@@ -448,7 +399,7 @@ test('init containers run in order before the main one; a Never pod that exits 0
         containers: [
           {
             name: 'main',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['cat', '/work/order'],
             volumeMounts: [{ name: 'work', mountPath: '/work' }],
           },
@@ -474,7 +425,7 @@ test('a container over its 32Mi memory limit is OOMKilled', async (t) => {
         containers: [
           {
             name: 'main',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'a=xxxxxxxx; while true; do a=$a$a; done'],
             resources: { limits: { memory: '32Mi' } },
           },
@@ -500,7 +451,7 @@ test('a failing exec liveness probe restarts the container, with Unhealthy and K
         containers: [
           {
             name: 'main',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'touch /tmp/ok; sleep 3; rm /tmp/ok; sleep 3600'],
             livenessProbe: {
               exec: { command: ['cat', '/tmp/ok'] },
@@ -535,7 +486,7 @@ test('kubectl port-forward reaches the server image on its pod IP; an HTTP readi
         containers: [
           {
             name: 'web',
-            image: info.images.server,
+            image: rt.info.images.server,
             readinessProbe: { httpGet: { path: '/healthz', port: 8080 }, periodSeconds: 1 },
           },
         ],
@@ -591,7 +542,7 @@ test('a Job of the busybox image runs to completion: its pod Succeeded with exit
             containers: [
               {
                 name: 'main',
-                image: info.images.busybox,
+                image: rt.info.images.busybox,
                 command: ['sh', '-c', 'for i in 1 2 3; do echo "step $i"; done'],
               },
             ],
@@ -635,14 +586,14 @@ async function startCoreDns(t: TestContext): Promise<string> {
   t.after(() => run('ip', ['link', 'del', iface]).catch(() => undefined));
   const [healthPort = 0, readyPort = 0] = await freePorts(2);
   const corefile = await writeCorefile(services, {
-    dir: join(dir, iface),
+    dir: join(rt.dir, iface),
     kubeconfig: testCluster().kubeconfigPath,
     healthPort,
     readyPort,
   });
   const coredns = spawnOwned(binaryPaths().coredns, {
     args: ['-conf', corefile],
-    logPath: join(dir, `${iface}.log`),
+    logPath: join(rt.dir, `${iface}.log`),
   });
   t.after(() => stopProcess(coredns, 5_000));
   await waitFor(
@@ -680,7 +631,7 @@ test("a StatefulSet behind a headless Service: one pod resolves the other by its
             containers: [
               {
                 name: 'httpd',
-                image: info.images.busybox,
+                image: rt.info.images.busybox,
                 command: [
                   'sh',
                   '-c',
@@ -772,7 +723,7 @@ test('kubectl top pod and the Summary API show the CPU and memory of a CRI pod',
         containers: [
           {
             name: 'main',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'while :; do :; done'],
             resources: { limits: { cpu: '100m', memory: '64Mi' } },
           },
@@ -831,12 +782,12 @@ test('kubectl top pod and the Summary API show the CPU and memory of a CRI pod',
 test('an agent killed with SIGKILL and started again adopts its sandboxes and containers; a pod deleted meanwhile leaves the runtime', async (t) => {
   const ns = await testNamespace(t);
   const nodeName = uniqueNodeName('cri-adopt');
-  const stateDir = join(dir, 'state', nodeName);
-  const configPath = join(dir, `${nodeName}.json`);
+  const stateDir = join(rt.dir, 'state', nodeName);
+  const configPath = join(rt.dir, `${nodeName}.json`);
   await writeFile(
     configPath,
     JSON.stringify({
-      runtimeEndpoint: info.runtimeEndpoint,
+      runtimeEndpoint: rt.info.runtimeEndpoint,
       podCIDR: randomPodCidr(),
       stateDir,
       syncIntervalMs: 300,
@@ -844,7 +795,7 @@ test('an agent killed with SIGKILL and started again adopts its sandboxes and co
       backoffMaxSeconds: 4,
     }),
   );
-  const cri = new CriClient({ runtimeEndpoint: info.runtimeEndpoint });
+  const cri = new CriClient({ runtimeEndpoint: rt.info.runtimeEndpoint });
   const agents: SpawnedAgent[] = [];
   t.after(async () => {
     // A running agent would act on the pods again: stop them before removing what is left.
@@ -853,27 +804,19 @@ test('an agent killed with SIGKILL and started again adopts its sandboxes and co
       await a.exited;
     }
     cri.close();
-    await removeAll(
-      new CriProvider({
-        nodeName,
-        nodeIP: '127.0.0.1',
-        config: { runtimeEndpoint: info.runtimeEndpoint, stateDir },
-        logger: testLogger,
-      }),
-      nodeName,
-    );
+    await removeAll(criProvider(rt, { nodeName, config: { stateDir } }), nodeName);
   });
   const [port1, port2] = await freePorts(2);
   // A serving certificate from the cluster CA, so that the API server reaches it (exec).
   const serving = await servingCertificate(nodeName);
-  await writeFile(join(dir, `${nodeName}.crt`), serving.cert);
-  await writeFile(join(dir, `${nodeName}.key`), serving.key, { mode: 0o600 });
+  await writeFile(join(rt.dir, `${nodeName}.crt`), serving.cert);
+  await writeFile(join(rt.dir, `${nodeName}.key`), serving.key, { mode: 0o600 });
   const start = async (port: number | undefined): Promise<SpawnedAgent> => {
     const agent = spawnAgent(t, [
       '--tls-cert-file',
-      join(dir, `${nodeName}.crt`),
+      join(rt.dir, `${nodeName}.crt`),
       '--tls-private-key-file',
-      join(dir, `${nodeName}.key`),
+      join(rt.dir, `${nodeName}.key`),
       '--kubeconfig',
       await nodeKubeconfig(nodeName),
       '--nodename',
@@ -903,7 +846,7 @@ test('an agent killed with SIGKILL and started again adopts its sandboxes and co
       containers: [
         {
           name: 'main',
-          image: info.images.busybox,
+          image: rt.info.images.busybox,
           command: ['sh', '-c', script],
           volumeMounts: [{ name: 'work', mountPath: '/work' }],
         },
@@ -1001,7 +944,7 @@ test('an agent killed with SIGKILL and started again adopts its sandboxes and co
 
 test('lifecycle hooks: postStart runs before the container is reported running, a failing one is a FailedPostStartHook Event, preStop runs on deletion', async (t) => {
   const f = await fixture(t);
-  const hostDir = join(dir, `hooks-${f.ns}`);
+  const hostDir = join(rt.dir, `hooks-${f.ns}`);
   await mkdir(hostDir, { recursive: true });
   const work = { name: 'work', mountPath: '/work' };
   await core().createNamespacedPod({
@@ -1015,7 +958,7 @@ test('lifecycle hooks: postStart runs before the container is reported running, 
         containers: [
           {
             name: 'app',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: [
               'sh',
               '-c',
@@ -1043,7 +986,7 @@ test('lifecycle hooks: postStart runs before the container is reported running, 
         containers: [
           {
             name: 'app',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sleep', '3600'],
             lifecycle: { postStart: { exec: { command: ['sh', '-c', 'exit 3'] } } },
           },
@@ -1095,7 +1038,7 @@ test('a pod with activeDeadlineSeconds: 5 is stopped and Failed with reason Dead
         ...onNode(f.nodeName),
         activeDeadlineSeconds: 3600,
         terminationGracePeriodSeconds: 1,
-        containers: [{ name: 'app', image: info.images.busybox, command: ['sleep', '3600'] }],
+        containers: [{ name: 'app', image: rt.info.images.busybox, command: ['sleep', '3600'] }],
       },
     },
   });
@@ -1107,7 +1050,7 @@ test('a pod with activeDeadlineSeconds: 5 is stopped and Failed with reason Dead
         ...onNode(f.nodeName),
         activeDeadlineSeconds: 5,
         terminationGracePeriodSeconds: 1,
-        containers: [{ name: 'app', image: info.images.busybox, command: ['sleep', '3600'] }],
+        containers: [{ name: 'app', image: rt.info.images.busybox, command: ['sleep', '3600'] }],
       },
     },
   });
@@ -1150,7 +1093,7 @@ test('a restartPolicy Never pod with a sidecar: the next init container starts b
         initContainers: [
           {
             name: 'sidecar',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             restartPolicy: 'Always',
             command: [
               'sh',
@@ -1162,7 +1105,7 @@ test('a restartPolicy Never pod with a sidecar: the next init container starts b
           {
             // Runs only while the sidecar does: it did not block this one.
             name: 'after',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'until [ -f /work/up ]; do sleep 0.2; done'],
             volumeMounts: [work],
           },
@@ -1170,7 +1113,7 @@ test('a restartPolicy Never pod with a sidecar: the next init container starts b
         containers: [
           {
             name: 'main',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'cat /work/up'],
             volumeMounts: [work],
           },
