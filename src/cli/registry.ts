@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { errorMessage, invalidInput, VirtualKubeletError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Provider } from '../provider.js';
-import { CriProvider, parseCriConfig } from '../providers/cri/index.js';
+import { CriProvider, parseCriConfig, removeGuard } from '../providers/cri/index.js';
 import { parseExternalConfig, startExternalProvider } from '../providers/external/index.js';
 import { KubernetesProvider, parseKubernetesConfig } from '../providers/kubernetes/index.js';
 import { MockProvider, parseMockConfig } from '../providers/mock/index.js';
@@ -127,7 +127,16 @@ const kubernetesProvider: Factory = async (ctx) => {
 
 /** The only place that names the built-in providers. */
 const PROVIDERS: Readonly<
-  Record<string, { description: string; create: Factory; parse: (json: unknown) => unknown }>
+  Record<
+    string,
+    {
+      description: string;
+      create: Factory;
+      parse: (json: unknown) => unknown;
+      /** See {@link removeHostState}. */
+      removeHostState?: (nodeName: string) => void;
+    }
+  >
 > = {
   mock: {
     description: 'pods run in memory and report Running at once',
@@ -153,6 +162,7 @@ const PROVIDERS: Readonly<
     description: 'real containers from OCI images through a CRI v1 runtime (containerd)',
     create: criProvider,
     parse: parseCriConfig,
+    removeHostState: removeGuard,
   },
   kubernetes: {
     description: 'pods run in another Kubernetes cluster, whose free capacity the node offers',
@@ -186,4 +196,13 @@ export async function createProvider(name: string, ctx: ProviderContext): Promis
       `unknown provider '${name}': choose one of ${providerNames().join(', ')}`,
     );
   return entry.create(ctx);
+}
+
+/**
+ * Removes what a provider keeps on the host for pods that outlive the agent (the cri provider's
+ * guard, in nftables), for a caller that knows the node's pods are gone for good: it stopped the
+ * runtime they ran in. Nothing for a provider that keeps nothing there. Never throws.
+ */
+export function removeHostState(name: string, nodeName: string): void {
+  PROVIDERS[name]?.removeHostState?.(nodeName);
 }

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import {
@@ -18,6 +18,7 @@ import {
   writeNodeKubeconfig,
   type ServicesInfo,
 } from '../devcluster/index.js';
+import { removeHostState } from './registry.js';
 import { defaultRunOptions, runNode } from './run.js';
 import { parentGoneSignal, shutdownSignal, type Io } from './util.js';
 
@@ -56,6 +57,33 @@ export function podNetworkOptions(services: ServicesInfo | undefined): Partial<P
   };
 }
 
+/**
+ * Whether the dev cluster `start` brings up runs kube-proxy and CoreDNS (as root, unless
+ * `--no-services`), and the words that say why not.
+ */
+export function startServices(
+  root: boolean,
+  wanted: boolean,
+): { readonly services: boolean; readonly note: string } {
+  if (!wanted) return { services: false, note: 'without services: --no-services' };
+  if (!root) return { services: false, note: 'without services: not root' };
+  return { services: true, note: 'with kube-proxy and CoreDNS' };
+}
+
+/**
+ * The provider config of the cri node of `start`: its runtime, its pod CIDR, and its state (pod
+ * files, container logs) in the runtime's directory rather than under /var/lib, so it goes where
+ * the runtime goes.
+ */
+export function startCriConfig(
+  runtimeDir: string,
+  nodeName: string,
+  runtimeEndpoint: string,
+  podCidr: string,
+): { readonly runtimeEndpoint: string; readonly podCIDR: string; readonly stateDir: string } {
+  return { runtimeEndpoint, podCIDR: podCidr, stateDir: join(runtimeDir, 'nodes', nodeName) };
+}
+
 /** Whether the user has a cluster configured: a kubeconfig, or a pod's service account. */
 export function clusterConfigured(env: NodeJS.ProcessEnv = process.env): boolean {
   return Boolean(
@@ -68,6 +96,10 @@ export function clusterConfigured(env: NodeJS.ProcessEnv = process.env): boolean
  * local processes). Without a configured
  * cluster it first brings up the dev cluster (or uses the one `dev-cluster up` started) and runs
  * the node with a kubelet's identity in it. Ctrl-C stops everything it started.
+ *
+ * The dev cluster and the dev runtime it starts live in `$XDG_STATE_HOME/virtual-kubelet/` (else
+ * `~/.local/state/virtual-kubelet/`), on free ports; kube-proxy's rules and CoreDNS's interface
+ * are host-wide, one cluster with them per host (`--no-services` leaves them out).
  */
 export function startCommand(io: Io): Command {
   return new Command('start')
@@ -77,7 +109,11 @@ export function startCommand(io: Io): Command {
       'process (containers as local processes) or cri (real containers through the dev runtime)',
       PROVIDER,
     )
-    .action(async (flags: { provider: string }) => {
+    .option(
+      '--no-services',
+      'run the dev cluster it starts without kube-proxy and CoreDNS (host-wide: one cluster with them per host)',
+    )
+    .action(async (flags: { provider: string; services: boolean }) => {
       if (flags.provider !== 'process' && flags.provider !== 'cri') {
         io.err(`virtual-kubelet: start: --provider must be process or cri, not ${flags.provider}`);
         io.exitCode = 2;
@@ -96,6 +132,7 @@ export function startCommand(io: Io): Command {
       // The cri node runs on the dev runtime: the one `dev-runtime up` started, or its own.
       let runtime: DevRuntime | undefined;
       let runtimeInfo: RuntimeInfo | undefined;
+      let stateDir: string | undefined;
       const withRuntime = async (podCidr: string): Promise<typeof baseOpts> => {
         if (!cri) return baseOpts;
         const dir = defaultRuntimeDir();
@@ -108,17 +145,20 @@ export function startCommand(io: Io): Command {
           runtimeInfo = await runtime.start(signal);
         }
         const configPath = join(dir, `provider-${nodeName}.json`);
+        const config = startCriConfig(dir, nodeName, runtimeInfo.runtimeEndpoint, podCidr);
+        stateDir = config.stateDir;
         await mkdir(dir, { recursive: true });
-        await writeFile(
-          configPath,
-          `${JSON.stringify({ runtimeEndpoint: runtimeInfo.runtimeEndpoint, podCIDR: podCidr }, null, 2)}\n`,
-        );
+        await writeFile(configPath, `${JSON.stringify(config, null, 2)}\n`);
         return { ...baseOpts, providerConfig: configPath };
       };
       const stopRuntime = async (): Promise<void> => {
         if (!runtime) return;
         io.err('stopping the dev runtime');
         await runtime.stop();
+        // The node's pods went with it: their logs and files, and what the provider kept on the
+        // host for them, go too.
+        if (stateDir) await rm(stateDir, { recursive: true, force: true });
+        removeHostState(flags.provider, nodeName);
       };
       if (clusterConfigured()) {
         io.err(`using the configured cluster (${process.env.KUBECONFIG ?? '~/.kube/config'})`);
@@ -145,16 +185,20 @@ export function startCommand(io: Io): Command {
       let services: ServicesInfo | undefined = server ? running?.services : undefined;
       if (!server) {
         // kube-proxy's rules and CoreDNS's interface need root, as the pod network does.
-        const root = process.getuid?.() === 0;
+        const plan = startServices(process.getuid?.() === 0, flags.services);
         io.err(
-          root
-            ? 'no cluster configured: starting the local dev cluster with kube-proxy and CoreDNS'
-            : 'no cluster configured: starting the local dev cluster (without services: not root)',
+          plan.services
+            ? `no cluster configured: starting the local dev cluster ${plan.note}`
+            : `no cluster configured: starting the local dev cluster (${plan.note})`,
         );
-        const binaries = await ensureBinaries({ progress: io.err, services: true, signal });
+        const binaries = await ensureBinaries({
+          progress: io.err,
+          services: flags.services,
+          signal,
+        });
         const options = { dir, binaries, metricsServer: true, log: io.err };
-        const startServices = { ...START_SERVICES, nodeName };
-        cluster = new DevCluster(root ? { ...options, services: startServices } : options);
+        const withServices = { ...options, services: { ...START_SERVICES, nodeName } };
+        cluster = new DevCluster(plan.services ? withServices : options);
         const info = await cluster.start(signal).catch(async (err: unknown) => {
           // kube-proxy's rules are host-wide: one cluster with services per host. The node
           // still runs, its pods without cluster DNS.

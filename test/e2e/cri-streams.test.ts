@@ -6,50 +6,22 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test, type TestContext } from 'node:test';
-import { BUSYBOX_OS_RELEASE, DevRuntime, type RuntimeInfo } from '../../src/devcluster/index.js';
-import { CriProvider } from '../../src/providers/cri/index.js';
+import { test, type TestContext } from 'node:test';
+import { BUSYBOX_OS_RELEASE } from '../../src/devcluster/index.js';
 import type { V1Container } from '../../src/wire.js';
-import { onNode, startNode, uniqueNodeName } from '../helpers/agent.js';
-import { kubectl, testCluster, testNamespace } from '../helpers/cluster.js';
-import { randomPodCidr } from '../helpers/process-pods.js';
+import { onNode } from '../helpers/agent.js';
+import { kubectl, testCluster } from '../helpers/cluster.js';
+import { criNode, runtimeForFile } from '../helpers/cri.js';
 import { waitFor } from '../helpers/wait.js';
 
 const core = (): k8s.CoreV1Api => testCluster().kc.makeApiClient(k8s.CoreV1Api);
 
-let dir = '';
-let runtime: DevRuntime | undefined;
-let info: RuntimeInfo;
-
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'vk-e2e-cri-streams-'));
-  await writeFile(join(dir, 'owner.pid'), String(process.pid));
-  runtime = new DevRuntime({ dir: join(dir, 'rt') });
-  info = await runtime.start();
-});
-
-after(async () => {
-  await runtime?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
-});
-
-const quiet = {
-  level: 'warn',
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  fatal: () => undefined,
-  child() {
-    return this;
-  },
-};
+const rt = runtimeForFile('vk-e2e-cri-streams-');
 
 /** A CRI node with one pod of the busybox image; resolves to the namespace once it runs. */
 async function runningPod(
@@ -58,30 +30,9 @@ async function runningPod(
   container: Omit<V1Container, 'name' | 'image'>,
   restartPolicy = 'Always',
 ): Promise<string> {
-  const ns = await testNamespace(t);
-  const nodeName = uniqueNodeName('cris');
-  const provider = new CriProvider({
-    nodeName,
-    nodeIP: '127.0.0.1',
-    config: {
-      runtimeEndpoint: info.runtimeEndpoint,
-      podCIDR: randomPodCidr(),
-      stateDir: join(dir, 'state', nodeName),
-      syncIntervalMs: 300,
-    },
-    logger: quiet,
-  });
-  await startNode(t, { nodeName, api: true, provider });
-  t.after(async () => {
-    for (const pod of await provider.getPods())
-      await provider.deletePod(pod, AbortSignal.timeout(60_000)).catch(() => undefined);
-    await provider.close();
-    spawnSync('nft', [
-      'delete',
-      'table',
-      'inet',
-      `vk_cri_${nodeName.replace(/[^a-zA-Z0-9]/g, '_')}`,
-    ]);
+  const { ns, nodeName } = await criNode(t, rt, {
+    prefix: 'cris',
+    config: { syncIntervalMs: 300 },
   });
   await core().createNamespacedPod({
     namespace: ns,
@@ -91,7 +42,7 @@ async function runningPod(
         ...onNode(nodeName),
         restartPolicy,
         terminationGracePeriodSeconds: 1,
-        containers: [{ name: 'main', image: info.images.busybox, ...container }],
+        containers: [{ name: 'main', image: rt.info.images.busybox, ...container }],
       },
     },
   });
@@ -236,7 +187,7 @@ test("kubectl debug --target runs an ephemeral container in the target's PID nam
     'target',
     '-n',
     ns,
-    `--image=${info.images.busybox}`,
+    `--image=${rt.info.images.busybox}`,
     '--target=main',
     '--',
     'sh',
@@ -271,7 +222,7 @@ test('kubectl debug -i attaches to the running ephemeral container: its stdin an
       'probed',
       '-n',
       ns,
-      `--image=${info.images.busybox}`,
+      `--image=${rt.info.images.busybox}`,
       '--target=main',
       '--',
       'sh',

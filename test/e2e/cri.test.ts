@@ -5,113 +5,70 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test, type TestContext } from 'node:test';
-import { spawn, spawnSync } from 'node:child_process';
-import { randomInt } from 'node:crypto';
+import { test, type TestContext } from 'node:test';
 import {
   binaryPaths,
   BUSYBOX_OS_RELEASE,
+  cacheRoot,
   CLUSTER_DOMAIN,
-  DevRuntime,
   freePorts,
   spawnOwned,
   stopProcess,
-  type RuntimeInfo,
 } from '../../src/devcluster/index.js';
 import { createDnsInterface, run, writeCorefile } from '../../src/devcluster/services.js';
 import { CriClient, type Message } from '../../src/providers/cri/client.js';
-import { CriProvider, type CriConfig } from '../../src/providers/cri/index.js';
+import { guardTable, removeGuard, type CriConfig } from '../../src/providers/cri/index.js';
 import {
   nodeKubeconfig,
   onNode,
   servingCertificate,
   spawnAgent,
-  startNode,
   uniqueNodeName,
   waitNodeReady,
-  type InProcessNode,
   type SpawnedAgent,
 } from '../helpers/agent.js';
 import { kubectl, podSummary, testCluster, testNamespace } from '../helpers/cluster.js';
+import { criNode, criProvider, removeAll, runtimeForFile, type CriNode } from '../helpers/cri.js';
+import {
+  mountsBelow,
+  namedNetnsOf,
+  NETNS_DIR,
+  processTable,
+  processTree,
+  stillRunning,
+  type ProcessEntry,
+} from '../helpers/leftovers.js';
 import { randomPodCidr } from '../helpers/process-pods.js';
 import { waitFor } from '../helpers/wait.js';
 
 const core = (): k8s.CoreV1Api => testCluster().kc.makeApiClient(k8s.CoreV1Api);
 
-let dir = '';
-let runtime: DevRuntime | undefined;
-let info: RuntimeInfo;
+const rt = runtimeForFile('vk-e2e-cri-');
 
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'vk-e2e-cri-'));
-  await writeFile(join(dir, 'owner.pid'), String(process.pid));
-  runtime = new DevRuntime({ dir: join(dir, 'rt') });
-  info = await runtime.start();
-});
+type Fixture = CriNode;
 
-after(async () => {
-  await runtime?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
-});
-
-interface Fixture {
-  readonly ns: string;
-  readonly nodeName: string;
-  readonly node: InProcessNode;
-  readonly podCidr: string;
-}
-
-async function fixture(
+function fixture(
   t: TestContext,
   options: { readonly clusterDNS?: readonly string[]; readonly config?: Partial<CriConfig> } = {},
 ): Promise<Fixture> {
-  const ns = await testNamespace(t);
-  const nodeName = uniqueNodeName('cri');
-  const podCidr = randomPodCidr();
-  const provider = new CriProvider({
-    nodeName,
-    nodeIP: '127.0.0.1',
+  return criNode(t, rt, {
+    prefix: 'cri',
     ...(options.clusterDNS ? { clusterDNS: options.clusterDNS } : {}),
     config: {
-      runtimeEndpoint: info.runtimeEndpoint,
-      podCIDR: podCidr,
-      stateDir: join(dir, 'state', nodeName),
       syncIntervalMs: 300,
       backoffInitialSeconds: 1,
       backoffMaxSeconds: 4,
       ...options.config,
     },
-    logger: testLogger,
   });
-  const node = await startNode(t, { nodeName, api: true, provider });
-  t.after(() => removeAll(provider, nodeName));
-  return { ns, nodeName, node, podCidr };
 }
-
-/** Whatever the core has not deleted yet goes: sandboxes, containers, logs, the node's guard. */
-async function removeAll(provider: CriProvider, nodeName: string): Promise<void> {
-  for (const pod of await provider.getPods())
-    await provider.deletePod(pod, AbortSignal.timeout(60_000)).catch(() => undefined);
-  await provider.close();
-  spawnSync('nft', ['delete', 'table', 'inet', `vk_cri_${nodeName.replace(/[^a-zA-Z0-9]/g, '_')}`]);
-}
-
-const testLogger = {
-  level: 'warn',
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  fatal: () => undefined,
-  child() {
-    return this;
-  },
-};
 
 async function waitPod(
   f: Fixture,
@@ -158,7 +115,7 @@ test("a Deployment of the busybox image runs in containerd: exec sees the image'
             containers: [
               {
                 name: 'main',
-                image: info.images.busybox,
+                image: rt.info.images.busybox,
                 command: ['sh', '-c'],
                 args: ['i=0; while true; do echo "tick $i $GREETING"; i=$((i+1)); sleep 0.5; done'],
                 env: [{ name: 'GREETING', value: 'hi' }],
@@ -223,7 +180,7 @@ test('a bad image gives ErrImagePull, then ImagePullBackOff and an Event', async
       metadata: { name: 'bad' },
       spec: {
         ...onNode(f.nodeName),
-        containers: [{ name: 'main', image: `${info.registry}/no-such-image:v1` }],
+        containers: [{ name: 'main', image: `${rt.info.registry}/no-such-image:v1` }],
       },
     },
   });
@@ -239,7 +196,7 @@ test('a bad image gives ErrImagePull, then ImagePullBackOff and an Event', async
 
 test('a private image: with a dockerconfigjson imagePullSecret the pod runs; without it the registry refuses the pull', async (t) => {
   const f = await fixture(t);
-  const { username, password } = info.credentials;
+  const { username, password } = rt.info.credentials;
   const auth = Buffer.from(`${username}:${password}`).toString('base64');
   await core().createNamespacedSecret({
     namespace: f.ns,
@@ -248,7 +205,7 @@ test('a private image: with a dockerconfigjson imagePullSecret the pod runs; wit
       type: 'kubernetes.io/dockerconfigjson',
       data: {
         '.dockerconfigjson': Buffer.from(
-          JSON.stringify({ auths: { [info.privateRegistry]: { username, password, auth } } }),
+          JSON.stringify({ auths: { [rt.info.privateRegistry]: { username, password, auth } } }),
         ).toString('base64'),
       },
     },
@@ -262,7 +219,7 @@ test('a private image: with a dockerconfigjson imagePullSecret the pod runs; wit
       containers: [
         {
           name: 'main',
-          image: info.privateImage,
+          image: rt.info.privateImage,
           // Every pod pulls: an image already in the runtime would hide a refused pull.
           imagePullPolicy: 'Always',
           command: ['sleep', '3600'],
@@ -299,7 +256,11 @@ test('a crashing container is restarted with back-off (CrashLoopBackOff) and log
         ...onNode(f.nodeName),
         terminationGracePeriodSeconds: 1,
         containers: [
-          { name: 'main', image: info.images.busybox, command: ['sh', '-c', 'echo run; exit 3'] },
+          {
+            name: 'main',
+            image: rt.info.images.busybox,
+            command: ['sh', '-c', 'echo run; exit 3'],
+          },
         ],
       },
     },
@@ -326,10 +287,10 @@ test('runAsNonRoot: a container whose image runs as root waits with CreateContai
         terminationGracePeriodSeconds: 1,
         securityContext: { runAsNonRoot: true },
         containers: [
-          { name: 'image-user', image: info.images.busybox, command: ['sleep', '3600'] },
+          { name: 'image-user', image: rt.info.images.busybox, command: ['sleep', '3600'] },
           {
             name: 'uid',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sleep', '3600'],
             securityContext: { runAsUser: 1000 },
           },
@@ -353,7 +314,7 @@ test('runAsNonRoot: a container whose image runs as root waits with CreateContai
 
 test('garbage collection: a container that crashed 3 times keeps at most 2 containers in the runtime; a stopped sandbox of a gone pod and its container are removed', async (t) => {
   const f = await fixture(t, { config: { containerGcIntervalMs: 500 } });
-  const cri = new CriClient({ runtimeEndpoint: info.runtimeEndpoint });
+  const cri = new CriClient({ runtimeEndpoint: rt.info.runtimeEndpoint });
   t.after(() => {
     cri.close();
   });
@@ -364,7 +325,9 @@ test('garbage collection: a container that crashed 3 times keeps at most 2 conta
       spec: {
         ...onNode(f.nodeName),
         terminationGracePeriodSeconds: 1,
-        containers: [{ name: 'main', image: info.images.busybox, command: ['sh', '-c', 'exit 3'] }],
+        containers: [
+          { name: 'main', image: rt.info.images.busybox, command: ['sh', '-c', 'exit 3'] },
+        ],
       },
     },
   });
@@ -396,7 +359,7 @@ test('garbage collection: a container that crashed 3 times keeps at most 2 conta
     pod_sandbox_id: stray,
     config: {
       metadata: { name: 'main', attempt: 0 },
-      image: { image: info.images.busybox },
+      image: { image: rt.info.images.busybox },
       command: ['true'],
       labels: { ...labels, 'io.kubernetes.container.name': 'main' },
     },
@@ -434,13 +397,13 @@ test('init containers run in order before the main one; a Never pod that exits 0
         initContainers: [
           {
             name: 'one',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'echo one >> /work/order'],
             volumeMounts: [{ name: 'work', mountPath: '/work' }],
           },
           {
             name: 'two',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'echo two >> /work/order'],
             volumeMounts: [{ name: 'work', mountPath: '/work' }],
           },
@@ -448,7 +411,7 @@ test('init containers run in order before the main one; a Never pod that exits 0
         containers: [
           {
             name: 'main',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['cat', '/work/order'],
             volumeMounts: [{ name: 'work', mountPath: '/work' }],
           },
@@ -474,7 +437,7 @@ test('a container over its 32Mi memory limit is OOMKilled', async (t) => {
         containers: [
           {
             name: 'main',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'a=xxxxxxxx; while true; do a=$a$a; done'],
             resources: { limits: { memory: '32Mi' } },
           },
@@ -500,7 +463,7 @@ test('a failing exec liveness probe restarts the container, with Unhealthy and K
         containers: [
           {
             name: 'main',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'touch /tmp/ok; sleep 3; rm /tmp/ok; sleep 3600'],
             livenessProbe: {
               exec: { command: ['cat', '/tmp/ok'] },
@@ -535,7 +498,7 @@ test('kubectl port-forward reaches the server image on its pod IP; an HTTP readi
         containers: [
           {
             name: 'web',
-            image: info.images.server,
+            image: rt.info.images.server,
             readinessProbe: { httpGet: { path: '/healthz', port: 8080 }, periodSeconds: 1 },
           },
         ],
@@ -591,7 +554,7 @@ test('a Job of the busybox image runs to completion: its pod Succeeded with exit
             containers: [
               {
                 name: 'main',
-                image: info.images.busybox,
+                image: rt.info.images.busybox,
                 command: ['sh', '-c', 'for i in 1 2 3; do echo "step $i"; done'],
               },
             ],
@@ -635,14 +598,14 @@ async function startCoreDns(t: TestContext): Promise<string> {
   t.after(() => run('ip', ['link', 'del', iface]).catch(() => undefined));
   const [healthPort = 0, readyPort = 0] = await freePorts(2);
   const corefile = await writeCorefile(services, {
-    dir: join(dir, iface),
+    dir: join(rt.dir, iface),
     kubeconfig: testCluster().kubeconfigPath,
     healthPort,
     readyPort,
   });
   const coredns = spawnOwned(binaryPaths().coredns, {
     args: ['-conf', corefile],
-    logPath: join(dir, `${iface}.log`),
+    logPath: join(rt.dir, `${iface}.log`),
   });
   t.after(() => stopProcess(coredns, 5_000));
   await waitFor(
@@ -680,7 +643,7 @@ test("a StatefulSet behind a headless Service: one pod resolves the other by its
             containers: [
               {
                 name: 'httpd',
-                image: info.images.busybox,
+                image: rt.info.images.busybox,
                 command: [
                   'sh',
                   '-c',
@@ -772,7 +735,7 @@ test('kubectl top pod and the Summary API show the CPU and memory of a CRI pod',
         containers: [
           {
             name: 'main',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'while :; do :; done'],
             resources: { limits: { cpu: '100m', memory: '64Mi' } },
           },
@@ -831,12 +794,12 @@ test('kubectl top pod and the Summary API show the CPU and memory of a CRI pod',
 test('an agent killed with SIGKILL and started again adopts its sandboxes and containers; a pod deleted meanwhile leaves the runtime', async (t) => {
   const ns = await testNamespace(t);
   const nodeName = uniqueNodeName('cri-adopt');
-  const stateDir = join(dir, 'state', nodeName);
-  const configPath = join(dir, `${nodeName}.json`);
+  const stateDir = join(rt.dir, 'state', nodeName);
+  const configPath = join(rt.dir, `${nodeName}.json`);
   await writeFile(
     configPath,
     JSON.stringify({
-      runtimeEndpoint: info.runtimeEndpoint,
+      runtimeEndpoint: rt.info.runtimeEndpoint,
       podCIDR: randomPodCidr(),
       stateDir,
       syncIntervalMs: 300,
@@ -844,7 +807,7 @@ test('an agent killed with SIGKILL and started again adopts its sandboxes and co
       backoffMaxSeconds: 4,
     }),
   );
-  const cri = new CriClient({ runtimeEndpoint: info.runtimeEndpoint });
+  const cri = new CriClient({ runtimeEndpoint: rt.info.runtimeEndpoint });
   const agents: SpawnedAgent[] = [];
   t.after(async () => {
     // A running agent would act on the pods again: stop them before removing what is left.
@@ -853,27 +816,19 @@ test('an agent killed with SIGKILL and started again adopts its sandboxes and co
       await a.exited;
     }
     cri.close();
-    await removeAll(
-      new CriProvider({
-        nodeName,
-        nodeIP: '127.0.0.1',
-        config: { runtimeEndpoint: info.runtimeEndpoint, stateDir },
-        logger: testLogger,
-      }),
-      nodeName,
-    );
+    await removeAll(criProvider(rt, { nodeName, config: { stateDir } }), nodeName);
   });
   const [port1, port2] = await freePorts(2);
   // A serving certificate from the cluster CA, so that the API server reaches it (exec).
   const serving = await servingCertificate(nodeName);
-  await writeFile(join(dir, `${nodeName}.crt`), serving.cert);
-  await writeFile(join(dir, `${nodeName}.key`), serving.key, { mode: 0o600 });
+  await writeFile(join(rt.dir, `${nodeName}.crt`), serving.cert);
+  await writeFile(join(rt.dir, `${nodeName}.key`), serving.key, { mode: 0o600 });
   const start = async (port: number | undefined): Promise<SpawnedAgent> => {
     const agent = spawnAgent(t, [
       '--tls-cert-file',
-      join(dir, `${nodeName}.crt`),
+      join(rt.dir, `${nodeName}.crt`),
       '--tls-private-key-file',
-      join(dir, `${nodeName}.key`),
+      join(rt.dir, `${nodeName}.key`),
       '--kubeconfig',
       await nodeKubeconfig(nodeName),
       '--nodename',
@@ -903,7 +858,7 @@ test('an agent killed with SIGKILL and started again adopts its sandboxes and co
       containers: [
         {
           name: 'main',
-          image: info.images.busybox,
+          image: rt.info.images.busybox,
           command: ['sh', '-c', script],
           volumeMounts: [{ name: 'work', mountPath: '/work' }],
         },
@@ -1001,7 +956,7 @@ test('an agent killed with SIGKILL and started again adopts its sandboxes and co
 
 test('lifecycle hooks: postStart runs before the container is reported running, a failing one is a FailedPostStartHook Event, preStop runs on deletion', async (t) => {
   const f = await fixture(t);
-  const hostDir = join(dir, `hooks-${f.ns}`);
+  const hostDir = join(rt.dir, `hooks-${f.ns}`);
   await mkdir(hostDir, { recursive: true });
   const work = { name: 'work', mountPath: '/work' };
   await core().createNamespacedPod({
@@ -1015,7 +970,7 @@ test('lifecycle hooks: postStart runs before the container is reported running, 
         containers: [
           {
             name: 'app',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: [
               'sh',
               '-c',
@@ -1043,7 +998,7 @@ test('lifecycle hooks: postStart runs before the container is reported running, 
         containers: [
           {
             name: 'app',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sleep', '3600'],
             lifecycle: { postStart: { exec: { command: ['sh', '-c', 'exit 3'] } } },
           },
@@ -1095,7 +1050,7 @@ test('a pod with activeDeadlineSeconds: 5 is stopped and Failed with reason Dead
         ...onNode(f.nodeName),
         activeDeadlineSeconds: 3600,
         terminationGracePeriodSeconds: 1,
-        containers: [{ name: 'app', image: info.images.busybox, command: ['sleep', '3600'] }],
+        containers: [{ name: 'app', image: rt.info.images.busybox, command: ['sleep', '3600'] }],
       },
     },
   });
@@ -1107,7 +1062,7 @@ test('a pod with activeDeadlineSeconds: 5 is stopped and Failed with reason Dead
         ...onNode(f.nodeName),
         activeDeadlineSeconds: 5,
         terminationGracePeriodSeconds: 1,
-        containers: [{ name: 'app', image: info.images.busybox, command: ['sleep', '3600'] }],
+        containers: [{ name: 'app', image: rt.info.images.busybox, command: ['sleep', '3600'] }],
       },
     },
   });
@@ -1150,7 +1105,7 @@ test('a restartPolicy Never pod with a sidecar: the next init container starts b
         initContainers: [
           {
             name: 'sidecar',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             restartPolicy: 'Always',
             command: [
               'sh',
@@ -1162,7 +1117,7 @@ test('a restartPolicy Never pod with a sidecar: the next init container starts b
           {
             // Runs only while the sidecar does: it did not block this one.
             name: 'after',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'until [ -f /work/up ]; do sleep 0.2; done'],
             volumeMounts: [work],
           },
@@ -1170,7 +1125,7 @@ test('a restartPolicy Never pod with a sidecar: the next init container starts b
         containers: [
           {
             name: 'main',
-            image: info.images.busybox,
+            image: rt.info.images.busybox,
             command: ['sh', '-c', 'cat /work/up'],
             volumeMounts: [work],
           },
@@ -1185,4 +1140,298 @@ test('a restartPolicy Never pod with a sidecar: the next init container starts b
   assert.equal(pod.status?.containerStatuses?.[0]?.state?.terminated?.exitCode, 0);
   const logs = await kubectl(['logs', '-n', f.ns, 'with-sidecar', '-c', 'main']);
   assert.equal(logs.stdout, 'up\n');
+});
+
+const bin = new URL('../../bin/virtual-kubelet', import.meta.url).pathname;
+const repoRoot = new URL('../..', import.meta.url).pathname;
+/** The node of `start --provider cri`. */
+const CRI_NODE = 'vk-cri';
+const tail = (text: string): string => text.split('\n').slice(-30).join('\n');
+
+/** `node bin/virtual-kubelet start --provider cri` (what `npm start -- --provider cri` runs). */
+interface StartedMainJob {
+  readonly child: ChildProcess;
+  /** The fresh home it runs with (no kubeconfig: it brings up its own dev cluster there). */
+  readonly home: string;
+  /** The environment of a shell of that user. */
+  readonly env: NodeJS.ProcessEnv;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stdout(): string;
+  stderr(): string;
+}
+
+/**
+ * Starts the main job with `--provider cri` as on a fresh machine: a home of its own (no
+ * `~/.kube/config`, so it starts its own dev cluster and dev runtime below it, on free ports), the
+ * build cache of this run (the control plane and the test images are built already). What would
+ * clash with the tests running beside it is moved aside: the kubelet API on a free port
+ * (`$KUBELET_PORT`, not 10250), and `--no-services`, since kube-proxy's rules are host-wide and
+ * services.test.ts runs its own. Host-wide still: the guard of node vk-cri and the route of its
+ * pod CIDR 10.244.0.0/24, so no `npm start -- --provider cri` may run on the host meanwhile. If
+ * the test fails first, it is stopped (SIGINT, then SIGKILL) and the home removed.
+ */
+async function startMainJob(t: TestContext): Promise<StartedMainJob> {
+  testCluster(); // the control plane's binaries are built: fail with the reason when they are not
+  const home = await mkdtemp(join(tmpdir(), 'vk-e2e-start-cri-'));
+  await writeFile(join(home, 'owner.pid'), String(process.pid));
+  // A shell of a user with no cluster configured, whose state is in the fresh home.
+  const unset = new Set(['KUBECONFIG', 'KUBERNETES_SERVICE_HOST', 'XDG_STATE_HOME']);
+  const [kubeletPort = 0] = await freePorts(1);
+  const env: NodeJS.ProcessEnv = {
+    ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !unset.has(name))),
+    HOME: home,
+    VK_CACHE_DIR: cacheRoot(),
+    KUBELET_PORT: String(kubeletPort),
+  };
+  const child = spawn(process.execPath, [bin, 'start', '--provider', 'cri', '--no-services'], {
+    cwd: repoRoot,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGINT');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    removeGuard(CRI_NODE);
+    await rm(home, { recursive: true, force: true });
+  });
+  return { child, home, env, exited, stdout: () => out, stderr: () => err };
+}
+
+const hasExited = (job: StartedMainJob): boolean =>
+  job.child.exitCode !== null || job.child.signalCode !== null;
+
+/** Waits for the printed hint ("what to try"); fails at once if the job exits first. */
+async function hintOf(job: StartedMainJob): Promise<string> {
+  const printed = await waitFor(
+    () =>
+      job.stdout().includes('Press Ctrl-C to stop') ? job.stdout() : hasExited(job) && 'exited',
+    { what: 'the hint of start --provider cri', timeoutMs: 300_000, intervalMs: 500 },
+  );
+  if (printed === 'exited')
+    assert.fail(
+      `start --provider cri exited (${String(job.child.signalCode ?? job.child.exitCode)}) before its hint:\n${tail(job.stderr())}`,
+    );
+  return printed;
+}
+
+/** The hint's shell lines (indented by two spaces, `export` ones first), as printed. */
+function hintLines(hint: string): { exports: string[]; line: (prefix: string) => string } {
+  const lines = hint
+    .split('\n')
+    .filter((l) => l.startsWith('  '))
+    .map((l) => l.slice(2));
+  return {
+    exports: lines.filter((l) => l.startsWith('export ')),
+    line: (prefix) => {
+      const found = lines.find((l) => l.startsWith(prefix));
+      assert.ok(found, `the hint has no line starting with ${prefix}:\n${hint}`);
+      return found;
+    },
+  };
+}
+
+/** Runs one printed line as printed, in a shell of the job's user that ran the printed exports. */
+function shell(
+  job: StartedMainJob,
+  exports: readonly string[],
+  line: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      'bash',
+      ['-c', [...exports, line].join('\n')],
+      { cwd: job.home, env: job.env, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** What the job started on the host, taken while it runs: to be gone once it has exited. */
+interface HostState {
+  readonly processes: ProcessEntry[];
+  readonly netns: string[];
+  readonly bridge: string;
+  readonly cniNetwork: string;
+}
+
+function hostStateOf(job: StartedMainJob): HostState {
+  const processes = processTree(job.child.pid ?? -1, job.home);
+  const has = (what: string, re: RegExp): void => {
+    assert.ok(
+      processes.some((p) => re.test(p.cmdline)),
+      `no ${what} among the job's processes:\n${processes.map((p) => p.cmdline).join('\n')}`,
+    );
+  };
+  has('containerd', /^\/usr\/bin\/containerd /);
+  has('containerd shim', /containerd-shim/);
+  has('registry', /docker-registry serve/);
+  has('kube-apiserver', /kube-apiserver /);
+  has('etcd', /etcd /);
+  has('container (sleep 3600)', /^sleep 3600$/);
+  const netns = namedNetnsOf(processes);
+  assert.ok(netns.length > 0, "no named network namespace of the job's pods");
+  const template = JSON.parse(
+    readFileSync(join(runtimeDirOf(job), 'cni-template.json'), 'utf8'),
+  ) as { name: string; plugins: { bridge?: string }[] };
+  const bridge = template.plugins[0]?.bridge ?? '';
+  assert.equal(spawnSync('ip', ['link', 'show', bridge]).status, 0, `the bridge ${bridge}`);
+  assert.equal(
+    spawnSync('nft', ['list', 'table', 'inet', guardTable(CRI_NODE)]).status,
+    0,
+    "the node's guard",
+  );
+  return { processes, netns, bridge, cniNetwork: template.name };
+}
+
+const runtimeDirOf = (job: StartedMainJob): string =>
+  join(job.home, '.local', 'state', 'virtual-kubelet', 'dev-runtime');
+
+/** Sends `signal`; the job exits 0 in time and leaves none of `state` behind. */
+async function stopAndCheck(
+  job: StartedMainJob,
+  signal: NodeJS.Signals,
+  state: HostState,
+): Promise<void> {
+  job.child.kill(signal);
+  await waitFor(() => hasExited(job), {
+    what: `the exit after ${signal}`,
+    timeoutMs: 120_000,
+    intervalMs: 200,
+  }).catch((err: unknown) => {
+    throw new Error(`${(err as Error).message}:\n${tail(job.stderr())}`);
+  });
+  const { code, signal: killedBy } = await job.exited;
+  assert.equal(killedBy, null, tail(job.stderr()));
+  assert.equal(code, 0, tail(job.stderr()));
+  assert.deepEqual(
+    stillRunning(state.processes).map((p) => `${String(p.pid)} ${p.cmdline}`),
+    [],
+    'processes of the job still run',
+  );
+  assert.deepEqual(
+    processTable()
+      .filter((p) => p.cmdline.includes(job.home))
+      .map((p) => `${String(p.pid)} ${p.cmdline}`),
+    [],
+    "processes naming the job's directories",
+  );
+  assert.deepEqual(await mountsBelow(job.home), []);
+  for (const name of state.netns) {
+    assert.equal(existsSync(join(NETNS_DIR, name)), false, `network namespace ${name}`);
+    assert.deepEqual(await mountsBelow(join(NETNS_DIR, name)), [], `the mount of ${name}`);
+  }
+  assert.notEqual(spawnSync('ip', ['link', 'show', state.bridge]).status, 0, 'the bridge is left');
+  assert.equal(existsSync(join('/var/lib/cni/networks', state.cniNetwork)), false, 'CNI IPAM');
+  assert.notEqual(
+    spawnSync('nft', ['list', 'table', 'inet', guardTable(CRI_NODE)]).status,
+    0,
+    "the node's guard is left",
+  );
+  assert.equal(existsSync(join(runtimeDirOf(job), 'nodes', CRI_NODE)), false, "the node's state");
+  await rm(job.home, { recursive: true, force: true });
+  assert.equal(existsSync(job.home), false);
+}
+
+test("npm start -- --provider cri works as printed on a fresh machine: the hint's kubectl lines run as printed and do what they say; SIGINT exits 0 and leaves no process, mount, network namespace, bridge or guard", async (t) => {
+  const job = await startMainJob(t);
+  const hint = await hintOf(job);
+  const state = join(job.home, '.local', 'state', 'virtual-kubelet');
+  assert.ok(
+    hint.includes(`  export KUBECONFIG=${join(state, 'dev-cluster', 'admin.kubeconfig')}\n`),
+    `the kubeconfig of its own dev cluster:\n${hint}`,
+  );
+  assert.ok(
+    hint.includes(`in containerd (unix://${join(runtimeDirOf(job), 'containerd.sock')})`),
+    `its own dev runtime:\n${hint}`,
+  );
+  const { exports, line } = hintLines(hint);
+  const sh = (l: string) => shell(job, exports, l);
+  /** Runs the printed line until `ok` holds of its result; resolves to its output. */
+  const until = (l: string, what: string, ok: (stdout: string) => boolean): Promise<string> =>
+    waitFor(
+      async () => {
+        const r = await sh(l);
+        if (r.code === 0 && ok(r.stdout)) return r.stdout;
+        throw new Error(`${l}: exit ${String(r.code)}: ${r.stdout}${r.stderr}`);
+      },
+      { what, timeoutMs: 120_000, intervalMs: 1_000 },
+    );
+  const created = async (l: string, pod: string): Promise<void> => {
+    const r = await sh(l);
+    assert.equal(r.code, 0, `${l}: ${r.stderr}`);
+    assert.equal(r.stdout, `pod/${pod} created\n`);
+  };
+
+  const nodes = await sh(line('kubectl get nodes -o wide'));
+  assert.equal(nodes.code, 0, nodes.stderr);
+  assert.match(nodes.stdout, new RegExp(`^${CRI_NODE}\\s+Ready\\s`, 'm'));
+
+  await created(line('kubectl run hello '), 'hello');
+  // "the test image's os-release, not the host's"
+  await until(line('kubectl logs hello'), "hello's logs", (o) => o === BUSYBOX_OS_RELEASE);
+
+  await created(line('kubectl run shell '), 'shell');
+  await until(
+    line('kubectl exec shell -- cat /etc/os-release'),
+    'exec in shell',
+    (o) => o === BUSYBOX_OS_RELEASE,
+  );
+
+  // "an HTTP server on :8080", at the address `get pods -o wide` shows, in the pod CIDR.
+  await created(line('kubectl run web '), 'web');
+  const getPods = line('kubectl get pods -o wide');
+  const webLine = /^web\s+1\/1\s+Running\s+0\s+\S+\s+(10\.244\.0\.\d+)\s+vk-cri\s/m;
+  const pods = await until(
+    getPods,
+    'hello Completed, shell and web Running on vk-cri',
+    (o) =>
+      /^hello\s+0\/1\s+Completed\s/m.test(o) &&
+      /^shell\s+1\/1\s+Running\s/m.test(o) &&
+      webLine.test(o),
+  );
+  const webIp = webLine.exec(pods)?.[1] ?? '';
+  const body = await waitFor(
+    async () => {
+      const res = await fetch(`http://${webIp}:8080/`);
+      return res.ok ? res.text() : undefined;
+    },
+    { what: `an answer from web on ${webIp}:8080` },
+  );
+  assert.equal(body, 'hello from web\n');
+
+  // "ImagePullBackOff"
+  await created(line('kubectl run bad '), 'bad');
+  await until(getPods, 'bad in ImagePullBackOff', (o) =>
+    /^bad\s+0\/1\s+ImagePullBackOff\s/m.test(o),
+  );
+
+  await stopAndCheck(job, 'SIGINT', hostStateOf(job));
+});
+
+test('npm start -- --provider cri stopped with SIGTERM exits 0 and leaves no process, mount, network namespace, bridge or guard', async (t) => {
+  const job = await startMainJob(t);
+  const { exports, line } = hintLines(await hintOf(job));
+  const run = await shell(job, exports, line('kubectl run shell '));
+  assert.equal(run.code, 0, run.stderr);
+  await waitFor(
+    async () => {
+      const r = await shell(job, exports, line('kubectl exec shell -- cat /etc/os-release'));
+      return r.code === 0 && r.stdout === BUSYBOX_OS_RELEASE;
+    },
+    { what: 'a running container (exec in shell)', timeoutMs: 120_000, intervalMs: 1_000 },
+  );
+  await stopAndCheck(job, 'SIGTERM', hostStateOf(job));
 });

@@ -185,6 +185,22 @@ export function linuxResources(c: V1Container): Message {
   return out;
 }
 
+/**
+ * The nftables table (family `inet`) of a node's guard, which drops what its pods send out of the
+ * pod CIDR. It outlives the provider, as the pods do: a restarted agent adopts both.
+ */
+export function guardTable(nodeName: string): string {
+  return `vk_cri_${nodeName.replace(/[^a-zA-Z0-9]/g, '_').slice(0, 40)}`;
+}
+
+/**
+ * Removes a node's guard: for whoever knows the node's pods are gone for good with the runtime
+ * they ran in. Idempotent; never throws.
+ */
+export function removeGuard(nodeName: string): void {
+  spawnSync('nft', ['delete', 'table', 'inet', guardTable(nodeName)], { stdio: 'ignore' });
+}
+
 export class CriProvider {
   readonly #o: CriProviderOptions;
   readonly #log: Logger;
@@ -275,10 +291,6 @@ export class CriProvider {
     return { pods, keepIds };
   }
 
-  get #nftTable(): string {
-    return `vk_cri_${this.#o.nodeName.replace(/[^a-zA-Z0-9]/g, '_').slice(0, 40)}`;
-  }
-
   /**
    * Hands the pod CIDR to the runtime (its CNI configuration takes addresses from it) and puts
    * the guard in place: forwarded packets from the pod CIDR to outside it are dropped, so
@@ -293,8 +305,8 @@ export class CriProvider {
         signal,
       );
       const cidr = this.#podCidr;
-      const table = this.#nftTable;
-      spawnSync('nft', ['delete', 'table', 'inet', table], { stdio: 'ignore' });
+      const table = guardTable(this.#o.nodeName);
+      removeGuard(this.#o.nodeName);
       const script = [
         `table inet ${table} {`,
         '  chain forward {',

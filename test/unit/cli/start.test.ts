@@ -8,6 +8,9 @@ import {
   podNetworkOptions,
   START_POD_CIDR,
   START_SERVICES,
+  startCommand,
+  startCriConfig,
+  startServices,
 } from '../../../src/cli/start.js';
 import { resolveServices } from '../../../src/devcluster/services.js';
 
@@ -112,4 +115,48 @@ test('the cri hints name the runtime, the test images of its registry and a bad 
     /kubectl run hello --image=127\.0\.0\.1:5000\/busybox:v1 .* -- cat \/etc\/os-release/,
   );
   assert.match(text, /--image=127\.0\.0\.1:5000\/no-such-image:v1/);
+});
+
+test('start --no-services: the dev cluster it starts runs without kube-proxy and CoreDNS, root or not', () => {
+  const io = { out: () => undefined, err: () => undefined, exitCode: 0 };
+  const parsed = (args: string[]): Record<string, unknown> => {
+    const cmd = startCommand(io);
+    cmd.parseOptions(args);
+    return cmd.opts();
+  };
+  assert.deepEqual(parsed(['--provider', 'cri']), { provider: 'cri', services: true });
+  assert.deepEqual(parsed(['--provider', 'cri', '--no-services']), {
+    provider: 'cri',
+    services: false,
+  });
+  assert.match(startCommand(io).helpInformation(), /--no-services +run the dev cluster it starts/);
+  assert.deepEqual(startServices(true, true), {
+    services: true,
+    note: 'with kube-proxy and CoreDNS',
+  });
+  assert.deepEqual(startServices(false, true), {
+    services: false,
+    note: 'without services: not root',
+  });
+  for (const root of [true, false])
+    assert.deepEqual(startServices(root, false), {
+      services: false,
+      note: 'without services: --no-services',
+    });
+});
+
+test("the cri node of start keeps its state in the runtime's directory, not under /var/lib", () => {
+  assert.deepEqual(
+    startCriConfig(
+      '/s/dev-runtime',
+      'vk-cri',
+      'unix:///s/dev-runtime/containerd.sock',
+      START_POD_CIDR,
+    ),
+    {
+      runtimeEndpoint: 'unix:///s/dev-runtime/containerd.sock',
+      podCIDR: '10.244.0.0/24',
+      stateDir: '/s/dev-runtime/nodes/vk-cri',
+    },
+  );
 });
