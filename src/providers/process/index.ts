@@ -13,6 +13,7 @@ import { cpus, release, totalmem } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { Duplex, Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
+import { abortOf } from '../../abort.js';
 import { errorMessage, invalidInput, notFound, permanent, unavailable } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import type {
@@ -48,7 +49,7 @@ import { LogStamper, readLogFile } from './logs.js';
 import { PodRunner, type RunnerContext } from './pod.js';
 import { Probing } from './probing.js';
 import { bootTime, isAlive, type ProcessRef } from './proc.js';
-import { detectNamespaces, startSandbox } from './sandbox.js';
+import { detectNamespaces, killSandbox, startSandbox } from './sandbox.js';
 import { DEFAULT_HIDDEN_PATHS, expandHiddenPaths } from './isolation.js';
 import { containerPrivileges } from './security.js';
 import {
@@ -66,6 +67,7 @@ import {
   type PortMapping,
 } from './network.js';
 import {
+  killNoted,
   loadRecords,
   noteProcesses,
   stopUnreadable,
@@ -125,6 +127,18 @@ export interface ProcessProviderOptions {
 }
 
 /**
+ * A pod's start in flight (`createPod`, or a sandbox made again): `close()` and `deletePod` abort
+ * it and wait for it to end, so that none spawns a process after them that nobody notes.
+ */
+interface PodStart {
+  readonly key: string;
+  readonly uid: string;
+  readonly abort: AbortController;
+  /** Resolves when the start has ended, either way. */
+  readonly ended: Promise<void>;
+}
+
+/**
  * Runs pods as local processes. `close()` stops the agent's side (monitoring, sessions) and
  * leaves the pods' processes running on purpose: the next agent with the same state directory
  * adopts them. Delete pods to stop their processes.
@@ -160,6 +174,7 @@ export class ProcessProvider
   readonly #tickFailures = new WeakMap<PodRunner, string>();
   /** Pods whose sandbox is being made again. */
   readonly #reviving = new Set<string>();
+  readonly #starts = new Set<PodStart>();
   readonly #probing: Probing;
   readonly #rates = new RateTracker();
   readonly #closing = new AbortController();
@@ -378,7 +393,13 @@ export class ProcessProvider
   }
 
   #adopt(): void {
-    const { records, unreadable } = loadRecords(this.#podsDir);
+    const { records, unreadable, unfinished } = loadRecords(this.#podsDir);
+    for (const dir of unfinished) {
+      // A createPod the agent before did not finish: its sandbox, maybe still being set up.
+      const stopped = killNoted(dir).length;
+      if (stopped > 0)
+        this.#log.warn({ dir, stopped }, 'stopped the processes of a pod whose start never ended');
+    }
     for (const { dir, error } of unreadable) {
       // Adopting what cannot be read is impossible, and leaving it would orphan the processes.
       const stopped = stopUnreadable(dir);
@@ -456,9 +477,32 @@ export class ProcessProvider
    * Sets the pod up (volumes, sandbox) and starts its first containers. A pod already known
    * with the same UID (also one adopted after an agent restart) is left as it is. A container
    * with no command to run stays Waiting (CreateContainerConfigError); the first call then
-   * throws `Unavailable` with the reason, so the core records an Event.
+   * throws `Unavailable` with the reason, so the core records an Event. `close()` and a
+   * `deletePod` of the pod abort the call and wait for it to end.
    */
-  async createPod(pod: V1Pod, signal: AbortSignal): Promise<void> {
+  createPod(pod: V1Pod, signal: AbortSignal): Promise<void> {
+    return this.#tracked(pod, signal, (s) => this.#create(pod, s));
+  }
+
+  /**
+   * Runs `start` for `pod` as a {@link PodStart}, under a signal that `signal`, `close()` and a
+   * `deletePod` of the pod abort.
+   */
+  #tracked<T>(
+    pod: V1Pod,
+    signal: AbortSignal,
+    start: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const abort = new AbortController();
+    const result = start(AbortSignal.any([signal, this.#closing.signal, abort.signal]));
+    const ended = result.then(ignore, ignore);
+    const entry: PodStart = { key: podKey(pod), uid: pod.metadata?.uid ?? '', abort, ended };
+    this.#starts.add(entry);
+    void ended.then(() => this.#starts.delete(entry));
+    return result;
+  }
+
+  async #create(pod: V1Pod, signal: AbortSignal): Promise<void> {
     this.#throwIfClosed();
     signal.throwIfAborted();
     const namespace = pod.metadata?.namespace;
@@ -527,8 +571,15 @@ export class ProcessProvider
       createdTargets,
     };
     if (pod.status?.qosClass !== undefined) record.pod.status = { qosClass: pod.status.qosClass };
-    saveRecord(record);
-    if (sandbox) noteProcesses(dir, sandbox);
+    try {
+      saveRecord(record);
+      if (sandbox) noteProcesses(dir, sandbox);
+    } catch (err) {
+      // A sandbox of no record would be adopted by nobody.
+      if (sandbox) killSandbox(sandbox);
+      this.#targets.release(dir);
+      throw err;
+    }
     const runner = new PodRunner(record, this.#ctx);
     if (sandbox) this.#writeEtcFiles(runner);
     this.#runners.set(k, runner);
@@ -582,6 +633,7 @@ export class ProcessProvider
           tmpfsDirs: volumes.filter((v) => v.tmpfs).map((v) => v.source),
           readyFile: join(dir, 'sandbox.ready'),
           logFd: fd,
+          podDir: dir,
         },
         this.#tools,
         signal,
@@ -607,20 +659,25 @@ export class ProcessProvider
     if (this.#reviving.has(runner.key)) return;
     this.#reviving.add(runner.key);
     this.#log.warn({ pod: runner.key }, 'the pod sandbox is gone: making it again');
-    const signal = this.#closing.signal;
     // The network namespace went with a reboot too: made again (same pod, maybe a new IP).
-    const start = (netns: string | undefined): Promise<ProcessRef> =>
-      this.#startSandbox(r.pod, r.dir, r.volumes, netns, signal);
-    const made =
-      r.netns === undefined
-        ? start(undefined)
-        : this.ensurePodNetwork(r.pod, signal).then((net) => {
-            r.podIPs = [...net.podIPs];
-            return start(net.netns);
-          });
+    const made = this.#tracked(r.pod, this.#closing.signal, async (signal) => {
+      let netns: string | undefined;
+      if (r.netns !== undefined) {
+        const net = await this.ensurePodNetwork(r.pod, signal);
+        r.podIPs = [...net.podIPs];
+        netns = net.netns;
+      }
+      const ref = await this.#startSandbox(r.pod, r.dir, r.volumes, netns, signal);
+      try {
+        noteProcesses(r.dir, ref);
+      } catch (err) {
+        killSandbox(ref);
+        throw err;
+      }
+      return ref;
+    });
     made
       .then((ref) => {
-        noteProcesses(r.dir, ref);
         r.sandbox = ref;
         runner.markDirty();
       })
@@ -691,10 +748,13 @@ export class ProcessProvider
    * grace period, then reports the terminal status and forgets the pod (its files go too).
    * An unknown pod is not an error. A later call with a shorter grace period brings the SIGKILL
    * forward; when `signal` aborts the containers get SIGKILL at once, and the call resolves once
-   * they are gone (within about a second), not at the end of the grace period.
+   * they are gone (within about a second), not at the end of the grace period. A start of the
+   * pod in flight (`createPod`, a sandbox made again) is aborted first, and waited for until it
+   * has killed what it spawned or `signal` aborts.
    */
   async deletePod(pod: V1Pod, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
+    await this.#endStarts(pod, signal);
     const runner = this.#runners.get(podKey(pod));
     if (!runner) {
       // Volume content and network of a pod that was never created (createPod failed).
@@ -707,6 +767,18 @@ export class ProcessProvider
     if (pod.metadata?.uid !== undefined && runner.record.pod.metadata?.uid !== pod.metadata.uid)
       return;
     await this.#finishDelete(runner, pod, signal);
+  }
+
+  /** Aborts the starts in flight of `pod` (of its UID, when it has one) and waits for them. */
+  async #endStarts(pod: V1Pod, signal: AbortSignal): Promise<void> {
+    const key = podKey(pod);
+    const uid = pod.metadata?.uid;
+    const starts = [...this.#starts].filter(
+      (s) => s.key === key && (uid === undefined || s.uid === uid),
+    );
+    if (starts.length === 0) return;
+    for (const s of starts) s.abort.abort(unavailable('the pod is being deleted'));
+    await Promise.race([Promise.all(starts.map((s) => s.ended)), abortOf(signal)]);
   }
 
   async #finishDelete(runner: PodRunner, pod: V1Pod, signal?: AbortSignal): Promise<void> {
@@ -1039,13 +1111,16 @@ export class ProcessProvider
 
   /**
    * Stops monitoring and ends sessions; pod processes keep running (see the class comment).
-   * Idempotent.
+   * Starts in flight are aborted and waited for (until `signal` aborts): each ends with what it
+   * spawned killed, or with the pod recorded. Idempotent.
    */
-  async close(): Promise<void> {
+  async close(signal?: AbortSignal): Promise<void> {
     this.#closing.abort(unavailable('the process provider is closed'));
     if (this.#monitor) clearInterval(this.#monitor);
     this.#monitor = undefined;
     const probing = this.#probing.close();
+    const starts = Promise.all([...this.#starts].map((s) => s.ended));
+    await (signal ? Promise.race([starts, abortOf(signal)]) : starts);
     for (const runner of this.#runners.values()) {
       try {
         runner.tick();
@@ -1075,6 +1150,8 @@ export class ProcessProvider
     return r && c && r.isRunning(c) ? r.findMain(c) : undefined;
   }
 }
+
+const ignore = (): void => undefined;
 
 /** PRETTY_NAME of /etc/os-release, as the kubelet reports the OS image. */
 function osImage(): string {

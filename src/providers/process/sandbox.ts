@@ -7,10 +7,11 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
-import { unavailable } from '../../errors.js';
+import { errorMessage, unavailable } from '../../errors.js';
 import { shellQuote, type Tools } from './launch.js';
 import { NETNS_DIR } from './network.js';
 import { childrenOf, isAlive, processRef, type ProcessRef } from './proc.js';
+import { noteProcesses } from './state.js';
 
 /**
  * The namespaces of a sandbox, as `unshare` flags: the detection tries exactly what
@@ -40,17 +41,25 @@ export interface SandboxSpec {
   readonly readyFile: string;
   /** The sandbox's output (errors from hostname and mount). */
   readonly logFd: number;
+  /**
+   * The pod's directory: the sandbox's first process, which leads the process group of all of
+   * them, is noted in its `processes` file as soon as it is spawned, before anything is waited
+   * for, so that an agent that stops or dies meanwhile leaves no sandbox nobody knows of.
+   */
+  readonly podDir: string;
 }
 
 /**
  * Starts a sandbox and resolves to its init process once it is set up. Throws `Unavailable`
- * when it dies or is not ready within 10 s (its log says why).
+ * when it dies or is not ready within 10 s (its log says why), or when it cannot be noted; a
+ * sandbox that is not returned is killed (`signal` aborting kills it too).
  */
 export async function startSandbox(
   spec: SandboxSpec,
   tools: Tools,
   signal: AbortSignal,
 ): Promise<ProcessRef> {
+  signal.throwIfAborted();
   const q = shellQuote;
   rmSync(spec.readyFile, { force: true });
   const lines = [`hostname ${q(spec.hostname)} || exit 1`];
@@ -85,6 +94,15 @@ export async function startSandbox(
   child.unref();
   const outer = child.pid;
   if (outer === undefined) throw unavailable('cannot start the pod sandbox (unshare)');
+  // Right after the spawn, with no await between: nothing of the agent's (a stop, the exit on a
+  // second signal) runs before the note.
+  const leader = processRef(outer);
+  try {
+    if (leader) noteProcesses(spec.podDir, leader);
+  } catch (err) {
+    await killGroup(outer);
+    throw unavailable(`cannot note the pod sandbox's process: ${errorMessage(err)}`);
+  }
   const deadline = Date.now() + 10_000;
   const state = { dead: false };
   void exited.then(() => (state.dead = true));
@@ -96,16 +114,30 @@ export async function startSandbox(
     }
     await delay(20);
   }
-  try {
-    process.kill(-outer, 'SIGKILL');
-  } catch {
-    // Gone already.
-  }
+  await killGroup(outer);
+  signal.throwIfAborted();
   throw unavailable(
     state.dead
       ? 'the pod sandbox exited while being set up'
       : 'the pod sandbox was not ready within 10 s',
   );
+}
+
+/**
+ * SIGKILL to the process group `leader` leads; resolves once the group is empty (at most 2 s),
+ * so that none of its processes still writes into the pod's directory (which a delete removes).
+ */
+async function killGroup(leader: number): Promise<void> {
+  const deadline = Date.now() + 2_000;
+  for (;;) {
+    try {
+      process.kill(-leader, 'SIGKILL');
+    } catch {
+      return; // No process left in the group.
+    }
+    if (Date.now() > deadline) return;
+    await delay(10);
+  }
 }
 
 /** Kills the sandbox and so every process in its PID namespace. */

@@ -218,25 +218,31 @@ export interface UnreadableRecord {
 }
 
 /**
- * Every pod record under `podsDir`, and the directories whose state file could not be read
- * (truncated, not JSON, another version).
+ * Every pod record under `podsDir`, the directories whose state file could not be read
+ * (truncated, not JSON, another version), and those with no state file: volume content that
+ * arrived before createPod, or a createPod that never ended (its noted processes, a sandbox
+ * being set up, belong to no pod).
  */
 export function loadRecords(podsDir: string): {
   records: PodRecord[];
   unreadable: UnreadableRecord[];
+  unfinished: string[];
 } {
   const records: PodRecord[] = [];
   const unreadable: UnreadableRecord[] = [];
+  const unfinished: string[] = [];
   let dirs: string[];
   try {
     dirs = readdirSync(podsDir);
   } catch {
-    return { records, unreadable };
+    return { records, unreadable, unfinished };
   }
   for (const d of dirs) {
     const dir = join(podsDir, d);
-    // Volume content can arrive before createPod: such a directory has no state yet.
-    if (!existsSync(join(dir, STATE_FILE))) continue;
+    if (!existsSync(join(dir, STATE_FILE))) {
+      unfinished.push(dir);
+      continue;
+    }
     try {
       const parsed: unknown = JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8'));
       if (typeof parsed !== 'object' || parsed === null) throw new Error('not an object');
@@ -250,7 +256,7 @@ export function loadRecords(podsDir: string): {
       unreadable.push({ dir, error });
     }
   }
-  return { records, unreadable };
+  return { records, unreadable, unfinished };
 }
 
 /**
