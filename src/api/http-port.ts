@@ -65,12 +65,19 @@ export function serverOptionsOf(limits: ResolvedHttpLimits): ServerOptions {
   };
 }
 
+/**
+ * How long a refused upgrade's connection may stay half-closed: a peer that never closes its side
+ * would otherwise hold the socket (and a descriptor) for good.
+ */
+export const REFUSED_CLOSE_MS = 5_000;
+
 /** An HTTP answer on a socket that asked for an upgrade we refuse; the connection closes. */
 export function refuseUpgrade(
   socket: Duplex,
   status: number,
   body: string,
   headers: Readonly<Record<string, string>> = {},
+  closeAfterMs = REFUSED_CLOSE_MS,
 ): void {
   if (socket.destroyed) return;
   const text = Buffer.from(body);
@@ -82,4 +89,7 @@ export function refuseUpgrade(
       `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${String(text.length)}\r\n` +
       `${extra}Connection: close\r\n\r\n${body}`,
   );
+  setTimeout(() => {
+    socket.destroy();
+  }, closeAfterMs).unref();
 }

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { WebhookAuthorizer } from '../../../src/api/auth.js';
-import { resolveHttpLimits, serverOptionsOf } from '../../../src/api/http-port.js';
+import { once } from 'node:events';
+import { createConnection, createServer, type Socket } from 'node:net';
+import { refuseUpgrade, resolveHttpLimits, serverOptionsOf } from '../../../src/api/http-port.js';
 import { errorCode } from '../../../src/errors.js';
 import type { KubeClient } from '../../../src/kube/client.js';
 
@@ -49,3 +51,31 @@ test('bad authentication limits are refused by name, as InvalidInput', () => {
     );
   assert.ok(new WebhookAuthorizer({ client, nodeName: 'n', maxReviewsQueued: 0 }));
 });
+
+test(
+  'a refused upgrade whose peer never closes its side is closed after the deadline, not held',
+  { timeout: 10_000 },
+  async (t) => {
+    const accepted: Socket[] = [];
+    const server = createServer({ allowHalfOpen: false }, (socket) => {
+      accepted.push(socket);
+      refuseUpgrade(socket, 400, 'no upgrade here', {}, 100);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => server.close());
+    const address = server.address();
+    assert.ok(address && typeof address === 'object');
+    // The client reads the answer but never ends its side (allowHalfOpen keeps it open).
+    const client = createConnection({ port: address.port, host: '127.0.0.1', allowHalfOpen: true });
+    t.after(() => client.destroy());
+    let answer = '';
+    client.setEncoding('utf8').on('data', (chunk: string) => (answer += chunk));
+    await once(client, 'end');
+    assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nno upgrade here$/);
+    const [socket] = accepted;
+    assert.ok(socket);
+    if (!socket.destroyed) await once(socket, 'close');
+    assert.equal(socket.destroyed, true);
+  },
+);
